@@ -1,0 +1,1 @@
+"""One module per CLI command; `featherface_tune.cli` composes them."""

@@ -1,0 +1,21 @@
+"""The project's error types. Each carries a one-line message meant for the user."""
+
+
+class FeatherFaceError(Exception):
+    """Base class: a user-facing failure with a one-line message."""
+
+    exit_code = 2
+
+
+class ConfigError(FeatherFaceError, ValueError):
+    """A model config breaks a rule of the architecture, or names an unknown field."""
+
+
+class InputError(FeatherFaceError):
+    """A file, path or argument given by the user cannot be used."""
+
+
+class BudgetViolation(FeatherFaceError):
+    """A measured count lies outside its budget."""
+
+    exit_code = 1

@@ -1,0 +1,70 @@
+"""CBAM (channel gate, then spatial gate) as in the official FeatherFace code, and its cost.
+
+FeatherFace applies it as `relu(cbam(x) + x)`; `ResidualCBAM` is not a module of its own there, so
+the model applies the residual and ReLU itself to keep the official key names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featherface_tune.models.blocks.cost import Cost, bn, conv, linear
+
+
+class ChannelGate(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = channels // reduction
+        # Sequential indices match the official layout: mlp.1 and mlp.3 are the linears.
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.size(2), x.size(3))
+        avg = self.mlp(F.avg_pool2d(x, size, stride=size))
+        mx = self.mlp(F.max_pool2d(x, size, stride=size))
+        return x * torch.sigmoid(avg + mx)[:, :, None, None]
+
+
+class SpatialConv(nn.Module):
+    """7x7 conv 2->1 (no bias) + BatchNorm(eps 1e-5, momentum 0.01), no activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 7, 1, 3, bias=False)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class SpatialGate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.spatial = SpatialConv()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat((x.max(dim=1, keepdim=True)[0], x.mean(dim=1, keepdim=True)), dim=1)
+        return x * torch.sigmoid(self.spatial(pooled))
+
+
+class CBAM(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.ChannelGate = ChannelGate(channels, reduction)
+        self.SpatialGate = SpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.SpatialGate(self.ChannelGate(x))
+
+
+@lru_cache(maxsize=1024)
+def cbam_cost(channels: int, reduction: int, hw: int) -> Cost:
+    """The MLP runs twice (avg- and max-pooled vectors); pooling and gating multiply are free."""
+    hidden = channels // reduction
+    mlp = linear(channels, hidden) + linear(hidden, channels)
+    return Cost(mlp.params, 2 * mlp.macs) + conv(2, 1, 7, hw) + bn(1, hw)

@@ -1,0 +1,31 @@
+"""Per-level 1x1 prediction heads (class, box, landmarks) and their cost."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from featherface_tune.models.blocks.cost import Cost, conv
+
+
+class Head(nn.Module):
+    """1x1 conv to anchors x `values`, reshaped to [B, H*W*anchors, values]."""
+
+    def __init__(self, cin: int, anchors: int, values: int):
+        super().__init__()
+        self.values = values
+        self.conv1x1 = nn.Conv2d(cin, anchors * values, kernel_size=1, stride=1, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1x1(x).permute(0, 2, 3, 1).contiguous()
+        return out.view(out.shape[0], -1, self.values)
+
+
+def head_values(landmarks: bool) -> tuple[int, ...]:
+    """Values per anchor of each head: class (2), box (4), and landmarks (10) if present."""
+    return (2, 4, 10) if landmarks else (2, 4)
+
+
+def heads_cost(cin: int, anchors: int, landmarks: bool, hw: int) -> Cost:
+    return Cost(0, 0) + sum((conv(cin, anchors * v, 1, hw, bias=True) for v in head_values(landmarks)),
+                            Cost(0, 0))

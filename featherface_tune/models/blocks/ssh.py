@@ -1,0 +1,68 @@
+"""SSH context module (3x3 / 5x5 / 7x7 branches by stacked 3x3 convs), plain or deformable, and its cost."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featherface_tune.models.blocks.cost import Cost, bn
+from featherface_tune.models.blocks.deform import (
+    DeformableConv2d, dcn_cost, dcn_offset_macs, dcn_sampling_macs,
+)
+from featherface_tune.models.blocks.layers import conv_bn_cost
+
+
+def _unit(cin: int, cout: int, deformable: bool, leaky: float | None) -> nn.Sequential:
+    conv: nn.Module = (DeformableConv2d(cin, cout, 3, 1, 1) if deformable
+                       else nn.Conv2d(cin, cout, 3, 1, 1, bias=False))
+    layers = [conv, nn.BatchNorm2d(cout)]
+    if leaky is not None:
+        layers.append(nn.LeakyReLU(negative_slope=leaky, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SSH(nn.Module):
+    """Output = relu(cat(3x3 -> out/2, 5x5 -> out/4, 7x7 -> out/4)); out must be a multiple of 4."""
+
+    def __init__(self, cin: int, cout: int, deformable: bool = True):
+        super().__init__()
+        if cout % 4:
+            raise ValueError(f"SSH width {cout} must be a multiple of 4")
+        leaky = 0.1 if cout <= 64 else 0.0
+        q = cout // 4
+        self.conv3X3 = _unit(cin, cout // 2, deformable, None)
+        self.conv5X5_1 = _unit(cin, q, deformable, leaky)
+        self.conv5X5_2 = _unit(q, q, deformable, None)
+        self.conv7X7_2 = _unit(q, q, deformable, leaky)
+        self.conv7x7_3 = _unit(q, q, deformable, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c3 = self.conv3X3(x)
+        c5_1 = self.conv5X5_1(x)
+        c5 = self.conv5X5_2(c5_1)
+        c7 = self.conv7x7_3(self.conv7X7_2(c5_1))
+        return F.relu(torch.cat([c3, c5, c7], dim=1))
+
+
+def _ssh_convs(cin: int, cout: int) -> tuple[tuple[int, int], ...]:
+    q = cout // 4
+    return ((cin, cout // 2), (cin, q), (q, q), (q, q), (q, q))
+
+
+@lru_cache(maxsize=4096)
+def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
+    total = Cost(0, 0)
+    for a, b in _ssh_convs(cin, cout):
+        total = total + (dcn_cost(a, b, hw) + bn(b, hw) if deformable else conv_bn_cost(a, b, hw))
+    return total
+
+
+def ssh_dcn_extra_macs(cin: int, cout: int, deformable: bool, hw: int) -> tuple[int, int]:
+    """(offset+modulator conv MACs, bilinear-sampling MACs) of the SSH's deformable convs."""
+    if not deformable:
+        return 0, 0
+    ins = [a for a, _ in _ssh_convs(cin, cout)]
+    return sum(dcn_offset_macs(a, hw) for a in ins), sum(dcn_sampling_macs(a, hw) for a in ins)

@@ -1,0 +1,240 @@
+"""The FeatherFace config: one frozen dataclass that is the single source of truth for a model.
+
+Every architectural rule is checked when a config is made; a violation raises `ConfigError` with a
+one-line message naming the field, the value, the rule and the nearest valid values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from featherface_tune.errors import ConfigError, InputError
+
+NECKS = ("bifpn", "fpn")
+SHUFFLES = ("block", "plain", "none")
+LEVELS = ("P3", "P4", "P5")
+
+
+@dataclass(frozen=True)
+class FeatherFaceConfig:
+    """A FeatherFace-family detector. Defaults are the official FeatherFace code."""
+
+    backbone_width: float = 0.25
+    backbone_cbam: bool = True
+    neck: str = "bifpn"
+    neck_channels: int = 64
+    bifpn_repeats: int = 3
+    neck_cbam: bool = True
+    backbone_cbam_reduction: int = 16
+    neck_cbam_reduction: int = 16
+    ssh_channels: int | tuple[int, int, int] = 64
+    ssh_deformable: bool = True
+    shuffle: str = "block"
+    shuffle_groups: int = 2
+    anchors_per_cell: int = 2
+    landmarks: bool = True
+
+    def __post_init__(self) -> None:
+        ssh = self.ssh_channels
+        if isinstance(ssh, (list, tuple)):
+            ssh = tuple(ssh)
+            if len(ssh) == 3 and len(set(ssh)) == 1 and _is_int(ssh[0]):
+                ssh = ssh[0]  # canonical form: one int when all levels agree
+            object.__setattr__(self, "ssh_channels", ssh)
+        if _is_int(self.backbone_width):
+            object.__setattr__(self, "backbone_width", float(self.backbone_width))
+        validate(self)
+
+    # ---- derived quantities -------------------------------------------------------------
+    @property
+    def ssh_widths(self) -> tuple[int, int, int]:
+        """SSH output width of each level (P3, P4, P5)."""
+        s = self.ssh_channels
+        return (s, s, s) if isinstance(s, int) else tuple(s)  # type: ignore[return-value]
+
+    @property
+    def backbone_channels(self) -> tuple[int, int, int]:
+        """Output widths of the three backbone stages (64/128/256 at width 0.25)."""
+        m = round(self.backbone_width * 32)
+        return (8 * m, 16 * m, 32 * m)
+
+    def replace(self, **changes: Any) -> "FeatherFaceConfig":
+        """A copy with some fields changed (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields, TOML/JSON ready (SSH widths as int or list)."""
+        d = dataclasses.asdict(self)
+        if isinstance(d["ssh_channels"], tuple):
+            d["ssh_channels"] = list(d["ssh_channels"])
+        return d
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FeatherFaceConfig))
+_BOOL_FIELDS = ("backbone_cbam", "neck_cbam", "ssh_deformable", "landmarks")
+_INT_FIELDS = (
+    "neck_channels", "bifpn_repeats", "backbone_cbam_reduction", "neck_cbam_reduction",
+    "shuffle_groups", "anchors_per_cell",
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _fail(name: str, value: Any, rule: str, nearest: Sequence[Any] | None = None) -> None:
+    msg = f"{name}={value!r} {rule}" if not _is_int(value) else f"{name}={value} {rule}"
+    if nearest:
+        msg += "; nearest valid: " + ", ".join(str(v) for v in nearest)
+    raise ConfigError(msg)
+
+
+def _nearest_multiples(v: int, m: int, lo: int = 1) -> list[int]:
+    down = (v // m) * m
+    cands = [c for c in (down, down + m) if c >= lo]
+    return cands or [max(lo, m)]
+
+
+def _nearest_divisors(n: int, g: int) -> list[int]:
+    divs = [d for d in range(1, n + 1) if n % d == 0]
+    below = [d for d in divs if d < g]
+    above = [d for d in divs if d > g]
+    return ([below[-1]] if below else []) + ([above[0]] if above else [])
+
+
+def validate(cfg: FeatherFaceConfig) -> None:
+    """Check every rule of the architecture; raise ConfigError on the first broken one."""
+    for name in _BOOL_FIELDS:
+        v = getattr(cfg, name)
+        if not isinstance(v, bool):
+            _fail(name, v, "must be true or false")
+    for name in _INT_FIELDS:
+        v = getattr(cfg, name)
+        if not _is_int(v):
+            _fail(name, v, "must be an integer")
+    w = cfg.backbone_width
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+        _fail("backbone_width", w, "must be a positive number", [0.25])
+    if abs(w * 32 - round(w * 32)) > 1e-9 or round(w * 32) < 1:
+        k = max(1, math.floor(w * 32))
+        _fail("backbone_width", w,
+              "must be a multiple of 1/32 (MobileNetV1's 32-channel stem needs whole channels)",
+              sorted({k / 32, (k + 1) / 32}))
+    if cfg.neck not in NECKS:
+        _fail("neck", cfg.neck, f"must be one of {', '.join(NECKS)}")
+    if cfg.shuffle not in SHUFFLES:
+        _fail("shuffle", cfg.shuffle, f"must be one of {', '.join(SHUFFLES)}")
+    if cfg.neck_channels < 1:
+        _fail("neck_channels", cfg.neck_channels, "must be a positive width", [1])
+    if cfg.neck == "bifpn" and cfg.bifpn_repeats < 1:
+        _fail("bifpn_repeats", cfg.bifpn_repeats, "must be at least 1 with neck='bifpn'", [1])
+    if cfg.neck == "fpn" and cfg.bifpn_repeats != 0:
+        _fail("bifpn_repeats", cfg.bifpn_repeats,
+              "only applies to neck='bifpn'; with neck='fpn' it must be 0", [0])
+    for name, on, width in (
+        ("backbone_cbam_reduction", cfg.backbone_cbam, min(cfg.backbone_channels)),
+        ("neck_cbam_reduction", cfg.neck_cbam, cfg.neck_channels),
+    ):
+        r = getattr(cfg, name)
+        if r < 1:
+            _fail(name, r, "must be at least 1", [1])
+        if on and width // r < 1:
+            _fail(name, r,
+                  f"leaves the CBAM channel-gate MLP with {width}//{r} = 0 hidden units "
+                  f"(needs at least 1 at width {width})", [width])
+    ssh = cfg.ssh_channels
+    if _is_int(ssh):
+        items = [("ssh_channels", ssh)]
+    elif isinstance(ssh, tuple) and len(ssh) == 3:
+        items = [(f"ssh_channels[{i}]", v) for i, v in enumerate(ssh)]
+    else:
+        _fail("ssh_channels", ssh, "must be one integer or a list of three (P3, P4, P5)")
+    for name, v in items:
+        if not _is_int(v):
+            _fail(name, v, "must be an integer")
+        if v < 4:
+            _fail(name, v, "must be a positive multiple of 4 (SSH splits it 1/2+1/4+1/4)", [4])
+        if v % 4:
+            _fail(name, v, "must be a multiple of 4 (SSH splits it 1/2+1/4+1/4)",
+                  _nearest_multiples(v, 4, 4))
+    if cfg.shuffle_groups < 1:
+        _fail("shuffle_groups", cfg.shuffle_groups, "must be at least 1", [1, 2])
+    if cfg.shuffle != "none":
+        for name, v in items:
+            if v % cfg.shuffle_groups:
+                _fail("shuffle_groups", cfg.shuffle_groups,
+                      f"must divide the SSH width {name}={v} (channel shuffle splits it into "
+                      "equal groups)", _nearest_divisors(v, cfg.shuffle_groups))
+    if cfg.anchors_per_cell < 1:
+        _fail("anchors_per_cell", cfg.anchors_per_cell, "must be at least 1", [1, 2])
+
+
+# ---- building configs from outside data ---------------------------------------------------
+
+def from_mapping(data: Mapping[str, Any], base: FeatherFaceConfig | None = None,
+                 source: str = "config") -> FeatherFaceConfig:
+    """Config from a dict of fields (on top of `base`); unknown fields are an error."""
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(f"{source}: unknown field {unknown[0]!r}; valid fields: "
+                          + ", ".join(FIELD_NAMES))
+    try:
+        return dataclasses.replace(base or FeatherFaceConfig(), **dict(data))
+    except TypeError as exc:  # pragma: no cover - dataclasses guards the names above
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as a TOML value (`52`, `[56,72,72]`, `true`), else a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`field=value` strings to a dict; a missing `=` or unknown field is an error."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected field=value, e.g. neck_channels=52")
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in FIELD_NAMES:
+            raise ConfigError(f"--set {key!r}: unknown field; valid fields: " + ", ".join(FIELD_NAMES))
+        out[key] = parse_value(value)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Fields from a TOML or JSON file. A `[model]` table, if present, holds the fields."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"config file {str(p)!r} is not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {str(p)!r} must hold a table of config fields")
+    if isinstance(data.get("model"), dict):
+        data = data["model"]
+    return data
+
+
+def to_toml(cfg: FeatherFaceConfig, header: str = "") -> str:
+    """The config as TOML text that `--config` accepts."""
+    import tomli_w
+
+    text = tomli_w.dumps(cfg.to_dict())
+    return (header.rstrip() + "\n" if header else "") + text

@@ -1,0 +1,1 @@
+"""Presentation: rich tables and report bundles built from counts and studies."""
