@@ -10,8 +10,8 @@ modulator convs to `macs` (what fvcore measures on the model with a handle for t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from featherface_tune.models.blocks.backbone import backbone_cost, level_sizes
 from featherface_tune.models.blocks.bifpn import bifpn_cost
@@ -28,69 +28,62 @@ DEFAULT_INPUT = (640, 640)
 DCN_CONVENTIONS = ("dense", "full")
 
 
-@dataclass(frozen=True)
-class CountResult:
+class CountResult(NamedTuple):
+    """Exact totals for one config and input size. `groups` holds (params, macs) per GROUPS entry;
+    `modules` presents them as a dict."""
+
     params: int
     macs: int
     input_size: tuple[int, int]
-    modules: dict[str, Cost] = field(default_factory=dict)
+    groups: tuple[tuple[int, int], ...]
     dcn_offset_macs: int = 0
     dcn_sampling_macs: int = 0
     dcn_macs: str = "dense"
+
+    @property
+    def modules(self) -> dict[str, Cost]:
+        return {name: Cost(*pm) for name, pm in zip(GROUPS, self.groups)}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "params": self.params,
             "macs": self.macs,
             "input_size": list(self.input_size),
-            "modules": {k: {"params": v.params, "macs": v.macs} for k, v in self.modules.items()},
+            "modules": {n: {"params": p, "macs": m} for n, (p, m) in zip(GROUPS, self.groups)},
             "dcn_offset_macs": self.dcn_offset_macs,
             "dcn_sampling_macs": self.dcn_sampling_macs,
             "dcn_macs": self.dcn_macs,
         }
 
 
-def _check_size(h: int, w: int) -> None:
-    from featherface_tune.errors import ConfigError
-
+@lru_cache(maxsize=1024)
+def _level_hws(h: int, w: int) -> tuple[int, int, int]:
     if h < 1 or w < 1:
+        from featherface_tune.errors import ConfigError
+
         raise ConfigError(f"input size {h}x{w} must be positive")
-
-
-def breakdown(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> dict[str, Cost]:
-    """Per-group cost for an h x w input."""
-    _check_size(h, w)
     (h3, w3), (h4, w4), (h5, w5) = level_sizes(h, w)
-    hws = (h3 * w3, h4 * w4, h5 * w5)
-    chans = cfg.backbone_channels
-    zero = Cost(0, 0)
-    out = {"backbone": backbone_cost(cfg.backbone_width, h, w)}
-    out["backbone_cbam"] = (cbam_cost(chans[0], cfg.backbone_cbam_reduction, hws[0])
-                            + cbam_cost(chans[1], cfg.backbone_cbam_reduction, hws[1])
-                            + cbam_cost(chans[2], cfg.backbone_cbam_reduction, hws[2])
-                            if cfg.backbone_cbam else zero)
-    n = cfg.neck_channels
-    out["neck"] = (bifpn_cost(chans, n, cfg.bifpn_repeats, *hws) if cfg.neck == "bifpn"
-                   else fpn_cost(chans, n, *hws))
-    r = cfg.neck_cbam_reduction
-    out["neck_cbam"] = (cbam_cost(n, r, hws[0]) + cbam_cost(n, r, hws[1]) + cbam_cost(n, r, hws[2])
-                        if cfg.neck_cbam else zero)
-    ssh, shuf, heads = zero, zero, zero
-    for s, hw in zip(cfg.ssh_widths, hws):
-        ssh = ssh + ssh_cost(n, s, cfg.ssh_deformable, hw)
-        shuf = shuf + shuffle_cost(cfg.shuffle, s, hw)
-        heads = heads + heads_cost(s, cfg.anchors_per_cell, cfg.landmarks, hw)
-    out["ssh"], out["shuffle"], out["heads"] = ssh, shuf, heads
-    return out
+    return (h3 * w3, h4 * w4, h5 * w5)
 
 
-def dcn_extra_macs(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> tuple[int, int]:
-    """(offset+modulator conv MACs, bilinear-sampling MACs) of all deformable convs."""
-    off = samp = 0
-    for s, (lh, lw) in zip(cfg.ssh_widths, level_sizes(h, w)):
-        o, p = ssh_dcn_extra_macs(cfg.neck_channels, s, cfg.ssh_deformable, lh * lw)
-        off, samp = off + o, samp + p
-    return off, samp
+@lru_cache(maxsize=8192)
+def _cbam_levels(chans: tuple[int, int, int], r: int, hws: tuple[int, int, int]) -> tuple[int, int]:
+    a, b, c = (cbam_cost(ch, r, hw) for ch, hw in zip(chans, hws))
+    return (a[0] + b[0] + c[0], a[1] + b[1] + c[1])
+
+
+@lru_cache(maxsize=65536)
+def _level_tail(n: int, s: int, deformable: bool, shuffle: str, anchors: int, landmarks: bool,
+                hw: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """SSH, shuffle and heads of one level, plus the DCN offset/sampling MACs, as flat ints."""
+    a = ssh_cost(n, s, deformable, hw)
+    b = shuffle_cost(shuffle, s, hw)
+    c = heads_cost(s, anchors, landmarks, hw)
+    off, samp = ssh_dcn_extra_macs(n, s, deformable, hw)
+    return (a[0], a[1], b[0], b[1], c[0], c[1], off, samp)
+
+
+_NONE = (0, 0)
 
 
 def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "dense") -> CountResult:
@@ -99,15 +92,46 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
         from featherface_tune.errors import ConfigError
 
         raise ConfigError(f"dcn_macs={dcn_macs!r} must be one of {', '.join(DCN_CONVENTIONS)}")
-    mods = breakdown(cfg, h, w)
-    offset, sampling = dcn_extra_macs(cfg, h, w)
-    if dcn_macs == "full" and offset:
-        mods["ssh"] = mods["ssh"] + Cost(0, offset)
-    params = sum(c.params for c in mods.values())
-    macs = sum(c.macs for c in mods.values())
-    return CountResult(params, macs, (h, w), mods, offset, sampling, dcn_macs)
+    hws = _level_hws(h, w)
+    chans = cfg.backbone_channels
+    n = cfg.neck_channels
+    bb = backbone_cost(cfg.backbone_width, h, w)
+    bcb = _cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else _NONE
+    neck = (bifpn_cost(chans, n, cfg.bifpn_repeats, *hws) if cfg.neck == "bifpn"
+            else fpn_cost(chans, n, *hws))
+    ncb = _cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else _NONE
+    s3, s4, s5 = cfg.ssh_widths
+    args = (cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks)
+    t3 = _level_tail(n, s3, *args, hws[0])
+    t4 = _level_tail(n, s4, *args, hws[1])
+    t5 = _level_tail(n, s5, *args, hws[2])
+    off = t3[6] + t4[6] + t5[6]
+    ssh_macs = t3[1] + t4[1] + t5[1] + (off if dcn_macs == "full" else 0)
+    groups = (
+        (bb[0], bb[1]), bcb, (neck[0], neck[1]), ncb,
+        (t3[0] + t4[0] + t5[0], ssh_macs),
+        (t3[2] + t4[2] + t5[2], t3[3] + t4[3] + t5[3]),
+        (t3[4] + t4[4] + t5[4], t3[5] + t4[5] + t5[5]),
+    )
+    params = bb[0] + bcb[0] + neck[0] + ncb[0] + groups[4][0] + groups[5][0] + groups[6][0]
+    macs = bb[1] + bcb[1] + neck[1] + ncb[1] + ssh_macs + groups[5][1] + groups[6][1]
+    return CountResult(params, macs, (h, w), groups, off, t3[7] + t4[7] + t5[7], dcn_macs)
+
+
+def breakdown(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> dict[str, Cost]:
+    """Per-group cost for an h x w input (dense DCN convention)."""
+    return count(cfg, h, w).modules
 
 
 def count_params(cfg: FeatherFaceConfig) -> int:
     """Learnable parameters only (independent of the input size)."""
-    return sum(c.params for c in breakdown(cfg, 32, 32).values())
+    return count(cfg, 32, 32).params
+
+
+def clear_caches() -> None:
+    """Forget every memoised block cost (for cold-start timing)."""
+    from featherface_tune.models.blocks import backbone, bifpn, cbam, deform, fpn, shuffle, ssh
+
+    for f in (backbone.backbone_cost, bifpn.bifpn_cost, cbam.cbam_cost, deform.dcn_cost, fpn.fpn_cost,
+              shuffle.shuffle_cost, ssh.ssh_cost, _level_hws, _cbam_levels, _level_tail):
+        f.cache_clear()

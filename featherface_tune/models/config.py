@@ -207,7 +207,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in FIELD_NAMES:
-            raise ConfigError(f"--set {key!r}: unknown field; valid fields: " + ", ".join(FIELD_NAMES))
+            raise ConfigError(f"--set: unknown field {key!r}; valid fields: " + ", ".join(FIELD_NAMES))
         out[key] = parse_value(value)
     return out
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, bn, conv, upsample
+from featherface_tune.models.blocks.cost import Cost
 
 
 def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
@@ -122,19 +122,16 @@ class BiFPN(nn.Sequential):
         super().__init__(*(BiFPNCell(c, in_channels, first=(i == 0)) for i in range(repeats)))
 
 
-def _sep_cost(c: int, hw: int) -> Cost:
-    return conv(c, c, 3, hw, groups=c) + conv(c, c, 1, hw, bias=True) + bn(c, hw)
-
-
-def _proj_cost(cin: int, c: int, hw: int) -> Cost:
-    return conv(cin, c, 1, hw, bias=True) + bn(c, hw)
-
-
 @lru_cache(maxsize=4096)
 def bifpn_cost(in_channels: tuple[int, int, int], c: int, repeats: int,
                hw3: int, hw4: int, hw5: int) -> Cost:
-    cell = (_sep_cost(c, hw4) * 2 + _sep_cost(c, hw3) + _sep_cost(c, hw5)
-            + upsample(c, hw4) + upsample(c, hw3) + Cost(2 + 2 + 3 + 3, 0))
-    proj = (_proj_cost(in_channels[0], c, hw3) + _proj_cost(in_channels[1], c, hw4) * 2
-            + _proj_cost(in_channels[2], c, hw5) * 2)
-    return cell * repeats + proj
+    """Per cell: four separable blocks (dw 3x3, pw 1x1 + bias, BN) at P4, P3, P4, P5, two nearest
+    upsamplings (to P4, P3) and 10 fusion weights. The first cell adds five 1x1 projections
+    (bias + BN): P3, P4 twice, P5 twice."""
+    sep_macs = 9 * c + c * c + 2 * c  # per position
+    cell_params = 4 * (sep_macs + c) + 10
+    cell_macs = sep_macs * (2 * hw4 + hw3 + hw5) + c * (hw4 + hw3)
+    c3, c4, c5 = in_channels
+    proj_params = (c3 + 2 * c4 + 2 * c5) * c + 5 * 3 * c
+    proj_macs = (c3 + 2) * c * hw3 + 2 * (c4 + 2) * c * hw4 + 2 * (c5 + 2) * c * hw5
+    return Cost(cell_params * repeats + proj_params, cell_macs * repeats + proj_macs)

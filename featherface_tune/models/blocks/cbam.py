@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, bn, conv, linear
+from featherface_tune.models.blocks.cost import Cost
 
 
 class ChannelGate(nn.Module):
@@ -65,6 +65,6 @@ class CBAM(nn.Module):
 @lru_cache(maxsize=1024)
 def cbam_cost(channels: int, reduction: int, hw: int) -> Cost:
     """The MLP runs twice (avg- and max-pooled vectors); pooling and gating multiply are free."""
-    hidden = channels // reduction
-    mlp = linear(channels, hidden) + linear(hidden, channels)
-    return Cost(mlp.params, 2 * mlp.macs) + conv(2, 1, 7, hw) + bn(1, hw)
+    m = channels // reduction
+    # MLP c->m->c with biases (run twice), 7x7 conv 2->1 (98 weights) + BN(1) (2 params)
+    return Cost(2 * channels * m + m + channels + 100, 4 * channels * m + 100 * hw)

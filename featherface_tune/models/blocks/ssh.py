@@ -8,11 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, bn
-from featherface_tune.models.blocks.deform import (
-    DeformableConv2d, dcn_cost, dcn_offset_macs, dcn_sampling_macs,
-)
-from featherface_tune.models.blocks.layers import conv_bn_cost
+from featherface_tune.models.blocks.cost import Cost
+from featherface_tune.models.blocks.deform import DeformableConv2d, dcn_offset_macs, dcn_sampling_macs
 
 
 def _unit(cin: int, cout: int, deformable: bool, leaky: float | None) -> nn.Sequential:
@@ -54,10 +51,12 @@ def _ssh_convs(cin: int, cout: int) -> tuple[tuple[int, int], ...]:
 
 @lru_cache(maxsize=4096)
 def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
-    total = Cost(0, 0)
-    for a, b in _ssh_convs(cin, cout):
-        total = total + (dcn_cost(a, b, hw) + bn(b, hw) if deformable else conv_bn_cost(a, b, hw))
-    return total
+    """Closed form of the five 3x3 conv + BN units (`_ssh_convs`); with DCN, each unit adds its
+    offset (18 ch) and modulator (9 ch) conv params: 243 per input channel + 27 biases."""
+    q = cout // 4
+    per_pos = 9 * (cin * (cout // 2) + cin * q + 3 * q * q) + 2 * (cout // 2 + 4 * q)  # weights + BN
+    params = per_pos + (243 * (2 * cin + 3 * q) + 5 * 27 if deformable else 0)
+    return Cost(params, per_pos * hw)
 
 
 def ssh_dcn_extra_macs(cin: int, cout: int, deformable: bool, hw: int) -> tuple[int, int]:
