@@ -77,6 +77,14 @@ def main() -> None:
     print(f"build model + fvcore MACs   : {fv:12.1f} us/config (median)")
     print(f"speed-up vs build: warm {build / warm:,.0f}x, once {build / fresh:,.0f}x, cold {build / cold_t:,.0f}x (target >= 5,000x)")
     print(f"speed-up vs fvcore: warm {fv / warm:,.0f}x, cold {fv / cold_t:,.0f}x")
+    official = FeatherFaceConfig()
+    reps = 20
+    b_off = statistics.median(per_config_us(lambda c: count_parameters(build_model(c)), [official] * reps))
+    clear_caches()
+    first = per_config_us(count, [official])[0]
+    a_off = statistics.median(per_config_us(count, [official] * reps, repeat=200))
+    print(f"official FeatherFace: build+numel {b_off:,.0f} us, analytic {a_off:.1f} us warm "
+          f"({b_off / a_off:,.0f}x), {first:.1f} us on first sight ({b_off / first:,.0f}x)")
 
 
 if __name__ == "__main__":

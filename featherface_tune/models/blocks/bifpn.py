@@ -7,7 +7,6 @@ input size, and the downsampling max-pool pads with zeros (F.pad), as the offici
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -122,7 +121,6 @@ class BiFPN(nn.Sequential):
         super().__init__(*(BiFPNCell(c, in_channels, first=(i == 0)) for i in range(repeats)))
 
 
-@lru_cache(maxsize=4096)
 def bifpn_cost(in_channels: tuple[int, int, int], c: int, repeats: int,
                hw3: int, hw4: int, hw5: int) -> Cost:
     """Per cell: four separable blocks (dw 3x3, pw 1x1 + bias, BN) at P4, P3, P4, P5, two nearest

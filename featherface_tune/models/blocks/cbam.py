@@ -6,7 +6,6 @@ the model applies the residual and ReLU itself to keep the official key names.
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +61,6 @@ class CBAM(nn.Module):
         return self.SpatialGate(self.ChannelGate(x))
 
 
-@lru_cache(maxsize=1024)
 def cbam_cost(channels: int, reduction: int, hw: int) -> Cost:
     """The MLP runs twice (avg- and max-pooled vectors); pooling and gating multiply are free."""
     m = channels // reduction

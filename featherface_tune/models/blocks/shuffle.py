@@ -3,7 +3,6 @@ or nothing; and its cost."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 from torch import nn
@@ -41,7 +40,6 @@ def shuffle_module(kind: str, c: int, groups: int) -> nn.Module:
     )
 
 
-@lru_cache(maxsize=4096)
 def shuffle_cost(kind: str, c: int, hw: int) -> Cost:
     if kind != "block":
         return ZERO

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +48,6 @@ def _ssh_convs(cin: int, cout: int) -> tuple[tuple[int, int], ...]:
     return ((cin, cout // 2), (cin, q), (q, q), (q, q), (q, q))
 
 
-@lru_cache(maxsize=4096)
 def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
     """Closed form of the five 3x3 conv + BN units (`_ssh_convs`); with DCN, each unit adds its
     offset (18 ch) and modulator (9 ch) conv params: 243 per input channel + 27 biases."""
@@ -60,8 +58,9 @@ def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
 
 
 def ssh_dcn_extra_macs(cin: int, cout: int, deformable: bool, hw: int) -> tuple[int, int]:
-    """(offset+modulator conv MACs, bilinear-sampling MACs) of the SSH's deformable convs."""
+    """(offset+modulator conv MACs, bilinear-sampling MACs) of the SSH's deformable convs: the five
+    convs read cin, cin, q, q, q channels (q = cout/4)."""
     if not deformable:
         return 0, 0
-    ins = [a for a, _ in _ssh_convs(cin, cout)]
-    return sum(dcn_offset_macs(a, hw) for a in ins), sum(dcn_sampling_macs(a, hw) for a in ins)
+    ins = 2 * cin + 3 * (cout // 4)
+    return dcn_offset_macs(ins, hw), dcn_sampling_macs(ins, hw)
