@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -22,12 +23,15 @@ def count_cmd(
     check: Annotated[bool, typer.Option("--check", help="Also build the model and cross-check against numel(), fvcore and torch's flop counter.")] = False,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", help="'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (the published figures); 'full': offset/modulator convs in the total.")] = "dense",
     json_: JsonOpt = False,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Report a checkpoint's learnable parameters (BatchNorm statistics excluded) and its inferred config as TOML; with --preset/--config, also check that it loads into that config.")] = None,
 ) -> None:
     """Count a FeatherFace config's parameters and multiply-adds exactly, without building it.
 
     The config comes from --preset, then --config, then --set overrides (default: the official
     FeatherFace). Shows the per-module breakdown; --check builds the model and proves the figures.
     """
+    if checkpoint is not None:
+        return count_checkpoint(checkpoint, preset, config, set_, json_)
     from featherface_tune.counter.analytic import count
     from featherface_tune.reports.tables import count_table
 
@@ -56,3 +60,47 @@ def count_cmd(
         raise fail("cross-check failed: " + "; ".join(checked.mismatches()), 1)
     if checked is not None and not json_:
         err.print("[green]cross-check passed[/]: analytic == numel() and == fvcore, per module")
+
+
+def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
+                     sets: Optional[list[str]], json_: bool) -> None:
+    """`count --checkpoint`: learnable parameters of a checkpoint and its inferred config as TOML
+    (stdout is valid TOML: the figures are comments). With --preset/--config the checkpoint must load
+    into that config strictly; --set alone applies on top of the inferred config."""
+    from featherface_tune.counter.analytic import count
+    from featherface_tune.errors import ConfigError, InputError
+    from featherface_tune.models.checkpoint import infer_config, load_model, read_checkpoint
+    from featherface_tune.models.config import from_mapping, parse_overrides, to_toml
+
+    ck = read_checkpoint(path)
+    params = ck.learnable_params
+    cfg, why = None, ""
+    if preset is not None or config is not None:
+        cfg = resolve(preset, config, sets)
+        load_model(ck, cfg)  # strict: raises with the fields to change
+    else:
+        try:
+            cfg = infer_config(ck.state_dict)
+            if sets:
+                cfg = from_mapping(parse_overrides(sets), cfg, source="--set")
+            load_model(ck, cfg)
+        except (InputError, ConfigError) as exc:
+            cfg, why = None, str(exc)
+    analytic = count(cfg).params if cfg is not None else None
+    if json_:
+        print_json({"checkpoint": str(path), "params": params, "tensors": len(ck.state_dict),
+                    "wrapper": ck.wrapper, "stripped_prefix": ck.stripped_prefix,
+                    "config": cfg.to_dict() if cfg is not None else None,
+                    "config_error": why or None, "analytic_params": analytic})
+        return
+    header = [f"# checkpoint: {path}",
+              f"# learnable parameters: {params:,} ({len(ck.state_dict)} tensors; BatchNorm running "
+              "statistics and counters excluded)"]
+    if cfg is None:
+        out.print("\n".join(header), highlight=False, markup=False)
+        err.print(f"[yellow]warning:[/] no config inferred: {why}", highlight=False, soft_wrap=True)
+        return
+    source = "given" if (preset is not None or config is not None) else "inferred from the checkpoint"
+    header.append(f"# config {source}; analytic count {analytic:,}"
+                  + (" (matches)" if analytic == params else " (DIFFERS)"))
+    out.print(to_toml(cfg, header="\n".join(header)).rstrip("\n"), highlight=False, markup=False)

@@ -1,0 +1,392 @@
+"""Budget files: finding them, loading and validating them, and writing a recorded baseline back.
+
+Schema (TOML)::
+
+    name = "featherface-official"          # optional, defaults to the file name
+    description = "..."                    # optional
+
+    [model]                                # required: a preset and/or a config file and/or fields
+    preset = "featherface-official"
+    config = "../configs/mine.toml"        # relative to the budget file
+    neck_channels = 42                     # any FeatherFaceConfig field
+
+    [params]                               # required
+    target = 592371                        # exact target ...
+    tolerance = 0                          # ... +- an absolute count or a percent string "0.5%"
+    max = 600000                           # and/or an upper bound (min = ... a lower one)
+
+    [macs]                                 # optional, same keys plus:
+    input_size = [640, 640]                # required with [macs]
+    dcn_macs = "dense"                     # optional: "dense" (default) or "full"
+
+    [baseline]                             # optional, written by `featherface-tune gate --update`
+    input_size = [640, 640]
+    dcn_macs = "dense"
+    params = 592371
+    macs = 915637376
+    [baseline.modules.backbone]
+    params = 213072
+    macs = 353433600
+
+Every problem raises `BudgetFileError` naming the file, the key and (when found) its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from featherface_tune.budgets.schema import Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance
+from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
+from featherface_tune.errors import ConfigError, FeatherFaceError
+from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping, read_config_file
+from featherface_tune.models.presets import get_preset
+
+TOP_KEYS = ("name", "description", "model", "params", "macs", "baseline")
+BOUND_KEYS = ("target", "tolerance", "max", "min")
+MACS_KEYS = BOUND_KEYS + ("input_size", "dcn_macs")
+MODEL_KEYS = ("preset", "config") + FIELD_NAMES
+BASELINE_KEYS = ("input_size", "dcn_macs", "params", "macs", "modules")
+MODULE_KEYS = ("params", "macs")
+DEFAULT_INPUT = (640, 640)
+BUDGET_DIR = "budgets"
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+_TOML_LINE = re.compile(r"at line (\d+)")
+
+
+# ---- locating keys in the text (for messages and annotations) -------------------------------
+
+def _split_dotted(key: str) -> list[str]:
+    return [part.strip().strip("\"'") for part in key.split(".")]
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Dotted key or table path -> 1-based line where it is defined (first definition wins)."""
+    found: dict[str, int] = {}
+    table: list[str] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        m = _HEADER.match(line)
+        if m:
+            table = _split_dotted(m.group(1))
+            found.setdefault(".".join(table), i)
+            continue
+        m = _ASSIGN.match(line)
+        if m:
+            path = table + _split_dotted(m.group(1))
+            found.setdefault(".".join(path), i)
+    return found
+
+
+def line_of(lines: Mapping[str, int], key: str) -> Optional[int]:
+    """Line of `key`, else of its nearest enclosing table or key that is in the text."""
+    parts = key.split(".") if key else []
+    while parts:
+        hit = lines.get(".".join(parts))
+        if hit:
+            return hit
+        parts.pop()
+    return None
+
+
+def display_path(path: Path) -> str:
+    """The path as the user will recognise it: relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(path.resolve(), Path.cwd().resolve())
+    except ValueError:  # another drive (Windows)
+        return path.as_posix()
+    return Path(rel).as_posix() if not rel.startswith("..") else path.as_posix()
+
+
+def discover(root: Path | None = None) -> list[Path]:
+    """Every `budgets/*.toml` under `root` (default: the working directory), sorted."""
+    base = (root or Path.cwd()) / BUDGET_DIR
+    return sorted(p for p in base.glob("*.toml") if p.is_file())
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+class _Ctx:
+    def __init__(self, shown: str, lines: Mapping[str, int]) -> None:
+        self.shown = shown
+        self.lines = lines
+
+    def error(self, key: str, message: str) -> BudgetFileError:
+        return BudgetFileError(self.shown, message, key, line_of(self.lines, key))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _check_keys(ctx: _Ctx, table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"[{prefix}]" if prefix else "the top level"
+            raise ctx.error(f"{prefix}.{key}" if prefix else key,
+                            f"unknown key in {where}; valid keys: {', '.join(allowed)}")
+
+
+def _table(ctx: _Ctx, data: Mapping[str, Any], key: str, full: str) -> dict[str, Any]:
+    v = data[key]
+    if not isinstance(v, dict):
+        raise ctx.error(full, f"must be a table, got {_type_name(v)} {v!r}")
+    return v
+
+
+def _count(ctx: _Ctx, key: str, v: Any) -> int:
+    if not _is_int(v):
+        raise ctx.error(key, f"must be an integer, got {_type_name(v)} {v!r}")
+    if v < 0:
+        raise ctx.error(key, f"must be non-negative, got {v}")
+    return v
+
+
+def _input_size(ctx: _Ctx, key: str, v: Any) -> tuple[int, int]:
+    if not (isinstance(v, list) and len(v) == 2 and all(_is_int(x) for x in v)):
+        raise ctx.error(key, f"must be [height, width] (two integers), got {v!r}")
+    if v[0] < 1 or v[1] < 1:
+        raise ctx.error(key, f"height and width must be positive, got {v!r}")
+    return (v[0], v[1])
+
+
+def _dcn(ctx: _Ctx, key: str, v: Any) -> str:
+    if v not in DCN_CONVENTIONS:
+        raise ctx.error(key, f"must be one of {', '.join(repr(c) for c in DCN_CONVENTIONS)}, got {v!r}")
+    return v
+
+
+def _tolerance(ctx: _Ctx, key: str, v: Any) -> Tolerance:
+    if _is_int(v):
+        if v < 0:
+            raise ctx.error(key, f"must be non-negative, got {v}")
+        return Tolerance(Fraction(v))
+    if isinstance(v, str):
+        m = _PERCENT.match(v)
+        if m:
+            return Tolerance(Fraction(m.group(1)), percent=True)
+    raise ctx.error(key, f"must be an integer count or a percent string like \"0.5%\", "
+                         f"got {_type_name(v)} {v!r}")
+
+
+def _bound(ctx: _Ctx, section: str, t: Mapping[str, Any]) -> Bound:
+    target = _count(ctx, f"{section}.target", t["target"]) if "target" in t else None
+    maximum = _count(ctx, f"{section}.max", t["max"]) if "max" in t else None
+    minimum = _count(ctx, f"{section}.min", t["min"]) if "min" in t else None
+    if "tolerance" in t:
+        if target is None:
+            raise ctx.error(f"{section}.tolerance", "a tolerance needs a `target` to apply to")
+        tol = _tolerance(ctx, f"{section}.tolerance", t["tolerance"])
+    else:
+        tol = Tolerance(Fraction(0))
+    if target is None and maximum is None:
+        raise ctx.error(section, "needs `target` (with an optional `tolerance`) or `max`")
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise ctx.error(f"{section}.min", f"min {minimum:,} is above max {maximum:,}: no count can pass")
+    if target is not None and maximum is not None and target > maximum:
+        raise ctx.error(f"{section}.target", f"target {target:,} is above max {maximum:,}: contradictory bounds")
+    if target is not None and minimum is not None and target < minimum:
+        raise ctx.error(f"{section}.target", f"target {target:,} is below min {minimum:,}: contradictory bounds")
+    if target is not None:
+        slack = tol.allowed(target)
+        lo, hi = target - slack, target + slack
+        if (maximum is not None and lo > maximum) or (minimum is not None and hi < minimum):
+            raise ctx.error(f"{section}.tolerance", "target ± tolerance lies outside min..max: no count can pass")
+    return Bound(target=target, tolerance=tol, maximum=maximum, minimum=minimum)
+
+
+def _field_key(message: str) -> str:
+    """The config field a ConfigError message is about (messages start with `field=` or `field[`)."""
+    for name in FIELD_NAMES:
+        if message.startswith(name + "=") or message.startswith(name + "["):
+            return name
+    return ""
+
+
+def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFaceConfig, str]:
+    _check_keys(ctx, m, MODEL_KEYS, "model")
+    preset = m.get("preset")
+    config = m.get("config")
+    fields = {k: v for k, v in m.items() if k in FIELD_NAMES}
+    if preset is None and config is None and not fields:
+        raise ctx.error("model", "needs a `preset`, a `config` file path, or config fields")
+    source: list[str] = []
+    base: FeatherFaceConfig | None = None
+    if preset is not None:
+        if not isinstance(preset, str):
+            raise ctx.error("model.preset", f"must be a string, got {_type_name(preset)} {preset!r}")
+        try:
+            base = get_preset(preset)
+        except ConfigError as exc:
+            raise ctx.error("model.preset", str(exc)) from None
+        source.append(f"preset {preset}")
+    if config is not None:
+        if not isinstance(config, str):
+            raise ctx.error("model.config", f"must be a path string, got {_type_name(config)} {config!r}")
+        cpath = (budget_dir / config)
+        try:
+            data = dict(read_config_file(cpath))
+        except FeatherFaceError as exc:
+            raise ctx.error("model.config", str(exc)) from None
+        file_preset = data.pop("preset", None)
+        if file_preset is not None:
+            if preset is not None and file_preset != preset:
+                raise ctx.error("model.config", f"the config file names preset {file_preset!r} but "
+                                                f"the budget names preset {preset!r}")
+            if base is None:
+                try:
+                    base = get_preset(str(file_preset))
+                except ConfigError as exc:
+                    raise ctx.error("model.config", f"{cpath}: {exc}") from None
+        try:
+            base = from_mapping(data, base, source=str(cpath))
+        except ConfigError as exc:
+            raise ctx.error("model.config", str(exc)) from None
+        source.append(f"config {config}")
+    try:
+        cfg = from_mapping(fields, base, source="[model]")
+    except ConfigError as exc:
+        key = _field_key(str(exc))
+        raise ctx.error(f"model.{key}" if key else "model", str(exc)) from None
+    if fields:
+        source.append(", ".join(f"{k}={v!r}" for k, v in fields.items()))
+    return cfg, " + ".join(source)
+
+
+def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) -> Baseline:
+    _check_keys(ctx, b, BASELINE_KEYS, "baseline")
+    size = _input_size(ctx, "baseline.input_size", b["input_size"]) if "input_size" in b else default_size
+    dcn = _dcn(ctx, "baseline.dcn_macs", b["dcn_macs"]) if "dcn_macs" in b else "dense"
+    params = _count(ctx, "baseline.params", b["params"]) if "params" in b else None
+    macs = _count(ctx, "baseline.macs", b["macs"]) if "macs" in b else None
+    if "modules" not in b:
+        raise ctx.error("baseline.modules", "missing: a baseline records the per-module breakdown "
+                                            "(run `featherface-tune gate --update`)")
+    mods_t = _table(ctx, b, "modules", "baseline.modules")
+    modules: dict[str, ModuleCost] = {}
+    for name, entry in mods_t.items():
+        key = f"baseline.modules.{name}"
+        if name not in GROUPS:
+            raise ctx.error(key, f"unknown module; valid modules: {', '.join(GROUPS)}")
+        if not isinstance(entry, dict):
+            raise ctx.error(key, f"must be a table {{ params = N, macs = N }}, got {_type_name(entry)} {entry!r}")
+        _check_keys(ctx, entry, MODULE_KEYS, key)
+        if "params" not in entry:
+            raise ctx.error(f"{key}.params", "missing")
+        modules[name] = ModuleCost(
+            params=_count(ctx, f"{key}.params", entry["params"]),
+            macs=_count(ctx, f"{key}.macs", entry["macs"]) if "macs" in entry else None,
+        )
+    return Baseline(input_size=size, dcn_macs=dcn, modules=modules, params=params, macs=macs)
+
+
+def parse_budget(text: str, path: Path) -> Budget:
+    """A `Budget` from the text of `path` (the path names it in errors and anchors `model.config`)."""
+    shown = display_path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = _TOML_LINE.search(str(exc))
+        raise BudgetFileError(shown, f"not valid TOML: {exc}", "", int(m.group(1)) if m else None) from None
+    lines = key_lines(text)
+    ctx = _Ctx(shown, lines)
+    _check_keys(ctx, data, TOP_KEYS, "")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        raise ctx.error("name", f"must be a non-empty string, got {_type_name(name)} {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ctx.error("description", f"must be a string, got {_type_name(description)} {description!r}")
+    if "model" not in data:
+        raise ctx.error("model", "missing: a budget needs a [model] table (preset, config path or fields)")
+    cfg, source = _model(ctx, _table(ctx, data, "model", "model"), path.parent)
+    if "params" not in data:
+        raise ctx.error("params", "missing: a budget needs a [params] table with `target` or `max`")
+    p_t = _table(ctx, data, "params", "params")
+    _check_keys(ctx, p_t, BOUND_KEYS, "params")
+    params = _bound(ctx, "params", p_t)
+    macs = None
+    size, dcn = DEFAULT_INPUT, "dense"
+    if "macs" in data:
+        m_t = _table(ctx, data, "macs", "macs")
+        _check_keys(ctx, m_t, MACS_KEYS, "macs")
+        if "input_size" not in m_t:
+            raise ctx.error("macs.input_size", "missing: MACs depend on the input, state it as [height, width]")
+        size = _input_size(ctx, "macs.input_size", m_t["input_size"])
+        dcn = _dcn(ctx, "macs.dcn_macs", m_t["dcn_macs"]) if "dcn_macs" in m_t else "dense"
+        macs = _bound(ctx, "macs", m_t)
+    baseline = None
+    if "baseline" in data:
+        baseline = _baseline(ctx, _table(ctx, data, "baseline", "baseline"), size)
+    return Budget(path=path, name=name, description=description, config=cfg, params=params, macs=macs,
+                  input_size=size, dcn_macs=dcn, baseline=baseline, model_source=source,
+                  display=shown, lines=dict(lines))
+
+
+def load_budget(path: str | Path) -> Budget:
+    """Read and validate one budget file."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a directory, not a budget file" if p.is_dir() else "does not exist"
+        raise BudgetFileError(display_path(p), what)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BudgetFileError(display_path(p), f"cannot be read: {exc}") from None
+    return parse_budget(text, p)
+
+
+# ---- writing the baseline back ---------------------------------------------------------------
+
+def _without_baseline_tables(text: str) -> str:
+    """The text with every `[baseline...]` table (header and body) removed; all else verbatim."""
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        m = _HEADER.match(line)
+        if m:
+            skipping = _split_dotted(m.group(1))[0] == "baseline"
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
+def write_baseline(path: str | Path, baseline: Mapping[str, Any]) -> bool:
+    """Replace the file's `[baseline]` with `baseline`, keeping the rest of the file (comments too).
+
+    Falls back to re-serialising the whole document with tomli_w when the baseline is not written
+    as ordinary tables. Returns whether the file changed.
+    """
+    import tomli_w
+
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    original = tomllib.loads(text)
+    rest = {k: v for k, v in original.items() if k != "baseline"}
+    block = tomli_w.dumps({"baseline": dict(baseline)})
+    head = _without_baseline_tables(text).rstrip("\n")
+    new_text = (head + "\n\n" if head else "") + block
+    try:
+        reparsed = tomllib.loads(new_text)
+    except tomllib.TOMLDecodeError:
+        reparsed = None
+    if reparsed is None or {k: v for k, v in reparsed.items() if k != "baseline"} != rest \
+            or reparsed.get("baseline") != dict(baseline):
+        new_text = tomli_w.dumps({**rest, "baseline": dict(baseline)})
+    if new_text == text:
+        return False
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    os.replace(tmp, p)
+    return True

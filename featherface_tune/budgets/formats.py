@@ -1,0 +1,263 @@
+"""Presenting a `GateReport`: rich text tables, JSON, JUnit XML and GitHub Actions annotations.
+
+Pure functions of the report (the text renderer takes the consoles to print on); no counting here.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.segment import Segments
+from rich.table import Table
+
+from featherface_tune.budgets.gate import GateReport, GateResult, ModuleDiff
+from featherface_tune.budgets.schema import BudgetFileError
+
+FORMATS = ("text", "json", "junit", "github")
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _metric_label(result: GateResult, metric: str) -> str:
+    return "params" if metric == "params" else f"MACs @{_size(result.budget.input_size)}"
+
+
+def _signed(v: int | None) -> str:
+    return "-" if v is None else f"{v:+,}"
+
+
+def _plain(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+# ---- text ----------------------------------------------------------------------------------
+
+def summary_table(report: GateReport) -> Table:
+    verified = any(r.verification is not None for r in report.results)
+    t = Table(title="budget gate", title_justify="left")
+    for col, right in (("budget", False), ("metric", False), ("bound", True), ("measured", True),
+                       ("delta", True), ("verdict", False)):
+        t.add_column(col, justify="right" if right else "left")
+    if verified:
+        t.add_column("cross-check")
+    for r in report.results:
+        for i, c in enumerate(r.checks):
+            verdict = "[green]pass[/]" if c.ok else "[bold red]FAIL[/]"
+            row = [escape(r.budget.name) if i == 0 else "", _metric_label(r, c.metric), c.bound.describe(),
+                   f"{c.measured:,}", f"{c.delta:+,}", verdict]
+            if verified:
+                v = r.verification
+                row.append("" if i or v is None else ("[green]ok[/]" if v.ok else "[bold red]MISMATCH[/]"))
+            t.add_row(*row)
+    return t
+
+
+def module_table(result: GateResult, only_moved: bool = True) -> Table:
+    t = Table(title=f"{escape(result.budget.name)}: modules against the recorded baseline", title_justify="left")
+    for col in ("module", "baseline params", "params", "Δ params", "baseline MACs", "MACs", "Δ MACs"):
+        t.add_column(col, justify="left" if col == "module" else "right")
+    rows: tuple[ModuleDiff, ...] = result.moved if only_moved else result.modules
+    for d in rows:
+        t.add_row(d.module, _plain(d.baseline_params), f"{d.params:,}", _signed(d.params_delta),
+                  _plain(d.baseline_macs), f"{d.macs:,}", _signed(d.macs_delta))
+    if not result.macs_comparable:
+        t.caption = "baseline MACs were recorded at another input size or DCN convention: not compared"
+    return t
+
+
+def _print_table(console: Console, table: Table) -> None:
+    """Print a table at its natural width even on a narrow or non-terminal console (CI logs)."""
+    natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    segments = list(console.render(table, console.options.update(width=natural)))
+    console.print(Segments(segments), soft_wrap=True)
+
+
+def print_file_error(err: Console, e: BudgetFileError) -> None:
+    err.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
+
+
+def render_text(report: GateReport, out: Console, err: Console) -> None:
+    """Table and failure details on `out`; file errors, stale-baseline notes and the summary on `err`."""
+    if report.results:
+        _print_table(out, summary_table(report))
+    for r in report.results:
+        if r.ok:
+            continue
+        out.print(f"[bold red]{escape(r.budget.name)}[/] ({escape(r.budget.shown)}) violated:", highlight=False)
+        for reason in r.reasons():
+            out.print(f"  {reason}", highlight=False, markup=False)
+        if r.has_baseline and r.moved:
+            _print_table(out, module_table(r))
+        else:
+            out.print(f"  modules: {r.moved_summary()}", highlight=False, markup=False)
+    for r in report.results:
+        if r.ok and r.has_baseline and (r.moved or not r.macs_comparable):
+            err.print(f"[yellow]note:[/] {escape(r.budget.name)}: passes, but its recorded baseline is stale "
+                      f"({escape(r.moved_summary())}); `featherface-tune gate --update` records the current one",
+                      highlight=False, soft_wrap=True)
+    for e in report.errors:
+        print_file_error(err, e)
+    parts = [f"{report.passed} passed", f"{report.failed} failed"]
+    if report.errors:
+        parts.append(f"{len(report.errors)} invalid")
+    colour = "green" if report.exit_code == 0 else "red"
+    err.print(f"[{colour}]gate:[/] " + ", ".join(parts), highlight=False)
+
+
+# ---- json ----------------------------------------------------------------------------------
+
+def _result_json(r: GateResult) -> dict[str, Any]:
+    b = r.budget
+    return {
+        "name": b.name,
+        "file": b.shown,
+        "description": b.description,
+        "model": b.model_source,
+        "config": b.config.to_dict(),
+        "input_size": list(b.input_size),
+        "dcn_macs": b.dcn_macs,
+        "verdict": r.verdict,
+        "checks": [
+            {"metric": c.metric, "bound": c.bound.to_json(), "bound_text": c.bound.describe(),
+             "measured": c.measured, "delta": c.delta, "verdict": c.verdict}
+            for c in r.checks
+        ],
+        "has_baseline": r.has_baseline,
+        "baseline_macs_comparable": r.macs_comparable,
+        "modules": {
+            d.module: {"params": d.params, "baseline_params": d.baseline_params, "params_delta": d.params_delta,
+                       "macs": d.macs, "baseline_macs": d.baseline_macs, "macs_delta": d.macs_delta}
+            for d in r.modules
+        } if r.has_baseline else {name: {"params": c.params, "macs": c.macs} for name, c in r.count.modules.items()},
+        "moved": [d.module for d in r.moved],
+        "verification": None if r.verification is None else {
+            "ok": r.verification.ok, "numel_params": r.verification.numel_params,
+            "fvcore_macs": r.verification.fvcore_macs, "mismatches": list(r.verification.mismatches)},
+        "reasons": r.reasons(),
+    }
+
+
+def _error_json(e: BudgetFileError) -> dict[str, Any]:
+    return {"file": e.path, "key": e.key, "line": e.line, "message": e.detail}
+
+
+def to_json(report: GateReport) -> dict[str, Any]:
+    return {
+        "ok": report.exit_code == 0,
+        "exit_code": report.exit_code,
+        "summary": {"passed": report.passed, "failed": report.failed, "invalid": len(report.errors)},
+        "budgets": [_result_json(r) for r in report.results],
+        "errors": [_error_json(e) for e in report.errors],
+    }
+
+
+# ---- junit ---------------------------------------------------------------------------------
+
+def _details(r: GateResult) -> str:
+    lines = r.reasons() + [f"modules moved: {r.moved_summary()}"]
+    if r.has_baseline:
+        for d in r.moved:
+            lines.append(f"  {d.module}: params {_plain(d.baseline_params)} -> {d.params:,} ({_signed(d.params_delta)}), "
+                         f"MACs {_plain(d.baseline_macs)} -> {d.macs:,} ({_signed(d.macs_delta)})")
+    return "\n".join(lines)
+
+
+def to_junit(report: GateReport) -> str:
+    """JUnit XML: one test case per budgeted metric (and per cross-check); invalid files are errors."""
+    cases: list[ET.Element] = []
+    failures = 0
+    for r in report.results:
+        b = r.budget
+        classname = f"budgets.{b.path.stem}"
+        for c in r.checks:
+            tc = ET.Element("testcase", {"classname": classname, "name": f"{b.name}: {_metric_label(r, c.metric)}",
+                                         "file": b.shown, "line": str(b.line(*c.keys)), "time": "0"})
+            ET.SubElement(tc, "system-out").text = (f"measured {c.measured:,}, budget {c.bound.describe()}, "
+                                                    f"delta {c.delta:+,}")
+            if not c.ok:
+                failures += 1
+                f = ET.SubElement(tc, "failure", {
+                    "type": "BudgetViolation",
+                    "message": f"{_metric_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
+                               f"(delta {c.delta:+,})"})
+                f.text = _details(r)
+            cases.append(tc)
+        if r.verification is not None:
+            v = r.verification
+            tc = ET.Element("testcase", {"classname": classname, "name": f"{b.name}: cross-check",
+                                         "file": b.shown, "line": str(b.line("model")), "time": "0"})
+            if not v.ok:
+                failures += 1
+                f = ET.SubElement(tc, "failure", {"type": "CrossCheckMismatch", "message": "; ".join(v.mismatches)})
+                f.text = "\n".join(v.mismatches)
+            cases.append(tc)
+    for e in report.errors:
+        tc = ET.Element("testcase", {"classname": "budgets", "name": e.path, "file": e.path,
+                                     "line": str(e.line or 1), "time": "0"})
+        er = ET.SubElement(tc, "error", {"type": "BudgetFileError", "message": str(e)})
+        er.text = str(e)
+        cases.append(tc)
+    attrs = {"name": "featherface-tune gate", "tests": str(len(cases)), "failures": str(failures),
+             "errors": str(len(report.errors)), "skipped": "0", "time": "0"}
+    root = ET.Element("testsuites", attrs)
+    suite = ET.SubElement(root, "testsuite", attrs)
+    suite.extend(cases)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# ---- github --------------------------------------------------------------------------------
+
+def _escape_data(s: str) -> str:
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_prop(s: str) -> str:
+    return _escape_data(s).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotation(level: str, file: str, line: int, title: str, message: str) -> str:
+    """One GitHub Actions workflow command, e.g. `::error file=a.toml,line=3,title=T::message`."""
+    return (f"::{level} file={_escape_prop(file)},line={line},title={_escape_prop(title)}::"
+            f"{_escape_data(message)}")
+
+
+def to_github(report: GateReport) -> list[str]:
+    """`::error` annotations for violations and invalid files, `::notice` for stale baselines, and a
+    plain line for each passing budget."""
+    lines: list[str] = []
+    for r in report.results:
+        b = r.budget
+        if r.ok:
+            figures = "; ".join(f"{_metric_label(r, c.metric)} {c.measured:,} within {c.bound.describe()}"
+                                for c in r.checks)
+            lines.append(f"budget {b.name} ({b.shown}): pass: {figures}")
+            if r.has_baseline and (r.moved or not r.macs_comparable):
+                lines.append(annotation("notice", b.shown, b.line("baseline"), f"stale baseline: {b.name}",
+                                        f"passes, but modules moved: {r.moved_summary()}; "
+                                        "run `featherface-tune gate --update`"))
+            continue
+        moved = r.moved_summary()
+        for c in r.checks:
+            if not c.ok:
+                lines.append(annotation(
+                    "error", b.shown, b.line(*c.keys), f"budget {b.name} violated",
+                    f"{_metric_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
+                    f"(delta {c.delta:+,}); modules moved: {moved}"))
+        if r.verification is not None and not r.verification.ok:
+            lines.append(annotation("error", b.shown, b.line("model"), f"budget {b.name}: cross-check failed",
+                                    "; ".join(r.verification.mismatches)))
+    for e in report.errors:
+        lines.append(annotation("error", e.path, e.line or 1, "invalid budget file",
+                                f"{e.key + ': ' if e.key else ''}{e.detail}"))
+    lines.append(f"gate: {report.passed} passed, {report.failed} failed, {len(report.errors)} invalid")
+    return lines

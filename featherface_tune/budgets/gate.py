@@ -1,0 +1,225 @@
+"""Evaluating budgets: count each budget's model, compare with its bounds and its recorded baseline.
+
+Results are frozen records; nothing here prints or writes files (see `formats` and `file`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from featherface_tune.budgets.file import load_budget
+from featherface_tune.budgets.schema import Bound, Budget, BudgetFileError
+from featherface_tune.counter.analytic import GROUPS, CountResult, count
+
+PASS = "pass"
+FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    """One measured count against its bound."""
+
+    metric: str  # "params" or "macs"
+    bound: Bound
+    measured: int
+
+    @property
+    def ok(self) -> bool:
+        return self.bound.contains(self.measured)
+
+    @property
+    def delta(self) -> int:
+        return self.bound.delta(self.measured)
+
+    @property
+    def verdict(self) -> str:
+        return PASS if self.ok else FAIL
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The budget-file keys this check comes from (for pointing at a line)."""
+        return (f"{self.metric}.target", f"{self.metric}.max", f"{self.metric}.min", self.metric)
+
+
+@dataclass(frozen=True)
+class ModuleDiff:
+    """One module's count now against the recorded baseline (None: not recorded / not comparable)."""
+
+    module: str
+    params: int
+    macs: int
+    baseline_params: Optional[int]
+    baseline_macs: Optional[int]
+
+    @property
+    def params_delta(self) -> Optional[int]:
+        return None if self.baseline_params is None else self.params - self.baseline_params
+
+    @property
+    def macs_delta(self) -> Optional[int]:
+        return None if self.baseline_macs is None else self.macs - self.baseline_macs
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.params_delta) or bool(self.macs_delta) or self.baseline_params is None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The built model's numel() and fvcore counts agree with the analytic count, or where not."""
+
+    ok: bool
+    numel_params: int
+    fvcore_macs: int
+    mismatches: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateResult:
+    budget: Budget
+    count: CountResult
+    checks: tuple[MetricCheck, ...]
+    modules: tuple[ModuleDiff, ...]  # empty when the budget has no recorded baseline
+    macs_comparable: bool = True  # baseline MACs were recorded at this input size and DCN convention
+    verification: Optional[Verification] = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks) and (self.verification is None or self.verification.ok)
+
+    @property
+    def verdict(self) -> str:
+        return PASS if self.ok else FAIL
+
+    @property
+    def has_baseline(self) -> bool:
+        return self.budget.baseline is not None
+
+    @property
+    def moved(self) -> tuple[ModuleDiff, ...]:
+        return tuple(d for d in self.modules if d.moved)
+
+    def reasons(self) -> list[str]:
+        """One line per broken bound or failed cross-check (empty when it passes)."""
+        out = []
+        for c in self.checks:
+            if not c.ok:
+                what = "params" if c.metric == "params" else f"MACs at {_size(self.budget.input_size)}"
+                out.append(f"{what} {c.measured:,} outside budget {c.bound.describe()} (delta {c.delta:+,})")
+        if self.verification is not None and not self.verification.ok:
+            out.append("cross-check failed: " + "; ".join(self.verification.mismatches))
+        return out
+
+    def moved_summary(self) -> str:
+        """`neck -28,042 params, ssh +1,234 params` or a note that there is no baseline."""
+        if not self.has_baseline:
+            return "no recorded baseline (run `featherface-tune gate --update`)"
+        parts = []
+        for d in self.moved:
+            if d.baseline_params is None:
+                parts.append(f"{d.module} (not in baseline)")
+                continue
+            bits = []
+            if d.params_delta:
+                bits.append(f"{d.params_delta:+,} params")
+            if d.macs_delta:
+                bits.append(f"{d.macs_delta:+,} MACs")
+            parts.append(f"{d.module} {' '.join(bits)}")
+        return ", ".join(parts) if parts else "no module moved from the recorded baseline"
+
+
+@dataclass(frozen=True)
+class GateReport:
+    results: tuple[GateResult, ...]
+    errors: tuple[BudgetFileError, ...]
+
+    @property
+    def passed(self) -> int:
+        return sum(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """2: a budget file is invalid; 1: a budget is violated; 0: all pass."""
+        if self.errors:
+            return 2
+        return 1 if self.failed else 0
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff, ...], bool]:
+    """Per-module diff of `result` against the budget's baseline (and whether MACs compare)."""
+    base = budget.baseline
+    if base is None:
+        return (), True
+    comparable = base.input_size == result.input_size and base.dcn_macs == result.dcn_macs
+    diffs = []
+    names = list(GROUPS) + [m for m in base.modules if m not in GROUPS]
+    for name in names:
+        cost = result.modules.get(name)
+        rec = base.modules.get(name)
+        diffs.append(ModuleDiff(
+            module=name,
+            params=cost.params if cost else 0,
+            macs=cost.macs if cost else 0,
+            baseline_params=rec.params if rec else None,
+            baseline_macs=(rec.macs if rec and comparable else None),
+        ))
+    return tuple(diffs), comparable
+
+
+def verify(budget: Budget) -> Verification:
+    """Build the model and cross-check the analytic count (numel() and fvcore, per module)."""
+    from featherface_tune.counter.crosscheck import check
+
+    h, w = budget.input_size
+    res = check(budget.config, h, w, dcn_macs=budget.dcn_macs)
+    return Verification(ok=res.ok, numel_params=res.numel_params, fvcore_macs=res.fvcore_macs,
+                        mismatches=tuple(res.mismatches()))
+
+
+def evaluate(budget: Budget, with_verify: bool = False) -> GateResult:
+    """Count the budget's model analytically (and optionally cross-check it) and judge it."""
+    h, w = budget.input_size
+    result = count(budget.config, h, w, dcn_macs=budget.dcn_macs)
+    checks = [MetricCheck("params", budget.params, result.params)]
+    if budget.macs is not None:
+        checks.append(MetricCheck("macs", budget.macs, result.macs))
+    diffs, comparable = module_diffs(budget, result)
+    return GateResult(budget=budget, count=result, checks=tuple(checks), modules=diffs,
+                      macs_comparable=comparable,
+                      verification=verify(budget) if with_verify else None)
+
+
+def run_gate(paths: Iterable[str | Path], with_verify: bool = False) -> GateReport:
+    """Load and evaluate every budget file; invalid files are collected, not raised."""
+    results: list[GateResult] = []
+    errors: list[BudgetFileError] = []
+    for path in paths:
+        try:
+            budget = load_budget(path)
+        except BudgetFileError as exc:
+            errors.append(exc)
+            continue
+        results.append(evaluate(budget, with_verify))
+    return GateReport(results=tuple(results), errors=tuple(errors))
+
+
+def baseline_record(result: CountResult) -> dict[str, Any]:
+    """The `[baseline]` table that records `result` (plain TOML-ready values)."""
+    return {
+        "input_size": list(result.input_size),
+        "dcn_macs": result.dcn_macs,
+        "params": result.params,
+        "macs": result.macs,
+        "modules": {name: {"params": c.params, "macs": c.macs} for name, c in result.modules.items()},
+    }
+

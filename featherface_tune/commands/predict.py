@@ -1,0 +1,136 @@
+"""`featherface-tune predict`: run a checkpoint over an image tree and write WIDERFace prediction files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from featherface_tune.commands._common import (
+    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json,
+)
+from featherface_tune.errors import InputError
+
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="State dict saved by featherface-tune, the official FeatherFace code or RetinaFace.")]
+ConfOpt = Annotated[float, typer.Option("--conf", help="Confidence threshold (scores strictly above it are kept).")]
+NmsOpt = Annotated[float, typer.Option("--nms", help="NMS IoU threshold (py_cpu_nms convention).")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Best-scoring boxes that go into NMS.")]
+KeepOpt = Annotated[int, typer.Option("--keep", help="Boxes kept after NMS.")]
+
+
+def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional[Path],
+                       sets: Optional[list[str]]) -> tuple[Any, Any, bool]:
+    """(model, config, inferred): the config comes from --preset/--config/--set when one of
+    --preset/--config is given, else it is inferred from the checkpoint (then --set applies)."""
+    from featherface_tune.models.checkpoint import load_model, read_checkpoint
+    from featherface_tune.models.presets import resolve_config
+
+    ck = read_checkpoint(checkpoint)
+    if preset is None and config is None:
+        return load_model(ck, None, sets or [])
+    cfg = resolve_config(preset, config, sets or [])
+    return load_model(ck, cfg)
+
+
+def check_thresholds(conf: float, nms_iou: float, top_k: int, keep: int) -> None:
+    if not 0.0 <= conf < 1.0:
+        raise InputError(f"--conf {conf}: must be in [0, 1)")
+    if not 0.0 < nms_iou <= 1.0:
+        raise InputError(f"--nms {nms_iou}: must be in (0, 1]")
+    if top_k < 1 or keep < 1:
+        raise InputError(f"--top-k {top_k} / --keep {keep}: must be positive")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under root (any depth), sorted; WIDERFace has root/<event>/<image>.jpg."""
+    from featherface_tune.inference.detector import IMAGE_SUFFIXES
+
+    if not root.is_dir():
+        raise InputError(f"--images {str(root)!r} is not a directory")
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {str(root)!r}")
+    return found
+
+
+def format_prediction(name: str, dets: Any, float_coords: bool = False) -> str:
+    """The WIDERFace prediction file of one image, as RetinaFace's test_widerface.py writes it:
+    the image name (stem), the box count, then `x y w h score` per box, best first. Coordinates are
+    truncated to integers (w = int(x2) - int(x1)) unless float_coords."""
+    import numpy as np
+
+    lines = [name, str(len(dets))]
+    for (x1, y1, x2, y2), s in zip(dets.boxes.tolist(), dets.scores.tolist()):
+        score = str(np.float32(s))
+        if float_coords:
+            lines.append(f"{x1:.2f} {y1:.2f} {x2 - x1:.2f} {y2 - y1:.2f} {score}")
+        else:
+            lines.append(f"{int(x1)} {int(y1)} {int(x2) - int(x1)} {int(y2) - int(y1)} {score}")
+    return "\n".join(lines) + "\n"
+
+
+@handle_errors
+def predict_cmd(
+    checkpoint: CheckpointOpt,
+    images: Annotated[Path, typer.Option("--images", "-i", help="Image tree: DIR/<event>/<image>.jpg (WIDER_val/images).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Prediction tree to write: OUT/<event>/<image stem>.txt.")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    conf: ConfOpt = 0.02,
+    nms_iou: NmsOpt = 0.4,
+    top_k: TopKOpt = 5000,
+    keep: KeepOpt = 750,
+    float_coords: Annotated[bool, typer.Option("--float-coords", help="Write box coordinates with 2 decimals instead of RetinaFace's truncated integers.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Detect faces in every image of a WIDERFace-style tree and write the standard prediction files.
+
+    RetinaFace test settings by default: original image size, BGR minus (104, 117, 123),
+    confidence 0.02, NMS IoU 0.4, top-k 5000, keep 750. Without --preset/--config the config is
+    inferred from the checkpoint (--set still applies, e.g. --set shuffle=none).
+    """
+    import torch
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    from featherface_tune.inference.detector import detect, read_image_bgr
+
+    check_thresholds(conf, nms_iou, top_k, keep)
+    files = find_images(images)
+    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+    if inferred and not json_:
+        err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
+    total, t0 = 0, time.perf_counter()
+    progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}"),
+                        console=err, transient=True)
+    with progress, torch.inference_mode():
+        task = progress.add_task("predict", total=len(files), name="")
+        for path in files:
+            rel = path.relative_to(images)
+            progress.update(task, name=str(rel))
+            dets = detect(model, read_image_bgr(path), conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep)
+            target = out_dir / rel.parent / (path.stem + ".txt")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(format_prediction(path.stem, dets, float_coords), encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+            total += len(dets)
+            progress.advance(task)
+    seconds = time.perf_counter() - t0
+    summary = {"images": len(files), "detections": total, "out": str(out_dir), "seconds": round(seconds, 3),
+               "config_inferred": inferred, "config": cfg.to_dict(),
+               "settings": {"conf": conf, "nms_iou": nms_iou, "top_k": top_k, "keep": keep}}
+    if json_:
+        print_json(summary)
+    else:
+        out.print(f"{len(files)} images, {total} detections -> {out_dir} ({seconds:.1f} s, "
+                  f"{seconds / len(files):.3f} s/image)", highlight=False, soft_wrap=True)

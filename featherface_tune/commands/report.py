@@ -1,0 +1,111 @@
+"""`featherface-tune report`: a study (or a set of configs) as tables, files and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import typer
+from typing_extensions import Annotated
+
+from featherface_tune.commands._common import err, handle_errors, input_size, out
+from featherface_tune.errors import InputError
+
+
+def _write(text: str) -> None:
+    import sys
+
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _print_tables(items: list) -> None:  # type: ignore[type-arg]
+    """Print renderables; when stdout is not a terminal (a pipe, a file) widen the console to each
+    table's natural width rather than wrapping numbers inside cells."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    for item in items:
+        if out.is_terminal:
+            out.print(item)
+            continue
+        need = Measurement.get(out, out.options.update_width(10_000), item).maximum
+        if need <= out.width:
+            out.print(item)
+        else:  # rich never prints wider than its console, so a wider one for this table
+            Console(width=need, soft_wrap=True, force_terminal=False).print(item)
+
+
+@handle_errors
+def report_cmd(
+    extra: Annotated[Optional[List[str]], typer.Argument(
+        metavar="CONFIG", show_default=False,
+        help="More configs for --compare (so `--compare A B C` works).")] = None,
+    study: Annotated[Optional[str], typer.Option(
+        "--study", help="Study name (default: the storage's only study).")] = None,
+    storage: Annotated[str, typer.Option(
+        "--storage", help="Optuna storage URL.")] = "sqlite:///featherface-tune.db",
+    compare: Annotated[Optional[List[str]], typer.Option(
+        "--compare", metavar="A B ...",
+        help="Compare configs module by module instead of reporting a study: preset names or "
+             "config files (an existing path is a file, anything else a preset).")] = None,
+    format_: Annotated[Optional[str], typer.Option(
+        "--format", "-f", metavar="table|md|csv|json|html",
+        help="Output on stdout: rich tables (default), Markdown, CSV (all trials, or the module "
+             "table with --compare), JSON (everything) or a standalone HTML page.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", metavar="DIR",
+        help="Write a bundle: index.html with tables and plots, plots as PNG and SVG, CSV, "
+             "Markdown and JSON. Then stdout gets nothing unless --format is given.")] = None,
+    size: Annotated[Optional[Tuple[int, int]], typer.Option(
+        "--input-size", metavar="H W",
+        help="Input size for MACs of the breakdown and --compare (default: the study's, or 640 640).")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many top configs to list.")] = 10,
+    trial: Annotated[Optional[int], typer.Option(
+        "--trial", help="Break down this trial instead of the best one.")] = None,
+) -> None:
+    """Report a search: feasible vs infeasible trials, the top configs, the Pareto front and the
+    per-module breakdown of the best config; or compare configs module by module.
+
+    Examples: `featherface-tune report --study s1 --out report/`;
+    `featherface-tune report --compare featherface-official featherface-489k`.
+    """
+    from featherface_tune.reports import data, render
+
+    fmt = "json" if json_ else format_
+    if json_ and format_ not in (None, "json"):
+        raise InputError(f"--json contradicts --format {format_}")
+    if fmt is not None and fmt not in render.FORMATS:
+        raise InputError(f"--format {fmt!r}: choose one of {', '.join(render.FORMATS)}")
+    specs = list(compare or []) + list(extra or [])
+    if extra and not compare:
+        raise InputError(f"unexpected argument {extra[0]!r}; to compare configs use --compare A B")
+    hw = input_size(size) if size is not None else None
+
+    if specs:
+        if study is not None:
+            raise InputError("--compare compares configs and does not read a study; drop --study")
+        if trial is not None:
+            raise InputError("--trial applies to a study report, not to --compare")
+        obj = data.compare(specs, hw or data.DEFAULT_INPUT)
+        doc = render.compare_document(obj)
+    else:
+        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw)
+        doc = render.study_document(obj)
+
+    for w in doc.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    if out_dir is not None:
+        from featherface_tune.reports.bundle import write_bundle
+
+        with err.status(f"writing the report bundle to {out_dir}..."):
+            b = write_bundle(obj, out_dir)
+        err.print(f"wrote {len(b.files)} files ({b.size_bytes / 1024:,.0f} KiB, {len(b.plots)} plots) "
+                  f"in {b.seconds:.1f}s; open {b.index}", highlight=False, soft_wrap=True)
+        if fmt is None:
+            return
+    if fmt in (None, "table"):
+        _print_tables(render.terminal_tables(doc))
+        return
+    _write(render.RENDERERS[fmt](doc))

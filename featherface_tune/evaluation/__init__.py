@@ -1,0 +1,1 @@
+"""Evaluation: WIDERFace easy/medium/hard AP, numerically identical to the standard Python evaluation."""

@@ -1,0 +1,1 @@
+"""Inference in the RetinaFace convention: decode, NMS, single-image detection, image reading."""

@@ -1,0 +1,149 @@
+"""Single-image face detection in the RetinaFace test convention, and image reading.
+
+RetinaFace/FeatherFace test code (`test_widerface.py`, `detect.py`): the image is read as BGR
+(cv2), converted to float, the means (104, 117, 123) are subtracted, it is fed at its original size
+(no scaling, no normalisation by std), the class logits go through a softmax, priors are generated
+for that size, boxes and landmarks are decoded with variances [0.1, 0.2] and scaled to pixels, scores
+above the confidence threshold (strictly) are kept, the `top_k` best go to NMS (IoU 0.4), and the
+first `keep` survivors are returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from featherface_tune.errors import InputError
+from featherface_tune.inference.decode import VARIANCES, decode_boxes, decode_landmarks
+from featherface_tune.inference.nms import nms
+
+MEANS_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces found in one image, best first. Pixel coordinates of the input image."""
+
+    boxes: np.ndarray  # [K, 4] float32 x1, y1, x2, y2
+    scores: np.ndarray  # [K] float32
+    landmarks: np.ndarray | None  # [K, 10] float32 x1, y1, ..., x5, y5 (eyes, nose, mouth corners)
+    image_size: tuple[int, int]  # (height, width)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def above(self, threshold: float) -> "Detections":
+        """Only detections with score >= threshold (RetinaFace's visualisation rule)."""
+        m = self.scores >= threshold
+        return Detections(self.boxes[m], self.scores[m],
+                          None if self.landmarks is None else self.landmarks[m], self.image_size)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        out = []
+        for i in range(len(self)):
+            d: dict[str, Any] = {"box": [round(float(v), 2) for v in self.boxes[i]],
+                                 "score": float(self.scores[i])}
+            if self.landmarks is not None:
+                pts = self.landmarks[i].reshape(5, 2)
+                d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in pts]
+            out.append(d)
+        return out
+
+
+def read_image_bgr(path: str | Path) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 BGR array (what cv2.imread gives), with Pillow.
+
+    EXIF orientation is applied (as cv2.imread does), grey and palette images become 3-channel, an
+    alpha channel is dropped. Raises InputError when the file is missing or not a readable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image {str(p)!r} does not exist")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read image {str(p)!r}: {first[:160]}") from None
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise InputError(f"image {str(p)!r} is empty")
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def preprocess(image_bgr: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 BGR -> [1, 3, H, W] float32, means subtracted, no scaling."""
+    img = np.asarray(image_bgr)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise InputError(f"expected an HxWx3 BGR image, got an array of shape {tuple(img.shape)}")
+    x = img.astype(np.float32) - np.asarray(MEANS_BGR, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+@lru_cache(maxsize=32)
+def _priors(h: int, w: int, anchors: int) -> torch.Tensor:
+    from featherface_tune.models.priors import prior_boxes
+
+    return prior_boxes(h, w, anchors)
+
+
+def postprocess(loc: torch.Tensor, logits: torch.Tensor, ldm: torch.Tensor | None,
+                image_size: tuple[int, int], anchors_per_cell: int, conf: float = 0.02,
+                nms_iou: float = 0.4, top_k: int = 5000, keep: int = 750,
+                nms_backend: str = "plain") -> Detections:
+    """Network outputs of one image ([N, 4], [N, 2] logits, [N, 10] or None) -> Detections."""
+    h, w = image_size
+    priors = _priors(h, w, anchors_per_cell).to(loc.device)
+    if priors.shape[0] != loc.shape[0]:
+        raise ValueError(f"{loc.shape[0]} predictions but {priors.shape[0]} priors for a {h}x{w} "
+                         f"image with {anchors_per_cell} anchors per cell")
+    scores = torch.softmax(logits.float(), dim=-1)[:, 1]
+    idx = torch.nonzero(scores > conf).flatten()
+    s = scores[idx]
+    order = torch.argsort(s, descending=True, stable=True)[: max(top_k, 0)]
+    idx, s = idx[order], s[order]
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=loc.device)
+    boxes = decode_boxes(loc[idx].float(), priors[idx], VARIANCES) * scale
+    pts = None
+    if ldm is not None:
+        pts = decode_landmarks(ldm[idx].float(), priors[idx], VARIANCES) * scale[:2].repeat(5)
+    kept = nms(boxes, s, nms_iou, backend=nms_backend)[: max(keep, 0)]
+    return Detections(
+        boxes[kept].cpu().numpy().astype(np.float32),
+        s[kept].cpu().numpy().astype(np.float32),
+        None if pts is None else pts[kept].cpu().numpy().astype(np.float32),
+        (h, w),
+    )
+
+
+@torch.no_grad()
+def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou: float = 0.4,
+           top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> Detections:
+    """Detect faces in one HxWx3 uint8 BGR image at its original size (RetinaFace convention).
+
+    The model runs in eval mode (its previous mode is restored afterwards).
+    """
+    x = preprocess(image_bgr)
+    h, w = x.shape[-2:]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        loc, logits, ldm = model(x.to(device))
+    finally:
+        model.train(was_training)
+    anchors = getattr(getattr(model, "config", None), "anchors_per_cell", None)
+    if anchors is None:
+        anchors = logits.shape[1] // (sum((-(-h // s)) * (-(-w // s)) for s in (8, 16, 32)))
+    return postprocess(loc[0], logits[0], None if ldm is None else ldm[0], (int(h), int(w)),
+                       int(anchors), conf, nms_iou, top_k, keep, nms_backend)
