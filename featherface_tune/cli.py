@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 
 from featherface_tune.commands.count import count_cmd
+from featherface_tune.commands.demo_data import demo_data_cmd
+from featherface_tune.commands.evaluate import evaluate_cmd
+from featherface_tune.commands.detect import detect_cmd
+from featherface_tune.commands.gate import gate_cmd
+from featherface_tune.commands.predict import predict_cmd
 from featherface_tune.commands.presets import presets_cmd
+from featherface_tune.commands.report import report_cmd
+from featherface_tune.commands.search import search_cmd
+from featherface_tune.commands.train import train_cmd
 
 app = typer.Typer(
     name="featherface-tune",
@@ -17,7 +25,15 @@ app = typer.Typer(
 
 COMMANDS = {
     "count": count_cmd,
+    "demo-data": demo_data_cmd,
+    "evaluate": evaluate_cmd,
+    "detect": detect_cmd,
+    "gate": gate_cmd,
+    "predict": predict_cmd,
     "presets": presets_cmd,
+    "report": report_cmd,
+    "search": search_cmd,
+    "train": train_cmd,
 }
 
 for _name, _fn in COMMANDS.items():

@@ -52,6 +52,7 @@ class Checkpoint:
     wrapper: str | None = None  # the wrapping dict key, e.g. "state_dict"; None when plain
     stripped_prefix: str | None = None  # e.g. "module."
     extra: dict[str, str] = field(default_factory=dict)  # other top-level entries: name -> type name
+    stored_config: dict[str, Any] | None = None  # a "config" table saved beside the weights (train's model.pt)
 
     @property
     def learnable_params(self) -> int:
@@ -134,7 +135,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if wrapper is not None:
         top = wrapper.split(".")[0]
         extra = {str(k): type(v).__name__ for k, v in obj.items() if k != top}
-    return Checkpoint(str(p), sd, wrapper, prefix, extra)
+    stored = obj.get("config") if isinstance(obj, Mapping) and wrapper is not None else None
+    if not (isinstance(stored, Mapping) and stored and set(stored) <= set(FIELD_NAMES)):
+        stored = None
+    return Checkpoint(str(p), sd, wrapper, prefix, extra, dict(stored) if stored else None)
 
 
 def as_state_dict(source: str | Path | Checkpoint | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
@@ -268,6 +272,18 @@ class KeyReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.wrong_shape)
 
+    def describe(self, missing_label: str = "missing") -> str:
+        """'N missing (...); N unexpected (...); N wrongly shaped (...)', lists shortened."""
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} {missing_label} ({_short(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({_short(self.unexpected)})")
+        if self.wrong_shape:
+            shown = [f"{k} {_fmt_shape(a)} vs model {_fmt_shape(b)}" for k, a, b in self.wrong_shape]
+            parts.append(f"{len(shown)} wrongly shaped ({_short(shown)})")
+        return "; ".join(parts)
+
 
 def compare_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> KeyReport:
     """Missing (model has, checkpoint lacks), unexpected and wrongly shaped keys. A missing
@@ -313,15 +329,7 @@ def mismatch_message(report: KeyReport, config: FeatherFaceConfig | None,
                      state_dict: Mapping[str, torch.Tensor], name: str) -> tuple[str, type[Exception]]:
     """One-line description of a key mismatch, with the config fields to change when the checkpoint's
     own config can be inferred. Returns (message, error class)."""
-    parts = []
-    if report.missing:
-        parts.append(f"{len(report.missing)} missing ({_short(report.missing)})")
-    if report.unexpected:
-        parts.append(f"{len(report.unexpected)} unexpected ({_short(report.unexpected)})")
-    if report.wrong_shape:
-        shown = [f"{k} {_fmt_shape(a)} vs model {_fmt_shape(b)}" for k, a, b in report.wrong_shape]
-        parts.append(f"{len(shown)} wrongly shaped ({_short(shown)})")
-    msg = f"{name} does not fit the model: " + "; ".join(parts)
+    msg = f"{name} does not fit the model: " + report.describe()
     try:
         wanted = infer_config(state_dict, shuffle_hint=config.shuffle if config and config.shuffle != "block" else None)
     except (InputError, ConfigError) as exc:
@@ -358,15 +366,17 @@ def load_model(source: str | Path | Checkpoint, config: FeatherFaceConfig | None
                overrides: Sequence[str] | Mapping[str, Any] = ()) -> tuple[nn.Module, FeatherFaceConfig, bool]:
     """Build and load the model of a checkpoint, in eval mode.
 
-    With `config` None the config is inferred from the checkpoint, then `overrides` (field=value
-    strings or a dict) are applied on top (e.g. `shuffle=none`). Returns (model, config, inferred).
+    With `config` None the config saved in the checkpoint is used (`featherface-tune train` stores
+    it), else it is inferred from the tensors; then `overrides` (field=value strings or a dict) are
+    applied on top (e.g. `shuffle=none`). Returns (model, config, inferred).
     """
     from featherface_tune.models.builder import build_model
 
     ck = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     inferred = config is None
     if config is None:
-        config = infer_config(ck.state_dict)
+        config = (from_mapping(ck.stored_config, source=f"{ck.path} [config]") if ck.stored_config
+                  else infer_config(ck.state_dict))
         extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(list(overrides))
         if extra:
             config = from_mapping(extra, config, source="--set")
@@ -393,20 +403,12 @@ def load_backbone_pretrained(model: nn.Module, path: str | Path) -> int:
     allowed_left = {"fc.weight", "fc.bias"}
     report = compare_keys(body, {k: v for k, v in sd.items() if k not in allowed_left})
     if not report.ok:
-        parts = []
-        if report.missing:
-            parts.append(f"{len(report.missing)} backbone keys missing ({_short(report.missing)})")
-        if report.unexpected:
-            parts.append(f"{len(report.unexpected)} unexpected ({_short(report.unexpected)})")
-        if report.wrong_shape:
-            shown = [f"{k} {_fmt_shape(a)} vs model {_fmt_shape(b)}" for k, a, b in report.wrong_shape]
-            parts.append(f"{len(shown)} wrongly shaped ({_short(shown)})")
         hint = ""
         if "stage1.0.0.weight" in sd and report.wrong_shape:
             hint = (f"; the checkpoint is a MobileNetV1 of width {sd['stage1.0.0.weight'].shape[0] / 32:g}, "
                     f"set backbone_width to it")
         raise InputError(f"{ck.path} is not a matching MobileNetV1 backbone checkpoint: "
-                         + "; ".join(parts) + hint)
+                         + report.describe("backbone keys missing") + hint)
     loaded = {k: v for k, v in sd.items() if k in own}
     for k, v in own.items():
         loaded.setdefault(k, v)

@@ -273,3 +273,22 @@ def test_count_checkpoint_cli_real() -> None:
     js = json.loads(r.stdout)
     assert js["params"] == 489_015 == js["analytic_params"]
     assert js["config"] == get_preset("featherface-reimpl-489015").to_dict()
+
+
+def test_stored_config_beats_inference(tmp_path):
+    """A config saved beside the weights (train's model.pt) settles what tensors cannot show:
+    plain shuffle and no shuffle leave identical keys."""
+    from featherface_tune.models.builder import build_model
+    from featherface_tune.models.checkpoint import load_model
+    from featherface_tune.models.presets import get_preset
+
+    cfg = get_preset("featherface-reimpl-489015").replace(shuffle="none")
+    path = tmp_path / "model.pt"
+    torch.save({"format": "featherface-tune/model", "config": cfg.to_dict(),
+                "state_dict": build_model(cfg).state_dict()}, path)
+    _, loaded, _ = load_model(path)
+    assert loaded == cfg
+    plain = tmp_path / "plain.pt"
+    torch.save(build_model(cfg).state_dict(), plain)
+    _, inferred, _ = load_model(plain)
+    assert inferred.shuffle == "plain"  # the documented default when nothing says otherwise

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A PostgreSQL server on loopback for the distributed-search tests (tests/tuner/test_distributed.py).
+# Idempotent; for Debian 12 as root without systemd (uses pg_ctlcluster). Installs PostgreSQL if
+# missing, starts the cluster on 127.0.0.1 only, creates role and database `fft`, and prints the
+# connection URL on stdout (everything else goes to stderr):
+#     export FEATHERFACE_TEST_PG_URL="$(bash .ci/postgres.sh)"
+# Port: $FFT_PG_PORT (default 5432).
+set -euo pipefail
+exec 3>&1 1>&2
+
+PORT="${FFT_PG_PORT:-5432}"
+ROLE=fft
+PASSWORD=fft
+DB=fft
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "installing postgresql..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+
+VER="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
+if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -qx "$VER main"; then
+  pg_createcluster "$VER" main --port "$PORT" >/dev/null
+fi
+
+STATUS="$(pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $4}')"
+if [ "$STATUS" != "online" ]; then
+  # loopback only; password logins over TCP (pg_hba's default host rules use scram-sha-256)
+  CONF="/etc/postgresql/$VER/main/conf.d"
+  mkdir -p "$CONF"
+  printf "listen_addresses = '127.0.0.1'\nport = %s\nmax_connections = 200\n" "$PORT" > "$CONF/featherface-tune.conf"
+  chown -R postgres:postgres "$CONF"
+  mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql
+  pg_ctlcluster "$VER" main start
+fi
+PORT="$(pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $3}')"
+
+for _ in $(seq 1 60); do
+  pg_isready -q -h 127.0.0.1 -p "$PORT" && break
+  sleep 1
+done
+pg_isready -h 127.0.0.1 -p "$PORT"
+
+psql_as_postgres() { su postgres -s /bin/sh -c "psql -X -q -v ON_ERROR_STOP=1 -p $PORT -h /var/run/postgresql $*"; }
+psql_as_postgres "-d postgres" <<SQL
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ROLE') THEN
+    CREATE ROLE $ROLE LOGIN PASSWORD '$PASSWORD';
+  END IF;
+END
+\$\$;
+SQL
+if ! psql_as_postgres "-d postgres -tA -c \"SELECT 1 FROM pg_database WHERE datname = '$DB'\"" | grep -q 1; then
+  psql_as_postgres "-d postgres -c \"CREATE DATABASE $DB OWNER $ROLE\""
+fi
+
+echo "postgresql://$ROLE:$PASSWORD@127.0.0.1:$PORT/$DB" >&3

@@ -1,0 +1,74 @@
+"""`featherface-tune train`: RetinaFace-style training of a config on WIDERFace-layout data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from featherface_tune.commands._common import (
+    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json, resolve,
+)
+
+
+@handle_errors
+def train_cmd(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset root: DATA/train/label.txt + DATA/train/images (RetinaFace layout) or DATA/wider_face_split + DATA/WIDER_train (official layout).")],
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs to train.")] = 10,
+    image_size: Annotated[int, typer.Option("--image-size", help="Square training size in pixels (multiple of 32).")] = 640,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per step.")] = 8,
+    subset: Annotated[float, typer.Option("--subset", help="Fraction of training images (0-1], or above 1 a number of images; stratified by event, seeded.")] = 1.0,
+    time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Stop cleanly after this many seconds of training (a checkpoint is written).")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd (momentum 0.9).")] = "adamw",
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-3); linear warm-up over --warmup epochs, then cosine.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: 1e-2 for AdamW, 5e-4 for SGD.")] = None,
+    warmup: Annotated[float, typer.Option("--warmup", help="Warm-up length in epochs (at most half the run).")] = 1.0,
+    pretrained: Annotated[Optional[Path], typer.Option("--pretrained", help="MobileNetV1-0.25 ImageNet checkpoint (mobilenetV1X0.25_pretrain.tar) for the backbone.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for last.pt (resumable, every epoch) and model.pt (weights + config, for predict).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt (same config and options).")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of weights, data order, augmentation and --subset.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: load in the main process).")] = 0,
+    cache_images: Annotated[bool, typer.Option("--cache-images", help="Keep decoded images in memory (small data sets).")] = False,
+    bn_recalibrate: Annotated[int, typer.Option("--bn-recalibrate", help="Before writing model.pt, recompute BatchNorm statistics over N fresh augmented batches (helps short runs; 0: off).")] = 0,
+    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip (and count) images listed but missing on disk.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Train a FeatherFace config RetinaFace-style: random square crop, photometric distortion,
+    mirror, resize; priors matched at IoU 0.35; MultiBox loss (smooth L1 boxes x2, cross-entropy
+    with 7:1 hard negatives, smooth L1 landmarks). Progress on stderr; with --json a summary on
+    stdout. A NaN loss stops the run with an error (exit 1).
+    """
+    from featherface_tune.data.readers import read_any
+    from featherface_tune.training.loop import TrainOptions, train
+
+    cfg = resolve(preset, config, set_)
+    options = TrainOptions(epochs=epochs, image_size=image_size, batch_size=batch_size, subset=subset,
+                           time_budget=time_budget, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                           warmup_epochs=warmup, pretrained=pretrained, out_dir=out_dir, resume=resume,
+                           seed=seed, num_workers=workers, cache_images=cache_images,
+                           bn_recalibrate=bn_recalibrate, progress=True)
+    options.validate()
+    records = read_any(data, "train", skip_missing=skip_missing)
+    skipped = getattr(records, "skipped_count", 0)
+    if skipped:
+        err.print(f"skipped {skipped} images listed but missing on disk", highlight=False)
+    result = train(cfg, records, options)
+    summary = result.to_json()
+    summary["model"] = str(out_dir / "model.pt") if out_dir is not None else None
+    summary["config"] = cfg.to_dict()
+    if json_:
+        print_json(summary)
+        return
+    h = result.history
+    first = h[0].loss if h else float("nan")
+    last = h[-1].loss if h else float("nan")
+    out.print(f"trained {result.epochs_completed}/{epochs} epochs ({result.global_step} steps, "
+              f"{result.train_images} images, {result.seconds:.1f} s, stopped: {result.stopped}); "
+              f"mean loss first epoch {first:.4f}, last {last:.4f}", highlight=False)
+    if out_dir is not None:
+        out.print(f"checkpoint {out_dir / 'last.pt'}, model {out_dir / 'model.pt'}", highlight=False)

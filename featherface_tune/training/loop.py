@@ -1,0 +1,482 @@
+"""The training loop: seeded, resumable, time-budgeted RetinaFace-style training of a config.
+
+Checkpoints (OUT/last.pt) are written at the end of every epoch and when a time budget or step cap
+stops the run, atomically (temporary file + os.replace), and hold the model, optimizer, scheduler,
+position (epoch, batch), history and RNG states. Sample i of epoch e is augmented from
+Generator([seed, e, i]) and epoch e's order is a permutation seeded by (seed, e), so a resumed run
+produces the same batches, and on the same machine the same losses, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from featherface_tune.data.records import ImageRecord
+from featherface_tune.errors import FeatherFaceError, InputError
+from featherface_tune.models.builder import FeatherFace, build_model
+from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.training.dataset import (
+    EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
+)
+from featherface_tune.training.loss import MultiBoxLoss
+from featherface_tune.training.match import make_priors
+
+CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
+MODEL_FORMAT = "featherface-tune/model"
+OPTIMIZERS = ("adamw", "sgd")
+DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}  # SGD: RetinaFace's 5e-4 with momentum 0.9
+
+
+class NonFiniteLoss(FeatherFaceError):
+    """The loss became NaN or infinite; training stopped."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, epoch: int, step: int, global_step: int):
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+        self.global_step = global_step
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 10
+    image_size: int = 640
+    batch_size: int = 8
+    subset: float = 1.0
+    time_budget: float | None = None  # seconds of training (after setup); stops cleanly at a step boundary
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine to min_lr_ratio * lr; capped at half the run
+    min_lr_ratio: float = 0.01
+    pretrained: Path | None = None  # MobileNetV1-0.25 ImageNet checkpoint for the backbone
+    out_dir: Path | None = None  # checkpoints; None: none written
+    resume: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    cache_images: bool = False  # keep decoded images in memory (small data sets, proxy runs)
+    augment: bool = True
+    max_steps: int | None = None  # stop after this many optimizer steps in total (tests, benchmarks)
+    bn_recalibrate: int = 0  # batches of BatchNorm recalibration for model.pt (see recalibrate_bn)
+    progress: bool = True
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def resolved_weight_decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
+
+    def validate(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise InputError(f"--epochs {self.epochs}: must be a positive integer")
+        if self.image_size < 32 or self.image_size % 32:
+            raise InputError(f"--image-size {self.image_size}: must be a positive multiple of 32")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
+        check_subset(self.subset)
+        if self.time_budget is not None and not (self.time_budget > 0):
+            raise InputError(f"--time-budget {self.time_budget}: must be a positive number of seconds")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer {self.optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
+        lr = self.resolved_lr()
+        if not (math.isfinite(lr) and lr > 0):
+            raise InputError(f"--lr {lr}: must be a positive number")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: must be non-negative")
+        if self.bn_recalibrate < 0:
+            raise InputError(f"--bn-recalibrate {self.bn_recalibrate}: must be >= 0")
+        if self.num_workers < 0:
+            raise InputError(f"--workers {self.num_workers}: must be non-negative")
+        if self.resume and self.out_dir is None:
+            raise InputError("--resume needs --out (the folder holding last.pt)")
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            raise InputError(f"--pretrained {str(self.pretrained)!r} does not exist")
+
+    def run_key(self) -> dict[str, Any]:
+        """Options that must match for a checkpoint to be resumed."""
+        return {"epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
+                "subset": self.subset, "optimizer": self.optimizer, "lr": self.resolved_lr(),
+                "weight_decay": self.resolved_weight_decay(), "momentum": self.momentum,
+                "warmup_epochs": self.warmup_epochs, "min_lr_ratio": self.min_lr_ratio,
+                "seed": self.seed, "augment": self.augment}
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    steps: int
+    loss: float
+    loc: float
+    conf: float
+    landm: float
+    lr: float
+    seconds: float
+    data_seconds: float  # time spent waiting for batches
+    images: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: FeatherFace
+    history: tuple[EpochStats, ...]
+    step_losses: tuple[float, ...]  # every optimizer step of the run, resumed parts included
+    epochs_completed: int
+    global_step: int
+    stopped: str  # "completed", "time_budget" or "max_steps"
+    checkpoint: Path | None
+    seconds: float  # this invocation's training time (without on_epoch_end callbacks)
+    train_images: int  # images in the (subset) training set
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epochs_completed": self.epochs_completed, "global_step": self.global_step,
+                "stopped": self.stopped, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "seconds": round(self.seconds, 3), "train_images": self.train_images,
+                "first_loss": self.step_losses[0] if self.step_losses else None,
+                "last_loss": self.step_losses[-1] if self.step_losses else None,
+                "history": [h.to_json() for h in self.history]}
+
+
+# ---- pieces ----------------------------------------------------------------------------------
+
+def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
+    """Multiplier of the base LR for optimizer step `step` (0-based): linear warm-up to 1 over
+    `warmup` steps, then cosine down to `floor` at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup - 1)
+    p = min(1.0, (step - warmup) / span)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on biases and norm parameters (1-d tensors)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": options.resolved_weight_decay()},
+              {"params": no_decay, "weight_decay": 0.0}]
+    lr = options.resolved_lr()
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=options.momentum)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def load_backbone(model: FeatherFace, path: Path) -> None:
+    """The MobileNetV1-0.25 ImageNet start: the checkpoint module's loader when present, else a
+    minimal one (strip `module.`, drop the classifier, load stage keys into model.body strictly)."""
+    try:
+        from featherface_tune.models.checkpoint import load_backbone_pretrained  # type: ignore[attr-defined]
+    except ImportError:
+        load_backbone_pretrained = None
+    if load_backbone_pretrained is not None:
+        load_backbone_pretrained(model, path)
+        return
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise InputError(f"--pretrained {str(path)!r} cannot be read: {exc}") from None
+    sd = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(sd, dict):
+        raise InputError(f"--pretrained {str(path)!r} holds no state dict")
+    body = {}
+    for k, v in sd.items():
+        k = k[7:] if k.startswith("module.") else k
+        if k.startswith("stage"):
+            body[k] = v
+    try:
+        model.body.load_state_dict(body, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"--pretrained {str(path)!r} does not fit this backbone "
+                         f"(width {model.config.backbone_width}): {' '.join(first[:2])[:300]}") from None
+
+
+def recalibrate_bn(model: nn.Module, dataset: FaceDataset, batches: int, batch_size: int,
+                   key: int = 1_000_000) -> nn.Module:
+    """A copy of `model` (in eval mode) whose BatchNorm running statistics are the plain average over
+    `batches` fresh augmented batches, computed in train mode without gradients ("precise BN").
+
+    After a short run the running averages lag far behind the quickly moving weights, and eval-mode
+    outputs can be much worse than train-mode ones (seen on FeatherFace with BiFPN + CBAM + DCN after
+    a few dozen steps); recomputing them for the final weights removes that gap. The batches use
+    augmentation epoch keys from `key` on, so they do not repeat the training samples' draws.
+    """
+    m = copy.deepcopy(model)
+    bns = [mod for mod in m.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+    if batches < 1 or not bns or len(dataset) == 0:
+        return m.eval()
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    g = torch.Generator().manual_seed(key)
+    m.train()
+    with torch.no_grad():
+        for b in range(batches):
+            idx = torch.randint(len(dataset), (max(2, batch_size),), generator=g).tolist()
+            images, _ = collate([dataset[(key + b, i)] for i in idx])
+            m(images)
+    for bn, mom in zip(bns, saved):
+        bn.momentum = mom
+    return m.eval()
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, then os.replace: a reader (or a crash)
+    sees the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:
+    """Weights + config for prediction (`predict --checkpoint`)."""
+    atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
+                 "state_dict": model.state_dict(), "image_size": image_size, "epochs": epochs}, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain values, so checkpoints load with weights_only=True."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class _Progress:
+    """Rich progress on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, done: int):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                            TimeRemainingColumn(), console=self.console, transient=False)
+        self.task = self.bar.add_task("training", total=total, completed=done, loss="-")
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def step(self, epoch: int, epochs: int, loss: float) -> None:
+        if self.enabled:
+            self.bar.update(self.task, advance=1, description=f"epoch {epoch}/{epochs}", loss=f"{loss:.3f}")
+
+    def log(self, text: str) -> None:
+        if self.enabled:
+            self.bar.console.print(text, highlight=False)
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+EpochCallback = Callable[[int, FeatherFace], None]
+
+
+def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: TrainOptions,
+          on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """Train `cfg` on `records`. on_epoch_end(epoch (1-based), model) runs after each completed
+    epoch's checkpoint (the proxy evaluates and reports there; it may raise to stop the run)."""
+    options.validate()
+    records = stratified_subset(records, options.subset, options.seed)
+    if not records:
+        raise InputError("no training images")
+    _seed_all(options.seed)
+    model = build_model(cfg)
+    if options.pretrained is not None:
+        load_backbone(model, Path(options.pretrained))
+    dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
+                          cache=options.cache_images)
+    bs = options.batch_size
+    spe = math.ceil(len(dataset) / bs)
+    total_steps = options.epochs * spe
+    warmup = min(int(round(options.warmup_epochs * spe)), total_steps // 2)
+    optimizer = make_optimizer(model, options)
+    floor = options.min_lr_ratio
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total_steps, floor))
+    priors = make_priors(options.image_size, cfg.anchors_per_cell)
+    criterion = MultiBoxLoss()
+
+    ckpt_path = Path(options.out_dir) / "last.pt" if options.out_dir is not None else None
+    epoch, batch0, global_step = 0, 0, 0
+    history: list[EpochStats] = []
+    step_losses: list[float] = []
+    if options.resume:
+        assert ckpt_path is not None
+        if not ckpt_path.is_file():
+            raise InputError(f"--resume: no checkpoint at {str(ckpt_path)!r}")
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a torn or foreign file is an input problem
+            raise InputError(f"--resume: {str(ckpt_path)!r} cannot be read: "
+                             f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise InputError(f"--resume: {str(ckpt_path)!r} is not a training checkpoint")
+        if state["config"] != cfg.to_dict():
+            raise InputError(f"--resume: {str(ckpt_path)!r} was trained with a different config")
+        diff = {k: (v, state["options"].get(k)) for k, v in options.run_key().items()
+                if state["options"].get(k) != v}
+        if diff:
+            k, (now, then) = next(iter(diff.items()))
+            raise InputError(f"--resume: {str(ckpt_path)!r} was written with {k}={then!r}, "
+                             f"not {now!r}; resume with the same options")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        epoch, batch0, global_step = state["epoch"], state["batch"], state["global_step"]
+        history = [EpochStats(**h) for h in state["history"]]
+        step_losses = list(state["step_losses"])
+        _set_rng_state(state["rng"])
+
+    def checkpoint(next_epoch: int, next_batch: int) -> None:
+        if ckpt_path is None:
+            return
+        atomic_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "options": options.run_key(),
+                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": next_epoch, "batch": next_batch,
+                     "global_step": global_step, "history": [h.to_json() for h in history],
+                     "step_losses": step_losses, "rng": _rng_state()}, ckpt_path)
+
+    sampler = EpochSampler(len(dataset), options.seed)
+    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate,
+                        num_workers=options.num_workers, persistent_workers=options.num_workers > 0)
+    stopped = "completed"
+    callback_s = 0.0
+    t0 = time.perf_counter()
+    budget_end = t0 + options.time_budget if options.time_budget is not None else math.inf
+    # the time budget counts training only: evaluation in on_epoch_end moves the end back
+    model.train()
+    with _Progress(options.progress, total_steps, global_step) as bar:
+        while epoch < options.epochs:
+            if time.perf_counter() >= budget_end:
+                stopped = "time_budget"
+                break
+            if options.max_steps is not None and global_step >= options.max_steps:
+                stopped = "max_steps"
+                break
+            model.train()
+            sampler.set_epoch(epoch, batch0 * bs)
+            sums = np.zeros(4)
+            n_steps, n_images = 0, 0
+            t_epoch = time.perf_counter()
+            data_s = 0.0
+            t_wait = time.perf_counter()
+            batch = batch0
+            interrupted = False
+            for images, targets in loader:
+                data_s += time.perf_counter() - t_wait
+                parts = criterion(model(images), priors, targets)
+                value = float(parts.total.detach())
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(
+                        f"non-finite loss ({value}) at epoch {epoch + 1}, step {batch + 1}/{spe} "
+                        f"(global step {global_step + 1}): loc={float(parts.loc.detach()):.4g}, "
+                        f"conf={float(parts.conf.detach()):.4g}, landm={float(parts.landm.detach()):.4g}; "
+                        "try a lower --lr", epoch + 1, batch + 1, global_step + 1)
+                optimizer.zero_grad(set_to_none=True)
+                parts.total.backward()
+                optimizer.step()
+                scheduler.step()
+                global_step += 1
+                batch += 1
+                n_steps += 1
+                n_images += images.shape[0]
+                step_losses.append(value)
+                sums += (value, float(parts.loc.detach()), float(parts.conf.detach()), float(parts.landm.detach()))
+                bar.step(epoch + 1, options.epochs, value)
+                if time.perf_counter() >= budget_end:
+                    stopped, interrupted = "time_budget", True
+                    break
+                if options.max_steps is not None and global_step >= options.max_steps:
+                    stopped, interrupted = "max_steps", True
+                    break
+                t_wait = time.perf_counter()
+            if interrupted and batch < spe:
+                checkpoint(epoch, batch)
+                bar.log(f"stopped by {stopped.replace('_', ' ')} in epoch {epoch + 1} "
+                        f"at step {batch}/{spe}; checkpoint {ckpt_path}" if ckpt_path else
+                        f"stopped by {stopped.replace('_', ' ')} in epoch {epoch + 1} at step {batch}/{spe}")
+                break
+            mean = sums / max(1, n_steps)
+            # an epoch resumed mid-way reports the steps run since the resume
+            history.append(EpochStats(epoch=epoch + 1, steps=n_steps, loss=float(mean[0]),
+                                      loc=float(mean[1]), conf=float(mean[2]), landm=float(mean[3]),
+                                      lr=float(optimizer.param_groups[0]["lr"]),
+                                      seconds=time.perf_counter() - t_epoch, data_seconds=data_s,
+                                      images=n_images))
+            epoch += 1
+            batch0 = 0
+            checkpoint(epoch, 0)
+            h = history[-1]
+            bar.log(f"epoch {h.epoch}/{options.epochs}: loss {h.loss:.4f} (loc {h.loc:.4f}, "
+                    f"conf {h.conf:.4f}, landm {h.landm:.4f}), {h.seconds:.1f} s")
+            if on_epoch_end is not None:
+                t_cb = time.perf_counter()
+                try:
+                    on_epoch_end(epoch, model)
+                finally:
+                    dt = time.perf_counter() - t_cb
+                    callback_s += dt
+                    budget_end += dt
+                model.train()
+            if interrupted:
+                break
+    if ckpt_path is not None:
+        final = (recalibrate_bn(model, dataset, options.bn_recalibrate, bs)
+                 if options.bn_recalibrate > 0 else model)
+        save_model(ckpt_path.with_name("model.pt"), final, options.image_size, epoch)
+    return TrainResult(model=model, history=tuple(history), step_losses=tuple(step_losses),
+                       epochs_completed=epoch, global_step=global_step, stopped=stopped,
+                       checkpoint=ckpt_path, seconds=time.perf_counter() - t0 - callback_s,
+                       train_images=len(dataset))

@@ -1,0 +1,261 @@
+"""The proxy objective the search maximises: short training at a chosen fidelity, then WIDERFace
+val AP (easy, medium or hard) with the standard evaluation.
+
+`proxy_objective(cfg, data_dir, fidelity, trial)` trains on DATA/train, predicts DATA/val in the
+RetinaFace test convention (featherface_tune.inference.detector) and evaluates against
+DATA/ground_truth/*.mat (featherface_tune.evaluation.widerface). With an Optuna trial it evaluates
+after every epoch, reports the AP (step = epoch) and raises optuna.TrialPruned when the pruner says
+so. A NaN loss raises NonFiniteLoss (a FeatherFaceError): the search records the trial as failed with
+that message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from featherface_tune.data.records import ImageRecord
+from featherface_tune.errors import InputError
+from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.training.dataset import FaceDataset, stratified_subset
+from featherface_tune.training.loop import TrainOptions, TrainResult, recalibrate_bn, train
+
+METRICS = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much training a proxy run gets. Keys of the `fidelity` dict; all optional."""
+
+    epochs: int = 5
+    subset: float = 1.0  # fraction of train images (or, above 1, an image count), stratified by event
+    image_size: int = 320  # square training crop size
+    time_budget: float | None = None  # seconds of training; the run stops cleanly and is evaluated
+    metric: str = "hard"
+    seed: int = 0
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float | None = 3e-3  # short runs want a higher peak LR than RetinaFace's 1e-3 (None: 1e-3)
+    val_subset: float = 1.0  # fraction of val images evaluated (stratified; the GT is cut to match)
+    val_max_side: int | None = None  # shrink val images whose long side exceeds this (None: as is)
+    eval_every: int = 1  # with a trial: evaluate and report every N epochs
+    bn_recalibrate: int = 8  # batches to recompute BatchNorm statistics before each evaluation (0: off)
+    pretrained: str | None = None  # MobileNetV1-0.25 ImageNet checkpoint
+    cache_images: bool = True  # keep decoded train images in memory
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> "Fidelity":
+        data = dict(data or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise InputError(f"fidelity: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
+        fid = cls(**data)
+        if fid.metric not in METRICS:
+            raise InputError(f"fidelity metric={fid.metric!r}: must be one of {', '.join(METRICS)}")
+        if not (0 < fid.val_subset <= 1):
+            raise InputError(f"fidelity val_subset={fid.val_subset}: must be a fraction in (0, 1]")
+        if fid.val_max_side is not None and fid.val_max_side < 32:
+            raise InputError(f"fidelity val_max_side={fid.val_max_side}: must be at least 32")
+        if fid.bn_recalibrate < 0:
+            raise InputError(f"fidelity bn_recalibrate={fid.bn_recalibrate}: must be >= 0")
+        if fid.eval_every < 1:
+            raise InputError(f"fidelity eval_every={fid.eval_every}: must be at least 1")
+        fid.train_options().validate()
+        return fid
+
+    def train_options(self, out_dir: Path | None = None, progress: bool = False) -> TrainOptions:
+        return TrainOptions(epochs=self.epochs, image_size=self.image_size, batch_size=self.batch_size,
+                            subset=self.subset, time_budget=self.time_budget, optimizer=self.optimizer,
+                            lr=self.lr, seed=self.seed, cache_images=self.cache_images,
+                            pretrained=Path(self.pretrained) if self.pretrained else None,
+                            out_dir=out_dir, progress=progress)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- evaluation on val -----------------------------------------------------------------------
+
+def restrict_ground_truth(gt: Any, keep: set[tuple[str, str]]) -> Any:
+    """The ground truth cut to the (event, stem) images in `keep` (events left empty are dropped)."""
+    from featherface_tune.data.mat import FaceMat, GroundTruth
+
+    f = gt.faces
+    ev_idx, files, boxes = [], [], []
+    sel: list[list[int]] = []
+    for i, event in enumerate(f.events):
+        js = [j for j, name in enumerate(f.files[i]) if (event, name) in keep]
+        if js:
+            ev_idx.append(i)
+            sel.append(js)
+            files.append(tuple(f.files[i][j] for j in js))
+            boxes.append(tuple(f.boxes[i][j] for j in js))
+    attrs = {k: tuple(tuple(v[i][j] for j in js) for i, js in zip(ev_idx, sel))
+             for k, v in f.attributes.items()}
+    faces = FaceMat(events=tuple(f.events[i] for i in ev_idx), files=tuple(files), boxes=tuple(boxes),
+                    attributes=attrs)
+    keep_lists = {s: tuple(tuple(gt.keep[s][i][j] for j in js) for i, js in zip(ev_idx, sel))
+                  for s in gt.keep}
+    return GroundTruth(faces=faces, keep=keep_lists)
+
+
+VAL_CACHE_BYTES = 1 << 30  # decoded val images kept in memory between evaluations (1 GiB)
+
+
+def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
+                    max_side: int | None = None,
+                    images: dict[Path, tuple[np.ndarray, float]] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """event -> stem -> [n, 5] x y w h score, RetinaFace test settings (conf 0.02, NMS 0.4, keep 750).
+
+    max_side: shrink larger images first (bilinear) and scale the boxes back.
+    images: optional cache of decoded (already shrunk) images by path, filled up to VAL_CACHE_BYTES.
+    """
+    from PIL import Image
+
+    from featherface_tune.inference.detector import detect, read_image_bgr
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for r in records:
+        hit = images.get(r.path) if images is not None else None
+        if hit is None:
+            img = read_image_bgr(r.path)
+            scale = 1.0
+            h, w = img.shape[:2]
+            if max_side is not None and max(h, w) > max_side:
+                scale = max_side / max(h, w)
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                # resampling treats channels alike: the BGR bytes go through Pillow as they are
+                img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
+            if images is not None and sum(a.nbytes for a, _ in images.values()) + img.nbytes <= VAL_CACHE_BYTES:
+                images[r.path] = (img, scale)
+        else:
+            img, scale = hit
+        det = detect(model, img)
+        b = det.boxes.astype(np.float64) / scale
+        arr = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1],
+                        det.scores.astype(np.float64)], axis=1) if len(det) else np.zeros((0, 5))
+        out.setdefault(r.event, {})[r.name] = arr
+    return out
+
+
+@dataclass(frozen=True)
+class ValSet:
+    records: tuple[ImageRecord, ...]
+    gt: Any
+    max_side: int | None
+    images: dict[Path, tuple[np.ndarray, float]] | None
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        from featherface_tune.evaluation.widerface import evaluate
+
+        preds = predict_records(model, self.records, self.max_side, self.images)
+        return {k: float(v) for k, v in evaluate(preds, self.gt).ap.items()}
+
+
+def load_val(data_dir: Path, val_subset: float = 1.0, seed: int = 0, max_side: int | None = None,
+             cache: bool = True) -> ValSet:
+    """Val records and ground truth (DATA/ground_truth, else DATA/val/ground_truth)."""
+    from featherface_tune.data.mat import read_ground_truth
+    from featherface_tune.data.readers import read_any
+
+    data_dir = Path(data_dir)
+    records = read_any(data_dir, "val")
+    gt_dir = next((p for p in (data_dir / "ground_truth", data_dir / "val" / "ground_truth") if p.is_dir()),
+                  None)
+    if gt_dir is None:
+        raise InputError(f"no ground truth under {data_dir}: expected {data_dir / 'ground_truth'} "
+                         "with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
+    gt = read_ground_truth(gt_dir)
+    gt_images = {(e, f) for e, fs in zip(gt.events, gt.files) for f in fs}
+    records = [r for r in records if (r.event, r.name) in gt_images]
+    if records and val_subset < 1.0:
+        records = stratified_subset(records, val_subset, seed)
+        gt = restrict_ground_truth(gt, {(r.event, r.name) for r in records})
+    if not records:
+        raise InputError(f"no val image of {data_dir} is in the ground truth of {gt_dir}")
+    return ValSet(tuple(records), gt, max_side, {} if cache else None)
+
+
+# ---- the objective ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProxyResult:
+    ap: dict[str, float]
+    value: float
+    train: TrainResult
+    seconds: float
+    eval_seconds: float
+    history: tuple[tuple[int, dict[str, float]], ...]  # (epoch, AP per setting) for each evaluation
+
+
+def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any] | Fidelity | None = None,
+              trial: Any = None, out_dir: Path | None = None, progress: bool = False,
+              train_records: Sequence[ImageRecord] | None = None, val: ValSet | None = None) -> ProxyResult:
+    """proxy_objective with the details (AP per setting, training history, timings)."""
+    fid = fidelity if isinstance(fidelity, Fidelity) else Fidelity.from_mapping(fidelity)
+    t0 = time.perf_counter()
+    if train_records is None:
+        from featherface_tune.data.readers import read_any
+
+        train_records = read_any(Path(data_dir), "train")
+    if val is None:
+        val = load_val(Path(data_dir), fid.val_subset, fid.seed, fid.val_max_side)
+    history: list[tuple[int, dict[str, float]]] = []
+    eval_s = [0.0]
+    # the same images train() uses, for BatchNorm recalibration before each evaluation
+    calib = FaceDataset(stratified_subset(train_records, fid.subset, fid.seed), fid.image_size,
+                        fid.seed, cache=fid.cache_images)
+
+    def evaluate(epoch: int, model: torch.nn.Module) -> dict[str, float]:
+        t = time.perf_counter()
+        ap = val.evaluate(recalibrate_bn(model, calib, fid.bn_recalibrate, fid.batch_size))
+        eval_s[0] += time.perf_counter() - t
+        history.append((epoch, ap))
+        return ap
+
+    def on_epoch_end(epoch: int, model: torch.nn.Module) -> None:
+        if trial is None or (epoch % fid.eval_every and epoch != fid.epochs):
+            return
+        ap = evaluate(epoch, model)[fid.metric]
+        ap = ap if math.isfinite(ap) else 0.0
+        trial.report(ap, epoch)
+        if trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {fid.metric} AP {ap:.4f}")
+
+    result = train(cfg, train_records, fid.train_options(out_dir, progress), on_epoch_end=on_epoch_end)
+    if history and history[-1][0] == result.epochs_completed and result.stopped == "completed":
+        ap = history[-1][1]
+    else:
+        ap = evaluate(result.epochs_completed, result.model)
+    value = ap[fid.metric]
+    if not math.isfinite(value):
+        value = 0.0
+    if trial is not None and hasattr(trial, "set_user_attr"):
+        # "proxy_ap" itself (a float) belongs to the search's records; these are extra details
+        trial.set_user_attr("proxy_ap_settings", ap)
+        trial.set_user_attr("proxy_epochs", result.epochs_completed)
+        trial.set_user_attr("proxy_stopped", result.stopped)
+        trial.set_user_attr("proxy_train_seconds", round(result.seconds, 2))
+        trial.set_user_attr("proxy_final_loss", result.history[-1].loss if result.history else None)
+    return ProxyResult(ap=ap, value=value, train=result, seconds=time.perf_counter() - t0,
+                       eval_seconds=eval_s[0], history=tuple(history))
+
+
+def proxy_objective(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any] | None = None,
+                    trial: Any = None) -> float:
+    """Train `cfg` at `fidelity` on DATA/train and return val AP of fidelity['metric'] (default hard).
+
+    fidelity keys: epochs, subset, image_size, time_budget, metric (easy/medium/hard), seed, and
+    batch_size, optimizer, lr, val_subset, val_max_side, eval_every, pretrained, cache_images (see
+    Fidelity). Raises optuna.TrialPruned when the trial's pruner stops it, NonFiniteLoss on a NaN loss.
+    """
+    return run_proxy(cfg, Path(data_dir), fidelity, trial).value

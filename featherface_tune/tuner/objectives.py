@@ -1,0 +1,270 @@
+"""Objectives of the budget search, and the trial function that ties space, solver and objectives.
+
+Objectives: `macs` (analytic, minimise), `latency` (measured CPU forward time in ms, minimise) and
+`proxy_ap` (validation AP after proxy training, maximise; `featherface_tune.training.proxy`). The
+budget itself is a constraint (`trial.set_constraint`), never an objective: a trial is feasible when
+|params - target| <= tolerance (and MACs <= max_macs). Expensive objectives are only evaluated on
+feasible configs; infeasible trials get the worst value (inf, or 0 AP) and a positive constraint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from featherface_tune.counter.analytic import count
+from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.tuner import records as R
+from featherface_tune.tuner.solve import Solver
+from featherface_tune.tuner.space import SearchSpace, config_from_knobs
+
+OBJECTIVE_ALIASES = {"macs": "macs", "latency": "latency", "proxy": "proxy_ap", "proxy_ap": "proxy_ap", "ap": "proxy_ap"}
+METRICS = ("easy", "medium", "hard")
+
+
+class TrialFailed(Exception):
+    """A trial could not be evaluated; its `fail_reason` is recorded and the search goes on."""
+
+
+def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
+    """`macs`, `latency`, `macs,latency`, ... (default: `macs`, or `proxy_ap` with proxy data)."""
+    if text is None or not text.strip():
+        return ("proxy_ap",) if proxy else ("macs",)
+    out: list[str] = []
+    for part in text.split(","):
+        name = OBJECTIVE_ALIASES.get(part.strip().lower())
+        if name is None:
+            raise InputError(f"--objective {part.strip()!r}: unknown objective; use macs, latency or proxy "
+                             "(comma-separated for several)")
+        if name not in out:
+            out.append(name)
+    if "proxy_ap" in out and not proxy:
+        raise InputError("--objective proxy needs --proxy-data DIR")
+    if proxy and "proxy_ap" not in out:
+        out.append("proxy_ap")
+    return tuple(out)
+
+
+# ---- latency ----------------------------------------------------------------------------------
+
+def measure_latency(cfg: FeatherFaceConfig, h: int, w: int, repeats: int = 3, warmup: int = 1,
+                    threads: int = 1) -> float:
+    """Median wall time in ms of one forward pass (batch 1, eval mode, CPU, `threads` threads)."""
+    import torch
+
+    from featherface_tune.models.builder import build_model
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = build_model(cfg).eval()
+        x = torch.randn(1, 3, h, w)
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                t0 = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1000.0)
+        return float(statistics.median(times))
+    finally:
+        torch.set_num_threads(old)
+
+
+# ---- proxy training ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much proxy training a trial gets; passed to `proxy_objective` as a dict."""
+
+    epochs: int | None = None
+    subset: float | None = None
+    image_size: int | None = None
+    time_budget: float | None = None
+    metric: str = "hard"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise InputError(f"--metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        for name in ("epochs", "image_size"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise InputError(f"--proxy-{name.replace('_', '-')} {v}: must be at least 1")
+        if self.subset is not None and not (self.subset > 0):
+            raise InputError(f"--proxy-subset {self.subset}: must be positive (a fraction <= 1 or an image count)")
+        if self.time_budget is not None and not (self.time_budget > 0):
+            raise InputError(f"--proxy-time-budget {self.time_budget}: must be positive seconds")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"epochs": self.epochs, "subset": self.subset, "image_size": self.image_size,
+             "time_budget": self.time_budget, "metric": self.metric}
+        return {k: v for k, v in d.items() if v is not None}
+
+
+ProxyFn = Callable[[FeatherFaceConfig, Path, dict, Any], float]
+
+
+def load_proxy(data_dir: Path) -> ProxyFn:
+    """Import `proxy_objective` lazily; a one-line InputError if it or the data is missing."""
+    if not Path(data_dir).is_dir():
+        raise InputError(f"--proxy-data {str(data_dir)!r} is not a directory")
+    try:
+        from featherface_tune.training.proxy import proxy_objective  # type: ignore[import-not-found]
+    except Exception as exc:  # ImportError, or an error while importing its dependencies
+        raise InputError(f"--proxy-data needs proxy training (featherface_tune.training.proxy), which "
+                         f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         ) from None
+    return proxy_objective  # type: ignore[no-any-return]
+
+
+# ---- the trial function -----------------------------------------------------------------------
+
+@dataclass
+class BudgetObjective:
+    """Optuna objective: sample (space) -> solve the budget knobs (solver) -> count -> objectives.
+
+    Works with `optuna.trial.Trial` and `optuna.trial.FixedTrial`. Records the `records.TRIAL_KEYS`
+    user attributes on the trial. Failures raise `TrialFailed` after recording `fail_reason`.
+    """
+
+    space: SearchSpace
+    spec: R.StudySpec
+    proxy: ProxyFn | None = None
+    proxy_data: Path | None = None
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    latency_repeats: int = 3
+    latency_threads: int = 1
+    _cache: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.solver = Solver(self.space, self.spec.target, self.spec.tolerance, tuple(self.spec.input_size),
+                             self.spec.max_macs)
+
+    def __call__(self, trial: Any) -> float | list[float]:
+        try:
+            return self._evaluate(trial)
+        except KeyboardInterrupt:
+            _safe_attr(trial, R.FAIL_REASON, "interrupted")
+            raise
+        except TrialFailed:
+            raise
+        except InputError as exc:  # bad data or options (e.g. no annotations): stop the search, one line
+            _safe_attr(trial, R.FAIL_REASON, f"InputError: {exc}")
+            raise
+        except Exception as exc:  # any other failure is recorded and the search goes on
+            import optuna
+
+            if isinstance(exc, optuna.TrialPruned):
+                raise
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+            _safe_attr(trial, R.FAIL_REASON, reason)
+            raise TrialFailed(reason) from exc
+
+    def _evaluate(self, trial: Any) -> float | list[float]:
+        spec = self.spec
+        sampled = self.space.sample(trial)
+        sol = self.solver.solve(sampled)
+        if sol is None:
+            reason = "no valid config completes the sampled knobs (every budget-knob value breaks a rule)"
+            _safe_attr(trial, R.FAIL_REASON, reason)
+            raise TrialFailed(reason)
+        try:
+            cfg = config_from_knobs(sol.knobs)
+        except ConfigError as exc:
+            _safe_attr(trial, R.FAIL_REASON, f"ConfigError: {exc}")
+            raise TrialFailed(str(exc)) from None
+        h, w = spec.input_size
+        res = count(cfg, h, w)
+        if res.params != sol.params or res.macs != sol.macs:
+            reason = (f"solver predicted {sol.params} params / {sol.macs} MACs but the counter gives "
+                      f"{res.params} / {res.macs}")
+            _safe_attr(trial, R.FAIL_REASON, reason)
+            raise TrialFailed(reason)
+        delta = res.params - spec.target
+        params_ok = abs(delta) <= spec.tolerance
+        macs_ok = spec.max_macs is None or res.macs <= spec.max_macs
+        feasible = params_ok and macs_ok
+        trial.set_user_attr(R.CONFIG, cfg.to_dict())
+        trial.set_user_attr(R.PARAMS, res.params)
+        trial.set_user_attr(R.MACS, res.macs)
+        trial.set_user_attr(R.DELTA, delta)
+        trial.set_user_attr(R.FEASIBLE, feasible)
+        trial.set_user_attr(R.MODULES, {k: {"params": c.params, "macs": c.macs} for k, c in res.modules.items()})
+        trial.set_user_attr(R.SOLVER, {"in_window": sol.in_window, "checked": sol.checked})
+        trial.set_constraint("params", float(abs(delta) - spec.tolerance))
+        if spec.max_macs is not None:
+            trial.set_constraint("macs", float(res.macs - spec.max_macs))
+        values: list[float] = []
+        expensive = {}
+        if feasible and any(o in ("latency", "proxy_ap") for o in spec.objectives):
+            expensive = self._expensive(trial, cfg)
+        for name in spec.objectives:
+            if name == "macs":
+                values.append(float(res.macs))
+            elif name == "latency":
+                values.append(expensive.get("latency", math.inf))
+            elif name == "proxy_ap":
+                values.append(expensive.get("proxy_ap", 0.0))
+        return values[0] if len(values) == 1 else values
+
+    def _expensive(self, trial: Any, cfg: FeatherFaceConfig) -> dict[str, float]:
+        """Latency / proxy AP of a feasible config (reused when this worker already measured it)."""
+        key = json.dumps(cfg.to_dict(), sort_keys=True)
+        got = dict(self._cache.get(key, {}))
+        h, w = self.spec.input_size
+        if "latency" in self.spec.objectives and "latency" not in got:
+            got["latency"] = measure_latency(cfg, h, w, self.latency_repeats, threads=self.latency_threads)
+        if "proxy_ap" in self.spec.objectives and "proxy_ap" not in got:
+            if self.proxy is None or self.proxy_data is None:
+                raise TrialFailed("proxy objective without proxy training")
+            report_to = trial if len(self.spec.objectives) == 1 and _is_real_trial(trial) else None
+            ap = float(self.proxy(cfg, self.proxy_data, self.fidelity.to_dict(), report_to))
+            if not math.isfinite(ap):
+                raise TrialFailed(f"proxy training returned {ap}")
+            got["proxy_ap"] = ap
+        self._cache[key] = got
+        if "latency" in got:
+            trial.set_user_attr(R.LATENCY_MS, got["latency"])
+        if "proxy_ap" in got:
+            trial.set_user_attr(R.PROXY_AP, got["proxy_ap"])
+        return got
+
+
+def _is_real_trial(trial: Any) -> bool:
+    import optuna
+
+    return isinstance(trial, optuna.trial.Trial)
+
+
+def _safe_attr(trial: Any, key: str, value: Any) -> None:
+    try:
+        trial.set_user_attr(key, value)
+    except Exception:  # pragma: no cover - the storage may be gone during an interrupt
+        pass
+
+
+def objective_values(rec: R.TrialRecord, objectives: Sequence[str]) -> tuple[float, ...] | None:
+    vals = []
+    for o in objectives:
+        v = rec.objective_value(o)
+        if v is None:
+            return None
+        vals.append(v)
+    return tuple(vals)
+
+
+def directions(objectives: Sequence[str]) -> list[str]:
+    return [R.OBJECTIVES[o][1] for o in objectives]
+
+
+def summarize(spec: R.StudySpec) -> str:
+    win = f"{spec.target:,}" if spec.tolerance == 0 else f"{spec.target:,} +/- {spec.tolerance:,}"
+    extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
+    return f"params = {win}{extra}; objectives: {', '.join(spec.objectives)}"
+

@@ -1,0 +1,403 @@
+"""The search space: which config fields vary, over which values, and which are fixed.
+
+A space maps every *knob* to a finite domain. Knobs are the config fields, except that the SSH width
+is three knobs, one per level (`ssh_channels_p3`, `_p4`, `_p5`). Some knobs only apply in context:
+`bifpn_repeats` only with `neck = "bifpn"` (0 with FPN), a CBAM ratio only with that CBAM on,
+`shuffle_groups` only with a shuffle. The knobs named in `solve` are not sampled: the solver
+(`featherface_tune.tuner.solve`) picks them exactly from the analytic count; Optuna samples the rest.
+The five *budget knobs* (per-level SSH widths, CBAM ratios) are solved by vectorised enumeration;
+a few structure knobs (default: `bifpn_repeats`) may be solved too, by trying each value.
+
+Space files are TOML; each key is a knob (or `ssh_channels`, for all three levels at once):
+    neck_channels = { min = 32, max = 96, step = 1 }   # a range
+    neck_cbam_reduction = [4, 8, 16]                    # a set of choices
+    ssh_deformable = true                               # fixed
+    solve = ["ssh_channels_p5", "neck_cbam_reduction"]  # solved knobs (default: the five + bifpn_repeats)
+Knobs a file does not name keep the default space's domain.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.models.config import (
+    NECKS, SHUFFLES, FeatherFaceConfig, parse_value,
+)
+
+SSH_KNOBS = ("ssh_channels_p3", "ssh_channels_p4", "ssh_channels_p5")
+RATIO_KNOBS = ("backbone_cbam_reduction", "neck_cbam_reduction")
+BUDGET_KNOBS = SSH_KNOBS + RATIO_KNOBS
+# Sampling order matters: a knob's context (neck, the CBAM switches, shuffle) comes first.
+STRUCTURE_KNOBS = (
+    "backbone_width", "backbone_cbam", "neck", "bifpn_repeats", "neck_channels", "neck_cbam",
+    "ssh_deformable", "shuffle", "shuffle_groups", "anchors_per_cell", "landmarks",
+)
+KNOBS = STRUCTURE_KNOBS + BUDGET_KNOBS
+BOOL_KNOBS = ("backbone_cbam", "neck_cbam", "ssh_deformable", "landmarks")
+STR_KNOBS = {"neck": NECKS, "shuffle": SHUFFLES}
+FLOAT_KNOBS = ("backbone_width",)
+INT_KNOBS = tuple(k for k in KNOBS if k not in BOOL_KNOBS + FLOAT_KNOBS and k not in STR_KNOBS)
+MAX_DOMAIN = 4096
+DEFAULT_SOLVE = BUDGET_KNOBS + ("bifpn_repeats",)
+MAX_SOLVE_COMBOS = 64  # structure-knob combinations the solver tries per trial
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A finite set of values; `step` is set for an integer range (min..max by step)."""
+
+    values: tuple[Any, ...]
+    step: int | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return len(self.values) == 1
+
+    @property
+    def is_range(self) -> bool:
+        return self.step is not None and len(self.values) > 1
+
+    def to_spec(self) -> Any:
+        if self.fixed:
+            return self.values[0]
+        if self.is_range:
+            return {"min": self.values[0], "max": self.values[-1], "step": self.step}
+        return list(self.values)
+
+    def describe(self) -> str:
+        if self.fixed:
+            return repr(self.values[0]) if isinstance(self.values[0], str) else str(self.values[0]).lower() if isinstance(self.values[0], bool) else str(self.values[0])
+        if self.is_range:
+            return f"{self.values[0]}..{self.values[-1]}" + (f" step {self.step}" if self.step != 1 else "")
+        return "{" + ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in self.values) + "}"
+
+
+def int_range(lo: int, hi: int, step: int = 1) -> Domain:
+    return Domain(tuple(range(lo, hi + 1, step)), step)
+
+
+def choice(*values: Any) -> Domain:
+    return Domain(tuple(values))
+
+
+def fixed(value: Any) -> Domain:
+    return Domain((value,))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Every knob's domain plus the knobs the solver picks exactly (`solve`)."""
+
+    domains: tuple[tuple[str, Domain], ...]
+    solve: tuple[str, ...] = DEFAULT_SOLVE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", dict(self.domains))
+        names = [n for n, _ in self.domains]
+        if tuple(names) != KNOBS:
+            raise ConfigError("space: internal knob order mismatch")  # pragma: no cover
+        for k in self.solve:
+            if k not in KNOBS:
+                raise ConfigError(f"space: solve: unknown knob {k!r}")
+        combos = math.prod(len(self.domain(k).values) for k in self.solve if k in STRUCTURE_KNOBS)
+        if combos > MAX_SOLVE_COMBOS:
+            raise ConfigError(f"space: solve: the structure knobs in solve give {combos} combinations per "
+                              f"trial (at most {MAX_SOLVE_COMBOS}); let Optuna sample some of them")
+
+    def domain(self, knob: str) -> Domain:
+        try:
+            return self._index[knob]  # type: ignore[attr-defined,no-any-return]
+        except KeyError:
+            raise ConfigError(f"space: unknown knob {knob!r}") from None
+
+    def with_domain(self, knob: str, dom: Domain) -> "SearchSpace":
+        return SearchSpace(tuple((n, dom if n == knob else d) for n, d in self.domains), self.solve)
+
+    def with_solve(self, solve: Sequence[str]) -> "SearchSpace":
+        return SearchSpace(self.domains, tuple(k for k in KNOBS if k in set(solve)))
+
+    @property
+    def solved(self) -> tuple[str, ...]:
+        """Knobs the solver picks (those with more than one value)."""
+        return tuple(k for k in self.solve if not self.domain(k).fixed)
+
+    @property
+    def sampled(self) -> tuple[str, ...]:
+        """Knobs Optuna samples (in order): more than one value and not solved."""
+        return tuple(k for k in KNOBS if not self.domain(k).fixed and k not in self.solve)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {n: dom.to_spec() for n, dom in self.domains}
+        d["solve"] = list(self.solve)
+        return d
+
+    def describe(self) -> str:
+        return "; ".join(f"{n}={d.describe()}" for n, d in self.domains if not d.fixed)
+
+    # ---- sampling (Optuna define-by-run) -----------------------------------------------------
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Suggest the sampled knobs on `trial` (an Optuna Trial or FixedTrial).
+
+        Returns values for every knob except the solved ones; knobs that do not apply in
+        context (e.g. `bifpn_repeats` with FPN) get their inactive value and are not suggested.
+        """
+        out: dict[str, Any] = {}
+        for knob in KNOBS:
+            inactive = inactive_value(knob, out, self.domain(knob))
+            if inactive is not None:
+                out[knob] = inactive
+                continue
+            if knob in self.solve and not self.domain(knob).fixed:
+                continue
+            dom = self.domain(knob)
+            if dom.fixed:
+                out[knob] = dom.values[0]
+            elif dom.is_range:
+                out[knob] = trial.suggest_int(knob, dom.values[0], dom.values[-1], step=dom.step)
+            else:
+                out[knob] = trial.suggest_categorical(knob, list(dom.values))
+        return out
+
+    def structure_count(self) -> int:
+        """Number of combinations of the non-budget knobs (context rules applied)."""
+        return sum(1 for _ in self.iter_structures())
+
+    def iter_structures(self) -> Iterable[dict[str, Any]]:
+        """Every combination of the structure knobs, context rules applied (no duplicates)."""
+        yield from _iter(self, list(STRUCTURE_KNOBS), {})
+
+    def size(self) -> int:
+        """Configs in the space, counted over all knobs (context rules applied; before validity)."""
+        total = 0
+        ssh = math.prod(len(self.domain(k).values) for k in SSH_KNOBS)
+        for s in self.iter_structures():
+            r = 1
+            for knob, flag in (("backbone_cbam_reduction", "backbone_cbam"), ("neck_cbam_reduction", "neck_cbam")):
+                r *= len(self.domain(knob).values) if s[flag] else 1
+            total += ssh * r
+        return total
+
+
+def inactive_value(knob: str, ctx: Mapping[str, Any], dom: Domain) -> Any:
+    """The value a knob takes when it does not apply in context, else None."""
+    if knob == "bifpn_repeats" and ctx.get("neck") == "fpn":
+        return 0
+    if knob == "backbone_cbam_reduction" and ctx.get("backbone_cbam") is False:
+        return 16 if 16 in dom.values else dom.values[0]
+    if knob == "neck_cbam_reduction" and ctx.get("neck_cbam") is False:
+        return 16 if 16 in dom.values else dom.values[0]
+    if knob == "shuffle_groups" and ctx.get("shuffle") == "none":
+        return 2 if 2 in dom.values else dom.values[0]
+    return None
+
+
+def _iter(space: SearchSpace, knobs: list[str], ctx: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    if not knobs:
+        yield dict(ctx)
+        return
+    knob, rest = knobs[0], knobs[1:]
+    inactive = inactive_value(knob, ctx, space.domain(knob))
+    values = (inactive,) if inactive is not None else space.domain(knob).values
+    for v in values:
+        ctx[knob] = v
+        yield from _iter(space, rest, ctx)
+    del ctx[knob]
+
+
+def config_from_knobs(values: Mapping[str, Any]) -> FeatherFaceConfig:
+    """The config for a full knob assignment (raises ConfigError if it breaks a rule)."""
+    fields = {k: v for k, v in values.items() if k not in SSH_KNOBS}
+    fields["ssh_channels"] = tuple(values[k] for k in SSH_KNOBS)
+    return FeatherFaceConfig(**fields)
+
+
+def knobs_from_config(cfg: FeatherFaceConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    del d["ssh_channels"]
+    for k, v in zip(SSH_KNOBS, cfg.ssh_widths):
+        d[k] = v
+    return {k: d[k] for k in KNOBS}
+
+
+# ---- the default space ---------------------------------------------------------------------
+
+def default_space() -> SearchSpace:
+    """Around FeatherFace: widths 16..128, CBAM ratios {4, 8, 16, 32}, BiFPN x1-4 or FPN,
+    shuffle variants, DCN and CBAM on/off; per-level SSH widths and separate CBAM ratios are the
+    budget knobs the solver picks exactly."""
+    ssh = int_range(16, 128, 4)
+    doms = {
+        "backbone_width": fixed(0.25),
+        "backbone_cbam": choice(True, False),
+        "neck": choice("bifpn", "fpn"),
+        "bifpn_repeats": int_range(1, 4),
+        "neck_channels": int_range(16, 128),
+        "neck_cbam": choice(True, False),
+        "ssh_deformable": choice(True, False),
+        "shuffle": choice("block", "plain", "none"),
+        "shuffle_groups": fixed(2),
+        "anchors_per_cell": fixed(2),
+        "landmarks": fixed(True),
+        "ssh_channels_p3": ssh,
+        "ssh_channels_p4": ssh,
+        "ssh_channels_p5": ssh,
+        "backbone_cbam_reduction": choice(4, 8, 16, 32),
+        "neck_cbam_reduction": choice(4, 8, 16, 32),
+    }
+    return SearchSpace(tuple((k, doms[k]) for k in KNOBS))
+
+
+# ---- parsing domains from files and --fix ---------------------------------------------------
+
+def _check_value(knob: str, v: Any, where: str) -> Any:
+    if knob in BOOL_KNOBS:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: {knob}: {v!r} must be true or false")
+        return v
+    if knob in STR_KNOBS:
+        if v not in STR_KNOBS[knob]:
+            raise ConfigError(f"{where}: {knob}: {v!r} must be one of {', '.join(STR_KNOBS[knob])}")
+        return v
+    if knob in FLOAT_KNOBS:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"{where}: {knob}: {v!r} must be a positive number")
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{where}: {knob}: {v!r} must be an integer")
+    if knob == "bifpn_repeats" and v < 1:
+        raise ConfigError(f"{where}: bifpn_repeats={v} must be at least 1 (it only applies to "
+                          "neck='bifpn'; use neck=\"fpn\" for no BiFPN)")
+    if v < 1:
+        raise ConfigError(f"{where}: {knob}={v} must be at least 1")
+    if knob in SSH_KNOBS and v % 4:
+        raise ConfigError(f"{where}: {knob}={v} must be a multiple of 4 (SSH splits it 1/2+1/4+1/4); "
+                          f"nearest valid: {max(4, v // 4 * 4)}, {v // 4 * 4 + 4}")
+    return v
+
+
+def parse_domain(knob: str, spec: Any, where: str) -> Domain:
+    """A domain from a TOML value: scalar (fixed), list (choices) or {min, max, step} (range)."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"min", "max", "step"})
+        if unknown or "min" not in spec or "max" not in spec:
+            raise ConfigError(f"{where}: {knob}: a range needs min and max (and optional step), got "
+                              + ", ".join(f"{k}" for k in spec))
+        if knob not in INT_KNOBS:
+            raise ConfigError(f"{where}: {knob}: ranges are only for integer knobs; list the values")
+        lo, hi, step = spec["min"], spec["max"], spec.get("step", 4 if knob in SSH_KNOBS else 1)
+        for name, v in (("min", lo), ("max", hi), ("step", step)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{where}: {knob}: {name}={v!r} must be an integer")
+        if step < 1:
+            raise ConfigError(f"{where}: {knob}: step={step} must be at least 1")
+        if lo > hi:
+            raise ConfigError(f"{where}: {knob}: empty range (min={lo} > max={hi})")
+        values = tuple(range(lo, hi + 1, step))
+        if len(values) > MAX_DOMAIN:
+            raise ConfigError(f"{where}: {knob}: range has {len(values)} values (at most {MAX_DOMAIN})")
+        for v in values:
+            _check_value(knob, v, where)
+        return Domain(values, step)
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where}: {knob}: empty list of values")
+        vals: list[Any] = []
+        for v in spec:
+            v = _check_value(knob, v, where)
+            if v not in vals:
+                vals.append(v)
+        return Domain(tuple(vals))
+    return fixed(_check_value(knob, spec, where))
+
+
+def apply_settings(space: SearchSpace, data: Mapping[str, Any], where: str) -> SearchSpace:
+    """Change a space by a mapping of knob -> domain spec (as in a space file)."""
+    data = dict(data)
+    solve = data.pop("solve", None)
+    for key, spec in data.items():
+        if key == "ssh_channels":
+            dom = parse_domain("ssh_channels_p3", spec, where)
+            for k in SSH_KNOBS:
+                space = space.with_domain(k, dom)
+        elif key in KNOBS:
+            space = space.with_domain(key, parse_domain(key, spec, where))
+        else:
+            raise ConfigError(f"{where}: unknown knob {key!r}; valid knobs: ssh_channels, " + ", ".join(KNOBS))
+    if solve is not None:
+        if not isinstance(solve, list) or not all(isinstance(s, str) for s in solve):
+            raise ConfigError(f"{where}: solve must be a list of knob names")
+        space = space.with_solve(_check_solve(solve, where))
+    return space
+
+
+def _check_solve(names: Sequence[str], where: str) -> list[str]:
+    out = []
+    for s in names:
+        if s == "ssh_channels":
+            out.extend(SSH_KNOBS)
+        elif s in KNOBS:
+            out.append(s)
+        else:
+            raise ConfigError(f"{where}: solve: unknown knob {s!r}; the budget knobs are "
+                              + ", ".join(BUDGET_KNOBS) + " (structure knobs such as bifpn_repeats work too)")
+    return out
+
+
+def load_space(path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
+    """A space from a TOML file (on top of `base`, default: the default space)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"space file {str(p)!r} does not exist")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"space file {str(p)!r} is not valid TOML: {exc}") from None
+    if isinstance(data.get("space"), dict):
+        extra = sorted(set(data) - {"space"})
+        if extra:
+            raise ConfigError(f"space file {str(p)!r}: unexpected top-level key {extra[0]!r} next to [space]")
+        data = data["space"]
+    return apply_settings(base or default_space(), data, f"space file {str(p)!r}")
+
+
+def apply_fixes(space: SearchSpace, items: Sequence[str]) -> SearchSpace:
+    """`--fix field=value`: pin a knob (or `ssh_channels` = one width or [p3, p4, p5])."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--fix {item!r}: expected field=value, e.g. neck_channels=52")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        value = parse_value(text)
+        where = f"--fix {key}"
+        if key == "ssh_channels":
+            if isinstance(value, list):
+                if len(value) != 3:
+                    raise ConfigError(f"{where}: give one width or three (P3, P4, P5), got {value!r}")
+                for k, v in zip(SSH_KNOBS, value):
+                    space = space.with_domain(k, fixed(_check_value(k, v, where)))
+            else:
+                for k in SSH_KNOBS:
+                    space = space.with_domain(k, fixed(_check_value(k, value, where)))
+        elif key in KNOBS:
+            if isinstance(value, list):
+                raise ConfigError(f"{where}: --fix takes one value; use a --space file for a set of values")
+            space = space.with_domain(key, fixed(_check_value(key, value, where)))
+        else:
+            raise ConfigError(f"{where}: unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
+    return space
+
+
+def build_space(space_file: str | Path | None = None, fixes: Sequence[str] = ()) -> SearchSpace:
+    """The default space, changed by a space file, then by `--fix` items."""
+    space = load_space(space_file) if space_file is not None else default_space()
+    return apply_fixes(space, fixes)
+
+
+def space_from_dict(data: Mapping[str, Any]) -> SearchSpace:
+    """Rebuild a space from `SearchSpace.to_dict()` (as stored in a study)."""
+    return apply_settings(default_space(), data, "stored space")

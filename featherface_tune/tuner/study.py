@@ -1,0 +1,356 @@
+"""The Optuna study of a budget search: storage URLs, creating or resuming a study, running workers,
+and reading results back as frozen records.
+
+Storage: by default an SQLite file `featherface-tune.db` in the working directory. `--storage` takes
+`sqlite:///FILE`, `postgresql://USER:PASS@HOST[:PORT]/DB`, `mysql://...` (any SQLAlchemy URL Optuna's
+RDBStorage accepts, given its driver) and journal files (`journal:FILE`, or a path ending in `.log`,
+`.journal` or `.jsonl`). RDB storages run heartbeats: a worker that dies leaves its trial RUNNING only
+until the grace period ends, then the next worker fails it and re-queues its sampled knobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from featherface_tune.errors import InputError
+from featherface_tune.tuner import records as R
+from featherface_tune.tuner.objectives import TrialFailed, objective_values
+
+DEFAULT_DB = "featherface-tune.db"
+HEARTBEAT_INTERVAL = 5
+GRACE_PERIOD = 20
+MAX_RETRY = 2
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*heartbeat.*", category=FutureWarning)
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def default_storage_url(cwd: Path | None = None) -> str:
+    return "sqlite:///" + str((cwd or Path.cwd()).resolve() / DEFAULT_DB)
+
+
+@dataclass(frozen=True)
+class StorageInfo:
+    url: str  # redacted, for display and records
+    kind: str  # "sqlite", "postgresql", "mysql", "journal", ...
+    heartbeat: bool
+
+
+def open_storage(url: str | None) -> tuple[Any, StorageInfo]:
+    """An Optuna storage for `url` (None: the default SQLite file in the working directory)."""
+    _quiet()
+    url = url.strip() if url is not None else default_storage_url()
+    if not url:
+        raise InputError("--storage: empty URL")
+    journal = _journal_path(url)
+    if journal is not None:
+        return _journal(journal, url)
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9]*)(\+[a-zA-Z0-9_]+)?://", url)
+    if not m or m.group(1).lower() not in RDB_SCHEMES:
+        raise InputError(f"--storage {redact(url)!r}: not a storage URL; use sqlite:///FILE, "
+                         "postgresql://USER:PASS@HOST/DB, mysql://USER:PASS@HOST/DB or journal:FILE")
+    scheme, written = m.group(1).lower(), m.group(1)
+    if scheme == "postgres":  # SQLAlchemy only knows the long name
+        url = "postgresql" + url[len(written):]
+        scheme = written = "postgresql"
+    if scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+        if path is None:
+            raise InputError(f"--storage {url!r}: an SQLite URL is sqlite:///RELATIVE/FILE or sqlite:////ABS/FILE")
+        if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
+            raise InputError(f"--storage {url!r}: folder {str(Path(path).resolve().parent)!r} does not exist")
+    if m.group(2) is None:
+        url = _pick_driver(url, written, scheme)
+    interval, grace = heartbeat_settings()
+    kwargs: dict[str, Any] = {"heartbeat_interval": interval, "grace_period": grace}
+    params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    if "heartbeat_stale_trial_callback" in params and hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    else:  # Optuna < 4.9
+        kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    engine: dict[str, Any] = {}
+    if scheme == "sqlite":
+        engine = {"connect_args": {"timeout": 60}}
+    else:
+        engine = {"pool_pre_ping": True}
+    try:
+        storage = _rdb_with_retry(url, engine, kwargs)
+        if scheme == "sqlite":
+            _sqlite_wal(storage)
+    except ImportError:
+        raise InputError(f"--storage {redact(url)!r}: the database driver is not installed; "
+                         f"install it, e.g. pip install {_driver_hint(scheme)}") from None
+    except Exception as exc:  # sqlalchemy errors: bad host, credentials, missing database, ...
+        raise InputError(f"--storage {redact(url)!r}: cannot open the database: {_first_line(exc)}") from None
+    return storage, StorageInfo(redact(url), scheme, True)
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds; env FEATHERFACE_TUNE_HEARTBEAT="INTERVAL[,GRACE]" overrides."""
+    import os
+
+    text = os.environ.get("FEATHERFACE_TUNE_HEARTBEAT", "").strip()
+    if not text:
+        return HEARTBEAT_INTERVAL, GRACE_PERIOD
+    try:
+        parts = [int(p) for p in text.split(",")]
+        interval = parts[0]
+        grace = parts[1] if len(parts) > 1 else 2 * interval
+        if len(parts) > 2 or interval < 1 or grace < 1:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"FEATHERFACE_TUNE_HEARTBEAT={text!r}: give INTERVAL[,GRACE] in whole seconds, e.g. 5,20") from None
+    return interval, grace
+
+
+def _rdb_with_retry(url: str, engine: dict[str, Any], kwargs: dict[str, Any], attempts: int = 6) -> Any:
+    """RDBStorage, retried when workers starting together race to create the tables
+    (e.g. PostgreSQL: duplicate key value violates unique constraint "pg_type_typname_nsp_index")."""
+    import random
+    import time
+
+    for i in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=dict(engine), **kwargs)
+        except ImportError:
+            raise
+        except Exception as exc:
+            text = str(getattr(exc, "orig", None) or exc).lower()
+            racing = any(k in text for k in ("duplicate key", "already exists", "unique constraint",
+                                             "database is locked", "deadlock"))
+            if not racing or i == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * (0.5 + i))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_wal(storage: Any) -> None:
+    """WAL journal, fsync at checkpoints: ~10x fewer disk syncs per trial. A killed or interrupted
+    process loses no committed trial (only a power cut could lose the last few)."""
+    from sqlalchemy import event
+
+    engine = getattr(storage, "engine", None)
+    if engine is None:  # pragma: no cover - Optuna internals changed; keep the defaults
+        return
+    event.listen(engine, "connect", _sqlite_pragmas)
+    engine.dispose()
+
+
+# SQLAlchemy's default driver per scheme, and installed alternatives to fall back on
+_DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2"), ("pg8000", "pg8000")),
+            "mysql": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"), ("mysql.connector", "mysqlconnector")),
+            "mariadb": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))}
+
+
+def _pick_driver(url: str, written: str, scheme: str) -> str:
+    """`postgresql://` with psycopg2 but not psycopg 3 installed -> `postgresql+psycopg2://`, etc."""
+    import importlib.util
+
+    for module, name in _DRIVERS.get(scheme, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return f"{scheme}+{name}" + url[len(written):]
+    return url
+
+
+def _driver_hint(scheme: str) -> str:
+    return {"postgresql": "psycopg2-binary", "mysql": "pymysql",
+            "mariadb": "pymysql"}.get(scheme, "the SQLAlchemy driver for it")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _journal_path(url: str) -> Path | None:
+    for prefix in ("journal:///", "journal://", "journal:", "file:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if prefix == "journal:///":
+                rest = "/" + rest
+            if not rest:
+                raise InputError(f"--storage {url!r}: name the journal file, e.g. journal:search.log")
+            return Path(rest)
+    if "://" not in url and Path(url).suffix.lower() in JOURNAL_SUFFIXES:
+        return Path(url)
+    return None
+
+
+def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if not path.resolve().parent.is_dir():
+        raise InputError(f"--storage {url!r}: folder {str(path.resolve().parent)!r} does not exist")
+    if path.exists() and path.is_dir():
+        raise InputError(f"--storage {url!r}: {str(path)!r} is a folder, not a journal file")
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+    except Exception as exc:
+        raise InputError(f"--storage {url!r}: cannot open the journal: {_first_line(exc)}") from None
+    return storage, StorageInfo(str(path), "journal", False)
+
+
+# ---- studies ------------------------------------------------------------------------------------
+
+def default_study_name(spec: R.StudySpec) -> str:
+    """Same command, same name: a rerun resumes. The digest covers everything the search depends on."""
+    blob = json.dumps(spec.to_attr(), sort_keys=True).encode()
+    tol = f"-tol{spec.tolerance}" if spec.tolerance else ""
+    return f"target-{spec.target}{tol}-{hashlib.sha1(blob).hexdigest()[:8]}"
+
+
+def make_sampler(seed: int | None, n_startup: int = 10) -> optuna.samplers.BaseSampler:
+    _quiet()
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True,
+                                      constant_liar=True)
+
+
+def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create the study, or load it and check it was made for the same search."""
+    _quiet()
+    if not name or len(name) > 512:
+        raise InputError("--study: give a name of 1 to 512 characters")
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
+                                    directions=spec.directions(), load_if_exists=True)
+    except ValueError as exc:  # directions differ from the stored study
+        raise InputError(f"study {name!r} exists with other objectives ({_first_line(exc)}); "
+                         "pick another --study") from None
+    except Exception as exc:
+        raise InputError(f"cannot create or load study {name!r}: {_first_line(exc)}") from None
+    stored = study.user_attrs.get(R.STUDY_ATTR)
+    if stored is None:
+        study.set_user_attr(R.STUDY_ATTR, spec.to_attr())
+    else:
+        old = R.StudySpec.from_attr(stored)
+        diffs = [k for k in ("target", "tolerance", "input_size", "objectives", "max_macs", "space")
+                 if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
+        if diffs:
+            raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ; it has "
+                             f"target {old.target:,} +/- {old.tolerance:,}, objectives {','.join(old.objectives)}); "
+                             "pick another --study or repeat its options")
+    return study
+
+
+def _norm(v: Any) -> Any:
+    return json.loads(json.dumps(v, sort_keys=True, default=list))
+
+
+def load_spec(study: optuna.Study) -> R.StudySpec | None:
+    data = study.user_attrs.get(R.STUDY_ATTR)
+    return None if data is None else R.StudySpec.from_attr(data)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards --trials (complete or pruned; failed ones are redone)."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int, timeout: float | None,
+        callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> int:
+    """Add trials until the study holds `total_trials` counted ones (shared by all workers) or the
+    timeout ends. Returns how many this call ran. Ctrl-C propagates after Optuna marks the trial FAIL."""
+    _quiet()
+    remaining = total_trials - counted_trials(study)
+    if remaining <= 0:
+        return 0
+    stop = optuna.study.MaxTrialsCallback(total_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    ran = [0]
+
+    def _count(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        ran[0] += 1
+
+    # a few extra attempts cover failed trials, which do not count towards the total
+    study.optimize(objective, n_trials=remaining + max(5, remaining // 10), timeout=timeout,
+                   catch=(TrialFailed,), callbacks=[stop, _count, *callbacks], gc_after_trial=False)
+    return ran[0]
+
+
+# ---- reading results ------------------------------------------------------------------------------
+
+def trial_records(study: optuna.Study) -> list[R.TrialRecord]:
+    return [R.TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+
+
+def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
+    """Feasible complete trials, distinct configs, best first: Pareto rank, then the first objective,
+    then |delta|, then trial number."""
+    signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
+    seen: set[str] = set()
+    pool: list[tuple[tuple[float, ...], R.TrialRecord]] = []
+    for r in sorted(records, key=lambda r: r.number):
+        if r.state != "COMPLETE" or not r.feasible or r.config is None:
+            continue
+        vals = objective_values(r, objectives)
+        if vals is None:
+            continue
+        key = json.dumps(dict(r.config), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        pool.append((tuple(s * v for s, v in zip(signs, vals)), r))
+    ranks = _pareto_ranks([p[0] for p in pool])
+    order = sorted(range(len(pool)), key=lambda i: (ranks[i], pool[i][0][0], abs(pool[i][1].delta or 0),
+                                                     pool[i][1].number))
+    return [pool[i][1] for i in order]
+
+
+def _pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
+    if not points or len(points[0]) == 1:
+        return [0] * len(points)
+    ranks = [-1] * len(points)
+    left = set(range(len(points)))
+    rank = 0
+    while left:
+        front = {i for i in left if not any(
+            all(a <= b for a, b in zip(points[j], points[i])) and points[j] != points[i] for j in left)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
+    ranked = ranked_feasible(records, objectives)
+    signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
+    pts = [tuple(s * v for s, v in zip(signs, objective_values(r, objectives) or ())) for r in ranked]
+    ranks = _pareto_ranks(pts)
+    return [r for r, k in zip(ranked, ranks) if k == 0]
+
+
+def closest(records: Sequence[R.TrialRecord], k: int = 5) -> list[R.TrialRecord]:
+    """Complete trials nearest the target (for reporting when nothing is feasible)."""
+    done = [r for r in records if r.state == "COMPLETE" and r.delta is not None]
+    return sorted(done, key=lambda r: (abs(r.delta or 0), r.macs or 0, r.number))[:k]

@@ -1,0 +1,62 @@
+"""A worker killed mid-trial: heartbeats fail its trial and the next worker retries it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+
+ARGS = ["search", "--target", "489000", "--tolerance", "5%", "--objective", "latency", "--input-size", "640", "640",
+        "--study", "hb", "--seed", "0"]
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path):
+    env = {**os.environ, "FEATHERFACE_TUNE_HEARTBEAT": "1,2"}
+    url = f"sqlite:///{tmp_path / 'featherface-tune.db'}"
+    a = subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", *ARGS, "--trials", "200"], cwd=tmp_path,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stale = None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and stale is None:
+            time.sleep(0.05)
+            try:
+                study = optuna.load_study(study_name="hb", storage=url)
+                trials = study.get_trials(deepcopy=False)
+            except Exception:
+                continue
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if running and any(t.state == TrialState.COMPLETE for t in trials):
+                os.kill(a.pid, signal.SIGKILL)
+                stale = running[0].number
+    finally:
+        if a.poll() is None:
+            a.kill()
+        a.wait()
+    assert stale is not None, "never saw a trial in flight"
+    study = optuna.load_study(study_name="hb", storage=url)
+    assert study.trials[stale].state == TrialState.RUNNING  # the killed worker left it behind
+    time.sleep(3)  # past the grace period
+    done = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    b = subprocess.run([sys.executable, "-m", "featherface_tune.cli", *ARGS, "--trials", str(done + 3), "--json"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert b.returncode == 0, b.stderr[-2000:]
+    study = optuna.load_study(study_name="hb", storage=url)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[stale].state == TrialState.FAIL
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    retried = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == stale]
+    assert retried and retried[0].state == TrialState.COMPLETE
+    assert retried[0].number in json.loads(b.stdout)["worker"]["trials"]
+    assert retried[0].params == trials[stale].params  # the same sampled knobs, re-run

@@ -1,0 +1,124 @@
+"""The search space: default knobs, FixedTrial sampling, space files and --fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.tuner.space import (
+    BUDGET_KNOBS, KNOBS, SSH_KNOBS, apply_fixes, build_space, config_from_knobs, default_space,
+    knobs_from_config, load_space, space_from_dict,
+)
+
+
+def test_default_space_has_the_fine_budget_knobs():
+    sp = default_space()
+    assert sp.solve == BUDGET_KNOBS + ("bifpn_repeats",)
+    for k in SSH_KNOBS:
+        assert sp.domain(k).values == tuple(range(16, 129, 4))
+    assert sp.domain("backbone_cbam_reduction").values == (4, 8, 16, 32)
+    assert sp.domain("neck_cbam_reduction").values == (4, 8, 16, 32)
+    assert sp.domain("neck_channels").values == tuple(range(16, 129))
+    assert sp.domain("bifpn_repeats").values == (1, 2, 3, 4)
+    assert set(sp.domain("shuffle").values) == {"block", "plain", "none"}
+    assert set(sp.domain("ssh_deformable").values) == {True, False}
+    # Optuna samples the structure, the solver the budget knobs
+    assert set(sp.sampled).isdisjoint(BUDGET_KNOBS) and "bifpn_repeats" not in sp.sampled
+    assert "neck_channels" in sp.sampled and "backbone_width" not in sp.sampled
+
+
+def test_fixed_trial_sampling_with_context_rules():
+    sp = default_space()
+    trial = optuna.trial.FixedTrial({"backbone_cbam": False, "neck": "fpn", "neck_channels": 40,
+                                     "neck_cbam": True, "ssh_deformable": False, "shuffle": "none"})
+    got = sp.sample(trial)
+    assert got["bifpn_repeats"] == 0  # not suggested with FPN
+    assert got["neck_channels"] == 40 and got["neck"] == "fpn"
+    assert got["backbone_width"] == 0.25 and got["landmarks"] is True
+    assert not set(got) & set(BUDGET_KNOBS) - {"backbone_cbam_reduction"}
+    assert got["backbone_cbam_reduction"] == 16  # inactive (CBAM off): canonical value
+    assert set(trial.params) == {"backbone_cbam", "neck", "neck_channels", "neck_cbam", "ssh_deformable", "shuffle"}
+
+
+def test_fixed_trial_for_bifpn_suggests_repeats():
+    sp = default_space().with_solve(BUDGET_KNOBS)
+    params = {"backbone_cbam": True, "neck": "bifpn", "bifpn_repeats": 3, "neck_channels": 42,
+              "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"}
+    got = sp.sample(optuna.trial.FixedTrial(params))
+    assert got["bifpn_repeats"] == 3
+    with pytest.warns(UserWarning, match="out of the range"):  # FixedTrial flags values outside the domain
+        sp.sample(optuna.trial.FixedTrial({**params, "neck_channels": 200}))
+
+
+def test_knobs_round_trip():
+    cfg = FeatherFaceConfig(neck_channels=42, neck_cbam_reduction=8, ssh_channels=(56, 72, 72))
+    knobs = knobs_from_config(cfg)
+    assert set(knobs) == set(KNOBS)
+    assert config_from_knobs(knobs) == cfg
+
+
+def test_space_file_ranges_lists_and_fixed(tmp_path: Path):
+    f = tmp_path / "space.toml"
+    f.write_text('neck_channels = { min = 40, max = 48, step = 2 }\n'
+                 'ssh_channels = [48, 56, 64]\n'
+                 'ssh_deformable = true\n'
+                 'solve = ["ssh_channels_p5", "neck_cbam_reduction"]\n')
+    sp = load_space(f)
+    assert sp.domain("neck_channels").values == (40, 42, 44, 46, 48)
+    assert all(sp.domain(k).values == (48, 56, 64) for k in SSH_KNOBS)
+    assert sp.domain("ssh_deformable").fixed
+    assert sp.solve == ("ssh_channels_p5", "neck_cbam_reduction")
+    assert "ssh_channels_p3" in sp.sampled
+    assert space_from_dict(sp.to_dict()) == sp
+
+
+@pytest.mark.parametrize("text, match", [
+    ("neck_channels = { min = 50, max = 40 }", "empty range"),
+    ("nek_channels = 3", "unknown knob 'nek_channels'"),
+    ("ssh_channels_p3 = 50", "multiple of 4"),
+    ("neck = 'bifpnn'", "must be one of"),
+    ("neck_cbam = 1", "true or false"),
+    ("neck_channels = []", "empty list"),
+    ("bifpn_repeats = 0", "at least 1"),
+    ("solve = ['neck_width']", "unknown knob"),
+    ("solve = ['neck_channels']", "combinations per trial"),
+    ("neck_channels = { min = 1, max = 9, stp = 2 }", "range needs"),
+    ("neck_channels = [", "not valid TOML"),
+])
+def test_bad_space_files(tmp_path: Path, text: str, match: str):
+    f = tmp_path / "bad.toml"
+    f.write_text(text + "\n")
+    with pytest.raises((ConfigError, InputError), match=match) as info:
+        load_space(f)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_space_file(tmp_path: Path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_space(tmp_path / "nope.toml")
+
+
+def test_fix():
+    sp = apply_fixes(default_space(), ["ssh_channels=[56,72,72]", "neck=bifpn", "neck_channels=42"])
+    assert [sp.domain(k).values for k in SSH_KNOBS] == [(56,), (72,), (72,)]
+    assert sp.domain("neck").values == ("bifpn",)
+    assert set(sp.solved) == {"backbone_cbam_reduction", "neck_cbam_reduction", "bifpn_repeats"}
+    sp = apply_fixes(default_space(), ["ssh_channels=64"])
+    assert all(sp.domain(k).values == (64,) for k in SSH_KNOBS)
+    for bad, match in (("foo=1", "unknown field"), ("neck_channels", "expected field=value"),
+                       ("ssh_channels=[1,2]", "one width or three"), ("ssh_channels=66", "multiple of 4"),
+                       ("neck_channels=[1,2]", "one value")):
+        with pytest.raises(ConfigError, match=match):
+            apply_fixes(default_space(), [bad])
+
+
+def test_build_space_combines_file_and_fix(tmp_path: Path):
+    f = tmp_path / "s.toml"
+    f.write_text("[space]\nneck_channels = [40, 42]\n")
+    sp = build_space(f, ["neck_channels=42"])
+    assert sp.domain("neck_channels").values == (42,)
+    assert default_space().size() > 10**9
