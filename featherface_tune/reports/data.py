@@ -25,10 +25,9 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
+from featherface_tune.tuner.records import RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
 
 DEFAULT_STORAGE = "sqlite:///featherface-tune.db"
-ATTR_KEY = "featherface_tune"
-RECORD_VERSION = "1"
 DEFAULT_TOP = 10
 DEFAULT_INPUT = (640, 640)
 # Metrics a trial may record, in display order; "higher is better" only for proxy AP.
@@ -185,26 +184,8 @@ def _as_float(v: Any) -> float | None:
     return None
 
 
-@dataclass(frozen=True)
-class StudyRecord:
-    """The search's description of a study (``study.user_attrs["featherface_tune"]``)."""
-
-    target: int
-    tolerance: int
-    input_size: tuple[int, int]
-    objectives: tuple[str, ...]
-    max_macs: int | None = None
-    space: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    version: str = RECORD_VERSION
-
-    @property
-    def band(self) -> tuple[int, int]:
-        return (self.target - self.tolerance, self.target + self.tolerance)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "target": self.target, "tolerance": self.tolerance,
-                "input_size": list(self.input_size), "objectives": list(self.objectives),
-                "max_macs": self.max_macs, "space": dict(self.space)}
+# The search's own frozen study record; the report only adds validation when reading it.
+StudyRecord = StudySpec
 
 
 def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
@@ -552,7 +533,7 @@ class StudyReport:
             "kind": "study",
             "study": self.name,
             "storage": self.storage,
-            "record": self.record.to_json(),
+            "record": self.record.to_attr(),
             "directions": list(self.directions),
             "counts": self.counts,
             "top": frame_records(self.top),
@@ -568,7 +549,7 @@ class StudyReport:
 
 
 def budget_text(r: StudyRecord) -> str:
-    text = (f"{r.band[0]:,} .. {r.band[1]:,} params" if r.tolerance
+    text = (f"{r.window()[0]:,} .. {r.window()[1]:,} params" if r.tolerance
             else f"exactly {r.target:,} params")
     return text + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")
 

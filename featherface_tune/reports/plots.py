@@ -98,7 +98,7 @@ def params_vs_macs(report: StudyReport, out_dir: Path) -> Plot:
     """All trials (left) and, when the budget band is narrow next to the spread of the trials, a
     zoom on the band (right) so the feasible configs do not collapse onto one line."""
     df, rec = report.trials, report.record
-    lo, hi = rec.band
+    lo, hi = rec.window()
     params, macs = _num(df["params"]), _num(df["macs"])
     measured = ~np.isnan(params) & ~np.isnan(macs)
     feas = df["feasible"].to_numpy(dtype=bool) & measured

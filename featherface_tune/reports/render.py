@@ -162,7 +162,7 @@ def study_document(report: StudyReport) -> Document:
     objective = " then ".join(f"{o} ({'lower' if d == 'minimize' else 'higher'} is better)"
                               for o, d in zip(r.objectives, report.directions))
     c = report.counts
-    budget = (f"budget {r.target:,} ± {r.tolerance:,} params ({r.band[0]:,} .. {r.band[1]:,})"
+    budget = (f"budget {r.target:,} ± {r.tolerance:,} params ({r.window()[0]:,} .. {r.window()[1]:,})"
               if r.tolerance else f"budget exactly {r.target:,} params")
     lines = (
         f"study {report.name!r} in {report.storage}",

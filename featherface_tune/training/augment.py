@@ -197,13 +197,7 @@ def augment(image: np.ndarray, targets: np.ndarray, image_size: int,
     img, t = mirror(img, t, bool(rng.integers(2)))
     h, w = img.shape[:2]
     out = resize_subtract_mean(img, image_size, int(rng.integers(len(INTERPOLATIONS))))
-    t = t.copy()
-    t[:, 0:4:2] /= w
-    t[:, 1:4:2] /= h
-    has = t[:, 14] > 0
-    t[has, 4:14:2] /= w
-    t[has, 5:14:2] /= h
-    return out, t
+    return out, normalise_targets(t, w, h)
 
 
 def plain(image: np.ndarray, targets: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,10 +206,15 @@ def plain(image: np.ndarray, targets: np.ndarray, image_size: int) -> tuple[np.n
     img = pad_to_square(image, True)
     h, w = img.shape[:2]
     out = resize_subtract_mean(img, image_size, 0)
+    return out, normalise_targets(targets, w, h)
+
+
+def normalise_targets(targets: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Pixel boxes and landmarks (landmarks only where flagged present) divided by the image size."""
     t = targets.copy()
     t[:, 0:4:2] /= w
     t[:, 1:4:2] /= h
     has = t[:, 14] > 0
     t[has, 4:14:2] /= w
     t[has, 5:14:2] /= h
-    return out, t
+    return t
