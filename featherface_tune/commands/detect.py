@@ -64,7 +64,8 @@ def detect_cmd(
 
     from rich.table import Table
 
-    from featherface_tune.inference.detector import detect, read_image_bgr
+    from featherface_tune.data.images import read_image_bgr
+    from featherface_tune.inference.detector import detect
 
     check_thresholds(conf, nms_iou, top_k, keep)
     img = read_image_bgr(image)

@@ -98,7 +98,8 @@ def predict_cmd(
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
 
-    from featherface_tune.inference.detector import detect, read_image_bgr
+    from featherface_tune.data.images import read_image_bgr
+    from featherface_tune.inference.detector import detect
 
     check_thresholds(conf, nms_iou, top_k, keep)
     files = find_images(images)

@@ -1,4 +1,4 @@
-"""Single-image face detection in the RetinaFace test convention, and image reading.
+"""Single-image face detection in the RetinaFace test convention.
 
 RetinaFace/FeatherFace test code (`test_widerface.py`, `detect.py`): the image is read as BGR
 (cv2), converted to float, the means (104, 117, 123) are subtracted, it is fed at its original size
@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from featherface_tune.data.images import MEANS_BGR
 from featherface_tune.errors import InputError
 from featherface_tune.inference.decode import VARIANCES, decode_boxes, decode_landmarks
 from featherface_tune.inference.nms import nms
 
-MEANS_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -55,30 +54,6 @@ class Detections:
                 d["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in pts]
             out.append(d)
         return out
-
-
-def read_image_bgr(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 BGR array (what cv2.imread gives), with Pillow.
-
-    EXIF orientation is applied (as cv2.imread does), grey and palette images become 3-channel, an
-    alpha channel is dropped. Raises InputError when the file is missing or not a readable image.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"image {str(p)!r} does not exist")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read image {str(p)!r}: {first[:160]}") from None
-    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise InputError(f"image {str(p)!r} is empty")
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def preprocess(image_bgr: np.ndarray) -> torch.Tensor:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-BGR_MEANS = (104.0, 117.0, 123.0)
+from featherface_tune.data.images import MEANS_BGR
+
+BGR_MEANS = MEANS_BGR
 CROP_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
 CROP_TRIES = 250
 # Pillow filters standing in for cv2's INTER_LINEAR, INTER_CUBIC, INTER_AREA, INTER_NEAREST, INTER_LANCZOS4.

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
+from featherface_tune.data.images import read_image_bgr
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import InputError
 from featherface_tune.training.augment import augment, plain, to_targets
-
-
-def read_bgr(path: Path) -> np.ndarray:
-    """An image file as BGR uint8 [H, W, 3] (what cv2.imread gives)."""
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise InputError(f"image {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"image {str(path)!r} cannot be read: {exc}") from None
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def stratified_subset(records: Sequence[ImageRecord], fraction: float, seed: int = 0) -> list[ImageRecord]:
@@ -102,7 +89,7 @@ class FaceDataset(Dataset):
     def image(self, index: int) -> np.ndarray:
         if self.cache and index in self._images:
             return self._images[index]
-        img = read_bgr(self.records[index].path)
+        img = read_image_bgr(self.records[index].path)
         if self.cache and self._cached_bytes + img.nbytes <= self.cache_bytes:
             self._images[index] = img
             self._cached_bytes += img.nbytes

@@ -1,4 +1,5 @@
 """Prior matching and target encoding (RetinaFace utils/box_utils.py: match, encode, encode_landm).
+Decoding, the inverse, is `featherface_tune.inference.decode`, shared with prediction.
 
 Priors are (cx, cy, w, h) normalised, in the model's output order (models.priors.prior_boxes).
 Ground truth is the augmented targets: [n, 15] = x1 y1 x2 y2, 5 landmarks x y, label (1 with
@@ -11,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from featherface_tune.inference.decode import VARIANCES
 from featherface_tune.models.priors import prior_boxes
 
-VARIANCES = (0.1, 0.2)
 MATCH_THRESHOLD = 0.35
 HARD_GT_THRESHOLD = 0.2  # a face whose best prior overlaps it less than this is not forced a prior
 
@@ -52,22 +53,6 @@ def encode_landm(matched: torch.Tensor, priors: torch.Tensor,
     pts = matched.reshape(-1, 5, 2)
     out = (pts - priors[:, None, :2]) / (variances[0] * priors[:, None, 2:])
     return out.reshape(-1, 10)
-
-
-def decode(loc: torch.Tensor, priors: torch.Tensor,
-           variances: tuple[float, float] = VARIANCES) -> torch.Tensor:
-    """Inverse of encode: regression outputs [..., P, 4] -> corner boxes (normalised)."""
-    cxcy = priors[..., :2] + loc[..., :2] * variances[0] * priors[..., 2:]
-    wh = priors[..., 2:] * torch.exp(loc[..., 2:] * variances[1])
-    return torch.cat((cxcy - wh / 2, cxcy + wh / 2), -1)
-
-
-def decode_landm(pre: torch.Tensor, priors: torch.Tensor,
-                 variances: tuple[float, float] = VARIANCES) -> torch.Tensor:
-    """Inverse of encode_landm: [..., P, 10] -> landmark coordinates (normalised)."""
-    pts = pre.reshape(*pre.shape[:-1], 5, 2)
-    out = priors[..., None, :2] + pts * variances[0] * priors[..., None, 2:]
-    return out.reshape(*pre.shape[:-1], 10)
 
 
 @dataclass(frozen=True)

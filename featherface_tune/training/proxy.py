@@ -119,7 +119,8 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
     """
     from PIL import Image
 
-    from featherface_tune.inference.detector import detect, read_image_bgr
+    from featherface_tune.data.images import read_image_bgr
+    from featherface_tune.inference.detector import detect
 
     out: dict[str, dict[str, np.ndarray]] = {}
     for r in records:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from featherface_tune.cli import app
 from featherface_tune.commands.predict import format_prediction
 from featherface_tune.errors import InputError
-from featherface_tune.inference.detector import Detections, read_image_bgr
+from featherface_tune.data.images import read_image_bgr
+from featherface_tune.inference.detector import Detections
 from featherface_tune.models.builder import build_model
 from featherface_tune.models.presets import get_preset
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from featherface_tune.inference.decode import decode_boxes as decode
+from featherface_tune.inference.decode import decode_landmarks as decode_landm
 from featherface_tune.training.loss import MultiBoxLoss, hard_negatives
 from featherface_tune.training.match import (
-    decode, decode_landm, encode, encode_landm, iou, make_priors, match, match_one, point_form,
+    encode, encode_landm, iou, make_priors, match, match_one, point_form,
 )
 
 

@@ -1,0 +1,36 @@
+"""Reading images the way RetinaFace's cv2 code sees them, for training and inference alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featherface_tune.errors import InputError
+
+# Per-channel means subtracted from BGR pixels by RetinaFace and FeatherFace (train and test).
+MEANS_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+
+
+def read_image_bgr(path: str | Path) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 BGR array (what cv2.imread gives), with Pillow.
+
+    EXIF orientation is applied (as cv2.imread does), grey and palette images become 3-channel, an
+    alpha channel is dropped. Raises InputError when the file is missing or not a readable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"image {str(p)!r} does not exist")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read image {str(p)!r}: {first[:160]}") from None
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise InputError(f"image {str(p)!r} is empty")
+    return np.ascontiguousarray(rgb[:, :, ::-1])
