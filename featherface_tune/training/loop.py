@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError
 from featherface_tune.models.builder import FeatherFace, build_model
+from featherface_tune.models.checkpoint import load_backbone_pretrained
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.dataset import (
     EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
@@ -144,7 +145,11 @@ class TrainResult:
     stopped: str  # "completed", "time_budget" or "max_steps"
     checkpoint: Path | None
     seconds: float  # this invocation's training time (without on_epoch_end callbacks)
-    train_images: int  # images in the (subset) training set
+    dataset: FaceDataset  # the (subset) training set, e.g. for BatchNorm recalibration
+
+    @property
+    def train_images(self) -> int:
+        return len(self.dataset)
 
     def to_json(self) -> dict[str, Any]:
         return {"epochs_completed": self.epochs_completed, "global_step": self.global_step,
@@ -177,36 +182,6 @@ def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optim
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=options.momentum)
     return torch.optim.AdamW(groups, lr=lr)
-
-
-def load_backbone(model: FeatherFace, path: Path) -> None:
-    """The MobileNetV1-0.25 ImageNet start: the checkpoint module's loader when present, else a
-    minimal one (strip `module.`, drop the classifier, load stage keys into model.body strictly)."""
-    try:
-        from featherface_tune.models.checkpoint import load_backbone_pretrained  # type: ignore[attr-defined]
-    except ImportError:
-        load_backbone_pretrained = None
-    if load_backbone_pretrained is not None:
-        load_backbone_pretrained(model, path)
-        return
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise InputError(f"--pretrained {str(path)!r} cannot be read: {exc}") from None
-    sd = blob.get("state_dict", blob) if isinstance(blob, dict) else None
-    if not isinstance(sd, dict):
-        raise InputError(f"--pretrained {str(path)!r} holds no state dict")
-    body = {}
-    for k, v in sd.items():
-        k = k[7:] if k.startswith("module.") else k
-        if k.startswith("stage"):
-            body[k] = v
-    try:
-        model.body.load_state_dict(body, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise InputError(f"--pretrained {str(path)!r} does not fit this backbone "
-                         f"(width {model.config.backbone_width}): {' '.join(first[:2])[:300]}") from None
 
 
 def recalibrate_bn(model: nn.Module, dataset: FaceDataset, batches: int, batch_size: int,
@@ -320,12 +295,12 @@ class _Progress:
 
 # ---- the loop --------------------------------------------------------------------------------
 
-EpochCallback = Callable[[int, FeatherFace], None]
+EpochCallback = Callable[[int, FeatherFace, FaceDataset], None]
 
 
 def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: TrainOptions,
           on_epoch_end: EpochCallback | None = None) -> TrainResult:
-    """Train `cfg` on `records`. on_epoch_end(epoch (1-based), model) runs after each completed
+    """Train `cfg` on `records`. on_epoch_end(epoch (1-based), model, dataset) runs after each completed
     epoch's checkpoint (the proxy evaluates and reports there; it may raise to stop the run)."""
     options.validate()
     records = stratified_subset(records, options.subset, options.seed)
@@ -334,7 +309,7 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     _seed_all(options.seed)
     model = build_model(cfg)
     if options.pretrained is not None:
-        load_backbone(model, Path(options.pretrained))
+        load_backbone_pretrained(model, Path(options.pretrained))
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
                           cache=options.cache_images)
     bs = options.batch_size
@@ -464,7 +439,7 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
             if on_epoch_end is not None:
                 t_cb = time.perf_counter()
                 try:
-                    on_epoch_end(epoch, model)
+                    on_epoch_end(epoch, model, dataset)
                 finally:
                     dt = time.perf_counter() - t_cb
                     callback_s += dt
@@ -479,4 +454,4 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     return TrainResult(model=model, history=tuple(history), step_losses=tuple(step_losses),
                        epochs_completed=epoch, global_step=global_step, stopped=stopped,
                        checkpoint=ckpt_path, seconds=time.perf_counter() - t0 - callback_s,
-                       train_images=len(dataset))
+                       dataset=dataset)

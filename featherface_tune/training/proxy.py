@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -210,21 +211,19 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
         val = load_val(Path(data_dir), fid.val_subset, fid.seed, fid.val_max_side)
     history: list[tuple[int, dict[str, float]]] = []
     eval_s = [0.0]
-    # the same images train() uses, for BatchNorm recalibration before each evaluation
-    calib = FaceDataset(stratified_subset(train_records, fid.subset, fid.seed), fid.image_size,
-                        fid.seed, cache=fid.cache_images)
 
-    def evaluate(epoch: int, model: torch.nn.Module) -> dict[str, float]:
+    def evaluate(epoch: int, model: torch.nn.Module, train_set: FaceDataset) -> dict[str, float]:
+        # BatchNorm statistics are recomputed on the images train() uses
         t = time.perf_counter()
-        ap = val.evaluate(recalibrate_bn(model, calib, fid.bn_recalibrate, fid.batch_size))
+        ap = val.evaluate(recalibrate_bn(model, train_set, fid.bn_recalibrate, fid.batch_size))
         eval_s[0] += time.perf_counter() - t
         history.append((epoch, ap))
         return ap
 
-    def on_epoch_end(epoch: int, model: torch.nn.Module) -> None:
+    def on_epoch_end(epoch: int, model: torch.nn.Module, train_set: FaceDataset) -> None:
         if trial is None or (epoch % fid.eval_every and epoch != fid.epochs):
             return
-        ap = evaluate(epoch, model)[fid.metric]
+        ap = evaluate(epoch, model, train_set)[fid.metric]
         ap = ap if math.isfinite(ap) else 0.0
         trial.report(ap, epoch)
         if trial.should_prune():
@@ -236,7 +235,7 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
     if history and history[-1][0] == result.epochs_completed and result.stopped == "completed":
         ap = history[-1][1]
     else:
-        ap = evaluate(result.epochs_completed, result.model)
+        ap = evaluate(result.epochs_completed, result.model, result.dataset)
     value = ap[fid.metric]
     if not math.isfinite(value):
         value = 0.0
@@ -259,4 +258,16 @@ def proxy_objective(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[st
     batch_size, optimizer, lr, val_subset, val_max_side, eval_every, pretrained, cache_images (see
     Fidelity). Raises optuna.TrialPruned when the trial's pruner stops it, NonFiniteLoss on a NaN loss.
     """
-    return run_proxy(cfg, Path(data_dir), fidelity, trial).value
+    fid = Fidelity.from_mapping(fidelity)
+    train_records, val = _proxy_data(Path(data_dir).resolve(), fid.val_subset, fid.seed, fid.val_max_side)
+    return run_proxy(cfg, Path(data_dir), fid, trial, train_records=train_records, val=val).value
+
+
+@lru_cache(maxsize=2)
+def _proxy_data(data_dir: Path, val_subset: float, seed: int,
+                max_side: int | None) -> tuple[tuple[ImageRecord, ...], ValSet]:
+    """Train records and the val set (with its decoded-image cache), read once per search process
+    instead of once per trial."""
+    from featherface_tune.data.readers import read_any
+
+    return tuple(read_any(data_dir, "train")), load_val(data_dir, val_subset, seed, max_side)
