@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from featherface_tune.models.blocks.backbone import backbone_cost, level_sizes
 from featherface_tune.models.blocks.bifpn import bifpn_cost
 from featherface_tune.models.blocks.cbam import cbam_cost
-from featherface_tune.models.blocks.cost import Cost
+from featherface_tune.models.blocks.cost import ZERO, Cost
 from featherface_tune.models.blocks.fpn import fpn_cost
 from featherface_tune.models.blocks.heads import heads_cost
 from featherface_tune.models.blocks.shuffle import shuffle_cost
@@ -90,7 +90,6 @@ def _bifpn(chans: tuple[int, int, int], n: int, repeats: int, hws: tuple[int, in
     return bifpn_cost(chans, n, repeats, *hws)
 
 
-_NONE = (0, 0)
 
 
 def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "dense") -> CountResult:
@@ -103,10 +102,10 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
     chans = cfg.backbone_channels
     n = cfg.neck_channels
     bb = backbone_cost(cfg.backbone_width, h, w)
-    bcb = _cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else _NONE
+    bcb = _cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else ZERO
     neck = (_bifpn(chans, n, cfg.bifpn_repeats, hws) if cfg.neck == "bifpn"
             else fpn_cost(chans, n, *hws))
-    ncb = _cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else _NONE
+    ncb = _cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else ZERO
     s3, s4, s5 = cfg.ssh_widths
     args = (cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks)
     t3 = _level_tail(n, s3, *args, hws[0])
@@ -125,11 +124,6 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
     return CountResult(params, macs, (h, w), groups, off, t3[7] + t4[7] + t5[7], dcn_macs)
 
 
-def breakdown(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> dict[str, Cost]:
-    """Per-group cost for an h x w input (dense DCN convention)."""
-    return count(cfg, h, w).modules
-
-
 def count_params(cfg: FeatherFaceConfig) -> int:
     """Learnable parameters only (independent of the input size)."""
     return count(cfg, 32, 32).params
@@ -137,7 +131,7 @@ def count_params(cfg: FeatherFaceConfig) -> int:
 
 def clear_caches() -> None:
     """Forget every memoised block cost (for cold-start timing)."""
-    from featherface_tune.models.blocks import backbone, deform, fpn
+    from featherface_tune.models.blocks import backbone, fpn
 
-    for f in (backbone.backbone_cost, deform.dcn_cost, fpn.fpn_cost, _level_hws, _cbam_levels, _level_tail):
+    for f in (backbone.backbone_cost, fpn.fpn_cost, _bifpn, _level_hws, _cbam_levels, _level_tail):
         f.cache_clear()

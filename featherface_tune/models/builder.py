@@ -3,7 +3,6 @@ official and RetinaFace state dicts load with strict key checking."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from torch import nn

@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from featherface_tune.errors import ConfigError, InputError
-from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping, parse_overrides
+from featherface_tune.models.config import (
+    FIELD_NAMES, FeatherFaceConfig, backbone_channels, from_mapping, parse_overrides,
+)
 
 # Keys under which training scripts commonly store the state dict, tried in this order.
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net", "state", "weights",
@@ -205,7 +207,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], shuffle_hint: str | Non
     fields: dict[str, Any] = {}
     m = _need(sd, "body.stage1.0.0.weight", "the backbone width")[0]
     fields["backbone_width"] = m / 32
-    c3, c4, c5 = 8 * m, 16 * m, 32 * m
+    c3, c4, c5 = backbone_channels(m / 32)
     bifpn_idx = {int(mt.group(1)) for k in sd if (mt := re.match(r"bifpn\.(\d+)\.", k))}
     if bifpn_idx:
         if bifpn_idx != set(range(len(bifpn_idx))):

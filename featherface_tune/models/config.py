@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -61,8 +61,7 @@ class FeatherFaceConfig:
     @property
     def backbone_channels(self) -> tuple[int, int, int]:
         """Output widths of the three backbone stages (64/128/256 at width 0.25)."""
-        m = round(self.backbone_width * 32)
-        return (8 * m, 16 * m, 32 * m)
+        return backbone_channels(self.backbone_width)
 
     def replace(self, **changes: Any) -> "FeatherFaceConfig":
         """A copy with some fields changed (validated like any new config)."""
@@ -74,6 +73,12 @@ class FeatherFaceConfig:
         if isinstance(d["ssh_channels"], tuple):
             d["ssh_channels"] = list(d["ssh_channels"])
         return d
+
+
+def backbone_channels(width: float) -> tuple[int, int, int]:
+    """Output widths of MobileNetV1's three stages at a width multiplier (a multiple of 1/32)."""
+    m = round(width * 32)
+    return (8 * m, 16 * m, 32 * m)
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FeatherFaceConfig))

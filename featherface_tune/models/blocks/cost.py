@@ -12,9 +12,6 @@ class Cost(NamedTuple):
     def __add__(self, other: "Cost") -> "Cost":  # type: ignore[override]
         return Cost(self.params + other.params, self.macs + other.macs)
 
-    def __mul__(self, n: int) -> "Cost":  # type: ignore[override]
-        return Cost(self.params * n, self.macs * n)
-
 
 ZERO = Cost(0, 0)
 
@@ -33,11 +30,6 @@ def conv(cin: int, cout: int, k: int, hw: int, groups: int = 1, bias: bool = Fal
 def bn(c: int, hw: int) -> Cost:
     """BatchNorm2d over c channels and hw positions (eval mode, affine)."""
     return Cost(2 * c, 2 * c * hw)
-
-
-def linear(cin: int, cout: int, rows: int = 1, bias: bool = True) -> Cost:
-    """Linear layer applied to `rows` vectors."""
-    return Cost(cin * cout + (cout if bias else 0), cin * cout * rows)
 
 
 def upsample(c: int, hw_out: int) -> Cost:

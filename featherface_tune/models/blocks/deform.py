@@ -9,14 +9,12 @@ machines) its kernel does the work; otherwise the plain implementation below doe
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, conv
 
 try:  # torchvision has no CPU build on some machines; never require it
     from torchvision.ops import deform_conv2d as _tv_deform_conv2d  # type: ignore
@@ -113,18 +111,6 @@ class DeformableConv2d(nn.Module):
         mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
         return deform_conv2d(x, offset, mask, self.regular_conv.weight, self.regular_conv.bias,
                              self.stride, self.padding)
-
-
-@lru_cache(maxsize=4096)
-def dcn_cost(cin: int, cout: int, hw: int) -> Cost:
-    """Params of all three convs; MACs of the dense conv of the same shape only. The offset and
-    modulator convs' MACs (`dcn_offset_macs`) and the sampling are reported on their own lines."""
-    dense = conv(cin, cout, 3, hw)
-    return Cost(dense.params + dcn_offset_params(cin), dense.macs)
-
-
-def dcn_offset_params(cin: int) -> int:
-    return conv(cin, 18, 3, 1, bias=True).params + conv(cin, 9, 3, 1, bias=True).params
 
 
 def dcn_offset_macs(cin: int, hw: int) -> int:

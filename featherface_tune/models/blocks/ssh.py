@@ -43,13 +43,9 @@ class SSH(nn.Module):
         return F.relu(torch.cat([c3, c5, c7], dim=1))
 
 
-def _ssh_convs(cin: int, cout: int) -> tuple[tuple[int, int], ...]:
-    q = cout // 4
-    return ((cin, cout // 2), (cin, q), (q, q), (q, q), (q, q))
-
-
 def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
-    """Closed form of the five 3x3 conv + BN units (`_ssh_convs`); with DCN, each unit adds its
+    """Closed form of the five 3x3 conv + BN units (cin->cout/2, cin->q, then three q->q, with
+    q = cout/4); with DCN, each unit adds its
     offset (18 ch) and modulator (9 ch) conv params: 243 per input channel + 27 biases."""
     q = cout // 4
     per_pos = 9 * (cin * (cout // 2) + cin * q + 3 * q * q) + 2 * (cout // 2 + 4 * q)  # weights + BN
