@@ -161,7 +161,8 @@ def search_cmd(
                 interrupted = True
 
     records = S.trial_records(study)
-    ranked = S.ranked_feasible(records, objectives)
+    ranks = S.rank_feasible(records, objectives)
+    ranked = [r for _, r in ranks]
     seconds = time.perf_counter() - t_start
     result = {
         "study": name,
@@ -180,7 +181,7 @@ def search_cmd(
         "best": [_row_json(r) for r in ranked[:top]],
     }
     if len(objectives) > 1:
-        result["pareto"] = [_row_json(r) for r in S.pareto_front(records, objectives)]
+        result["pareto"] = [_row_json(r) for k, r in ranks if k == 0]
     if json_:
         print_json(result)
     elif ranked:

@@ -9,7 +9,6 @@ feasible configs; infeasible trials get the worst value (inf, or 0 AP) and a pos
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -140,7 +139,7 @@ class BudgetObjective:
     fidelity: Fidelity = field(default_factory=Fidelity)
     latency_repeats: int = 3
     latency_threads: int = 1
-    _cache: dict[str, dict[str, float]] = field(default_factory=dict)
+    _cache: dict[FeatherFaceConfig, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.solver = Solver(self.space, self.spec.target, self.spec.tolerance, tuple(self.spec.input_size),
@@ -152,7 +151,8 @@ class BudgetObjective:
         except KeyboardInterrupt:
             _safe_attr(trial, R.FAIL_REASON, "interrupted")
             raise
-        except TrialFailed:
+        except TrialFailed as exc:  # every deliberate failure leaves its reason on the trial
+            _safe_attr(trial, R.FAIL_REASON, str(exc))
             raise
         except InputError as exc:  # bad data or options (e.g. no annotations): stop the search, one line
             _safe_attr(trial, R.FAIL_REASON, f"InputError: {exc}")
@@ -171,21 +171,16 @@ class BudgetObjective:
         sampled = self.space.sample(trial)
         sol = self.solver.solve(sampled)
         if sol is None:
-            reason = "no valid config completes the sampled knobs (every budget-knob value breaks a rule)"
-            _safe_attr(trial, R.FAIL_REASON, reason)
-            raise TrialFailed(reason)
+            raise TrialFailed("no valid config completes the sampled knobs (every budget-knob value breaks a rule)")
         try:
             cfg = config_from_knobs(sol.knobs)
         except ConfigError as exc:
-            _safe_attr(trial, R.FAIL_REASON, f"ConfigError: {exc}")
-            raise TrialFailed(str(exc)) from None
+            raise TrialFailed(f"ConfigError: {exc}") from None
         h, w = spec.input_size
         res = count(cfg, h, w)
         if res.params != sol.params or res.macs != sol.macs:
-            reason = (f"solver predicted {sol.params} params / {sol.macs} MACs but the counter gives "
-                      f"{res.params} / {res.macs}")
-            _safe_attr(trial, R.FAIL_REASON, reason)
-            raise TrialFailed(reason)
+            raise TrialFailed(f"solver predicted {sol.params} params / {sol.macs} MACs but the counter "
+                              f"gives {res.params} / {res.macs}")
         delta = res.params - spec.target
         params_ok = abs(delta) <= spec.tolerance
         macs_ok = spec.max_macs is None or res.macs <= spec.max_macs
@@ -215,8 +210,7 @@ class BudgetObjective:
 
     def _expensive(self, trial: Any, cfg: FeatherFaceConfig) -> dict[str, float]:
         """Latency / proxy AP of a feasible config (reused when this worker already measured it)."""
-        key = json.dumps(cfg.to_dict(), sort_keys=True)
-        got = dict(self._cache.get(key, {}))
+        got = dict(self._cache.get(cfg, {}))
         h, w = self.spec.input_size
         if "latency" in self.spec.objectives and "latency" not in got:
             got["latency"] = measure_latency(cfg, h, w, self.latency_repeats, threads=self.latency_threads)
@@ -228,7 +222,7 @@ class BudgetObjective:
             if not math.isfinite(ap):
                 raise TrialFailed(f"proxy training returned {ap}")
             got["proxy_ap"] = ap
-        self._cache[key] = got
+        self._cache[cfg] = got
         if "latency" in got:
             trial.set_user_attr(R.LATENCY_MS, got["latency"])
         if "proxy_ap" in got:
@@ -257,10 +251,6 @@ def objective_values(rec: R.TrialRecord, objectives: Sequence[str]) -> tuple[flo
             return None
         vals.append(v)
     return tuple(vals)
-
-
-def directions(objectives: Sequence[str]) -> list[str]:
-    return [R.OBJECTIVES[o][1] for o in objectives]
 
 
 def summarize(spec: R.StudySpec) -> str:

@@ -26,7 +26,6 @@ Every trial's user attributes (`TRIAL_KEYS`):
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -45,7 +44,6 @@ PROXY_AP = "proxy_ap"
 FAIL_REASON = "fail_reason"
 SOLVER = "solver"
 TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, PROXY_AP, FAIL_REASON)
-OPTIONAL_TRIAL_KEYS = (LATENCY_MS, PROXY_AP, FAIL_REASON, SOLVER)
 
 # objective name -> (user attribute holding its value, Optuna direction)
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -139,5 +137,3 @@ class TrialRecord:
         return out
 
 
-def finite(v: float) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)

@@ -36,7 +36,7 @@ from featherface_tune.models.blocks.cbam import cbam_cost
 from featherface_tune.models.blocks.heads import heads_cost
 from featherface_tune.models.blocks.shuffle import shuffle_cost
 from featherface_tune.models.blocks.ssh import ssh_cost
-from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 from featherface_tune.tuner.space import (
     BUDGET_KNOBS, SSH_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, config_from_knobs, inactive_value,
     knobs_from_config,
@@ -154,9 +154,8 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
                           s["landmarks"], hw)
         out.append(Table(k, vals, p, m))
     bw = float(s["backbone_width"])
-    m32 = round(bw * 32)
     for knob, which, on, width, chans in (
-        ("backbone_cbam_reduction", "backbone", s["backbone_cbam"], bw, (8 * m32, 16 * m32, 32 * m32)),
+        ("backbone_cbam_reduction", "backbone", s["backbone_cbam"], bw, backbone_channels(bw)),
         ("neck_cbam_reduction", "neck", s["neck_cbam"], n, (n, n, n)),
     ):
         vals = _valid_ratios(doms[knob], which, width) if on else (inactive_value(knob, s, Domain(doms[knob])),)
@@ -497,6 +496,3 @@ def check_reachable(cert: Certificate) -> None:
             f"(proof: {cert.evidence()}); widen the space or use --tolerance {need}")
 
 
-def nearest_gap(cert: Certificate) -> int | None:
-    xs = [abs(x.params - cert.target) for x in (cert.below, cert.above) if x is not None]
-    return min(xs) if xs else None

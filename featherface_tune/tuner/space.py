@@ -69,14 +69,6 @@ class Domain:
             return {"min": self.values[0], "max": self.values[-1], "step": self.step}
         return list(self.values)
 
-    def describe(self) -> str:
-        if self.fixed:
-            return repr(self.values[0]) if isinstance(self.values[0], str) else str(self.values[0]).lower() if isinstance(self.values[0], bool) else str(self.values[0])
-        if self.is_range:
-            return f"{self.values[0]}..{self.values[-1]}" + (f" step {self.step}" if self.step != 1 else "")
-        return "{" + ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in self.values) + "}"
-
-
 def int_range(lo: int, hi: int, step: int = 1) -> Domain:
     return Domain(tuple(range(lo, hi + 1, step)), step)
 
@@ -136,9 +128,6 @@ class SearchSpace:
         d["solve"] = list(self.solve)
         return d
 
-    def describe(self) -> str:
-        return "; ".join(f"{n}={d.describe()}" for n, d in self.domains if not d.fixed)
-
     # ---- sampling (Optuna define-by-run) -----------------------------------------------------
     def sample(self, trial: Any) -> dict[str, Any]:
         """Suggest the sampled knobs on `trial` (an Optuna Trial or FixedTrial).
@@ -162,10 +151,6 @@ class SearchSpace:
             else:
                 out[knob] = trial.suggest_categorical(knob, list(dom.values))
         return out
-
-    def structure_count(self) -> int:
-        """Number of combinations of the non-budget knobs (context rules applied)."""
-        return sum(1 for _ in self.iter_structures())
 
     def iter_structures(self) -> Iterable[dict[str, Any]]:
         """Every combination of the structure knobs, context rules applied (no duplicates)."""

@@ -267,11 +267,6 @@ def _norm(v: Any) -> Any:
     return json.loads(json.dumps(v, sort_keys=True, default=list))
 
 
-def load_spec(study: optuna.Study) -> R.StudySpec | None:
-    data = study.user_attrs.get(R.STUDY_ATTR)
-    return None if data is None else R.StudySpec.from_attr(data)
-
-
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards --trials (complete or pruned; failed ones are redone)."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -306,6 +301,17 @@ def trial_records(study: optuna.Study) -> list[R.TrialRecord]:
 def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
     """Feasible complete trials, distinct configs, best first: Pareto rank, then the first objective,
     then |delta|, then trial number."""
+    return [r for _, r in rank_feasible(records, objectives)]
+
+
+def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
+    """The rank-0 members of `ranked_feasible`, in its order."""
+    return [r for rank, r in rank_feasible(records, objectives) if rank == 0]
+
+
+def rank_feasible(records: Sequence[R.TrialRecord],
+                  objectives: Sequence[str]) -> list[tuple[int, R.TrialRecord]]:
+    """(Pareto rank, record) pairs in `ranked_feasible` order: one ranking serves both lists."""
     signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
     seen: set[str] = set()
     pool: list[tuple[tuple[float, ...], R.TrialRecord]] = []
@@ -323,7 +329,7 @@ def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str])
     ranks = _pareto_ranks([p[0] for p in pool])
     order = sorted(range(len(pool)), key=lambda i: (ranks[i], pool[i][0][0], abs(pool[i][1].delta or 0),
                                                      pool[i][1].number))
-    return [pool[i][1] for i in order]
+    return [(ranks[i], pool[i][1]) for i in order]
 
 
 def _pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
@@ -340,14 +346,6 @@ def _pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
         left -= front
         rank += 1
     return ranks
-
-
-def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
-    ranked = ranked_feasible(records, objectives)
-    signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
-    pts = [tuple(s * v for s, v in zip(signs, objective_values(r, objectives) or ())) for r in ranked]
-    ranks = _pareto_ranks(pts)
-    return [r for r, k in zip(ranked, ranks) if k == 0]
 
 
 def closest(records: Sequence[R.TrialRecord], k: int = 5) -> list[R.TrialRecord]:
