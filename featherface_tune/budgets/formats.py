@@ -137,7 +137,7 @@ def _result_json(r: GateResult) -> dict[str, Any]:
             d.module: {"params": d.params, "baseline_params": d.baseline_params, "params_delta": d.params_delta,
                        "macs": d.macs, "baseline_macs": d.baseline_macs, "macs_delta": d.macs_delta}
             for d in r.modules
-        } if r.has_baseline else {name: {"params": c.params, "macs": c.macs} for name, c in r.count.modules.items()},
+        } if r.has_baseline else r.count.to_json()["modules"],
         "moved": [d.module for d in r.moved],
         "verification": None if r.verification is None else {
             "ok": r.verification.ok, "numel_params": r.verification.numel_params,

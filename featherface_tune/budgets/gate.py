@@ -162,14 +162,12 @@ def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff,
         return (), True
     comparable = base.input_size == result.input_size and base.dcn_macs == result.dcn_macs
     diffs = []
-    names = list(GROUPS) + [m for m in base.modules if m not in GROUPS]
-    for name in names:
-        cost = result.modules.get(name)
+    for name, (params, macs) in zip(GROUPS, result.groups):  # baselines name no other module
         rec = base.modules.get(name)
         diffs.append(ModuleDiff(
             module=name,
-            params=cost.params if cost else 0,
-            macs=cost.macs if cost else 0,
+            params=params,
+            macs=macs,
             baseline_params=rec.params if rec else None,
             baseline_macs=(rec.macs if rec and comparable else None),
         ))
@@ -220,6 +218,6 @@ def baseline_record(result: CountResult) -> dict[str, Any]:
         "dcn_macs": result.dcn_macs,
         "params": result.params,
         "macs": result.macs,
-        "modules": {name: {"params": c.params, "macs": c.macs} for name, c in result.modules.items()},
+        "modules": result.to_json()["modules"],
     }
 

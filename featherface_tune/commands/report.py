@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from featherface_tune.commands._common import err, handle_errors, input_size, out
 from featherface_tune.errors import InputError
+from featherface_tune.tuner.records import DEFAULT_DB
 
 
 def _write(text: str) -> None:
@@ -44,7 +45,7 @@ def report_cmd(
     study: Annotated[Optional[str], typer.Option(
         "--study", help="Study name (default: the storage's only study).")] = None,
     storage: Annotated[str, typer.Option(
-        "--storage", help="Optuna storage URL.")] = "sqlite:///featherface-tune.db",
+        "--storage", help="Optuna storage URL.")] = "sqlite:///" + DEFAULT_DB,
     compare: Annotated[Optional[List[str]], typer.Option(
         "--compare", metavar="A B ...",
         help="Compare configs module by module instead of reporting a study: preset names or "

@@ -17,7 +17,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -25,34 +24,21 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
-from featherface_tune.tuner.records import RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
+from featherface_tune.tuner.records import OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
+from featherface_tune.tuner.study import DEFAULT_DB, first_line, journal_path, redact
 
-DEFAULT_STORAGE = "sqlite:///featherface-tune.db"
+DEFAULT_STORAGE = "sqlite:///" + DEFAULT_DB
 DEFAULT_TOP = 10
 DEFAULT_INPUT = (640, 640)
 # Metrics a trial may record, in display order; "higher is better" only for proxy AP.
 METRICS = ("params", "delta", "macs", "latency_ms", "proxy_ap")
-MAXIMIZED_METRICS = ("proxy_ap",)
-# objective name (as the search records it) -> the trial attribute holding its measured value
-OBJECTIVE_ATTRS = {"macs": "macs", "latency": "latency_ms", "latency_ms": "latency_ms", "proxy_ap": "proxy_ap"}
-JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+MAXIMIZED_METRICS = tuple(attr for attr, direction in OBJECTIVES.values() if direction == "maximize")
+# objective name (as the search records it, or its attribute name) -> the trial attribute holding its value
+OBJECTIVE_ATTRS = {**{name: attr for name, (attr, _) in OBJECTIVES.items()}, "latency_ms": "latency_ms"}
 STATES = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
 
 
 # ---- storage and study loading ----------------------------------------------------------------
-
-def redact(url: str) -> str:
-    """The storage URL with any password replaced by '***' (safe for messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
-
 
 def sqlite_path(url: str) -> Path | None:
     """The file behind an ``sqlite:///`` URL (None for other back-ends and in-memory SQLite)."""
@@ -62,18 +48,6 @@ def sqlite_path(url: str) -> Path | None:
     if path in ("", ":memory:"):
         return None
     return Path(path)
-
-
-def journal_path(url: str) -> Path | None:
-    """The file behind a journal storage (`journal:FILE`, `file:FILE` or a path ending in .log,
-    .journal or .jsonl), the forms `featherface-tune search` accepts."""
-    for prefix in ("journal:///", "journal://", "journal:", "file:"):
-        if url.startswith(prefix):
-            rest = url[len(prefix):]
-            return Path(("/" + rest) if prefix == "journal:///" else rest) if rest else None
-    if "://" not in url and Path(url).suffix.lower() in JOURNAL_SUFFIXES:
-        return Path(url)
-    return None
 
 
 def _check_storage_file(url: str) -> None:
@@ -117,11 +91,6 @@ def _quiet_optuna() -> Any:
     return optuna
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def open_storage(url: str) -> Any:
     """The Optuna storage behind a URL, opened the way `featherface-tune search` opens it, after
     checking that a file storage exists (a report never creates one)."""
@@ -139,7 +108,7 @@ def study_names(storage: Any, url: str = "") -> list[str]:
     try:
         return sorted(optuna.study.get_all_study_names(storage=storage))
     except Exception as exc:  # noqa: BLE001 - any back-end failure becomes one line
-        raise InputError(f"cannot read storage {redact(url)}: {_first_line(exc)}") from None
+        raise InputError(f"cannot read storage {redact(url)}: {first_line(exc)}") from None
 
 
 def open_study(url: str, name: str | None = None) -> Any:
@@ -161,7 +130,7 @@ def open_study(url: str, name: str | None = None) -> Any:
     try:
         return optuna.load_study(study_name=name, storage=storage)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot load study {name!r} from {where}: {_first_line(exc)}") from None
+        raise InputError(f"cannot load study {name!r} from {where}: {first_line(exc)}") from None
 
 
 # ---- the study record ----------------------------------------------------------------------------
@@ -712,14 +681,12 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     base = entries[0]
     two = len(entries) == 2
     rows = []
-    names = list(GROUPS) + [g for e in entries for g in e.result.modules if g not in GROUPS]
-    names = list(dict.fromkeys(names)) + ["total"]
+    names = list(GROUPS) + ["total"]  # every count holds every group
 
     def cost(e: CompareEntry, g: str) -> tuple[int, int]:
         if g == "total":
             return e.result.params, e.result.macs
-        c = e.result.modules.get(g)
-        return (c.params, c.macs) if c is not None else (0, 0)
+        return e.result.groups[GROUPS.index(g)]
 
     total_dp = entries[-1].result.params - base.result.params if two else 0
     for g in names:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from featherface_tune.counter.analytic import GROUPS
 from featherface_tune.reports.data import Comparison, StudyReport, objective_series
 
 PNG_DPI = 150
@@ -273,14 +274,14 @@ def study_plots(report: StudyReport, out_dir: Path) -> list[Plot]:
 
 def compare_modules(cmp: Comparison, out_dir: Path) -> Plot:
     entries = cmp.entries
-    groups = [g for g in entries[0].result.modules]
+    groups = list(GROUPS)  # every count holds every group, in this order
     fig, axes = _new_figure((SIZE[0] * 1.35, 0.9 + 0.55 * len(groups) * max(1, len(entries) / 2)), ncols=2)
     height = 0.8 / len(entries)
     y = np.arange(len(groups))
     for col, (what, attr) in enumerate((("parameters", "params"), ("MACs", "macs"))):
         ax = axes[0, col]
         for i, e in enumerate(entries):
-            vals = [getattr(e.result.modules[g], attr) if g in e.result.modules else 0 for g in groups]
+            vals = [pm[col] for pm in e.result.groups]
             ax.barh(y + (i - (len(entries) - 1) / 2) * height, vals, height=height * 0.95,
                     color=PALETTE[i % len(PALETTE)], label=e.label)
         ax.set_yticks(y, groups)
@@ -300,15 +301,14 @@ def compare_modules(cmp: Comparison, out_dir: Path) -> Plot:
 def compare_delta(cmp: Comparison, out_dir: Path) -> Plot:
     """Where the parameters went: each config's per-module change against the first one."""
     base, others = cmp.entries[0], cmp.entries[1:]
-    groups = [g for g in base.result.modules]
+    groups = list(GROUPS)
     fig, axes = _new_figure((SIZE[0] * 1.35, 1.2 + 0.42 * len(groups) * max(1, len(others) / 1.5)))
     ax = axes[0, 0]
     height = 0.8 / len(others)
     y = np.arange(len(groups))
     span = 1
     for i, e in enumerate(others):
-        d = np.array([e.result.modules[g].params - base.result.modules[g].params
-                      if g in e.result.modules else -base.result.modules[g].params for g in groups])
+        d = np.array([p - bp for (p, _), (bp, _) in zip(e.result.groups, base.result.groups)])
         span = max(span, int(np.abs(d).max()))
         pos = y + (i - (len(others) - 1) / 2) * height
         if len(others) == 1:  # one change: green for fewer parameters, red for more

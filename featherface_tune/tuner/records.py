@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 RECORD_VERSION = "1"
+DEFAULT_DB = "featherface-tune.db"  # the embedded study store in the working directory
 STUDY_ATTR = "featherface_tune"
 STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space")
 

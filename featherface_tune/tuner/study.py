@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 from optuna.trial import TrialState
@@ -26,7 +27,7 @@ from featherface_tune.errors import InputError
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import TrialFailed, objective_values
 
-DEFAULT_DB = "featherface-tune.db"
+DEFAULT_DB = R.DEFAULT_DB
 HEARTBEAT_INTERVAL = 5
 GRACE_PERIOD = 20
 MAX_RETRY = 2
@@ -39,8 +40,15 @@ def _quiet() -> None:
 
 
 def redact(url: str) -> str:
-    """The URL with any password hidden."""
-    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """The storage URL with any password replaced by '***' (safe for messages and records)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def default_storage_url(cwd: Path | None = None) -> str:
@@ -60,7 +68,7 @@ def open_storage(url: str | None) -> tuple[Any, StorageInfo]:
     url = url.strip() if url is not None else default_storage_url()
     if not url:
         raise InputError("--storage: empty URL")
-    journal = _journal_path(url)
+    journal = journal_path(url)
     if journal is not None:
         return _journal(journal, url)
     m = re.match(r"^([a-zA-Z][a-zA-Z0-9]*)(\+[a-zA-Z0-9_]+)?://", url)
@@ -99,7 +107,7 @@ def open_storage(url: str | None) -> tuple[Any, StorageInfo]:
         raise InputError(f"--storage {redact(url)!r}: the database driver is not installed; "
                          f"install it, e.g. pip install {_driver_hint(scheme)}") from None
     except Exception as exc:  # sqlalchemy errors: bad host, credentials, missing database, ...
-        raise InputError(f"--storage {redact(url)!r}: cannot open the database: {_first_line(exc)}") from None
+        raise InputError(f"--storage {redact(url)!r}: cannot open the database: {first_line(exc)}") from None
     return storage, StorageInfo(redact(url), scheme, True)
 
 
@@ -186,12 +194,14 @@ def _driver_hint(scheme: str) -> str:
             "mariadb": "pymysql"}.get(scheme, "the SQLAlchemy driver for it")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def _journal_path(url: str) -> Path | None:
+def journal_path(url: str) -> Path | None:
+    """The file behind a journal storage URL (`journal:FILE`, `file:FILE`, or a path ending in .log,
+    .journal or .jsonl); None for other storages."""
     for prefix in ("journal:///", "journal://", "journal:", "file:"):
         if url.startswith(prefix):
             rest = url[len(prefix):]
@@ -216,7 +226,7 @@ def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
     try:
         storage = JournalStorage(JournalFileBackend(str(path)))
     except Exception as exc:
-        raise InputError(f"--storage {url!r}: cannot open the journal: {_first_line(exc)}") from None
+        raise InputError(f"--storage {url!r}: cannot open the journal: {first_line(exc)}") from None
     return storage, StorageInfo(str(path), "journal", False)
 
 
@@ -245,10 +255,10 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
                                     directions=spec.directions(), load_if_exists=True)
     except ValueError as exc:  # directions differ from the stored study
-        raise InputError(f"study {name!r} exists with other objectives ({_first_line(exc)}); "
+        raise InputError(f"study {name!r} exists with other objectives ({first_line(exc)}); "
                          "pick another --study") from None
     except Exception as exc:
-        raise InputError(f"cannot create or load study {name!r}: {_first_line(exc)}") from None
+        raise InputError(f"cannot create or load study {name!r}: {first_line(exc)}") from None
     stored = study.user_attrs.get(R.STUDY_ATTR)
     if stored is None:
         study.set_user_attr(R.STUDY_ATTR, spec.to_attr())

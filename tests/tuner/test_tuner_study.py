@@ -9,7 +9,7 @@ import pytest
 from featherface_tune.errors import InputError
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.study import (
-    _journal_path, default_study_name, heartbeat_settings, open_storage, open_study, pareto_front,
+    journal_path, default_study_name, heartbeat_settings, open_storage, open_study, pareto_front,
     ranked_feasible, redact,
 )
 
@@ -36,10 +36,10 @@ def test_pareto_front_for_two_objectives():
 def test_redact_and_journal_paths():
     assert redact("postgresql://fft:secret@host:5432/db") == "postgresql://fft:***@host:5432/db"
     assert redact("sqlite:///x.db") == "sqlite:///x.db"
-    assert _journal_path("journal:runs/s.log") == Path("runs/s.log")
-    assert _journal_path("journal:///abs/s.log") == Path("/abs/s.log")
-    assert _journal_path("search.jsonl") == Path("search.jsonl")
-    assert _journal_path("sqlite:///x.db") is None
+    assert journal_path("journal:runs/s.log") == Path("runs/s.log")
+    assert journal_path("journal:///abs/s.log") == Path("/abs/s.log")
+    assert journal_path("search.jsonl") == Path("search.jsonl")
+    assert journal_path("sqlite:///x.db") is None
 
 
 def test_study_name_depends_on_the_search():
