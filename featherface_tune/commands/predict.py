@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json,
+    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json, resolve,
 )
 from featherface_tune.errors import InputError
 
@@ -26,13 +26,11 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
     """(model, config, inferred): the config comes from --preset/--config/--set when one of
     --preset/--config is given, else it is inferred from the checkpoint (then --set applies)."""
     from featherface_tune.models.checkpoint import load_model, read_checkpoint
-    from featherface_tune.models.presets import resolve_config
 
     ck = read_checkpoint(checkpoint)
     if preset is None and config is None:
         return load_model(ck, None, sets or [])
-    cfg = resolve_config(preset, config, sets or [])
-    return load_model(ck, cfg)
+    return load_model(ck, resolve(preset, config, sets))
 
 
 def check_thresholds(conf: float, nms_iou: float, top_k: int, keep: int) -> None:

@@ -163,12 +163,11 @@ def read_ground_truth(gt_dir: Path) -> GroundTruth:
     for setting in SETTINGS:
         path = gt_dir / setting_file(setting)
         lists = read_keep_list(path, counts)
-        for i, ev in enumerate(lists):
-            for j, k in enumerate(ev):
-                n = len(faces.boxes[i][j])
-                if k.size and (k.min() < 1 or k.max() > n):
-                    raise InputError(f"{path}: gt_list for {faces.events[i]}/{faces.files[i][j]} has index "
-                                     f"{int(k.max() if k.max() > n else k.min())} outside 1..{n}")
+        bad = _bad_keep_index(faces, lists)
+        if bad is not None:
+            i, j, n, index = bad
+            raise InputError(f"{path}: gt_list for {faces.events[i]}/{faces.files[i][j]} has index "
+                             f"{index} outside 1..{n}")
         keep[setting] = lists
     return GroundTruth(faces=faces, keep=keep)
 
@@ -252,9 +251,18 @@ def ground_truth_from_lists(events: Sequence[str], files: Sequence[Sequence[str]
         if len(per) != len(events) or any(len(per[i]) != len(files[i]) for i in range(len(events))):
             raise InputError(f"ground truth: the {setting} keep lists do not match the file lists")
         lists[setting] = tuple(tuple(np.asarray(k, dtype=np.int64).reshape(-1) for k in ev) for ev in per)
-        for i, ev in enumerate(lists[setting]):
-            for j, k in enumerate(ev):
-                n = len(faces.boxes[i][j])
-                if k.size and (k.min() < 1 or k.max() > n):
-                    raise InputError(f"ground truth: {setting} keep list of {events[i]}/{files[i][j]} has an index outside 1..{n}")
+        bad = _bad_keep_index(faces, lists[setting])
+        if bad is not None:
+            i, j, n, _ = bad
+            raise InputError(f"ground truth: {setting} keep list of {events[i]}/{files[i][j]} has an index outside 1..{n}")
     return GroundTruth(faces=faces, keep=lists)
+
+
+def _bad_keep_index(faces: "FaceMat", lists: Sequence[Sequence[np.ndarray]]) -> Optional[Tuple[int, int, int, int]]:
+    """The first (event, file, face count, offending index) whose 1-based keep list leaves 1..n."""
+    for i, ev in enumerate(lists):
+        for j, k in enumerate(ev):
+            n = len(faces.boxes[i][j])
+            if k.size and (k.min() < 1 or k.max() > n):
+                return i, j, n, int(k.max() if k.max() > n else k.min())
+    return None

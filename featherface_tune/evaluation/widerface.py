@@ -35,6 +35,7 @@ Differences, all on input the standard evaluator cannot handle or handles by acc
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
@@ -290,10 +291,7 @@ def evaluate_dir(pred_dir: Path, gt_dir: Path, iou_thresh: float = IOU_THRESH) -
     preds = read_predictions(Path(pred_dir))
     result = evaluate(preds.boxes, gt, iou_thresh=iou_thresh)
     if preds.warnings:
-        return EvalResult(ap=result.ap, precision=result.precision, recall=result.recall,
-                          face_count=result.face_count, images=result.images,
-                          images_without_predictions=result.images_without_predictions,
-                          warnings=preds.warnings + result.warnings)
+        return dataclasses.replace(result, warnings=preds.warnings + result.warnings)
     return result
 
 

@@ -22,6 +22,7 @@ from featherface_tune.data.images import MEANS_BGR
 from featherface_tune.errors import InputError
 from featherface_tune.inference.decode import VARIANCES, decode_boxes, decode_landmarks
 from featherface_tune.inference.nms import nms
+from featherface_tune.models.priors import num_priors
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -119,6 +120,6 @@ def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou:
         model.train(was_training)
     anchors = getattr(getattr(model, "config", None), "anchors_per_cell", None)
     if anchors is None:
-        anchors = logits.shape[1] // (sum((-(-h // s)) * (-(-w // s)) for s in (8, 16, 32)))
+        anchors = logits.shape[1] // num_priors(int(h), int(w), 1)
     return postprocess(loc[0], logits[0], None if ldm is None else ldm[0], (int(h), int(w)),
                        int(anchors), conf, nms_iou, top_k, keep, nms_backend)

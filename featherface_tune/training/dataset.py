@@ -75,13 +75,9 @@ class FaceDataset(Dataset):
         self.seed = seed
         self.augment = augment
         self.cache = cache
-        self.epoch = 0
         self.cache_bytes = cache_bytes
         self._cached_bytes = 0
         self._images: dict[int, np.ndarray] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.records)
@@ -96,9 +92,9 @@ class FaceDataset(Dataset):
         return img
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """key: an index (uses the epoch set by set_epoch) or (epoch, index) as EpochSampler yields,
-        which also works in persistent DataLoader workers."""
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        """key: (epoch, index) as EpochSampler yields, which also works in persistent DataLoader
+        workers; a bare index means epoch 0."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         img = self.image(index)
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])

@@ -371,7 +371,6 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     t0 = time.perf_counter()
     budget_end = t0 + options.time_budget if options.time_budget is not None else math.inf
     # the time budget counts training only: evaluation in on_epoch_end moves the end back
-    model.train()
     with _Progress(options.progress, total_steps, global_step) as bar:
         while epoch < options.epochs:
             if time.perf_counter() >= budget_end:

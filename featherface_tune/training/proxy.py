@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from featherface_tune.data.records import ImageRecord
+from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.dataset import FaceDataset, stratified_subset
 from featherface_tune.training.loop import TrainOptions, TrainResult, recalibrate_bn, train
 
-METRICS = ("easy", "medium", "hard")
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
     from featherface_tune.inference.detector import detect
 
     out: dict[str, dict[str, np.ndarray]] = {}
+    cached = sum(a.nbytes for a, _ in images.values()) if images is not None else 0
     for r in records:
         hit = images.get(r.path) if images is not None else None
         if hit is None:
@@ -135,8 +136,9 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
                 size = (max(1, round(w * scale)), max(1, round(h * scale)))
                 # resampling treats channels alike: the BGR bytes go through Pillow as they are
                 img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR))
-            if images is not None and sum(a.nbytes for a, _ in images.values()) + img.nbytes <= VAL_CACHE_BYTES:
+            if images is not None and cached + img.nbytes <= VAL_CACHE_BYTES:
                 images[r.path] = (img, scale)
+                cached += img.nbytes
         else:
             img, scale = hit
         det = detect(model, img)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from featherface_tune.counter.analytic import count
+from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
@@ -24,7 +25,6 @@ from featherface_tune.tuner.solve import Solver
 from featherface_tune.tuner.space import SearchSpace, config_from_knobs
 
 OBJECTIVE_ALIASES = {"macs": "macs", "latency": "latency", "proxy": "proxy_ap", "proxy_ap": "proxy_ap", "ap": "proxy_ap"}
-METRICS = ("easy", "medium", "hard")
 
 
 class TrialFailed(Exception):
