@@ -57,7 +57,7 @@ class CountResult(NamedTuple):
 
 
 @lru_cache(maxsize=1024)
-def _level_hws(h: int, w: int) -> tuple[int, int, int]:
+def level_hws(h: int, w: int) -> tuple[int, int, int]:
     if h < 1 or w < 1:
         from featherface_tune.errors import ConfigError
 
@@ -67,7 +67,7 @@ def _level_hws(h: int, w: int) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=8192)
-def _cbam_levels(chans: tuple[int, int, int], r: int, hws: tuple[int, int, int]) -> tuple[int, int]:
+def cbam_levels(chans: tuple[int, int, int], r: int, hws: tuple[int, int, int]) -> tuple[int, int]:
     a = cbam_cost(chans[0], r, hws[0])
     b = cbam_cost(chans[1], r, hws[1])
     c = cbam_cost(chans[2], r, hws[2])
@@ -75,7 +75,7 @@ def _cbam_levels(chans: tuple[int, int, int], r: int, hws: tuple[int, int, int])
 
 
 @lru_cache(maxsize=65536)
-def _level_tail(n: int, s: int, deformable: bool, shuffle: str, anchors: int, landmarks: bool,
+def level_tail(n: int, s: int, deformable: bool, shuffle: str, anchors: int, landmarks: bool,
                 hw: int) -> tuple[int, int, int, int, int, int, int, int]:
     """SSH, shuffle and heads of one level, plus the DCN offset/sampling MACs, as flat ints."""
     a = ssh_cost(n, s, deformable, hw)
@@ -98,19 +98,19 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
         from featherface_tune.errors import ConfigError
 
         raise ConfigError(f"dcn_macs={dcn_macs!r} must be one of {', '.join(DCN_CONVENTIONS)}")
-    hws = _level_hws(h, w)
+    hws = level_hws(h, w)
     chans = cfg.backbone_channels
     n = cfg.neck_channels
     bb = backbone_cost(cfg.backbone_width, h, w)
-    bcb = _cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else ZERO
+    bcb = cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else ZERO
     neck = (_bifpn(chans, n, cfg.bifpn_repeats, hws) if cfg.neck == "bifpn"
             else fpn_cost(chans, n, *hws))
-    ncb = _cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else ZERO
+    ncb = cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else ZERO
     s3, s4, s5 = cfg.ssh_widths
     args = (cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks)
-    t3 = _level_tail(n, s3, *args, hws[0])
-    t4 = _level_tail(n, s4, *args, hws[1])
-    t5 = _level_tail(n, s5, *args, hws[2])
+    t3 = level_tail(n, s3, *args, hws[0])
+    t4 = level_tail(n, s4, *args, hws[1])
+    t5 = level_tail(n, s5, *args, hws[2])
     off = t3[6] + t4[6] + t5[6]
     ssh_macs = t3[1] + t4[1] + t5[1] + (off if dcn_macs == "full" else 0)
     groups = (
@@ -133,5 +133,5 @@ def clear_caches() -> None:
     """Forget every memoised block cost (for cold-start timing)."""
     from featherface_tune.models.blocks import backbone, fpn
 
-    for f in (backbone.backbone_cost, fpn.fpn_cost, _bifpn, _level_hws, _cbam_levels, _level_tail):
+    for f in (backbone.backbone_cost, fpn.fpn_cost, _bifpn, level_hws, cbam_levels, level_tail):
         f.cache_clear()

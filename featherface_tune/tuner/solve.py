@@ -29,13 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from featherface_tune.counter.analytic import count
+from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_hws, level_tail
 from featherface_tune.errors import ConfigError, InputError
-from featherface_tune.models.blocks.backbone import level_sizes
-from featherface_tune.models.blocks.cbam import cbam_cost
-from featherface_tune.models.blocks.heads import heads_cost
-from featherface_tune.models.blocks.shuffle import shuffle_cost
-from featherface_tune.models.blocks.ssh import ssh_cost
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 from featherface_tune.tuner.space import (
     BUDGET_KNOBS, SSH_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, config_from_knobs, inactive_value,
@@ -89,16 +84,13 @@ def _valid_ratios(values: tuple[int, ...], which: str, width: float | int) -> tu
     return tuple(ok)
 
 
-def _level_cost(n: int, s: int, dcn: bool, shuffle: str, anchors: int, landmarks: bool, hw: int):  # type: ignore[no-untyped-def]
-    return ssh_cost(n, s, dcn, hw) + shuffle_cost(shuffle, s, hw) + heads_cost(s, anchors, landmarks, hw)
-
-
 @lru_cache(maxsize=8192)
 def _ssh_table(values: tuple[int, ...], n: int, dcn: bool, shuffle: str, anchors: int, landmarks: bool,
                hw: int) -> tuple[np.ndarray, np.ndarray]:
-    costs = [_level_cost(n, s, dcn, shuffle, anchors, landmarks, hw) for s in values]
-    return (np.array([c.params for c in costs], dtype=np.int64),
-            np.array([c.macs for c in costs], dtype=np.int64))
+    # SSH + shuffle + heads of one level, as count() sums them (dense DCN convention)
+    tails = [level_tail(n, s, dcn, shuffle, anchors, landmarks, hw) for s in values]
+    return (np.array([t[0] + t[2] + t[4] for t in tails], dtype=np.int64),
+            np.array([t[1] + t[3] + t[5] for t in tails], dtype=np.int64))
 
 
 @lru_cache(maxsize=4096)
@@ -106,36 +98,22 @@ def _cbam_table(values: tuple[int, ...], on: bool, chans: tuple[int, int, int], 
                 ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     if not on:
         return values[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    ps, ms = [], []
-    for r in values:
-        p = m = 0
-        for c, hw in zip(chans, hws):
-            cost = cbam_cost(c, r, hw)
-            p, m = p + cost.params, m + cost.macs
-        ps.append(p)
-        ms.append(m)
-    return values, np.array(ps, dtype=np.int64), np.array(ms, dtype=np.int64)
+    costs = [cbam_levels(chans, r, hws) for r in values]
+    return (values, np.array([p for p, _ in costs], dtype=np.int64),
+            np.array([m for _, m in costs], dtype=np.int64))
 
 
 @lru_cache(maxsize=8192)
 def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int) -> tuple[int, int] | None:
-    """(params, MACs) of the backbone and neck: a probe config minus its budget terms."""
+    """(params, MACs) of the backbone and neck, read off the count of a probe config."""
     probe = _probe(backbone_width=bw, neck=neck, bifpn_repeats=reps, neck_channels=n,
                    backbone_cbam=False, neck_cbam=False, ssh_channels=4, ssh_deformable=False,
                    shuffle="none", anchors_per_cell=1, landmarks=False)
     if probe is None:
         return None
-    r = count(probe, h, w)
-    p, m = r.params, r.macs
-    for hw in _hws(h, w):
-        c = _level_cost(n, 4, False, "none", 1, False, hw)
-        p, m = p - c.params, m - c.macs
-    return p, m
-
-
-def _hws(h: int, w: int) -> tuple[int, int, int]:
-    (a, b), (c, d), (e, f) = level_sizes(h, w)
-    return (a * b, c * d, e * f)
+    groups = dict(zip(GROUPS, count(probe, h, w).groups))
+    (bp, bm), (np_, nm) = groups["backbone"], groups["neck"]
+    return bp + np_, bm + nm
 
 
 def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
@@ -143,7 +121,7 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
                   params_only: bool = False) -> list[Table]:
     """Tables for the five budget knobs given structure `s` (domains default to the space's);
     values that break a rule in this structure are left out. `params_only`: MACs left at 0."""
-    hws = (0, 0, 0) if params_only else _hws(h, w)
+    hws = (0, 0, 0) if params_only else level_hws(h, w)
     doms = {k: (tuple(domains[k]) if domains and k in domains else space.domain(k).values)
             for k in BUDGET_KNOBS}
     out = []
