@@ -8,7 +8,12 @@ class FeatherFaceError(Exception):
 
 
 class ConfigError(FeatherFaceError, ValueError):
-    """A model config breaks a rule of the architecture, or names an unknown field."""
+    """A model config breaks a rule of the architecture, or names an unknown field. `field` names
+    the config field whose rule broke (None when the error is not about one field's value)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class InputError(FeatherFaceError):

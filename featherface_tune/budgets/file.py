@@ -206,14 +206,6 @@ def _bound(ctx: _Ctx, section: str, t: Mapping[str, Any]) -> Bound:
     return Bound(target=target, tolerance=tol, maximum=maximum, minimum=minimum)
 
 
-def _field_key(message: str) -> str:
-    """The config field a ConfigError message is about (messages start with `field=` or `field[`)."""
-    for name in FIELD_NAMES:
-        if message.startswith(name + "=") or message.startswith(name + "["):
-            return name
-    return ""
-
-
 def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFaceConfig, str]:
     _check_keys(ctx, m, MODEL_KEYS, "model")
     preset = m.get("preset")
@@ -257,8 +249,7 @@ def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFa
     try:
         cfg = from_mapping(fields, base, source="[model]")
     except ConfigError as exc:
-        key = _field_key(str(exc))
-        raise ctx.error(f"model.{key}" if key else "model", str(exc)) from None
+        raise ctx.error(f"model.{exc.field}" if exc.field else "model", str(exc)) from None
     if fields:
         source.append(", ".join(f"{k}={v!r}" for k, v in fields.items()))
     return cfg, " + ".join(source)

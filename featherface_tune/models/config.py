@@ -97,7 +97,7 @@ def _fail(name: str, value: Any, rule: str, nearest: Sequence[Any] | None = None
     msg = f"{name}={value!r} {rule}" if not _is_int(value) else f"{name}={value} {rule}"
     if nearest:
         msg += "; nearest valid: " + ", ".join(str(v) for v in nearest)
-    raise ConfigError(msg)
+    raise ConfigError(msg, field=name.split("[", 1)[0])
 
 
 def _nearest_multiples(v: int, m: int, lo: int = 1) -> list[int]:
