@@ -5,8 +5,18 @@
 # connection URL on stdout (everything else goes to stderr):
 #     export FEATHERFACE_TEST_PG_URL="$(bash .ci/postgres.sh)"
 # Port: $FFT_PG_PORT (default 5432).
+#     bash .ci/postgres.sh --stop    # stops the cluster again, if this script started it
 set -euo pipefail
 exec 3>&1 1>&2
+STARTED_MARK=/tmp/featherface-tune-postgres.started
+
+if [ "${1:-}" = "--stop" ]; then
+  if [ -f "$STARTED_MARK" ]; then
+    pg_ctlcluster "$(cat "$STARTED_MARK")" main stop </dev/null 3>&- || true
+    rm -f "$STARTED_MARK"
+  fi
+  exit 0
+fi
 
 PORT="${FFT_PG_PORT:-5432}"
 ROLE=fft
@@ -32,7 +42,17 @@ if [ "$STATUS" != "online" ]; then
   printf "listen_addresses = '127.0.0.1'\nport = %s\nmax_connections = 200\n" "$PORT" > "$CONF/featherface-tune.conf"
   chown -R postgres:postgres "$CONF"
   mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql
-  pg_ctlcluster "$VER" main start
+  # The server is a daemon: it must not inherit this script's descriptors. fd 3 is the pipe of the
+  # caller's "$(...)", and a daemon holding it open makes that substitution wait forever (CI hung
+  # there once). python3's subprocess closes every descriptor above 2 by default.
+  LOG="$(mktemp)"
+  if ! python3 -c 'import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=subprocess.STDOUT))' \
+      pg_ctlcluster "$VER" main start >"$LOG" 3>&-; then
+    cat "$LOG"
+    exit 1
+  fi
+  rm -f "$LOG"
+  echo "$VER" > "$STARTED_MARK"
 fi
 PORT="$(pg_lsclusters -h | awk -v v="$VER" '$1==v && $2=="main" {print $3}')"
 

@@ -26,13 +26,19 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'featherface-tune.db'}"
     stale = None
     for _attempt in range(5):  # a trial may finish between being seen and the kill: try again
-        a = subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", *ARGS, "--trials", "200"],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        err = tmp_path / "worker-a.err"
+        with err.open("wb") as err_file:
+            a = subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", *ARGS, "--trials", "200"],
+                                 cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
         try:
             deadline = time.time() + 120
             killed = False
             while time.time() < deadline and not killed:
                 time.sleep(0.05)
+                if a.poll() is not None:  # it ended on its own before it could be killed
+                    if a.returncode != 0:
+                        pytest.fail(f"worker exited with {a.returncode}: {err.read_text(errors='replace')[-2000:]}")
+                    break
                 try:
                     trials = optuna.load_study(study_name="hb", storage=url).get_trials(deepcopy=False)
                 except Exception:
