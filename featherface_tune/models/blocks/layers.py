@@ -16,7 +16,9 @@ def conv_bn(cin: int, cout: int, stride: int = 1, leaky: float | None = 0.0) -> 
 
 
 def conv_bn_cost(cin: int, cout: int, hw_out: int) -> Cost:
-    return conv(cin, cout, 3, hw_out) + bn(cout, hw_out)
+    """3x3 conv without bias + BN: every parameter is one MAC per output position."""
+    p = 9 * cin * cout + 2 * cout
+    return Cost(p, p * hw_out)
 
 
 def conv_bn1x1(cin: int, cout: int, leaky: float = 0.0) -> nn.Sequential:
@@ -40,5 +42,7 @@ def conv_dw(cin: int, cout: int, stride: int, leaky: float = 0.1) -> nn.Sequenti
 
 
 def conv_dw_cost(cin: int, cout: int, hw_out: int) -> Cost:
-    return (conv(cin, cin, 3, hw_out, groups=cin) + bn(cin, hw_out)
-            + conv(cin, cout, 1, hw_out) + bn(cout, hw_out))
+    """dw 3x3 (9 cin) + BN (2 cin) + pw 1x1 (cin cout) + BN (2 cout), no biases: every parameter is
+    one MAC per output position."""
+    p = 11 * cin + cin * cout + 2 * cout
+    return Cost(p, p * hw_out)
