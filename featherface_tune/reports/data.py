@@ -25,6 +25,7 @@ from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
 from featherface_tune.tuner.records import OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
+from featherface_tune.tuner.ranking import config_key, rank_order
 from featherface_tune.tuner.study import DEFAULT_DB, first_line, journal_path, redact
 
 DEFAULT_STORAGE = "sqlite:///" + DEFAULT_DB
@@ -306,43 +307,21 @@ def _oriented(df: pd.DataFrame, objectives: Sequence[str], directions: Sequence[
     return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
 
 
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Non-dominated rows of an (n, m) array where smaller is better in every column."""
-    n = len(values)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        le = np.all(values <= values[i], axis=1)
-        lt = np.any(values < values[i], axis=1)
-        if np.any(le & lt):
-            keep[i] = False
-    return keep
-
-
-def _config_key(cfg: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(dict(cfg), sort_keys=True, default=list)
-
-
 def rank_feasible(df: pd.DataFrame, objectives: Sequence[str], directions: Sequence[str]) -> pd.DataFrame:
-    """Feasible complete trials with distinct configs (the earliest trial of each), best first:
-    Pareto members first (multi-objective), then by the objectives in order, then by distance to
-    the target, then by trial number. Adds the column ``pareto`` (bool)."""
+    """Feasible complete trials with distinct configs (the earliest trial of each), best first by the
+    rule of `featherface_tune.tuner.ranking` (the search's own). Adds the column ``pareto`` (bool;
+    False throughout for a single objective)."""
     if df.empty:
         return df.assign(pareto=pd.Series(dtype=bool))
     ok = df[(df["state"] == "COMPLETE") & df["feasible"]].copy()
-    ok = ok[~ok["_config"].map(_config_key).duplicated(keep="first")]
+    ok = ok[~ok["_config"].map(config_key).duplicated(keep="first")]
     if ok.empty:
         return ok.assign(pareto=pd.Series(dtype=bool))
     vals = _oriented(ok, objectives, directions)
-    ok["pareto"] = pareto_mask(vals) if len(objectives) > 1 else False
-    keys = pd.DataFrame({f"_k{i}": vals[:, i] for i in range(vals.shape[1])}, index=ok.index)
-    keys["_p"] = ~ok["pareto"]
-    keys["_d"] = ok["delta"].abs().astype("float64").fillna(np.inf)
-    keys["_t"] = ok["trial"].astype("int64")
-    order = ["_p", *[f"_k{i}" for i in range(vals.shape[1])], "_d", "_t"]
-    keys = keys.sort_values(order, kind="stable")
-    return ok.loc[keys.index]
+    order, front = rank_order(vals, ok["delta"].astype("float64").to_numpy(na_value=np.nan),
+                              ok["trial"].astype("int64").to_numpy())
+    ok["pareto"] = front if len(objectives) > 1 else False
+    return ok.iloc[order]
 
 
 def _public(df: pd.DataFrame) -> pd.DataFrame:
@@ -459,7 +438,7 @@ class StudyReport:
         if df.empty:
             return df
         done = df[(df["state"] == "COMPLETE") & df["delta"].notna()].copy()
-        done = done[~done["_config"].map(_config_key).duplicated(keep="first")]
+        done = done[~done["_config"].map(config_key).duplicated(keep="first")]
         done["_abs"] = done["delta"].abs().astype("int64")
         done = done.sort_values(["_abs", "macs", "trial"], kind="stable").head(self.top_n)
         cols = top_columns(self.trials, self.record, self.varying)

@@ -180,8 +180,8 @@ def study_document(report: StudyReport) -> Document:
         Section("outcomes", "Trial outcomes", report.counts_frame),
         Section("top", f"Top {len(report.top)} feasible configs" if len(report.top) else "Top feasible configs",
                 human_frame(report.top),
-                note=(f"ranked by {objective}; ties by distance to the target"
-                      + ("; Pareto-optimal first" if report.multi_objective else "")
+                note=(("Pareto-optimal first, then " if report.multi_objective else "ranked by ")
+                      + f"{objective}; ties by distance to the target, then trial number"
                       if not report.ranked.empty else "no feasible trial yet")),
     ]
     if report.ranked.empty and not report.closest.empty:

@@ -14,7 +14,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from featherface_tune.counter.analytic import count
 from featherface_tune.data.mat import SETTINGS as METRICS
@@ -241,16 +241,6 @@ def _safe_attr(trial: Any, key: str, value: Any) -> None:
         trial.set_user_attr(key, value)
     except Exception:  # pragma: no cover - the storage may be gone during an interrupt
         pass
-
-
-def objective_values(rec: R.TrialRecord, objectives: Sequence[str]) -> tuple[float, ...] | None:
-    vals = []
-    for o in objectives:
-        v = rec.objective_value(o)
-        if v is None:
-            return None
-        vals.append(v)
-    return tuple(vals)
 
 
 def summarize(spec: R.StudySpec) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from optuna.trial import TrialState
 
 from featherface_tune.errors import InputError
 from featherface_tune.tuner import records as R
-from featherface_tune.tuner.objectives import TrialFailed, objective_values
+from featherface_tune.tuner.objectives import TrialFailed
+from featherface_tune.tuner.ranking import config_key, rank_order
 
 DEFAULT_DB = R.DEFAULT_DB
 HEARTBEAT_INTERVAL = 5
@@ -309,53 +311,35 @@ def trial_records(study: optuna.Study) -> list[R.TrialRecord]:
 
 
 def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
-    """Feasible complete trials, distinct configs, best first: Pareto rank, then the first objective,
-    then |delta|, then trial number."""
+    """Feasible complete trials, distinct configs (the earliest of each), best first by the rule of
+    `featherface_tune.tuner.ranking`."""
     return [r for _, r in rank_feasible(records, objectives)]
 
 
 def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
-    """The rank-0 members of `ranked_feasible`, in its order."""
+    """The Pareto-front members of `ranked_feasible`, in its order."""
     return [r for rank, r in rank_feasible(records, objectives) if rank == 0]
 
 
 def rank_feasible(records: Sequence[R.TrialRecord],
                   objectives: Sequence[str]) -> list[tuple[int, R.TrialRecord]]:
-    """(Pareto rank, record) pairs in `ranked_feasible` order: one ranking serves both lists."""
+    """(0 on the Pareto front else 1, record) pairs in `ranked_feasible` order: one ranking serves
+    both lists."""
     signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
     seen: set[str] = set()
-    pool: list[tuple[tuple[float, ...], R.TrialRecord]] = []
+    pool: list[R.TrialRecord] = []
     for r in sorted(records, key=lambda r: r.number):
         if r.state != "COMPLETE" or not r.feasible or r.config is None:
             continue
-        vals = objective_values(r, objectives)
-        if vals is None:
-            continue
-        key = json.dumps(dict(r.config), sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        pool.append((tuple(s * v for s, v in zip(signs, vals)), r))
-    ranks = _pareto_ranks([p[0] for p in pool])
-    order = sorted(range(len(pool)), key=lambda i: (ranks[i], pool[i][0][0], abs(pool[i][1].delta or 0),
-                                                     pool[i][1].number))
-    return [(ranks[i], pool[i][1]) for i in order]
-
-
-def _pareto_ranks(points: list[tuple[float, ...]]) -> list[int]:
-    if not points or len(points[0]) == 1:
-        return [0] * len(points)
-    ranks = [-1] * len(points)
-    left = set(range(len(points)))
-    rank = 0
-    while left:
-        front = {i for i in left if not any(
-            all(a <= b for a, b in zip(points[j], points[i])) and points[j] != points[i] for j in left)}
-        for i in front:
-            ranks[i] = rank
-        left -= front
-        rank += 1
-    return ranks
+        key = config_key(r.config)
+        if key not in seen:
+            seen.add(key)
+            pool.append(r)
+    values = [[math.inf if (v := r.objective_value(o)) is None else s * v for s, o in zip(signs, objectives)]
+              for r in pool]
+    order, front = rank_order(values, [r.delta if r.delta is not None else math.inf for r in pool],
+                              [r.number for r in pool])
+    return [(0 if front[i] else 1, pool[i]) for i in order]
 
 
 def closest(records: Sequence[R.TrialRecord], k: int = 5) -> list[R.TrialRecord]:

@@ -4,7 +4,6 @@ and the one-line errors for studies that cannot be reported."""
 from __future__ import annotations
 
 
-import numpy as np
 import optuna
 import pytest
 from typer.testing import CliRunner
@@ -79,12 +78,6 @@ def test_recount_mismatch_is_reported_as_a_warning():
         "delta": 7, "feasible": True, "modules": {}}))
     rep = data.build_report(study, "memory")
     assert any("recorded 592,378 params" in w for w in rep.warnings)
-
-
-def test_pareto_mask_on_a_hand_example():
-    v = np.array([[1, 5], [2, 2], [3, 3], [5, 1], [2, 2], [1, 6]], dtype=float)
-    # [3,3] is dominated by [2,2]; [1,6] by [1,5]; the two equal [2,2] points both stay
-    assert data.pareto_mask(v).tolist() == [True, True, False, True, True, False]
 
 
 def _dominates(a, b, dirs):
