@@ -33,8 +33,8 @@ from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, SSH_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, config_from_knobs, inactive_value,
-    knobs_from_config,
+    BUDGET_KNOBS, CONTEXT, SSH_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, applies, config_from_knobs,
+    inactive_value, knobs_from_config, switched_on,
 )
 
 MAX_CERTIFY_STRUCTURES = 250_000
@@ -132,10 +132,9 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
                           s["landmarks"], hw)
         out.append(Table(k, vals, p, m))
     bw = float(s["backbone_width"])
-    for knob, which, on, width, chans in (
-        ("backbone_cbam_reduction", "backbone", s["backbone_cbam"], bw, backbone_channels(bw)),
-        ("neck_cbam_reduction", "neck", s["neck_cbam"], n, (n, n, n)),
-    ):
+    for knob, which, width, chans in (("backbone_cbam_reduction", "backbone", bw, backbone_channels(bw)),
+                                      ("neck_cbam_reduction", "neck", n, (n, n, n))):
+        on = applies(knob, s)
         vals = _valid_ratios(doms[knob], which, width) if on else (inactive_value(knob, s, Domain(doms[knob])),)
         if not vals:
             out.append(Table(knob, (), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
@@ -329,16 +328,14 @@ def certify(space: SearchSpace, target: int, tolerance: int,
     groups: dict[tuple[bytes, bytes, bytes], tuple[list[Mapping[str, Any]], list[np.ndarray]]] = {}
     n_struct = 0
     used: dict[str, set[Any]] = {k: set() for k in STRUCTURE_KNOBS + BUDGET_KNOBS}
-    applies: set[str] = set(STRUCTURE_KNOBS + SSH_KNOBS)  # + the CBAM ratios where that CBAM is on
+    applying: set[str] = {k for k in STRUCTURE_KNOBS + BUDGET_KNOBS if k not in CONTEXT}  # + in context
     for s in space.iter_structures():
         n_struct += 1
         if n_struct > max_structures:
             return Certificate(target, tolerance, n_struct - 1, 0, 0, None, None, None, None, None,
                                time.perf_counter() - t0, complete=False)
         tables = budget_tables(space, s, 32, 32, params_only=True)
-        for flag, ratio in (("backbone_cbam", "backbone_cbam_reduction"), ("neck_cbam", "neck_cbam_reduction")):
-            if s[flag]:
-                applies.add(ratio)
+        applying.update(k for k in CONTEXT if applies(k, s))
         base = base_cost(s, tables, 32, 32)
         if base is None:
             continue
@@ -350,8 +347,8 @@ def certify(space: SearchSpace, target: int, tolerance: int,
         g[1].append(rest)
         for k in STRUCTURE_KNOBS:
             used[k].add(s[k])
-        for t, on in zip(tables, (True, True, True, s["backbone_cbam"], s["neck_cbam"])):
-            if on:
+        for t in tables:
+            if applies(t.knob, s):
                 used[t.knob].update(t.values)
     n_cfg = n_win = 0
     cands: dict[str, list[tuple[int, Mapping[str, Any]]]] = {k: [] for k in ("small", "large", "below", "above", "ex")}
@@ -391,21 +388,17 @@ def certify(space: SearchSpace, target: int, tolerance: int,
                        witness("large", max), witness("below", max), witness("above", min),
                        witness("ex", min), time.perf_counter() - t0,
                        rule_example="" if n_cfg else _rule_example(space),
-                       never_valid=_never_valid(space, used, applies) if n_cfg else (),
+                       never_valid=_never_valid(space, used, applying) if n_cfg else (),
                        fixed_knobs=tuple(k for k in STRUCTURE_KNOBS + BUDGET_KNOBS if space.domain(k).fixed))
 
 
-def _never_valid(space: SearchSpace, used: Mapping[str, set[Any]], applies: set[str]
+def _never_valid(space: SearchSpace, used: Mapping[str, set[Any]], applying: set[str]
                  ) -> tuple[tuple[str, Any], ...]:
     """Domain values that no valid config uses, for knobs that apply somewhere in the space."""
     out = []
     for k, seen in used.items():
-        if k not in applies:
+        if k not in applying:
             continue  # the knob never applies (e.g. a CBAM ratio with that CBAM always off)
-        if k == "bifpn_repeats" and "bifpn" not in space.domain("neck").values:
-            continue
-        if k == "shuffle_groups" and set(space.domain("shuffle").values) == {"none"}:
-            continue
         for v in space.domain(k).values:
             if v not in seen:
                 out.append((k, v))
@@ -420,13 +413,8 @@ def check_values(cert: Certificate) -> None:
     pinned = [kv for kv in cert.never_valid if kv[0] in cert.fixed_knobs]
     if pinned:
         knob, value = pinned[0]
-    knobs = knobs_from_config(FeatherFaceConfig(**cert.smallest.config))
+    knobs = switched_on(knob, knobs_from_config(FeatherFaceConfig(**cert.smallest.config)))
     knobs[knob] = value
-    for flag, ratio in (("backbone_cbam", "backbone_cbam_reduction"), ("neck_cbam", "neck_cbam_reduction")):
-        if knob == ratio:
-            knobs[flag] = True
-    if knob == "bifpn_repeats":
-        knobs["neck"] = "bifpn"
     try:
         config_from_knobs(knobs)
         why = "no valid config of this space uses it"

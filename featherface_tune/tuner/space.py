@@ -162,23 +162,53 @@ class SearchSpace:
         ssh = math.prod(len(self.domain(k).values) for k in SSH_KNOBS)
         for s in self.iter_structures():
             r = 1
-            for knob, flag in (("backbone_cbam_reduction", "backbone_cbam"), ("neck_cbam_reduction", "neck_cbam")):
-                r *= len(self.domain(knob).values) if s[flag] else 1
+            for knob in RATIO_KNOBS:
+                r *= len(self.domain(knob).values) if applies(knob, s) else 1
             total += ssh * r
         return total
 
 
+@dataclass(frozen=True)
+class ContextRule:
+    """A knob applies only while knob `on` takes one of `when`; otherwise it takes `off` (always,
+    if `forced`; else only when `off` is in its domain, and its first value if not)."""
+
+    on: str
+    when: tuple[Any, ...]
+    off: Any
+    forced: bool = False
+
+
+# The one statement of which knob applies where; sampling, enumeration, the space size, the solver
+# and its certificate all read it.
+CONTEXT: dict[str, ContextRule] = {
+    "bifpn_repeats": ContextRule("neck", ("bifpn",), 0, forced=True),  # the config requires 0 with FPN
+    "backbone_cbam_reduction": ContextRule("backbone_cbam", (True,), 16),
+    "neck_cbam_reduction": ContextRule("neck_cbam", (True,), 16),
+    "shuffle_groups": ContextRule("shuffle", ("block", "plain"), 2),
+}
+
+
+def applies(knob: str, ctx: Mapping[str, Any]) -> bool:
+    """False only when the knob's context is set in `ctx` and switches it off."""
+    rule = CONTEXT.get(knob)
+    return rule is None or rule.on not in ctx or ctx[rule.on] in rule.when
+
+
+def switched_on(knob: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """`knobs` with the knob's context set so that the knob applies."""
+    rule = CONTEXT.get(knob)
+    if rule is None or applies(knob, knobs):
+        return dict(knobs)
+    return {**knobs, rule.on: rule.when[0]}
+
+
 def inactive_value(knob: str, ctx: Mapping[str, Any], dom: Domain) -> Any:
     """The value a knob takes when it does not apply in context, else None."""
-    if knob == "bifpn_repeats" and ctx.get("neck") == "fpn":
-        return 0
-    if knob == "backbone_cbam_reduction" and ctx.get("backbone_cbam") is False:
-        return 16 if 16 in dom.values else dom.values[0]
-    if knob == "neck_cbam_reduction" and ctx.get("neck_cbam") is False:
-        return 16 if 16 in dom.values else dom.values[0]
-    if knob == "shuffle_groups" and ctx.get("shuffle") == "none":
-        return 2 if 2 in dom.values else dom.values[0]
-    return None
+    if applies(knob, ctx):
+        return None
+    rule = CONTEXT[knob]
+    return rule.off if rule.forced or rule.off in dom.values else dom.values[0]
 
 
 def _iter(space: SearchSpace, knobs: list[str], ctx: dict[str, Any]) -> Iterable[dict[str, Any]]:
