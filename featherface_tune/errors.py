@@ -2,9 +2,11 @@
 
 
 class FeatherFaceError(Exception):
-    """Base class: a user-facing failure with a one-line message."""
+    """Base class: a user-facing failure with a one-line message. `part` may name the input that
+    caused it when several are merged (e.g. "preset", "config", "overrides" in `resolve_config`)."""
 
     exit_code = 2
+    part: str | None = None
 
 
 class ConfigError(FeatherFaceError, ValueError):

@@ -43,8 +43,8 @@ from typing import Any, Mapping, Optional
 from featherface_tune.budgets.schema import Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
 from featherface_tune.errors import ConfigError, FeatherFaceError
-from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping, read_config_file
-from featherface_tune.models.presets import get_preset
+from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
+from featherface_tune.models.presets import resolve_config
 
 TOP_KEYS = ("name", "description", "model", "params", "macs", "baseline")
 BOUND_KEYS = ("target", "tolerance", "max", "min")
@@ -213,43 +213,20 @@ def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFa
     fields = {k: v for k, v in m.items() if k in FIELD_NAMES}
     if preset is None and config is None and not fields:
         raise ctx.error("model", "needs a `preset`, a `config` file path, or config fields")
-    source: list[str] = []
-    base: FeatherFaceConfig | None = None
-    if preset is not None:
-        if not isinstance(preset, str):
-            raise ctx.error("model.preset", f"must be a string, got {_type_name(preset)} {preset!r}")
-        try:
-            base = get_preset(preset)
-        except ConfigError as exc:
-            raise ctx.error("model.preset", str(exc)) from None
-        source.append(f"preset {preset}")
-    if config is not None:
-        if not isinstance(config, str):
-            raise ctx.error("model.config", f"must be a path string, got {_type_name(config)} {config!r}")
-        cpath = (budget_dir / config)
-        try:
-            data = dict(read_config_file(cpath))
-        except FeatherFaceError as exc:
-            raise ctx.error("model.config", str(exc)) from None
-        file_preset = data.pop("preset", None)
-        if file_preset is not None:
-            if preset is not None and file_preset != preset:
-                raise ctx.error("model.config", f"the config file names preset {file_preset!r} but "
-                                                f"the budget names preset {preset!r}")
-            if base is None:
-                try:
-                    base = get_preset(str(file_preset))
-                except ConfigError as exc:
-                    raise ctx.error("model.config", f"{cpath}: {exc}") from None
-        try:
-            base = from_mapping(data, base, source=str(cpath))
-        except ConfigError as exc:
-            raise ctx.error("model.config", str(exc)) from None
-        source.append(f"config {config}")
+    if preset is not None and not isinstance(preset, str):
+        raise ctx.error("model.preset", f"must be a string, got {_type_name(preset)} {preset!r}")
+    if config is not None and not isinstance(config, str):
+        raise ctx.error("model.config", f"must be a path string, got {_type_name(config)} {config!r}")
     try:
-        cfg = from_mapping(fields, base, source="[model]")
-    except ConfigError as exc:
-        raise ctx.error(f"model.{exc.field}" if exc.field else "model", str(exc)) from None
+        cfg = resolve_config(preset, budget_dir / config if config is not None else None, fields,
+                             overrides_source="[model]")
+    except FeatherFaceError as exc:
+        where = {"preset": "model.preset", "config": "model.config"}.get(exc.part or "")
+        where = where or (f"model.{exc.field}" if isinstance(exc, ConfigError) and exc.field else "model")
+        raise ctx.error(where, str(exc)) from None
+    source = [f"preset {preset}"] if preset is not None else []
+    if config is not None:
+        source.append(f"config {config}")
     if fields:
         source.append(", ".join(f"{k}={v!r}" for k, v in fields.items()))
     return cfg, " + ".join(source)

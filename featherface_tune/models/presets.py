@@ -4,9 +4,10 @@ raises on a duplicate name."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from featherface_tune.errors import ConfigError
+from featherface_tune.errors import ConfigError, FeatherFaceError
 from featherface_tune.models.config import (
     FeatherFaceConfig, from_mapping, parse_overrides, read_config_file,
 )
@@ -68,18 +69,40 @@ def featherface_489k() -> FeatherFaceConfig:
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
-                   overrides: Sequence[str] | Mapping[str, Any] = ()) -> FeatherFaceConfig:
+                   overrides: Sequence[str] | Mapping[str, Any] = (),
+                   overrides_source: str = "--set") -> FeatherFaceConfig:
     """Config from a preset, then a config file's fields, then `field=value` overrides.
 
-    A config file may name its own base with `preset = "NAME"`. With no source at all the
-    result is the official FeatherFace config.
+    A config file may name its own base with `preset = "NAME"`; naming a different preset from the
+    one given is an error. With no source at all the result is the official FeatherFace config.
+    An error carries `part`: "preset", "config" or "overrides", the input it came from.
     """
-    base = get_preset(preset) if preset else None
+    with _part("preset"):
+        base = get_preset(preset) if preset is not None else None
     if config_file is not None:
-        data = dict(read_config_file(config_file))
-        file_preset = data.pop("preset", None)
-        if file_preset is not None and base is None:
-            base = get_preset(str(file_preset))
-        base = from_mapping(data, base, source=str(config_file))
-    extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-    return from_mapping(extra, base, source="--set")
+        with _part("config"):
+            data = dict(read_config_file(config_file))
+            file_preset = data.pop("preset", None)
+            if file_preset is not None:
+                if preset is not None and file_preset != preset:
+                    raise ConfigError(f"{config_file}: names preset {file_preset!r} but preset {preset!r} "
+                                      "was given as well; keep one")
+                if base is None:
+                    try:
+                        base = get_preset(str(file_preset))
+                    except ConfigError as exc:
+                        raise ConfigError(f"{config_file}: {exc}") from None
+            base = from_mapping(data, base, source=str(config_file))
+    with _part("overrides"):
+        extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+        return from_mapping(extra, base, source=overrides_source)
+
+
+@contextmanager
+def _part(name: str) -> Iterator[None]:
+    try:
+        yield
+    except FeatherFaceError as exc:
+        if exc.part is None:
+            exc.part = name
+        raise

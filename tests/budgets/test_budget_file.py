@@ -79,6 +79,21 @@ def test_config_path_is_relative_to_the_budget_file(tmp_path):
     assert b.config == get_preset("featherface-official").replace(neck_channels=48, ssh_channels=56)
 
 
+@pytest.mark.parametrize("model,words", [
+    ('preset = "retinaface-mnet025"\nconfig = "m.toml"', "names preset 'featherface-official' but preset "
+                                                        "'retinaface-mnet025'"),
+    ('config = "missing.toml"', "does not exist"),
+    ('config = "m.toml"\nneck_channels = 0', "neck_channels"),
+])
+def test_config_file_errors_name_the_model_key(tmp_path, model, words):
+    (tmp_path / "m.toml").write_text('preset = "featherface-official"\nneck_channels = 48\n')
+    p = write(tmp_path, f"[model]\n{model}\n[params]\nmax = 10000000\n")
+    with pytest.raises(BudgetFileError) as info:
+        load_budget(p)
+    assert info.value.key == ("model.neck_channels" if "neck_channels" in model else "model.config")
+    assert words in info.value.detail
+
+
 BAD = [
     # (text, key named in the error, line, words in the message)
     ('[model]\npreset = "featherface-official"\n[params]\ntarget = 1\ntolerence = 5\n',

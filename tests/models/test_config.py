@@ -105,6 +105,24 @@ def test_bad_config_files(tmp_path):
         resolve_config(config_file=unk)
 
 
+def test_config_file_naming_another_preset_is_refused(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('preset = "featherface-v1-489k"\nneck_channels = 48\n')
+    with pytest.raises(ConfigError, match="names preset 'featherface-v1-489k' but preset 'retinaface-mnet025'") as info:
+        resolve_config("retinaface-mnet025", f)
+    assert info.value.part == "config"
+    assert resolve_config("featherface-v1-489k", f).neck_channels == 48  # the same preset twice is fine
+    f.write_text('preset = "nope"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: unknown preset 'nope'"):
+        resolve_config(config_file=f)
+    with pytest.raises(ConfigError) as info:
+        resolve_config("nope")
+    assert info.value.part == "preset"
+    with pytest.raises(ConfigError) as info:
+        resolve_config(overrides=["neck_channels=0"])
+    assert (info.value.part, info.value.field) == ("overrides", "neck_channels")
+
+
 def test_unknown_preset_and_duplicate_registration():
     with pytest.raises(ConfigError, match="unknown preset 'nope'; known presets: featherface-official"):
         get_preset("nope")
