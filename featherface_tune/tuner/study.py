@@ -5,7 +5,8 @@ Storage: by default an SQLite file `featherface-tune.db` in the working director
 `sqlite:///FILE`, `postgresql://USER:PASS@HOST[:PORT]/DB`, `mysql://...` (any SQLAlchemy URL Optuna's
 RDBStorage accepts, given its driver) and journal files (`journal:FILE`, or a path ending in `.log`,
 `.journal` or `.jsonl`). RDB storages run heartbeats: a worker that dies leaves its trial RUNNING only
-until the grace period ends, then the next worker fails it and re-queues its sampled knobs.
+until the grace period ends, then the next worker fails it and re-queues its sampled knobs (Optuna
+skips a trial killed before its first heartbeat; docs/search.md).
 """
 
 from __future__ import annotations
