@@ -365,10 +365,9 @@ def test_evaluate_command_one_line_errors(tmp_path):
 # ----------------------------------------------------------------------------- real ground truth
 
 @pytest.mark.slow
-def test_full_val_set_agrees_with_naive_loops_on_a_sample_and_is_fast():
+def test_full_val_set_agrees_with_naive_loops_on_a_sample():
     if not (GT_DIR / "wider_face_val.mat").is_file():
         pytest.skip(f"{GT_DIR} not present")
-    import time
 
     gt = read_ground_truth(GT_DIR)
     rng = np.random.default_rng(0)
@@ -381,10 +380,7 @@ def test_full_val_set_agrees_with_naive_loops_on_a_sample_and_is_fast():
             rand = np.column_stack([rng.uniform(0, 1000, (4, 2)), rng.uniform(5, 100, (4, 2))])
             b = np.vstack([jit[:8], rand])
             preds[e][n] = np.column_stack([b, np.round(rng.uniform(0, 1, len(b)), 3)])
-    t0 = time.perf_counter()
-    full = evaluate(preds, gt)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10.0  # the standard evaluator needs ~30 s
+    full = evaluate(preds, gt)  # its speed is benchmarks/eval_speed.py's business, not a test's
     # the naive loops on the first three events (a sub-ground-truth) agree exactly
     sub_events = list(gt.events[:3])
     sub = ground_truth_from_lists(sub_events, [gt.files[i] for i in range(3)], [gt.boxes[i] for i in range(3)],
