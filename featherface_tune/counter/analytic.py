@@ -21,7 +21,7 @@ from featherface_tune.models.blocks.fpn import fpn_cost
 from featherface_tune.models.blocks.heads import heads_cost
 from featherface_tune.models.blocks.shuffle import shuffle_cost
 from featherface_tune.models.blocks.ssh import ssh_cost, ssh_dcn_extra_macs
-from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 
 GROUPS = ("backbone", "backbone_cbam", "neck", "neck_cbam", "ssh", "shuffle", "heads")
 DEFAULT_INPUT = (640, 640)
@@ -99,29 +99,32 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
 
         raise ConfigError(f"dcn_macs={dcn_macs!r} must be one of {', '.join(DCN_CONVENTIONS)}")
     hws = level_hws(h, w)
-    chans = cfg.backbone_channels
+    bw = cfg.backbone_width
+    chans = _chans(bw)
     n = cfg.neck_channels
-    bb = backbone_cost(cfg.backbone_width, h, w)
+    bb = backbone_cost(bw, h, w)
     bcb = cbam_levels(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else ZERO
     neck = (_bifpn(chans, n, cfg.bifpn_repeats, hws) if cfg.neck == "bifpn"
             else fpn_cost(chans, n, *hws))
     ncb = cbam_levels((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else ZERO
-    s3, s4, s5 = cfg.ssh_widths
-    args = (cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks)
-    t3 = level_tail(n, s3, *args, hws[0])
-    t4 = level_tail(n, s4, *args, hws[1])
-    t5 = level_tail(n, s5, *args, hws[2])
+    s = cfg.ssh_channels
+    s3, s4, s5 = (s, s, s) if isinstance(s, int) else s
+    dcn, shuffle, anchors, landmarks = cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks
+    t3 = level_tail(n, s3, dcn, shuffle, anchors, landmarks, hws[0])
+    t4 = level_tail(n, s4, dcn, shuffle, anchors, landmarks, hws[1])
+    t5 = level_tail(n, s5, dcn, shuffle, anchors, landmarks, hws[2])
     off = t3[6] + t4[6] + t5[6]
-    ssh_macs = t3[1] + t4[1] + t5[1] + (off if dcn_macs == "full" else 0)
-    groups = (
-        (bb[0], bb[1]), bcb, (neck[0], neck[1]), ncb,
-        (t3[0] + t4[0] + t5[0], ssh_macs),
-        (t3[2] + t4[2] + t5[2], t3[3] + t4[3] + t5[3]),
-        (t3[4] + t4[4] + t5[4], t3[5] + t4[5] + t5[5]),
-    )
-    params = bb[0] + bcb[0] + neck[0] + ncb[0] + groups[4][0] + groups[5][0] + groups[6][0]
-    macs = bb[1] + bcb[1] + neck[1] + ncb[1] + ssh_macs + groups[5][1] + groups[6][1]
-    return CountResult(params, macs, (h, w), groups, off, t3[7] + t4[7] + t5[7], dcn_macs)
+    ssh = (t3[0] + t4[0] + t5[0], t3[1] + t4[1] + t5[1] + (off if dcn_macs == "full" else 0))
+    shuf = (t3[2] + t4[2] + t5[2], t3[3] + t4[3] + t5[3])
+    heads = (t3[4] + t4[4] + t5[4], t3[5] + t4[5] + t5[5])
+    # block costs are (params, MACs) tuples already: they go into `groups` as they are
+    params = bb[0] + bcb[0] + neck[0] + ncb[0] + ssh[0] + shuf[0] + heads[0]
+    macs = bb[1] + bcb[1] + neck[1] + ncb[1] + ssh[1] + shuf[1] + heads[1]
+    return CountResult(params, macs, (h, w), (bb, bcb, neck, ncb, ssh, shuf, heads), off,
+                       t3[7] + t4[7] + t5[7], dcn_macs)
+
+
+_chans = lru_cache(maxsize=64)(backbone_channels)
 
 
 def count_params(cfg: FeatherFaceConfig) -> int:
@@ -133,5 +136,5 @@ def clear_caches() -> None:
     """Forget every memoised block cost (for cold-start timing)."""
     from featherface_tune.models.blocks import backbone, fpn
 
-    for f in (backbone.backbone_cost, fpn.fpn_cost, _bifpn, level_hws, cbam_levels, level_tail):
+    for f in (backbone.backbone_cost, fpn.fpn_cost, _bifpn, _chans, level_hws, cbam_levels, level_tail):
         f.cache_clear()
