@@ -20,9 +20,14 @@ def config_key(cfg: Mapping[str, Any]) -> str:
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """Non-dominated rows of an (n, m) array where smaller is better in every column."""
+    """Non-dominated rows of an (n, m) array where smaller is better in every column (no NaN).
+    One and two columns take O(n log n); more take O(n^2 m)."""
     values = np.asarray(values, dtype="float64")
     n = len(values)
+    if n and values.shape[1] == 1:
+        return values[:, 0] == values[:, 0].min()
+    if n and values.shape[1] == 2:
+        return _pareto_mask_2d(values[:, 0], values[:, 1])
     keep = np.ones(n, dtype=bool)
     for i in range(n):
         le = np.all(values <= values[i], axis=1)
@@ -30,6 +35,21 @@ def pareto_mask(values: np.ndarray) -> np.ndarray:
         if np.any(le & lt):
             keep[i] = False
     return keep
+
+
+def _pareto_mask_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # Sorted by (a, b), a row is dominated by an earlier group of smaller `a` whose smallest `b` is
+    # <= its own, or by a row of its own group with a smaller `b` (equal rows never dominate).
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    start = np.r_[True, sa[1:] != sa[:-1]]           # first row of each group of equal `a`
+    group = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    best_before = np.r_[np.inf, np.minimum.accumulate(sb[first])[:-1]]  # min b over earlier groups
+    dominated = ((group > 0) & (best_before[group] <= sb)) | (sb[first][group] < sb)
+    out = np.empty(len(a), dtype=bool)
+    out[order] = ~dominated
+    return out
 
 
 def rank_order(values: np.ndarray, deltas: Sequence[float], numbers: Sequence[int]) -> tuple[list[int], np.ndarray]:

@@ -27,6 +27,16 @@ def test_pareto_mask_on_a_hand_example():
     assert pareto_mask(v).tolist() == [True, True, False, True, True, False]
 
 
+def test_pareto_mask_equals_the_definition_with_ties_and_missing_values():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        n, m = int(rng.integers(1, 25)), int(rng.integers(1, 4))
+        v = rng.integers(0, 4, (n, m)).astype(float)  # few values: many ties and equal rows
+        v[rng.random((n, m)) < 0.15] = np.inf  # missing objective values rank as +inf
+        dominated = [any((v[j] <= v[i]).all() and (v[j] < v[i]).any() for j in range(n)) for i in range(n)]
+        assert pareto_mask(v).tolist() == [not d for d in dominated], v
+
+
 def test_rank_order_tie_breaks_in_the_stated_order():
     values = [[2, 9], [1, 9], [2, 5], [2, 5], [2, 5], [math.nan, 0], [3, 1]]
     deltas = [0, 0, -7, 3, 3, 0, 0]
