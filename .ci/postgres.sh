@@ -25,8 +25,15 @@ DB=fft
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   echo "installing postgresql..."
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  # fd 3 closed and output to a log: a service that a package script might start must not hold the
+  # caller's pipes (Docker-style images forbid such starts with policy-rc.d; others may not)
+  LOG="$(mktemp)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+      </dev/null >"$LOG" 2>&1 3>&-; then
+    tail -n 20 "$LOG"
+    exit 1
+  fi
+  rm -f "$LOG"
 fi
 
 VER="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
