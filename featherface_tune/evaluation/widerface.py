@@ -244,7 +244,11 @@ def evaluate(predictions: Predictions, gt: GroundTruth, iou_thresh: float = IOU_
     scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
     hits = np.concatenate(hit_parts) if hit_parts else np.zeros(0, dtype=np.int64)
     thresholds = 1 - (np.arange(thresh_num) + 1) / thresh_num
-    finite = ~np.isnan(scores)
+    # the score order and the threshold cut points are the same for every setting: computed once
+    idx = np.flatnonzero(~np.isnan(scores))
+    order = np.argsort(scores[idx], kind="stable")
+    idx = idx[order]
+    start = np.searchsorted(scores[idx], thresholds, side="left")  # first index with score >= t
 
     ap: Dict[str, float] = {}
     prec_out: Dict[str, np.ndarray] = {}
@@ -266,12 +270,8 @@ def evaluate(predictions: Predictions, gt: GroundTruth, iou_thresh: float = IOU_
         if cand.size:
             _, first = np.unique(hits[cand], return_index=True)
             recalled[cand[first]] = 1
-        s = scores[finite]
-        order = np.argsort(s, kind="stable")
-        s_sorted = s[order]
-        prop_suffix = np.concatenate((np.cumsum(proposal[finite][order][::-1])[::-1], [0]))
-        rec_suffix = np.concatenate((np.cumsum(recalled[finite][order][::-1])[::-1], [0]))
-        start = np.searchsorted(s_sorted, thresholds, side="left")  # first index with score >= t
+        prop_suffix = np.concatenate((np.cumsum(proposal[idx][::-1])[::-1], [0]))
+        rec_suffix = np.concatenate((np.cumsum(recalled[idx][::-1])[::-1], [0]))
         proposals = prop_suffix[start].astype(np.float64)
         recalls = rec_suffix[start].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
