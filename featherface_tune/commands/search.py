@@ -106,7 +106,7 @@ def search_cmd(
         _print_unreachable(cert, json_)
         raise
     if cert.complete:
-        err.print(f"space: {cert.configs:,} valid configs; {cert.in_window:,} with {_window(target, tol)} params "
+        err.print(f"space: {cert.configs:,} valid configs; {cert.in_window:,} with {R.window_text(target, tol)} params "
                   f"(proof: {cert.evidence()})", highlight=False)
     else:
         err.print(f"space: more than {cert.structures:,} structures; too large to count exhaustively, "
@@ -124,10 +124,10 @@ def search_cmd(
     before = S.counted_trials(study)
     mine: list[int] = []
     first_hit: dict[str, Any] = {}
-    for rec in S.trial_records(study):
-        if rec.feasible and rec.state == "COMPLETE":
-            first_hit = {"trial": rec.number, "seconds": None, "resumed": True}
-            break
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))  # read-only: no copies needed
+    hit = next((t for t in done if t.user_attrs.get(R.FEASIBLE)), None)
+    if hit is not None:
+        first_hit = {"trial": hit.number, "seconds": None, "resumed": True}
     err.print(f"study {name!r} on {info.url} ({info.kind}): {summarize(spec)}; "
               f"{before} of {trials} trials done", highlight=False)
 
@@ -215,10 +215,6 @@ def _data_console():  # type: ignore[no-untyped-def]
     return Console(file=sys.stdout, width=200, soft_wrap=True)
 
 
-def _window(target: int, tol: int) -> str:
-    return f"{target:,}" if tol == 0 else f"{target:,} +/- {tol:,}"
-
-
 def _better(a: float, b: float, direction: str) -> bool:
     return a < b if direction == "minimize" else a > b
 
@@ -251,9 +247,11 @@ def _widths(cfg: dict[str, Any]) -> str:
 def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-def]
     from rich.table import Table
 
+    from featherface_tune.tuner.records import window_text
+
     h, w = spec.input_size
     t = Table(title=f"best feasible configs: {name}",
-              caption=f"params {_window(spec.target, spec.tolerance)}; MACs at {h}x{w}")
+              caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w}")
     for col, just in (("#", "right"), ("trial", "right"), ("params", "right"), ("delta", "right"),
                       ("MACs", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]

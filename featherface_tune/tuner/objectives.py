@@ -244,7 +244,6 @@ def _safe_attr(trial: Any, key: str, value: Any) -> None:
 
 
 def summarize(spec: R.StudySpec) -> str:
-    win = f"{spec.target:,}" if spec.tolerance == 0 else f"{spec.target:,} +/- {spec.tolerance:,}"
     extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
-    return f"params = {win}{extra}; objectives: {', '.join(spec.objectives)}"
+    return f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}"
 

@@ -54,6 +54,11 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
 }
 
 
+def window_text(target: int, tolerance: int) -> str:
+    """The parameter window as people read it: "489,000" or "489,000 +/- 2,000"."""
+    return f"{target:,}" if tolerance == 0 else f"{target:,} +/- {tolerance:,}"
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """The fixed facts of a study: a frozen copy of the `featherface_tune` study attribute."""

@@ -32,6 +32,7 @@ import numpy as np
 from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_hws, level_tail
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
+from featherface_tune.tuner.records import window_text
 from featherface_tune.tuner.space import (
     BUDGET_KNOBS, CONTEXT, SSH_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, applies, config_from_knobs,
     inactive_value, knobs_from_config, switched_on,
@@ -200,18 +201,7 @@ class Solver:
         return (0, sol.macs, 0) if sol.exact else (1, abs(sol.params - self.target), sol.macs)
 
     def _structure_combos(self, sampled: Mapping[str, Any]) -> list[dict[str, Any]]:
-        combos: list[dict[str, Any]] = [{}]
-        for knob in STRUCTURE_KNOBS:
-            if knob in sampled:
-                continue
-            dom = self.space.domain(knob)
-            nxt = []
-            for c in combos:
-                inactive = inactive_value(knob, {**sampled, **c}, dom)
-                for v in ((inactive,) if inactive is not None else dom.values):
-                    nxt.append({**c, knob: v})
-            combos = nxt
-        return combos
+        return list(self.space.iter_structures(fixed=sampled))
 
     def _solve_budget(self, sampled: Mapping[str, Any]) -> Solution | None:
         h, w = self.input_size
@@ -221,10 +211,8 @@ class Solver:
         base = base_cost(sampled, tables, h, w)
         if base is None:
             return None
-        shape = [len(t.values) for t in tables]
-        P = np.full(shape, base[0], dtype=np.int64)
-        for i, t in enumerate(tables):
-            P = P + t.params.reshape([-1 if j == i else 1 for j in range(len(tables))])
+        P = _param_grid(tables, base[0])
+        shape = P.shape
         lo, hi = self.target - self.tolerance, self.target + self.tolerance
         mask = (P >= lo) & (P <= hi)
         idx = np.flatnonzero(mask)
@@ -245,10 +233,24 @@ class Solver:
             near = np.flatnonzero(dist == dist.min())
             pick = near[np.argmin(macs_of(near))]
         ix = np.unravel_index(pick, shape)
-        knobs = dict(sampled)
-        for t, i in zip(tables, ix):
-            knobs[t.knob] = t.values[int(i)]
-        return Solution(knobs, int(P[ix]), int(macs_of(np.array([pick]))[0]), n_ok, int(P.size))
+        return Solution(_knobs_at(sampled, tables, ix), int(P[ix]), int(macs_of(np.array([pick]))[0]), n_ok,
+                        int(P.size))
+
+
+def _param_grid(tables: list[Table], base_params: int) -> np.ndarray:
+    """Params of every combination of the tables' values (one axis per table)."""
+    P = np.full([len(t.values) for t in tables], base_params, dtype=np.int64)
+    for i, t in enumerate(tables):
+        P = P + t.params.reshape([-1 if j == i else 1 for j in range(len(tables))])
+    return P
+
+
+def _knobs_at(s: Mapping[str, Any], tables: list[Table], ix: tuple[Any, ...]) -> dict[str, Any]:
+    """`s` completed with the tables' values at grid index `ix`."""
+    knobs = dict(s)
+    for t, i in zip(tables, ix):
+        knobs[t.knob] = t.values[int(i)]
+    return knobs
 
 
 # ---- the certificate: what the whole space can reach -------------------------------------------
@@ -308,15 +310,9 @@ def _find(space: SearchSpace, s: Mapping[str, Any], value: int) -> Witness:
     tables = budget_tables(space, s, 32, 32)
     base = base_cost(s, tables, 32, 32)
     assert base is not None
-    shape = [len(t.values) for t in tables]
-    P = np.full(shape, base[0], dtype=np.int64)
-    for i, t in enumerate(tables):
-        P = P + t.params.reshape([-1 if j == i else 1 for j in range(len(tables))])
-    ix = np.unravel_index(int(np.flatnonzero(P.ravel() == value)[0]), shape)
-    knobs = dict(s)
-    for t, i in zip(tables, ix):
-        knobs[t.knob] = t.values[int(i)]
-    return Witness(value, config_from_knobs(knobs).to_dict())
+    P = _param_grid(tables, base[0])
+    ix = np.unravel_index(int(np.flatnonzero(P.ravel() == value)[0]), P.shape)
+    return Witness(value, config_from_knobs(_knobs_at(s, tables, ix)).to_dict())
 
 
 def certify(space: SearchSpace, target: int, tolerance: int,
@@ -456,7 +452,7 @@ def check_reachable(cert: Certificate) -> None:
         if cert.above is not None:
             parts.append(f"{cert.above.params:,} ({cert.above.params - t:+,})")
         need = min(abs(x.params - t) for x in (cert.below, cert.above) if x is not None)
-        window = f"{t:,}" if tol == 0 else f"{t:,} +/- {tol:,}"
+        window = window_text(t, tol)
         raise NoConfigInWindow(
             f"no config in this space has {window} params; nearest achievable: {' and '.join(parts)} "
             f"(proof: {cert.evidence()}); widen the space or use --tolerance {need}")

@@ -152,9 +152,11 @@ class SearchSpace:
                 out[knob] = trial.suggest_categorical(knob, list(dom.values))
         return out
 
-    def iter_structures(self) -> Iterable[dict[str, Any]]:
-        """Every combination of the structure knobs, context rules applied (no duplicates)."""
-        yield from _iter(self, list(STRUCTURE_KNOBS), {})
+    def iter_structures(self, fixed: Mapping[str, Any] | None = None) -> Iterable[dict[str, Any]]:
+        """Every combination of the structure knobs not in `fixed`, context rules applied (no
+        duplicates); each combination also holds the `fixed` items."""
+        fixed = fixed or {}
+        yield from _iter(self, [k for k in STRUCTURE_KNOBS if k not in fixed], dict(fixed))
 
     def size(self) -> int:
         """Configs in the space, counted over all knobs (context rules applied; before validity)."""

@@ -286,23 +286,17 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int, timeout: float | None,
-        callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> int:
+        callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> None:
     """Add trials until the study holds `total_trials` counted ones (shared by all workers) or the
-    timeout ends. Returns how many this call ran. Ctrl-C propagates after Optuna marks the trial FAIL."""
+    timeout ends. Ctrl-C propagates after Optuna marks the trial FAIL."""
     _quiet()
     remaining = total_trials - counted_trials(study)
     if remaining <= 0:
-        return 0
+        return
     stop = optuna.study.MaxTrialsCallback(total_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    ran = [0]
-
-    def _count(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        ran[0] += 1
-
     # a few extra attempts cover failed trials, which do not count towards the total
     study.optimize(objective, n_trials=remaining + max(5, remaining // 10), timeout=timeout,
-                   catch=(TrialFailed,), callbacks=[stop, _count, *callbacks], gc_after_trial=False)
-    return ran[0]
+                   catch=(TrialFailed,), callbacks=[stop, *callbacks], gc_after_trial=False)
 
 
 # ---- reading results ------------------------------------------------------------------------------
