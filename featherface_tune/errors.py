@@ -1,6 +1,13 @@
 """The project's error types. Each carries a one-line message meant for the user."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (of the driver error a wrapper carries in `.orig`),
+    at most `limit` characters; the exception's type name when the message is empty."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class FeatherFaceError(Exception):
     """Base class: a user-facing failure with a one-line message. `part` may name the input that
     caused it when several are merged (e.g. "preset", "config", "overrides" in `resolve_config`)."""

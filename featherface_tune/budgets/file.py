@@ -38,9 +38,11 @@ import re
 import tomllib
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
-from featherface_tune.budgets.schema import Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance
+from featherface_tune.budgets.schema import (
+    Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
+)
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
 from featherface_tune.errors import ConfigError, FeatherFaceError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
@@ -82,17 +84,6 @@ def key_lines(text: str) -> dict[str, int]:
             path = table + _split_dotted(m.group(1))
             found.setdefault(".".join(path), i)
     return found
-
-
-def line_of(lines: Mapping[str, int], key: str) -> Optional[int]:
-    """Line of `key`, else of its nearest enclosing table or key that is in the text."""
-    parts = key.split(".") if key else []
-    while parts:
-        hit = lines.get(".".join(parts))
-        if hit:
-            return hit
-        parts.pop()
-    return None
 
 
 def display_path(path: Path) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
@@ -30,6 +30,18 @@ class BudgetFileError(InputError):
         self.detail = message
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
+
+
+def line_of(lines: Mapping[str, int], key: str) -> int | None:
+    """Line of `key`, else of its nearest enclosing table or key that is in the text."""
+    parts = key.split(".") if key else []
+    while parts:
+        hit = lines.get(".".join(parts))
+        if hit:
+            return hit
+        parts.pop()
+    return None
+
 
 
 @dataclass(frozen=True)
@@ -141,12 +153,9 @@ class Budget:
             if key in self.lines:
                 return self.lines[key]
         for key in keys:
-            parts = key.split(".")[:-1]
-            while parts:
-                hit = self.lines.get(".".join(parts))
-                if hit:
-                    return hit
-                parts.pop()
+            hit = line_of(self.lines, key)  # the exact keys are absent: this finds enclosing tables
+            if hit:
+                return hit
         return 1
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, first_line
 
 # Per-channel means subtracted from BGR pixels by RetinaFace and FeatherFace (train and test).
 MEANS_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
@@ -29,8 +29,7 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read image {str(p)!r}: {first[:160]}") from None
+        raise InputError(f"cannot read image {str(p)!r}: {first_line(exc, 160)}") from None
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise InputError(f"image {str(p)!r} is empty")
     return np.ascontiguousarray(rgb[:, :, ::-1])

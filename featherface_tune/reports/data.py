@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
-from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
 from featherface_tune.tuner.records import OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
 from featherface_tune.tuner.ranking import config_key, rank_order
-from featherface_tune.tuner.study import DEFAULT_DB, first_line, journal_path, redact
+from featherface_tune.tuner.study import DEFAULT_DB, journal_path, redact
 
 DEFAULT_STORAGE = "sqlite:///" + DEFAULT_DB
 DEFAULT_TOP = 10

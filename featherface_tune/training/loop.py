@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from featherface_tune.data.records import ImageRecord
-from featherface_tune.errors import FeatherFaceError, InputError
+from featherface_tune.errors import FeatherFaceError, InputError, first_line
 from featherface_tune.models.builder import FeatherFace, build_model
 from featherface_tune.models.checkpoint import load_backbone_pretrained
 from featherface_tune.models.config import FeatherFaceConfig
@@ -335,7 +335,7 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
             state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a torn or foreign file is an input problem
             raise InputError(f"--resume: {str(ckpt_path)!r} cannot be read: "
-                             f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]}") from None
+                             f"{first_line(exc, 160)}") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"--resume: {str(ckpt_path)!r} is not a training checkpoint")
         if state["config"] != cfg.to_dict():

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import optuna
 from optuna.trial import TrialState
 
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, first_line
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import TrialFailed
 from featherface_tune.tuner.ranking import config_key, rank_order
@@ -195,11 +195,6 @@ def _pick_driver(url: str, written: str, scheme: str) -> str:
 def _driver_hint(scheme: str) -> str:
     return {"postgresql": "psycopg2-binary", "mysql": "pymysql",
             "mariadb": "pymysql"}.get(scheme, "the SQLAlchemy driver for it")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def journal_path(url: str) -> Path | None:
