@@ -70,7 +70,7 @@ def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
     from featherface_tune.counter.analytic import count
     from featherface_tune.errors import ConfigError, InputError
     from featherface_tune.models.checkpoint import infer_config, load_model, read_checkpoint
-    from featherface_tune.models.config import from_mapping, parse_overrides, to_toml
+    from featherface_tune.models.config import apply_overrides, to_toml
 
     ck = read_checkpoint(path)
     params = ck.learnable_params
@@ -80,9 +80,7 @@ def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
         load_model(ck, cfg)  # strict: raises with the fields to change
     else:
         try:
-            cfg = infer_config(ck.state_dict)
-            if sets:
-                cfg = from_mapping(parse_overrides(sets), cfg, source="--set")
+            cfg = apply_overrides(infer_config(ck.state_dict), sets or [])
             load_model(ck, cfg)
         except (InputError, ConfigError) as exc:
             cfg, why = None, str(exc)

@@ -32,7 +32,7 @@ from torch import nn
 
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import (
-    FIELD_NAMES, FeatherFaceConfig, backbone_channels, from_mapping, parse_overrides,
+    FIELD_NAMES, FeatherFaceConfig, apply_overrides, backbone_channels, from_mapping,
 )
 
 # Keys under which training scripts commonly store the state dict, tried in this order.
@@ -379,9 +379,7 @@ def load_model(source: str | Path | Checkpoint, config: FeatherFaceConfig | None
     if config is None:
         config = (from_mapping(ck.stored_config, source=f"{ck.path} [config]") if ck.stored_config
                   else infer_config(ck.state_dict))
-        extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(list(overrides))
-        if extra:
-            config = from_mapping(extra, config, source="--set")
+        config = apply_overrides(config, overrides)
     model = build_model(config)
     load_state_dict_strict(model, ck)
     model.eval()

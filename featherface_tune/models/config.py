@@ -217,6 +217,13 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def apply_overrides(base: FeatherFaceConfig | None, overrides: Sequence[str] | Mapping[str, Any],
+                    source: str = "--set") -> FeatherFaceConfig:
+    """`base` (the official config if None) with overrides applied: `field=value` strings or a dict."""
+    extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    return from_mapping(extra, base, source=source)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Fields from a TOML or JSON file. A `[model]` table, if present, holds the fields."""
     p = Path(path)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError, FeatherFaceError
 from featherface_tune.models.config import (
-    FeatherFaceConfig, from_mapping, parse_overrides, read_config_file,
+    FeatherFaceConfig, apply_overrides, from_mapping, read_config_file,
 )
 
 _PRESETS: dict[str, Callable[[], FeatherFaceConfig]] = {}
@@ -94,8 +94,7 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
                         raise ConfigError(f"{config_file}: {exc}") from None
             base = from_mapping(data, base, source=str(config_file))
     with _part("overrides"):
-        extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-        return from_mapping(extra, base, source=overrides_source)
+        return apply_overrides(base, overrides, source=overrides_source)
 
 
 @contextmanager
