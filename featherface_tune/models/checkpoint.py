@@ -287,10 +287,11 @@ class KeyReport:
         return "; ".join(parts)
 
 
-def compare_keys(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> KeyReport:
-    """Missing (model has, checkpoint lacks), unexpected and wrongly shaped keys. A missing
-    `num_batches_tracked` is tolerated (old checkpoints have none)."""
-    own = model.state_dict()
+def compare_keys(model: nn.Module | Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> KeyReport:
+    """Missing (model has, checkpoint lacks), unexpected and wrongly shaped keys; `model` may be
+    the module or its state dict. A missing `num_batches_tracked` is tolerated (old checkpoints
+    have none)."""
+    own = model.state_dict() if isinstance(model, nn.Module) else model
     missing = tuple(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked"))
     unexpected = tuple(k for k in state_dict if k not in own)
     wrong = tuple((k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
@@ -348,15 +349,13 @@ def load_state_dict_strict(model: nn.Module, source: str | Path | Checkpoint | M
     """Load into `model` with strict key and shape checking; a mismatch raises ConfigError (fixable
     by config fields) or InputError (not a FeatherFace-family checkpoint), one line each."""
     sd, name = as_state_dict(source)
-    report = compare_keys(model, sd)
+    own = model.state_dict()
+    report = compare_keys(own, sd)
     if not report.ok:
         cfg = getattr(model, "config", None)
         msg, cls = mismatch_message(report, cfg if isinstance(cfg, FeatherFaceConfig) else None, sd, name)
         raise cls(msg)
-    own = model.state_dict()
-    full = dict(sd)
-    for k, v in own.items():  # tolerated: absent num_batches_tracked
-        full.setdefault(k, v)
+    full = {**own, **sd}  # the model's own values fill what was tolerated (absent num_batches_tracked)
     bad = [k for k, v in sd.items() if v.is_floating_point() != own[k].is_floating_point()]
     if bad:
         raise InputError(f"{name}: tensors of the wrong kind (integer vs float): {_short(bad)}")
@@ -401,7 +400,7 @@ def load_backbone_pretrained(model: nn.Module, path: str | Path) -> int:
     sd = ck.state_dict
     own = body.state_dict()
     allowed_left = {"fc.weight", "fc.bias"}
-    report = compare_keys(body, {k: v for k, v in sd.items() if k not in allowed_left})
+    report = compare_keys(own, {k: v for k, v in sd.items() if k not in allowed_left})
     if not report.ok:
         hint = ""
         if "stage1.0.0.weight" in sd and report.wrong_shape:
@@ -409,8 +408,5 @@ def load_backbone_pretrained(model: nn.Module, path: str | Path) -> int:
                     f"set backbone_width to it")
         raise InputError(f"{ck.path} is not a matching MobileNetV1 backbone checkpoint: "
                          + report.describe("backbone keys missing") + hint)
-    loaded = {k: v for k, v in sd.items() if k in own}
-    for k, v in own.items():
-        loaded.setdefault(k, v)
-    body.load_state_dict(loaded, strict=True)
+    body.load_state_dict({**own, **{k: v for k, v in sd.items() if k in own}}, strict=True)
     return sum(1 for k in sd if k in own)
