@@ -43,15 +43,12 @@ class MobileNetV1Body(nn.Module):
 @lru_cache(maxsize=256)
 def backbone_cost(width: float, h: int, w: int) -> Cost:
     params = macs = 0
-    first = True
-    for stage in mobilenet_plan(width):
-        for cin, cout, stride in stage:
-            if stride == 2:  # conv_out(n, 3, 2, 1)
-                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-            p, m = (conv_bn_cost if first else conv_dw_cost)(cin, cout, h * w)
+    for si, stage in enumerate(mobilenet_plan(width)):
+        for ui, (cin, cout, stride) in enumerate(stage):
+            h, w = conv_out(h, 3, stride, 1), conv_out(w, 3, stride, 1)
+            p, m = (conv_bn_cost if si == ui == 0 else conv_dw_cost)(cin, cout, h * w)
             params += p
             macs += m
-            first = False
     return Cost(params, macs)
 
 
