@@ -101,7 +101,7 @@ def report_cmd(
         from featherface_tune.reports.bundle import write_bundle
 
         with err.status(f"writing the report bundle to {out_dir}..."):
-            b = write_bundle(obj, out_dir)
+            b = write_bundle(obj, out_dir, doc)
         err.print(f"wrote {len(b.files)} files ({b.size_bytes / 1024:,.0f} KiB, {len(b.plots)} plots) "
                   f"in {b.seconds:.1f}s; open {b.index}", highlight=False, soft_wrap=True)
         if fmt is None:

@@ -54,12 +54,13 @@ def _prepare(out_dir: Path) -> None:
         raise InputError(f"--out {str(out_dir)!r}: cannot create the folder: {exc.strerror}") from None
 
 
-def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path) -> Bundle:
-    """Write the report bundle for a study report or a comparison into `out_dir`."""
+def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path, doc: Document | None = None) -> Bundle:
+    """Write the report bundle for a study report or a comparison into `out_dir`; `doc` is the
+    document of `obj` when the caller has built it already."""
     start = time.perf_counter()
     root = Path(out_dir)
     _prepare(root)
-    doc = document_for(obj)
+    doc = doc if doc is not None else document_for(obj)
     plots = list(plots_for(obj, root / PLOT_DIR))
     made = {p.key for p in plots}
     for stale in KNOWN_PLOTS:  # plots an earlier report left here that this one does not have

@@ -15,6 +15,7 @@ import math
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -371,6 +372,9 @@ def breakdown_frame(result: CountResult) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class StudyReport:
+    """Everything a study report shows. The derived tables are computed on first access and kept
+    (`cached_property`); treat them as read-only."""
+
     name: str
     storage: str
     record: StudyRecord
@@ -387,7 +391,7 @@ class StudyReport:
     def multi_objective(self) -> bool:
         return len(self.record.objectives) > 1
 
-    @property
+    @cached_property
     def counts(self) -> dict[str, int]:
         df = self.trials
         states = Counter(df["state"]) if not df.empty else Counter()
@@ -398,7 +402,7 @@ class StudyReport:
                 "pruned": int(states.get("PRUNED", 0)),
                 "running": int(states.get("RUNNING", 0) + states.get("WAITING", 0))}
 
-    @property
+    @cached_property
     def counts_frame(self) -> pd.DataFrame:
         c = self.counts
         total = c["trials"] or 1
@@ -414,7 +418,7 @@ class StudyReport:
         rows.append({"outcome": "total", "trials": c["trials"], "share_pct": 100.0, "meaning": ""})
         return pd.DataFrame(rows)
 
-    @property
+    @cached_property
     def top(self) -> pd.DataFrame:
         cols = top_columns(self.trials, self.record, self.varying)
         top = self.ranked.head(self.top_n)
@@ -422,7 +426,7 @@ class StudyReport:
             cols = cols + ["pareto"]
         return top[[c for c in cols if c in top.columns]].reset_index(drop=True)
 
-    @property
+    @cached_property
     def pareto(self) -> pd.DataFrame | None:
         """The Pareto front (multi-objective studies), sorted by the first objective."""
         if not self.multi_objective:
@@ -431,7 +435,7 @@ class StudyReport:
         front = self.ranked[self.ranked["pareto"]] if not self.ranked.empty else self.ranked
         return front[[c for c in cols if c in front.columns]].reset_index(drop=True)
 
-    @property
+    @cached_property
     def closest(self) -> pd.DataFrame:
         """Complete trials nearest the target (what to look at while nothing is feasible)."""
         df = self.trials
@@ -444,7 +448,7 @@ class StudyReport:
         cols = top_columns(self.trials, self.record, self.varying)
         return done[[c for c in cols if c in done.columns]].reset_index(drop=True)
 
-    @property
+    @cached_property
     def failures(self) -> pd.DataFrame:
         df = self.trials
         if df.empty or "fail_reason" not in df:
@@ -457,7 +461,7 @@ class StudyReport:
         out = pd.DataFrame(rows, columns=["reason", "trials", "states"])
         return out.sort_values("trials", ascending=False, kind="stable").reset_index(drop=True)
 
-    @property
+    @cached_property
     def summary(self) -> dict[str, Any]:
         r = self.record
         best = self.ranked.iloc[0] if not self.ranked.empty else None
@@ -625,12 +629,12 @@ class Comparison:
     def labels(self) -> list[str]:
         return [e.label for e in self.entries]
 
-    @property
+    @cached_property
     def modules(self) -> pd.DataFrame:
         """Per-module params and MACs of every config side by side, with deltas to the first."""
         return compare_frame(self.entries)
 
-    @property
+    @cached_property
     def fields(self) -> pd.DataFrame:
         """Config fields that differ between the configs (one column per config)."""
         rows = []
