@@ -37,7 +37,6 @@ METRICS = ("params", "delta", "macs", "latency_ms", "proxy_ap")
 MAXIMIZED_METRICS = tuple(attr for attr, direction in OBJECTIVES.values() if direction == "maximize")
 # objective name (as the search records it, or its attribute name) -> the trial attribute holding its value
 OBJECTIVE_ATTRS = {**{name: attr for name, (attr, _) in OBJECTIVES.items()}, "latency_ms": "latency_ms"}
-STATES = ("COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING")
 
 
 # ---- storage and study loading ----------------------------------------------------------------
@@ -205,11 +204,6 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
 def value_column(objective: str) -> str:
     """Column holding the Optuna objective value of `objective`."""
     return f"value_{objective}"
-
-
-def objective_column(objective: str) -> str:
-    """Column people read for an objective: its measured attribute, else the Optuna value."""
-    return OBJECTIVE_ATTRS.get(objective, value_column(objective))
 
 
 def objective_series(df: pd.DataFrame, objective: str) -> pd.Series:

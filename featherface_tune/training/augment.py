@@ -26,7 +26,6 @@ from PIL import Image
 
 from featherface_tune.data.images import MEANS_BGR
 
-BGR_MEANS = MEANS_BGR
 CROP_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
 CROP_TRIES = 250
 # Pillow filters standing in for cv2's INTER_LINEAR, INTER_CUBIC, INTER_AREA, INTER_NEAREST, INTER_LANCZOS4.
@@ -150,7 +149,7 @@ def pad_to_square(image: np.ndarray, pad: bool) -> np.ndarray:
     if h == w:
         return image
     out = np.empty((side, side, 3), dtype=image.dtype)
-    out[:] = np.array(BGR_MEANS, dtype=np.float32).astype(image.dtype)
+    out[:] = np.array(MEANS_BGR, dtype=np.float32).astype(image.dtype)
     out[:h, :w] = image
     return out
 
@@ -183,7 +182,7 @@ def resize_subtract_mean(image: np.ndarray, size: int, interpolation: int) -> np
         pil = Image.fromarray(np.ascontiguousarray(image))
         image = np.asarray(pil.resize((size, size), resample=INTERPOLATIONS[interpolation]))
     out = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
-    out -= np.array(BGR_MEANS, dtype=np.float32)[:, None, None]
+    out -= np.array(MEANS_BGR, dtype=np.float32)[:, None, None]
     return out
 
 

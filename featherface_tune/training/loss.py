@@ -57,7 +57,8 @@ class MultiBoxLoss(torch.nn.Module):
             raise ValueError(f"the model predicts {conf_p.shape[1]} priors but {m.labels.shape[1]} "
                              "were matched (image size or anchors_per_cell differ)")
         pos = m.labels > 0
-        n = pos.sum().clamp(min=1).to(loc_p.dtype)
+        npos = pos.sum()
+        n = npos.clamp(min=1).to(loc_p.dtype)
         loss_l = F.smooth_l1_loss(loc_p[pos], m.loc[pos], reduction="sum") / n
         per_prior = F.cross_entropy(conf_p.reshape(-1, 2), m.labels.reshape(-1),
                                     reduction="none").reshape(pos.shape)
@@ -70,4 +71,4 @@ class MultiBoxLoss(torch.nn.Module):
         else:
             loss_m = loc_p.new_zeros(())
         total = self.loc_weight * loss_l + loss_c + loss_m
-        return LossParts(total=total, loc=loss_l, conf=loss_c, landm=loss_m, num_pos=int(pos.sum()))
+        return LossParts(total=total, loc=loss_l, conf=loss_c, landm=loss_m, num_pos=int(npos))

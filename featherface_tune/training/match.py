@@ -82,16 +82,19 @@ def match_one(truths: torch.Tensor, priors: torch.Tensor, threshold: float = MAT
     dev = priors.device
     # a zero-size (or inverted) box overlaps no prior, so it can never be matched: drop it up front
     truths = truths[(truths[:, 2] > truths[:, 0]) & (truths[:, 3] > truths[:, 1])]
-    if truths.shape[0] == 0:
+
+    def nothing() -> tuple[torch.Tensor, ...]:  # every prior background, no landmarks
         return (torch.zeros(p, 4, device=dev), torch.zeros(p, dtype=torch.long, device=dev),
                 torch.zeros(p, 10, device=dev), torch.zeros(p, dtype=torch.bool, device=dev))
+
+    if truths.shape[0] == 0:
+        return nothing()
     boxes = truths[:, :4]
     overlaps = iou(boxes, point_form(priors))  # [n, P]
     best_prior_overlap, best_prior_idx = overlaps.max(1)
     valid = best_prior_overlap >= HARD_GT_THRESHOLD
     if not bool(valid.any()):
-        return (torch.zeros(p, 4, device=dev), torch.zeros(p, dtype=torch.long, device=dev),
-                torch.zeros(p, 10, device=dev), torch.zeros(p, dtype=torch.bool, device=dev))
+        return nothing()
     best_truth_overlap, best_truth_idx = overlaps.max(0)
     forced_priors = best_prior_idx[valid]
     forced_truths = torch.arange(truths.shape[0], device=dev)[valid]

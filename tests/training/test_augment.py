@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from featherface_tune.training.augment import (
-    BGR_MEANS, augment, mirror, pad_to_square, plain, random_crop, to_targets,
+    MEANS_BGR, augment, mirror, pad_to_square, plain, random_crop, to_targets,
 )
 
 # landmarks at fixed places relative to the box, left/right symmetric: a mirrored face with its
@@ -61,7 +61,7 @@ def test_pad_to_square_fills_means():
     out = pad_to_square(img, True)
     assert out.shape == (30, 30, 3)
     np.testing.assert_array_equal(out[:10], img)
-    np.testing.assert_array_equal(out[10:].reshape(-1, 3)[0], np.array(BGR_MEANS, np.uint8))
+    np.testing.assert_array_equal(out[10:].reshape(-1, 3)[0], np.array(MEANS_BGR, np.uint8))
     assert pad_to_square(img, False) is img
 
 
@@ -90,7 +90,7 @@ def test_augment_boxes_and_landmarks_follow_the_pixels(seed):
     assert x.shape == (3, size, size) and x.dtype == np.float32
     assert out.shape == (1, 15) and out[0, 14] == 1
     # the white square is the brightest thing in the picture after any photometric change
-    pix = x.transpose(1, 2, 0) + np.array(BGR_MEANS, np.float32)
+    pix = x.transpose(1, 2, 0) + np.array(MEANS_BGR, np.float32)
     grey = pix.mean(axis=2)
     ys, xs = np.nonzero(grey > 128)
     assert len(xs), "the face left the image"
