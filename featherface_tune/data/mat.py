@@ -66,18 +66,25 @@ class GroundTruth:
         return self.faces.files
 
     @property
+    def image_keys(self) -> set[Tuple[str, str]]:
+        """(event, image name) of every image in the file list."""
+        return {(e, f) for e, files in zip(self.events, self.files) for f in files}
+
+    @property
     def boxes(self) -> Tuple[Tuple[np.ndarray, ...], ...]:
         return self.faces.boxes
 
 
-def _load(path: Path, needed: Sequence[str]) -> Dict[str, np.ndarray]:
+def _load(path: Path, needed: Sequence[str], optional: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """The named variables of a .mat file (only those: the keep-list files repeat the whole face
+    structure, which is not parsed again)."""
     from scipy.io import loadmat
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"ground-truth file not found: {path}")
     try:
-        data = loadmat(str(path))
+        data = loadmat(str(path), variable_names=tuple(needed) + tuple(optional))
     except Exception as exc:  # scipy raises ValueError/TypeError/OSError variants on bad files
         raise InputError(f"{path}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from None
     missing = [k for k in needed if k not in data]
@@ -115,7 +122,7 @@ def _per_image(arr: np.ndarray, path: Path, name: str, counts: Sequence[int]) ->
 def read_face_mat(path: Path) -> FaceMat:
     """Read ``wider_face_val.mat`` (event_list, file_list, face_bbx_list and any attribute lists)."""
     path = Path(path)
-    data = _load(path, ("event_list", "file_list", "face_bbx_list"))
+    data = _load(path, ("event_list", "file_list", "face_bbx_list"), [f"{a}_label_list" for a in ATTRIBUTES])
     events = tuple(_string(e, path, "event_list") for e in _cells(data["event_list"], path, "event_list"))
     file_cells = _cells(data["file_list"], path, "file_list")
     if len(file_cells) != len(events):

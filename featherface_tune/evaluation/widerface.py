@@ -183,7 +183,7 @@ def evaluate(predictions: Predictions, gt: GroundTruth, iou_thresh: float = IOU_
              thresh_num: int = THRESH_NUM) -> EvalResult:
     """Easy/medium/hard AP of ``predictions`` (event -> stem -> [n, 5] x y w h score) against ``gt``."""
     warnings: List[str] = []
-    gt_keys = {(e, f) for e, files in zip(gt.events, gt.files) for f in files}
+    gt_keys = gt.image_keys
 
     # step 1: sort each image's boxes by score, normalise over every prediction (extra images included)
     preds: Dict[Tuple[str, str], np.ndarray] = {}

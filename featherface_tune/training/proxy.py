@@ -177,7 +177,7 @@ def load_val(data_dir: Path, val_subset: float = 1.0, seed: int = 0, max_side: i
         raise InputError(f"no ground truth under {data_dir}: expected {data_dir / 'ground_truth'} "
                          "with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
     gt = read_ground_truth(gt_dir)
-    gt_images = {(e, f) for e, fs in zip(gt.events, gt.files) for f in fs}
+    gt_images = gt.image_keys
     records = [r for r in records if (r.event, r.name) in gt_images]
     if records and val_subset < 1.0:
         records = stratified_subset(records, val_subset, seed)
