@@ -44,7 +44,7 @@ from featherface_tune.budgets.schema import (
     Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
 )
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
-from featherface_tune.errors import ConfigError, FeatherFaceError
+from featherface_tune.errors import ConfigError, FeatherFaceError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
 from featherface_tune.models.presets import resolve_config
 
@@ -258,6 +258,8 @@ def parse_budget(text: str, path: Path) -> Budget:
     except tomllib.TOMLDecodeError as exc:
         m = _TOML_LINE.search(str(exc))
         raise BudgetFileError(shown, f"not valid TOML: {exc}", "", int(m.group(1)) if m else None) from None
+    except RecursionError:
+        raise BudgetFileError(shown, "arrays or tables nested too deeply to read") from None
     lines = key_lines(text)
     ctx = _Ctx(shown, lines)
     _check_keys(ctx, data, TOP_KEYS, "")
@@ -295,14 +297,13 @@ def parse_budget(text: str, path: Path) -> Budget:
 
 def load_budget(path: str | Path) -> Budget:
     """Read and validate one budget file."""
+    from featherface_tune.textfile import read_text
+
     p = Path(path)
-    if not p.is_file():
-        what = "is a directory, not a budget file" if p.is_dir() else "does not exist"
-        raise BudgetFileError(display_path(p), what)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BudgetFileError(display_path(p), f"cannot be read: {exc}") from None
+        text = read_text(p, "budget file")
+    except InputError as exc:  # "budget file 'x' is UTF-16 text ..." -> "is UTF-16 text ..."
+        raise BudgetFileError(display_path(p), str(exc).split(f"{str(p)!r} ", 1)[-1]) from None
     return parse_budget(text, p)
 
 

@@ -20,20 +20,26 @@ DEFAULT_TRIALS = 300
 
 def parse_tolerance(text: str, target: int) -> int:
     """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
+    from featherface_tune.bounds import MAX_PARAMS
+
     t = text.strip().replace("_", "").replace(",", "")
     try:
         if t.endswith("%"):
             pct = float(t[:-1])
             if not math.isfinite(pct) or pct < 0:
                 raise ValueError
+            if pct > 100:
+                raise InputError(f"--tolerance {text!r}: a percentage must be at most 100%")
             return int(math.floor(target * pct / 100.0 + 1e-9))
         value = int(t)
         if value < 0:
             raise ValueError
-        return value
     except ValueError:
         raise InputError(f"--tolerance {text!r}: give a parameter count (e.g. 500) or a percentage "
                          "(e.g. 0.1%), not negative") from None
+    if value > MAX_PARAMS:
+        raise InputError(f"--tolerance {text!r}: must be at most {MAX_PARAMS:,} parameters")
+    return value
 
 
 @handle_errors
@@ -75,8 +81,10 @@ def search_cmd(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
 
-    if target <= 0:
-        raise InputError(f"--target {target}: must be a positive parameter count")
+    from featherface_tune.bounds import check_count, check_seed
+
+    check_count(target, "--target")
+    check_seed(seed)
     tol = parse_tolerance(tolerance, target)
     if max_macs is not None and max_macs <= 0:
         raise InputError(f"--max-macs {max_macs}: must be positive")
@@ -212,7 +220,7 @@ def _data_console():  # type: ignore[no-untyped-def]
 
     from rich.console import Console
 
-    return Console(file=sys.stdout, width=200, soft_wrap=True)
+    return Console(file=sys.stdout, width=200, soft_wrap=True, markup=False)
 
 
 def _better(a: float, b: float, direction: str) -> bool:

@@ -31,6 +31,7 @@ def train_cmd(
     pretrained: Annotated[Optional[Path], typer.Option("--pretrained", help="MobileNetV1-0.25 ImageNet checkpoint (mobilenetV1X0.25_pretrain.tar) for the backbone.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for last.pt (resumable, every epoch) and model.pt (weights + config, for predict).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt (same config and options).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, an --out holding last.pt or model.pt is refused).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, data order, augmentation and --subset.")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: load in the main process).")] = 0,
     cache_images: Annotated[bool, typer.Option("--cache-images", help="Keep decoded images in memory (small data sets).")] = False,
@@ -44,7 +45,8 @@ def train_cmd(
     stdout. A NaN loss stops the run with an error (exit 1).
     """
     from featherface_tune.data.readers import read_any
-    from featherface_tune.training.loop import TrainOptions, train
+    from featherface_tune.errors import InputError
+    from featherface_tune.training.loop import TrainOptions, prepare_out_dir, train
 
     cfg = resolve(preset, config, set_)
     options = TrainOptions(epochs=epochs, image_size=image_size, batch_size=batch_size, subset=subset,
@@ -53,6 +55,10 @@ def train_cmd(
                            seed=seed, num_workers=workers, cache_images=cache_images,
                            bn_recalibrate=bn_recalibrate, progress=True)
     options.validate()
+    if out_dir is not None:
+        prepare_out_dir(out_dir, resume, overwrite)  # before any work: never train, then fail to save
+    elif overwrite:
+        raise InputError("--overwrite needs --out")
     records = read_any(data, "train", skip_missing=skip_missing)
     skipped = getattr(records, "skipped_count", 0)
     if skipped:

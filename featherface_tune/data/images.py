@@ -10,6 +10,7 @@ from featherface_tune.errors import InputError, first_line
 
 # Per-channel means subtracted from BGR pixels by RetinaFace and FeatherFace (train and test).
 MEANS_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 9,459 x 9,459 image)
 
 
 def read_image_bgr(path: str | Path) -> np.ndarray:
@@ -23,6 +24,17 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image {str(p)!r} does not exist")
+    try:
+        with Image.open(p) as im:  # the header only: refuse a huge image before decoding it
+            w, h = im.size
+    except Image.DecompressionBombError:
+        w = h = None  # Pillow refuses it already (more than twice its pixel limit)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"cannot read image {str(p)!r}: {first_line(exc, 160)}") from None
+    if w is None or h is None or w * h > MAX_IMAGE_PIXELS:
+        size = f"{w}x{h} pixels" if w is not None else "more pixels than Pillow allows"
+        raise InputError(f"image {str(p)!r} is too large: {size} (limit {MAX_IMAGE_PIXELS:,} pixels, "
+                         "Pillow's decompression-bomb bound)")
     try:
         with Image.open(p) as im:
             im.load()
