@@ -61,7 +61,8 @@ def read_text(path: str | Path, what: str) -> str:
         data = data[len(_UTF8_BOM):]
     problem = describe_bytes(data)
     if problem is not None:
-        raise InputError(f"{shown} is {problem}, not UTF-8 text; save it as UTF-8")
+        hint = "save it as UTF-8" if "text" in problem or "UTF-8" in problem else "is it the right file?"
+        raise InputError(f"{shown} is {problem}, not UTF-8 text; {hint}")
     return data.decode("utf-8")
 
 

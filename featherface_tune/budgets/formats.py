@@ -219,6 +219,8 @@ def to_junit(report: GateReport) -> str:
 # ---- github --------------------------------------------------------------------------------
 
 def _escape_data(s: str) -> str:
+    """GitHub's escaping of a workflow command's message: %, CR and LF (so no text can end the
+    command and start another, e.g. a forged `::error`)."""
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -241,7 +243,8 @@ def to_github(report: GateReport) -> list[str]:
         if r.ok:
             figures = "; ".join(f"{_metric_label(r, c.metric)} {c.measured:,} within {c.bound.describe()}"
                                 for c in r.checks)
-            lines.append(f"budget {b.name} ({b.shown}): pass: {figures}")
+            # a plain line too: a newline in it would start a forged workflow command
+            lines.append(_escape_data(f"budget {b.name} ({b.shown}): pass: {figures}"))
             if r.has_baseline and (r.moved or not r.macs_comparable):
                 lines.append(annotation("notice", b.shown, b.line("baseline"), f"stale baseline: {b.name}",
                                         f"passes, but modules moved: {r.moved_summary()}; "

@@ -13,7 +13,7 @@ from typing_extensions import Annotated
 from featherface_tune.commands._common import (
     InputSizeOpt, JsonOpt, err, fail, handle_errors, input_size, out, print_json,
 )
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, interrupt_exit_code
 
 DEFAULT_TRIALS = 300
 
@@ -139,7 +139,7 @@ def search_cmd(
     err.print(f"study {name!r} on {info.url} ({info.kind}): {summarize(spec)}; "
               f"{before} of {trials} trials done", highlight=False)
 
-    interrupted = False
+    interrupted = 0  # the exit code of an interrupt: 130 after Ctrl-C, 143 after SIGTERM
     if before < trials:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -165,8 +165,8 @@ def search_cmd(
 
             try:
                 S.run(study, objective_fn, trials, timeout, [on_trial])
-            except KeyboardInterrupt:
-                interrupted = True
+            except KeyboardInterrupt as exc:  # Optuna has marked the trial in flight FAIL
+                interrupted = interrupt_exit_code(exc)
 
     records = S.trial_records(study)
     ranks = S.rank_feasible(records, objectives)
@@ -182,7 +182,7 @@ def search_cmd(
         "objectives": list(objectives),
         "certificate": cert.to_json(),
         "worker": {"trials": sorted(mine), "seconds": round(seconds, 3),
-                   "first_exact_hit": first_hit or None, "interrupted": interrupted},
+                   "first_exact_hit": first_hit or None, "interrupted": bool(interrupted)},
         "study_trials": len(records),
         "feasible_trials": sum(1 for r in records if r.feasible and r.state == "COMPLETE"),
         "feasible_configs": len(ranked),
@@ -198,7 +198,8 @@ def search_cmd(
         _export(export, ranked[0], spec, name)
         err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
     if interrupted:
-        raise fail(f"interrupted after {len(mine)} trials; rerun the same command to resume study {name!r}", 130)
+        what = "terminated" if interrupted == 143 else "interrupted"
+        raise fail(f"{what} after {len(mine)} trials; rerun the same command to resume study {name!r}", interrupted)
     if not ranked:
         near = S.closest(records, 1)
         hint = f"; closest so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""

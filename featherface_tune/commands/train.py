@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json, resolve,
+    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, out, print_json, resolve,
 )
 
 
@@ -63,7 +63,17 @@ def train_cmd(
     skipped = getattr(records, "skipped_count", 0)
     if skipped:
         err.print(f"skipped {skipped} images listed but missing on disk", highlight=False)
-    result = train(cfg, records, options)
+    try:
+        result = train(cfg, records, options)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the last checkpoint stays for --resume
+        from featherface_tune.errors import interrupt_exit_code
+
+        code = interrupt_exit_code(exc)
+        what = "terminated" if code == 143 else "interrupted"
+        last = out_dir / "last.pt" if out_dir is not None else None
+        kept = (f"; checkpoint {str(last)!r} kept: rerun with --resume to continue"
+                if last is not None and last.is_file() else "; no checkpoint was written yet")
+        raise fail(what + kept, code) from None
     summary = result.to_json()
     summary["model"] = str(out_dir / "model.pt") if out_dir is not None else None
     summary["config"] = cfg.to_dict()

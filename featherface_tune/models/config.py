@@ -131,7 +131,7 @@ def validate(cfg: FeatherFaceConfig) -> None:
         _fail("backbone_width", w, "must be a positive number", [0.25])
     if w > MAX_BACKBONE_WIDTH:
         _fail("backbone_width", w, f"must be at most {MAX_BACKBONE_WIDTH:g} (MobileNetV1 at {MAX_BACKBONE_WIDTH:g}x "
-              "already has 1,024-channel stages)", [MAX_BACKBONE_WIDTH])
+              "already has stages of 1,024 to 4,096 channels)", [MAX_BACKBONE_WIDTH])
     if abs(w * 32 - round(w * 32)) > 1e-9 or round(w * 32) < 1:
         k = max(1, math.floor(w * 32))
         _fail("backbone_width", w,

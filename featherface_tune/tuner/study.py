@@ -165,19 +165,24 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
 
     def heartbeatless_running(self, study_id: int) -> list[int]:
         """RUNNING trials of the study with no heartbeat that started more than the grace period ago
-        (start times are the workers' clocks, as Optuna writes them)."""
-        from datetime import datetime, timedelta
+        (start times are the workers' clocks, as Optuna writes them: UTC since Optuna 5)."""
+        from datetime import datetime, timedelta, timezone
 
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
-        cutoff = datetime.now() - timedelta(seconds=grace)
+        start = getattr(models.TrialModel, "_datetime_start_utc", None)
+        if start is not None:
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+        else:  # pragma: no cover - Optuna < 5 stores local time in `datetime_start`
+            start, now = models.TrialModel.datetime_start, datetime.now()
+        cutoff = now - timedelta(seconds=grace)
         with _create_scoped_session(self.scoped_session) as session:
             rows = (session.query(models.TrialModel.trial_id)
                     .filter(models.TrialModel.study_id == study_id)
                     .filter(models.TrialModel.state == TrialState.RUNNING)
-                    .filter(models.TrialModel.datetime_start < cutoff)
+                    .filter(start < cutoff)
                     .filter(~models.TrialModel.heartbeats.any())
                     .all())
         return [r[0] for r in rows]
