@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +25,22 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image {str(p)!r} does not exist")
+    size = ""
     try:
-        with Image.open(p) as im:  # the header only: refuse a huge image before decoding it
-            w, h = im.size
-    except Image.DecompressionBombError:
-        w = h = None  # Pillow refuses it already (more than twice its pixel limit)
+        with warnings.catch_warnings():  # the header only: refuse a huge image before decoding it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            size = f"{w}x{h} pixels"
+    except Image.DecompressionBombError as exc:  # Pillow refuses it already (twice its pixel limit)
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(m.group(1)):,} pixels" if m else "more pixels than Pillow allows"
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"cannot read image {str(p)!r}: {first_line(exc, 160)}") from None
-    if w is None or h is None or w * h > MAX_IMAGE_PIXELS:
-        size = f"{w}x{h} pixels" if w is not None else "more pixels than Pillow allows"
+    if size:
         raise InputError(f"image {str(p)!r} is too large: {size} (limit {MAX_IMAGE_PIXELS:,} pixels, "
                          "Pillow's decompression-bomb bound)")
     try:
