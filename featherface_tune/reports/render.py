@@ -336,13 +336,11 @@ def raw_frame(doc: Document, key: str) -> pd.DataFrame:
     CSV: text cells that a spreadsheet would run as formulas are quoted (`formula_safe`)."""
     s = doc.section(key)
     frame = s.raw if s.raw is not None else s.frame
-    text = [c for c in frame.columns if frame[c].dtype == object]
-    if not text:
-        return frame
     safe = frame.copy()
-    for c in text:
-        safe[c] = safe[c].map(formula_safe)
-    safe.columns = [formula_safe(c) if isinstance(c, str) else c for c in safe.columns]
+    for c in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[c]):
+            safe[c] = safe[c].map(formula_safe)
+    safe.columns = [formula_safe(c) for c in safe.columns]
     return safe
 
 
