@@ -22,7 +22,7 @@ def check_seed(seed: int | None, option: str = "--seed") -> None:
 def check_count(value: int, option: str, limit: int = MAX_PARAMS) -> None:
     """A parameter count given by the user: positive and at most `limit`."""
     if not 1 <= value <= limit:
-        raise InputError(f"{option} {value}: must be a parameter count in 1..{limit:,}")
+        raise InputError(f"{option} {value}: must be a positive parameter count, at most {limit:,}")
 
 
 def check_finite(value: float, option: str, minimum: float = 0.0) -> None:

@@ -14,7 +14,7 @@ BIG = str(10**30)
 HUGE_SEED = str(2**70)
 
 CASES = {
-    "search target 10**30": (("search", "--target", BIG), "--target", "1..1,000,000,000,000"),
+    "search target 10**30": (("search", "--target", BIG), "--target", "at most 1,000,000,000,000"),
     "search tolerance 10**30": (("search", "--target", "489000", "--tolerance", BIG), "--tolerance", "at most"),
     "search tolerance 1e300%": (("search", "--target", "489000", "--tolerance", "1e300%"), "--tolerance", "100%"),
     "search seed -1": (("search", "--target", "489000", "--seed", "-1"), "--seed -1", "0..4294967295"),
