@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from featherface_tune.commands._common import OneLineUsageErrors
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.demo_data import demo_data_cmd
 from featherface_tune.commands.evaluate import evaluate_cmd
@@ -21,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineUsageErrors,
 )
 
 COMMANDS = {
