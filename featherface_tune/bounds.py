@@ -11,6 +11,7 @@ SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
 MAX_PARAMS = 10**12  # parameter targets and tolerances: a trillion is beyond any face detector
 MAX_BUILD_SIDE = 4096  # models are built and run (--check, gate --verify, train) at most 4096 px a side
 MAX_BUILD_PIXELS = MAX_BUILD_SIDE * MAX_BUILD_SIDE
+MAX_BUILD_PARAMS = 500_000_000  # 2 GB of float32 weights: a thousand times FeatherFace
 
 
 def check_seed(seed: int | None, option: str = "--seed") -> None:
@@ -37,3 +38,10 @@ def check_build_size(height: int, width: int, what: str) -> None:
     if height > MAX_BUILD_SIDE or width > MAX_BUILD_SIDE:
         raise InputError(f"{what}: {height}x{width} is beyond the {MAX_BUILD_SIDE}x{MAX_BUILD_SIDE} input "
                          "the tool builds and runs a model on in memory (the analytic count alone has no limit)")
+
+
+def check_build_params(params: int) -> None:
+    """A model is built only when its weights fit in memory (the analytic count has no limit)."""
+    if params > MAX_BUILD_PARAMS:
+        raise InputError(f"the model has {params:,} parameters ({params * 4 / 1e9:,.1f} GB of float32 weights), "
+                         f"beyond the {MAX_BUILD_PARAMS:,} the tool builds in memory; count it without building")

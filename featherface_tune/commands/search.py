@@ -101,6 +101,10 @@ def search_cmd(
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     objectives = parse_objectives(objective, proxy_data is not None)
+    if "latency" in objectives:  # latency runs the built model at --input-size
+        from featherface_tune.bounds import check_build_size
+
+        check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
