@@ -55,11 +55,11 @@ def train_cmd(
                            seed=seed, num_workers=workers, cache_images=cache_images,
                            bn_recalibrate=bn_recalibrate, progress=True)
     options.validate()
-    if out_dir is not None:
-        prepare_out_dir(out_dir, resume, overwrite)  # before any work: never train, then fail to save
-    elif overwrite:
+    if overwrite and out_dir is None:
         raise InputError("--overwrite needs --out")
     records = read_any(data, "train", skip_missing=skip_missing)
+    if out_dir is not None:
+        prepare_out_dir(out_dir, resume, overwrite)  # before any training: never train, then fail to save
     skipped = getattr(records, "skipped_count", 0)
     if skipped:
         err.print(f"skipped {skipped} images listed but missing on disk", highlight=False)
