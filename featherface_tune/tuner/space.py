@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.errors import ConfigError
 from featherface_tune.models.config import (
     NECKS, SHUFFLES, FeatherFaceConfig, parse_value,
 )
