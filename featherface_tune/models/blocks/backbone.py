@@ -7,8 +7,10 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, conv_out
-from featherface_tune.models.blocks.layers import conv_bn, conv_bn_cost, conv_dw, conv_dw_cost
+from featherface_tune.models.blocks.cost import NO_PARTS, Cost, Parts, conv_out
+from featherface_tune.models.blocks.layers import (
+    bn_parts, conv_bn, conv_bn_cost, conv_dw, conv_dw_cost, conv_dw_parts,
+)
 
 
 def mobilenet_plan(width: float) -> tuple[tuple[tuple[int, int, int], ...], ...]:
@@ -42,14 +44,23 @@ class MobileNetV1Body(nn.Module):
 
 @lru_cache(maxsize=256)
 def backbone_cost(width: float, h: int, w: int) -> Cost:
+    return backbone_cost_parts(width, h, w)[0]
+
+
+@lru_cache(maxsize=256)
+def backbone_cost_parts(width: float, h: int, w: int) -> tuple[Cost, Parts]:
+    """The backbone's Cost and its Parts (BatchNorms only: no biases, no DCN), in one walk."""
     params = macs = 0
+    parts = NO_PARTS
     for si, stage in enumerate(mobilenet_plan(width)):
         for ui, (cin, cout, stride) in enumerate(stage):
             h, w = conv_out(h, 3, stride, 1), conv_out(w, 3, stride, 1)
-            p, m = (conv_bn_cost if si == ui == 0 else conv_dw_cost)(cin, cout, h * w)
+            first = si == ui == 0
+            p, m = (conv_bn_cost if first else conv_dw_cost)(cin, cout, h * w)
             params += p
             macs += m
-    return Cost(params, macs)
+            parts += bn_parts(cout, h * w) if first else conv_dw_parts(cin, cout, h * w)
+    return Cost(params, macs), parts
 
 
 def level_sizes(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost
+from featherface_tune.models.blocks.cost import Cost, Parts
 
 
 def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
@@ -133,3 +133,14 @@ def bifpn_cost(in_channels: tuple[int, int, int], c: int, repeats: int,
     proj_params = (c3 + 2 * c4 + 2 * c5) * c + 5 * 3 * c
     proj_macs = (c3 + 2) * c * hw3 + 2 * (c4 + 2) * c * hw4 + 2 * (c5 + 2) * c * hw5
     return Cost(cell_params * repeats + proj_params, cell_macs * repeats + proj_macs)
+
+
+def bifpn_parts(in_channels: tuple[int, int, int], c: int, repeats: int,
+                hw3: int, hw4: int, hw5: int) -> Parts:
+    """Per cell: four BatchNorms and pointwise biases at P4, P3, P4, P5, two upsamplings, 10 fusion
+    weights; the first cell's five projections each add a bias and a BatchNorm (P3, P4 x2, P5 x2)."""
+    cell_pos = 2 * hw4 + hw3 + hw5
+    proj_pos = hw3 + 2 * hw4 + 2 * hw5
+    return Parts(bn_params=2 * c * (4 * repeats + 5), bn_macs=2 * c * (cell_pos * repeats + proj_pos),
+                 bias_macs=c * (cell_pos * repeats + proj_pos), upsample_macs=c * (hw4 + hw3) * repeats,
+                 fusion_params=10 * repeats)

@@ -16,6 +16,26 @@ class Cost(NamedTuple):
 ZERO = Cost(0, 0)
 
 
+class Parts(NamedTuple):
+    """The slices of a block's full `Cost` that counting tools disagree on (each is already inside
+    the Cost; conventions in `featherface_tune.counter.conventions` add or drop them)."""
+
+    bn_params: int = 0  # BatchNorm scale + shift
+    bn_macs: int = 0  # BatchNorm at 2 per element
+    bias_macs: int = 0  # bias elements x output positions (convs), x calls (linears): not in Cost's MACs
+    upsample_macs: int = 0  # nearest upsampling, 1 per output element (F.interpolate)
+    fusion_params: int = 0  # BiFPN fusion weights: nn.Parameters held by non-leaf modules
+    dcn_params: int = 0  # deformable convs' main weights (used through the functional op)
+    dcn_macs: int = 0  # ... and their dense-conv MACs
+    dcn_aux_macs: int = 0  # offset + modulator convs (inside the full Cost, outside the dense one)
+
+    def __add__(self, other: "Parts") -> "Parts":  # type: ignore[override]
+        return Parts(*(a + b for a, b in zip(self, other)))
+
+
+NO_PARTS = Parts()
+
+
 def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 1) -> int:
     """Output length of a convolution or pooling along one axis."""
     return (n + 2 * pad - k) // stride + 1
