@@ -94,7 +94,7 @@ BN_AFFINE_DOUBLED = Rule("BatchNorm", "4 per element (2 x normalise, x2 when aff
 BN_NO_MATMUL = Rule("BatchNorm", "no conv or matmul: 0", lambda p: (0, -p.bn_macs))
 BN_PARAMS_ONCE = Rule("BatchNorm", "its parameter count once, not 2 per element",
                       lambda p: (0, p.bn_params - p.bn_macs))
-BIAS_COUNTED = Rule("biases", "counted: bias x positions (convs), x calls (linears)",
+BIAS_COUNTED = Rule("biases", "counted, x output positions (convs), x calls (linears)",
                     lambda p: (0, p.bias_macs))
 
 
