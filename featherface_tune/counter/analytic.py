@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from featherface_tune.models.blocks.backbone import backbone_cost, backbone_cost_parts, level_sizes
+from featherface_tune.models.blocks.backbone import backbone_cost, backbone_parts, level_sizes
 from featherface_tune.models.blocks.bifpn import bifpn_cost, bifpn_parts
 from featherface_tune.models.blocks.cbam import cbam_cost, cbam_parts
 from featherface_tune.models.blocks.cost import NO_PARTS, ZERO, Cost, Parts
@@ -159,7 +159,7 @@ def group_parts(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> tuple[Par
     hws = level_hws(h, w)
     bw, n = cfg.backbone_width, cfg.neck_channels
     chans = _chans(bw)
-    bb = backbone_cost_parts(bw, h, w)[1]
+    bb = backbone_parts(bw, h, w)
     bcb = cbam_levels_parts(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else NO_PARTS
     neck = (bifpn_parts(chans, n, cfg.bifpn_repeats, *hws) if cfg.neck == "bifpn"
             else fpn_parts(chans, n, *hws))
@@ -179,6 +179,6 @@ def clear_caches() -> None:
     """Forget every memoised block cost (for cold-start timing)."""
     from featherface_tune.models.blocks import backbone, fpn
 
-    for f in (backbone.backbone_cost, backbone.backbone_cost_parts, fpn.fpn_cost, _bifpn, _chans, level_hws,
+    for f in (backbone.backbone_cost, backbone.backbone_parts, fpn.fpn_cost, _bifpn, _chans, level_hws,
               cbam_levels, level_tail, cbam_levels_parts, level_tail_parts):
         f.cache_clear()

@@ -7,10 +7,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.cost import NO_PARTS, Cost, Parts, conv_out
-from featherface_tune.models.blocks.layers import (
-    bn_parts, conv_bn, conv_bn_cost, conv_dw, conv_dw_cost, conv_dw_parts,
-)
+from featherface_tune.models.blocks.cost import Cost, Parts, conv_out
+from featherface_tune.models.blocks.layers import conv_bn, conv_bn_cost, conv_dw, conv_dw_cost
 
 
 def mobilenet_plan(width: float) -> tuple[tuple[tuple[int, int, int], ...], ...]:
@@ -42,25 +40,33 @@ class MobileNetV1Body(nn.Module):
         return [c3, c4, c5]
 
 
-@lru_cache(maxsize=256)
-def backbone_cost(width: float, h: int, w: int) -> Cost:
-    return backbone_cost_parts(width, h, w)[0]
-
-
-@lru_cache(maxsize=256)
-def backbone_cost_parts(width: float, h: int, w: int) -> tuple[Cost, Parts]:
-    """The backbone's Cost and its Parts (BatchNorms only: no biases, no DCN), in one walk."""
-    params = macs = 0
-    parts = NO_PARTS
+def backbone_units(width: float, h: int, w: int):  # type: ignore[no-untyped-def]
+    """(cin, cout, output positions, whether it is the full conv) of every unit, in order."""
     for si, stage in enumerate(mobilenet_plan(width)):
         for ui, (cin, cout, stride) in enumerate(stage):
             h, w = conv_out(h, 3, stride, 1), conv_out(w, 3, stride, 1)
-            first = si == ui == 0
-            p, m = (conv_bn_cost if first else conv_dw_cost)(cin, cout, h * w)
-            params += p
-            macs += m
-            parts += bn_parts(cout, h * w) if first else conv_dw_parts(cin, cout, h * w)
-    return Cost(params, macs), parts
+            yield cin, cout, h * w, si == ui == 0
+
+
+@lru_cache(maxsize=256)
+def backbone_cost(width: float, h: int, w: int) -> Cost:
+    params = macs = 0
+    for cin, cout, hw, first in backbone_units(width, h, w):
+        p, m = (conv_bn_cost if first else conv_dw_cost)(cin, cout, hw)
+        params += p
+        macs += m
+    return Cost(params, macs)
+
+
+@lru_cache(maxsize=256)
+def backbone_parts(width: float, h: int, w: int) -> Parts:
+    """BatchNorms only (no biases, no DCN): one per full conv (cout), two per dw unit (cin, cout)."""
+    bn = bn_pos = 0
+    for cin, cout, hw, first in backbone_units(width, h, w):
+        c = cout if first else cin + cout
+        bn += c
+        bn_pos += c * hw
+    return Parts(bn_params=2 * bn, bn_macs=2 * bn_pos)
 
 
 def level_sizes(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

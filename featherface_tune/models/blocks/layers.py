@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, Parts, bn, conv
+from featherface_tune.models.blocks.cost import Cost, bn, conv
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, leaky: float | None = 0.0) -> nn.Sequential:
@@ -19,11 +19,6 @@ def conv_bn_cost(cin: int, cout: int, hw_out: int) -> Cost:
     """3x3 conv without bias + BN: every parameter is one MAC per output position."""
     p = 9 * cin * cout + 2 * cout
     return Cost(p, p * hw_out)
-
-
-def bn_parts(c: int, hw: int) -> Parts:
-    """The BatchNorm slice of a conv + BN unit with c output channels at hw positions."""
-    return Parts(bn_params=2 * c, bn_macs=2 * c * hw)
 
 
 def conv_bn1x1(cin: int, cout: int, leaky: float = 0.0) -> nn.Sequential:
@@ -51,8 +46,3 @@ def conv_dw_cost(cin: int, cout: int, hw_out: int) -> Cost:
     one MAC per output position."""
     p = 11 * cin + cin * cout + 2 * cout
     return Cost(p, p * hw_out)
-
-
-def conv_dw_parts(cin: int, cout: int, hw_out: int) -> Parts:
-    """Its two BatchNorms (cin and cout channels)."""
-    return bn_parts(cin + cout, hw_out)
