@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from featherface_tune.counter.analytic import count
+from featherface_tune.errors import ConfigError
 from featherface_tune.models.builder import build_model
 from featherface_tune.models.presets import get_preset
 from official_structure import OfficialStructure
@@ -27,8 +28,9 @@ CASES = [  # (config, h, w)
                       neck_channels=40, ssh_channels=16, anchors_per_cell=3, landmarks=False), 50, 90),
     (OFFICIAL.replace(neck_channels=33, ssh_channels=[36, 4, 68], shuffle_groups=4, bifpn_repeats=1,
                       neck_cbam=False), 41, 41),
+    (OFFICIAL.replace(backbone_width=0.5, neck_channels=20, ssh_channels=12, backbone_cbam_reduction=32), 77, 45),
 ]
-IDS = ["official-640", "official-97x131", "narrow-65x33", "489k", "v1-489k", "fpn-plain", "odd-widths"]
+IDS = ["official-640", "official-97x131", "narrow-65x33", "489k", "v1-489k", "fpn-plain", "odd-widths", "width-0.5"]
 
 
 def _model(cfg, official: bool) -> torch.nn.Module:
@@ -58,6 +60,10 @@ def test_the_structure_is_the_official_models():
 @pytest.mark.parametrize("cfg, h, w", CASES, ids=IDS)
 def test_thop(cfg, h, w):
     thop = pytest.importorskip("thop")
+    if cfg.backbone_width != 0.25:  # the official code has no such MobileNetV1: the convention refuses
+        with pytest.raises(ConfigError, match="fixed at width 0.25"):
+            count(cfg, h, w, convention="thop")
+        return
     macs, params = thop.profile(_model(cfg, official=True), (_x(h, w),), verbose=False)
     assert (int(params), int(macs)) == _expected(cfg, h, w, "thop")
 
