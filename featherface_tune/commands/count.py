@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import typer
 from typing_extensions import Annotated
@@ -12,6 +12,13 @@ from featherface_tune.commands._common import (
     ConfigOpt, InputSizeOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, input_size, out,
     print_json, resolve,
 )
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from featherface_tune.counter.analytic import CountResult
+    from featherface_tune.counter.conventions import Figure
+    from featherface_tune.models.config import FeatherFaceConfig
 
 
 @handle_errors
@@ -67,7 +74,7 @@ def count_cmd(
         err.print("[green]cross-check passed[/]: analytic == numel() and == fvcore, per module")
 
 
-def print_conventions(cfg, h: int, w: int, title: str, json_: bool) -> None:  # type: ignore[no-untyped-def]
+def print_conventions(cfg: "FeatherFaceConfig", h: int, w: int, title: str, json_: bool) -> None:
     """`count --conventions`: every convention side by side, and what each leaves out per module."""
     from featherface_tune.counter.conventions import reconcile, reconcile_json
 
@@ -82,7 +89,7 @@ def print_conventions(cfg, h: int, w: int, title: str, json_: bool) -> None:  # 
         out.print(table)
 
 
-def conventions_tables(figures, true, title: str = "") -> list:  # type: ignore[no-untyped-def]
+def conventions_tables(figures: Sequence["Figure"], true: "CountResult", title: str = "") -> list["RenderableType"]:
     """Rich renderables of the reconciliation (figures from `counter.conventions.reconcile`)."""
     import textwrap
 
