@@ -42,6 +42,11 @@ convention and takes `dcn_macs` ("full" or "dense"; "dense" only with `numel`).
 - `countable(convention, cfg)`: raises `ConfigError` when the convention cannot count the config.
 - `get_convention(name, dcn_macs)`: the `Convention` (raises `ConfigError` listing the known ones).
 
+A config's figure in a convention is exactly base + CBAM terms + the three level tails, as with the
+true count (tested on random configs). E.g. under `thop`, official FeatherFace with `neck_channels=40`,
+`backbone_cbam_reduction=4`, `neck_cbam_reduction=16`, `ssh_channels=[76, 128, 128]` counts 489,000
+(643,713 true parameters). Under `flops` the second figure is FLOPs.
+
 `reconcile(cfg, h, w)` puts every convention side by side with what each leaves out, per module.
 """
 
