@@ -30,6 +30,13 @@ def test_thop_is_the_papers_count_of_the_official_code():
     assert all(r.modules[g].params == true[g].params for g in GROUPS if g not in ("ssh", "neck"))
 
 
+def test_the_papers_489000_is_reachable_in_thop():
+    """The example in the conventions module doc: a config that thop counts at exactly 489,000."""
+    cfg = OFFICIAL.replace(neck_channels=40, backbone_cbam_reduction=4, neck_cbam_reduction=16,
+                           ssh_channels=[76, 128, 128])
+    assert (count(cfg, convention="thop").params, count(cfg).params) == (489_000, 643_713)
+
+
 def test_other_tools_figures_of_the_official_code():
     """The figures the issue measured on the official code at 640x640 (the tools are run elsewhere)."""
     figures = {name: count(OFFICIAL, convention=name) for name in NAMES}
