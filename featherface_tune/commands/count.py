@@ -29,7 +29,7 @@ def count_cmd(
     size: InputSizeOpt = (640, 640),
     check: Annotated[bool, typer.Option("--check", help="Also build the model and cross-check against numel(), fvcore and torch's flop counter.")] = False,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", help="'full': every convolution counts, the DCN offset/modulator convs too; 'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (numel convention only).")] = "full",
-    convention: Annotated[str, typer.Option("--convention", help="Count as a tool does: numel (true parameters, fvcore MACs), fvcore, fvcore-stock, thop (the paper's 0.49 M), torchinfo, ptflops-aten, flops. See --conventions.")] = "numel",
+    convention: Annotated[str, typer.Option("--convention", help="Count as a tool does: numel (true parameters, fvcore MACs), fvcore, fvcore-stock, thop (the paper's 0.49 M), torchinfo, ptflops, ptflops-aten, flops. See --conventions.")] = "numel",
     conventions: Annotated[bool, typer.Option("--conventions", help="Reconciliation table: every convention's params and MACs for the config, the difference to the true count, and what each leaves out, per module.")] = False,
     json_: JsonOpt = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Report a checkpoint's learnable parameters (BatchNorm statistics excluded) and its inferred config as TOML; with --preset/--config, also check that it loads into that config.")] = None,

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from featherface_tune.models.blocks.backbone import backbone_cost, backbone_parts, level_sizes
-from featherface_tune.models.blocks.bifpn import bifpn_cost, bifpn_parts
+from featherface_tune.models.blocks.bifpn import bifpn_cost, bifpn_parts, same_pool_in
 from featherface_tune.models.blocks.cbam import cbam_cost, cbam_parts
 from featherface_tune.models.blocks.cost import NO_PARTS, ZERO, Cost, Parts
 from featherface_tune.models.blocks.fpn import fpn_cost, fpn_parts
@@ -161,8 +161,11 @@ def group_parts(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> tuple[Par
     chans = _chans(bw)
     bb = backbone_parts(bw, h, w)
     bcb = cbam_levels_parts(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else NO_PARTS
-    neck = (bifpn_parts(chans, n, cfg.bifpn_repeats, *hws) if cfg.neck == "bifpn"
-            else fpn_parts(chans, n, *hws))
+    if cfg.neck == "bifpn":
+        (h3, w3), (h4, w4), _ = level_sizes(h, w)
+        neck = bifpn_parts(chans, n, cfg.bifpn_repeats, *hws, same_pool_in(h3, w3), same_pool_in(h4, w4))
+    else:
+        neck = fpn_parts(chans, n, *hws)
     ncb = cbam_levels_parts((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else NO_PARTS
     tails = [level_tail_parts(n, s, cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks, hw)
              for s, hw in zip(cfg.ssh_widths, hws)]

@@ -24,10 +24,13 @@ Conventions (`CONVENTIONS[name].summary` is the one-line rule; `--conventions` p
   raise `ConfigError`.
 - `torchinfo`: torchinfo 1.8's `summary`: all parameters; leaf modules that run: a conv counts
   (weights + bias) x output positions, any other layer its parameter count once per call.
+- `ptflops`: ptflops 0.7's default backend on the official code: forward hooks on modules plus
+  patched `F.*` calls. Convs (weights + bias) x positions, linears with bias, BatchNorm 2 per
+  element, upsampling 1 per output, activations 1 per output and pooling 1 per input - an `nn.ReLU`
+  or `nn.MaxPool2d` twice, as its hook fires and the `F.relu` / `F.max_pool2d` it calls is patched
+  too; torchvision's DCN op is opaque to it (main convs 0), `x * y` and sigmoid count 0.
 - `ptflops-aten`: ptflops 0.7's aten backend (`backend="aten"`) on the official code: convolutions
   and matrix products, biases included; torchvision's DCN op is opaque to it (main convs 0).
-  (Its default module-hook backend also counts activations, pooling and patched functionals; no
-  convention reproduces that one.)
 - `flops`: `torch.utils.flop_counter.FlopCounterMode`: 2 x the multiply-adds of convolutions and
   matrix products (the DCN main convs included); BatchNorm, upsampling and biases count 0.
 
@@ -99,6 +102,10 @@ BN_AFFINE_DOUBLED = Rule("BatchNorm", "4 per element (2 x normalise, x2 when aff
 BN_NO_MATMUL = Rule("BatchNorm", "no conv or matmul: 0", lambda p: (0, -p.bn_macs))
 BN_PARAMS_ONCE = Rule("BatchNorm", "its parameter count once, not 2 per element",
                       lambda p: (0, p.bn_params - p.bn_macs))
+ACTIVATIONS_HOOKED = Rule("activations", "1 per output; nn.ReLU twice (its hook and the patched F.relu)",
+                         lambda p: (0, p.leaky_elems + 2 * p.relu_module_elems + p.relu_call_elems))
+POOLING_HOOKED = Rule("pooling", "1 per input; nn.MaxPool2d twice (its hook and the patched F.max_pool2d)",
+                      lambda p: (0, 2 * p.pool_module_in + p.pool_call_in))
 BIAS_COUNTED = Rule("biases", "counted, x output positions (convs), x calls (linears)",
                     lambda p: (0, p.bias_macs))
 
@@ -143,6 +150,10 @@ CONVENTIONS: dict[str, Convention] = {c.name: c for c in (
     Convention("torchinfo", "torchinfo 1.8 summary: all parameters; leaf modules that run: conv "
                             "(weights + bias) x positions, other layers their parameter count per call",
                (DCN_MAIN_NOT_RUN, UPSAMPLE_FUNCTIONAL, BN_PARAMS_ONCE, BIAS_COUNTED)),
+    Convention("ptflops", "ptflops 0.7 default backend on the official code: module hooks plus patched "
+                          "F.*: convs and linears with biases, BatchNorm 2, activations and pooling 1 per "
+                          "element; torchvision's DCN op 0",
+               (DCN_MAIN_OPAQUE, BIAS_COUNTED, ACTIVATIONS_HOOKED, POOLING_HOOKED)),
     Convention("ptflops-aten", "ptflops 0.7 with backend='aten' on the official code: convolutions and "
                                "matrix products with biases; torchvision's DCN op, BatchNorm, upsampling 0",
                (DCN_MAIN_OPAQUE, BN_NO_MATMUL, UPSAMPLE_NO_MATMUL, BIAS_COUNTED)),

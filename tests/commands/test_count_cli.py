@@ -56,7 +56,7 @@ def test_count_config_file(tmp_path):
     (("--input-size", "0", "640"), "height and width must be positive"),
     (("--dcn-macs", "maybe"), "dcn_macs='maybe' must be one of dense, full"),
     (("--convention", "paper"), "convention 'paper' is unknown; known conventions: numel, fvcore, fvcore-stock, "
-                                "thop, torchinfo, ptflops-aten, flops"),
+                                "thop, torchinfo, ptflops, ptflops-aten, flops"),
     (("--convention", "thop", "--set", "backbone_width=0.5"),
      "convention 'thop' counts the official code's modules, whose MobileNetV1 is fixed at width 0.25"),
     (("--convention", "thop", "--dcn-macs", "dense"), "dcn_macs='dense' applies to the numel convention only"),

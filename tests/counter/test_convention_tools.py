@@ -80,6 +80,16 @@ def test_torchinfo(cfg, h, w):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg, h, w", CASES, ids=IDS)
+def test_ptflops_default_backend(cfg, h, w):
+    ptflops = pytest.importorskip("ptflops")
+    macs, params = ptflops.get_model_complexity_info(
+        _model(cfg, official=True), (3, h, w), as_strings=False, print_per_layer_stat=False,
+        verbose=False, ost=io.StringIO())
+    assert (params, macs) == _expected(cfg, h, w, "ptflops")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg, h, w", CASES, ids=IDS)
 def test_ptflops_aten(cfg, h, w):
     ptflops = pytest.importorskip("ptflops")
     macs, params = ptflops.get_model_complexity_info(

@@ -44,6 +44,7 @@ def test_other_tools_figures_of_the_official_code():
     assert figures["fvcore-stock"].macs == 984_584_576
     assert figures["torchinfo"].macs == 957_496_940
     assert figures["ptflops-aten"].macs == 957_487_936
+    assert figures["ptflops"].macs == 1_008_929_884
     assert figures["flops"].macs == 2_487_604_352
     assert {f.params for n, f in figures.items() if n != "thop"} == {592_371}
 

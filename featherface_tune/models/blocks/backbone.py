@@ -60,13 +60,13 @@ def backbone_cost(width: float, h: int, w: int) -> Cost:
 
 @lru_cache(maxsize=256)
 def backbone_parts(width: float, h: int, w: int) -> Parts:
-    """BatchNorms only (no biases, no DCN): one per full conv (cout), two per dw unit (cin, cout)."""
+    """BatchNorms, one per full conv (cout), two per dw unit (cin, cout), each followed by a LeakyReLU."""
     bn = bn_pos = 0
     for cin, cout, hw, first in backbone_units(width, h, w):
         c = cout if first else cin + cout
         bn += c
         bn_pos += c * hw
-    return Parts(bn_params=2 * bn, bn_macs=2 * bn_pos)
+    return Parts(bn_params=2 * bn, bn_macs=2 * bn_pos, leaky_elems=bn_pos)
 
 
 def level_sizes(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -69,5 +69,8 @@ def cbam_cost(channels: int, reduction: int, hw: int) -> Cost:
 
 
 def cbam_parts(channels: int, reduction: int, hw: int) -> Parts:
-    """The spatial gate's BatchNorm(1); the MLP's two biases, run twice."""
-    return Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (channels // reduction + channels))
+    """The spatial gate's BatchNorm(1); the MLP's two biases and its ReLU, run twice; the average
+    and max pooling calls; the residual ReLU module the official code applies after it."""
+    m = channels // reduction
+    return Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (m + channels),
+                 relu_module_elems=2 * m + channels * hw, pool_call_in=2 * channels * hw)

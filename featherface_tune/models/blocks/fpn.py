@@ -41,6 +41,8 @@ def fpn_cost(in_channels: tuple[int, int, int], c: int, hw3: int, hw4: int, hw5:
 
 
 def fpn_parts(in_channels: tuple[int, int, int], c: int, hw3: int, hw4: int, hw5: int) -> Parts:
-    """Five BatchNorms of c channels (laterals at P3/P4/P5, merges at P4/P3), two upsamplings."""
+    """Five BatchNorms + LeakyReLUs of c channels (laterals at P3/P4/P5, merges at P4/P3), two
+    upsamplings."""
     positions = hw3 + hw4 + hw5 + hw4 + hw3
-    return Parts(bn_params=10 * c, bn_macs=2 * c * positions, upsample_macs=c * (hw4 + hw3))
+    return Parts(bn_params=10 * c, bn_macs=2 * c * positions, upsample_macs=c * (hw4 + hw3),
+                 leaky_elems=c * positions)

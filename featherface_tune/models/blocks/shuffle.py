@@ -50,8 +50,8 @@ def shuffle_cost(kind: str, c: int, hw: int) -> Cost:
 
 
 def shuffle_parts(kind: str, c: int, hw: int) -> Parts:
-    """The block's three BatchNorms (c/2, c/2, c channels)."""
+    """The block's three BatchNorms (c/2, c/2, c channels) and its closing nn.ReLU."""
     if kind != "block":
         return NO_PARTS
     bn = 2 * (c // 2) + c
-    return Parts(bn_params=2 * bn, bn_macs=2 * bn * hw)
+    return Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, relu_module_elems=c * hw)

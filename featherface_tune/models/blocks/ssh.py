@@ -54,15 +54,17 @@ def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
 
 
 def ssh_parts(cin: int, cout: int, deformable: bool, hw: int) -> Parts:
-    """Five BatchNorms (cout/2 + 4 x cout/4 channels); with DCN, the five main convs' weights and
-    MACs, and the offset/modulator convs' MACs and biases (27 per conv)."""
+    """Five BatchNorms (cout/2 + 4 x cout/4 channels), two LeakyReLUs (cout/4 each), the closing
+    F.relu; with DCN, the five main convs' weights and MACs, and the offset/modulator convs' MACs
+    and biases (27 per conv)."""
     q = cout // 4
     bn = cout // 2 + 4 * q
+    plain = Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, leaky_elems=2 * q * hw, relu_call_elems=cout * hw)
     if not deformable:
-        return Parts(bn_params=2 * bn, bn_macs=2 * bn * hw)
+        return plain
     main = 9 * (cin * (cout // 2) + cin * q + 3 * q * q)
-    return Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, bias_macs=5 * 27 * hw, dcn_params=main,
-                 dcn_macs=main * hw, dcn_aux_macs=ssh_dcn_extra_macs(cin, cout, True, hw)[0])
+    return plain._replace(bias_macs=5 * 27 * hw, dcn_params=main, dcn_macs=main * hw,
+                          dcn_aux_macs=ssh_dcn_extra_macs(cin, cout, True, hw)[0])
 
 
 def ssh_dcn_extra_macs(cin: int, cout: int, deformable: bool, hw: int) -> tuple[int, int]:
