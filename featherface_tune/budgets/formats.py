@@ -88,6 +88,14 @@ def _print_table(console: Console, table: Table) -> None:
     console.print(Segments(segments), soft_wrap=True)
 
 
+def _print_convention_rules(out: Console, report: GateReport) -> None:
+    """One line per counting convention other than numel that a budget uses: its rule."""
+    from featherface_tune.counter.conventions import CONVENTIONS
+
+    for name in sorted({r.budget.convention for r in report.results} - {"numel"}):
+        out.print(f"{name}: {CONVENTIONS[name].summary}", highlight=False, markup=False)
+
+
 def print_file_error(err: Console, e: BudgetFileError) -> None:
     err.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
 
@@ -96,6 +104,7 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
     """Table and failure details on `out`; file errors, stale-baseline notes and the summary on `err`."""
     if report.results:
         _print_table(out, summary_table(report))
+        _print_convention_rules(out, report)
     for r in report.results:
         if r.ok:
             continue
