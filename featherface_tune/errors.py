@@ -34,12 +34,6 @@ class InputError(FeatherFaceError):
     """A file, path or argument given by the user cannot be used."""
 
 
-class BudgetViolation(FeatherFaceError):
-    """A measured count lies outside its budget."""
-
-    exit_code = 1
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would raise KeyboardInterrupt, so every `except
     KeyboardInterrupt` (Optuna failing the trial in flight, the search summary, training's

@@ -11,7 +11,6 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 from rich.text import Text
 from typing_extensions import Annotated
 
@@ -59,34 +58,6 @@ def handle_errors(fn: F) -> F:
                 raise fail(what, interrupt_exit_code(exc)) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-class OneLineUsageErrors(TyperGroup):
-    """The command group. A usage error (an unknown option, a value of the wrong type, a missing
-    option) prints one `error:` line naming the option and the rule, like every other bad input,
-    instead of typer's boxed usage panel; the exit code stays click's (2)."""
-
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, False, **extra)
-        except typer.Abort:
-            fail("aborted", 1)
-            sys.exit(1)
-        except Exception as exc:
-            code = getattr(exc, "exit_code", None)
-            if not (hasattr(exc, "format_message") and isinstance(code, int)):
-                raise
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `featherface-tune`: the help, as before
-                exc.show()  # type: ignore[attr-defined]
-                sys.exit(code)
-            ctx = getattr(exc, "ctx", None)
-            where = ctx.command_path if ctx is not None else "featherface-tune"
-            fail(f"{exc.format_message()} (see `{where} --help`)", code)  # type: ignore[attr-defined]
-            sys.exit(code)
-        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def print_json(data: Any) -> None:

@@ -17,7 +17,6 @@ from featherface_tune.errors import ConfigError, InputError
 
 NECKS = ("bifpn", "fpn")
 SHUFFLES = ("block", "plain", "none")
-LEVELS = ("P3", "P4", "P5")
 MAX_BACKBONE_WIDTH = 4.0
 
 
