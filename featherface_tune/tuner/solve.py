@@ -282,8 +282,9 @@ class ExactSet:
 
     def __post_init__(self) -> None:
         w, c = encode(self.structures)
+        on = np.array([[applies(k, s) for k in RATIO_KNOBS] for s in self.structures],
+                      dtype=bool).reshape(-1, len(RATIO_KNOBS))[self.sid]  # a ratio applies where its CBAM is on
         w, c = w[self.sid], c[self.sid]
-        on = ~np.isnan(w[:, _RATIO_COLS])  # a ratio applies where its CBAM is on
         w[:, _BUDGET_COLS] = self.budget
         w[:, _RATIO_COLS] = np.where(on, w[:, _RATIO_COLS], np.nan)
         object.__setattr__(self, "w", w)
