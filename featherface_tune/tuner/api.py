@@ -316,20 +316,26 @@ def _optima(proof: Proof, names: Sequence[str], ref: FeatherFaceConfig | None, t
 
 
 def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str) -> int:
-    """Enqueue exact configs not yet complete in the study; returns how many were enqueued."""
+    """Enqueue the exact configs the study neither holds complete nor has waiting; returns how many
+    trials are waiting afterwards (an interrupted run leaves some for the rerun)."""
     from featherface_tune.tuner.ranking import config_key
     from featherface_tune.tuner.space import config_from_knobs
 
-    have = {config_key(t.user_attrs[R.CONFIG]) for t in st.get_trials(deepcopy=False)
-            if t.state.name == "COMPLETE" and R.CONFIG in t.user_attrs}
-    n = 0
+    have, waiting = set(), 0
+    for t in st.get_trials(deepcopy=False):
+        if t.state.name == "COMPLETE" and R.CONFIG in t.user_attrs:
+            have.add(config_key(t.user_attrs[R.CONFIG]))
+        elif t.state.name == "WAITING":
+            waiting += 1
+            if R.ENQUEUED in t.user_attrs:
+                have.add(config_key(config_from_knobs(t.user_attrs[R.ENQUEUED]["knobs"]).to_dict()))
     for knobs in knob_sets:
         if config_key(config_from_knobs(knobs).to_dict()) in have:
             continue
         params = {k: knobs[k] for k in space.sampled if applies(k, knobs)}
         st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs)}})
-        n += 1
-    return n
+        waiting += 1
+    return waiting
 
 
 def _run_enqueued(st: Any, fn: Any, n: int, callbacks: Sequence[Any]) -> None:
