@@ -85,8 +85,6 @@ def search_cmd(
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
-    if objective is not None and "proxy" in objective.lower() and proxy_fn is None:
-        raise InputError("--objective proxy needs --proxy-data DIR")
     space = build_space(space_file, fix or [])
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

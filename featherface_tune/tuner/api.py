@@ -339,11 +339,19 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
 
 
 def _run_enqueued(st: Any, fn: Any, n: int, callbacks: Sequence[Any]) -> None:
+    """Run the waiting (enqueued) trials; stop once none is left, so that several workers sharing the
+    study each take some and none samples new trials after the queue is empty."""
+    from optuna.trial import TrialState
+
     from featherface_tune.tuner.objectives import TrialFailed
     from featherface_tune.tuner.study import _quiet
 
+    def stop_when_empty(study: Any, _t: Any) -> None:
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.stop()
+
     _quiet()
-    st.optimize(fn, n_trials=n, catch=(TrialFailed,), callbacks=list(callbacks), gc_after_trial=False)
+    st.optimize(fn, n_trials=n, catch=(TrialFailed,), callbacks=[*callbacks, stop_when_empty], gc_after_trial=False)
 
 
 def _row(r: R.TrialRecord, names: Sequence[str]) -> Row:

@@ -581,8 +581,16 @@ class Repairer:
         return self._nearest_by_structure(point, free)
 
     def _nearest_by_structure(self, point: Mapping[str, Any], free: tuple[str, ...]) -> Solution | None:
-        if not len(self.structures):
-            return None
+        if not len(self.structures):  # no proof (space too large to enumerate): the sampled structure only
+            fixed = {k: point[k] for k in STRUCTURE_KNOBS if k in point and k not in free}
+            best = None
+            for s in self.space.iter_structures(fixed=fixed):
+                n, under, anyhow = self._solve_structure(s, point, free)
+                best = _better(best, under or anyhow)
+            if best is None:
+                return self._nearest_count(fixed)
+            _, macs, knobs, params, sw_, wd_ = best
+            return Solution(knobs, params, macs, sw_, wd_, 0, "sampled structure")
         sw, wd = distance_terms(self._sw, self._sc, point, free)
         bound = sw * SWITCH_COST + wd
         best = loose = None  # (total, MACs, knobs, params, switches, width); loose ignores max_macs
@@ -598,6 +606,26 @@ class Repairer:
             return None
         _, macs, knobs, params, sw_, wd_ = pick
         return Solution(knobs, params, macs, sw_, wd_, seen, "by structure")
+
+    def _nearest_count(self, fixed: Mapping[str, Any]) -> Solution | None:
+        """The completion of the sampled structure whose count is nearest the target (outside the
+        window: the trial is infeasible, and its constraint tells the sampler how far off it is)."""
+        h, w = self.input_size
+        best = None
+        for s in self.space.iter_structures(fixed=fixed):
+            tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs)
+            base = base_cost(s, tables, h, w)
+            if base is None:
+                continue
+            P = _param_grid(tables, base[0])
+            flat = int(np.argmin(np.abs(P - self.target)))
+            ix = np.unravel_index(flat, P.shape)
+            knobs = _knobs_at(s, tables, ix)
+            macs = base[1] + sum(int(t.macs[int(i)]) for t, i in zip(tables, ix))
+            cand = (abs(int(P[ix]) - self.target), macs, knobs, int(P[ix]))
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+        return None if best is None else Solution(best[2], best[3], best[1], 0, 0.0, 0, "sampled structure")
 
     def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
                          ) -> tuple[Any, ...]:

@@ -258,3 +258,15 @@ def test_huge_ssh_domains_are_refused_with_an_estimate():
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError):
         certify(sp, TARGET, 0)
+
+
+def test_repair_without_a_proof_completes_the_sampled_structure():
+    """A space too large to enumerate has no exact set: the sampled structure is completed alone."""
+    assert not certify(default_space(), TARGET, 0, max_structures=10).complete
+    rep = Repairer(default_space(), TARGET, 0)
+    k = knobs_from_config(get_preset("featherface-489k"))
+    sol = rep.repair(k)
+    assert sol is not None and sol.knobs == k and sol.params == TARGET
+    off = rep.repair({**k, "neck_channels": 43})  # no exact completion: the nearest count, infeasible
+    got = count(config_from_knobs(off.knobs), dcn_macs="full")
+    assert off.params == got.params != TARGET and off.macs == got.macs and off.knobs["neck_channels"] == 43
