@@ -31,7 +31,7 @@ Every trial's user attributes (`TRIAL_KEYS`):
     sampled     {knob: value}: what Optuna sampled (knobs of `featherface_tune.tuner.space.KNOBS`;
                 knobs with one value or in the space's `solve` list are absent); `config` is what was
                 built from it
-    solver      {"method": "exact set" | "by structure", "candidates": int, "switches": int,
+    solver      {"method": "exact set" | "by structure" | "sampled structure", "candidates": int, "switches": int,
                 "width": float, "distance": float}: how the sample was repaired - the exact configs
                 (or in-window completions) compared, and the distance from the sample to the built
                 config (switch knobs changed, width terms; solve.distance). Optional, for inspection.

@@ -379,16 +379,20 @@ def _sorted_sums(p3: np.ndarray, p4: np.ndarray, p5: np.ndarray) -> tuple[np.nda
     return tri[order], order
 
 
-def _hits(sums: np.ndarray, order: np.ndarray, rest: np.ndarray, lo: int, hi: int
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(left, right, rest index, flat SSH index) of every (rest entry, SSH triple) within [lo, hi]."""
-    left = np.searchsorted(sums, lo - rest, side="left")
-    right = np.searchsorted(sums, hi - rest, side="right")
+def _hit_bounds(sums: np.ndarray, rest: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each rest entry, the range [left, right) of sorted SSH sums that lands within [lo, hi]."""
+    return (np.searchsorted(sums, lo - rest, side="left"), np.searchsorted(sums, hi - rest, side="right"))
+
+
+def _expand(left: np.ndarray, right: np.ndarray, order: np.ndarray, a: int = 0, b: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(rest index, flat SSH index) of every hit of rest entries a..b (callers bound the count)."""
+    left, right = left[a:b], right[a:b]
     cnt = right - left
     tot = int(cnt.sum())
-    ri = np.repeat(np.arange(rest.size), cnt)
+    ri = np.repeat(np.arange(a, a + cnt.size), cnt)
     pos = np.repeat(left - (np.cumsum(cnt) - cnt), cnt) + np.arange(tot)
-    return left, right, ri, order[pos]
+    return ri, order[pos]
 
 
 def _find(space: SearchSpace, s: Mapping[str, Any], value: int) -> Witness:
@@ -459,15 +463,16 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
         cands["small"].append((int(rest[j] + sums[0]), structs[sids[owner[j]]]))
         j = int(np.argmax(rest))
         cands["large"].append((int(rest[j] + sums[-1]), structs[sids[owner[j]]]))
-        left, right, ri, flat = _hits(sums, order, rest, lo, hi)
-        n_here = int(ri.size)
+        left, right = _hit_bounds(sums, rest, lo, hi)
+        n_here = int((right - left).sum())
         n_win += n_here
         if n_here:
             np.add.at(hits_per, np.asarray(sids)[owner], right - left)
             if not cands["ex"]:
-                j = int(ri[0])
+                j = int(np.flatnonzero(right > left)[0])
                 cands["ex"].append((int(rest[j] + sums[left[j]]), structs[sids[owner[j]]]))
             if collecting and n_win <= max_exact:
+                ri, flat = _expand(left, right, order)
                 starts = np.cumsum(sizes) - sizes
                 found.append((np.asarray(sids)[owner[ri]], ri - starts[owner[ri]], flat))
             else:
@@ -545,6 +550,7 @@ def _better(a: Any, b: Any) -> Any:
 
 MAX_REPAIR_STRUCTURES = 64  # structures solved per trial without an exact set
 _SUMS_CACHE_BYTES = 64 * 2**20
+_CHUNK = 1 << 20  # in-window completions of one structure compared at a time (bounds memory)
 
 
 @dataclass(eq=False)
@@ -644,28 +650,39 @@ class Repairer:
             self._sums_bytes += self._sums[key][0].nbytes * 2
         sums, order = self._sums[key]
         rest = (tb.params[:, None] + tn.params[None, :]).ravel() + base[0]
-        _, _, ri, flat = _hits(sums, order, rest, self.target - self.tolerance, self.target + self.tolerance)
-        if not ri.size:
-            return (0, None, None)
-        i3, i4, i5 = np.unravel_index(flat, (len(t3.values), len(t4.values), len(t5.values)))
-        ib, i_n = np.divmod(ri, len(tn.values))
-        idx = (i3, i4, i5, ib, i_n)
-        budget = np.stack([np.asarray(t.values, dtype=np.int64)[ix] for t, ix in zip(tables, idx)], axis=1)
-        params = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
-        macs = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
-        ex = ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
-        sw, wd = ex.distances(point, free)
-        total = sw * SWITCH_COST + wd
+        left, right = _hit_bounds(sums, rest, self.target - self.tolerance, self.target + self.tolerance)
+        ends = np.cumsum(right - left)
+        total_hits = int(ends[-1]) if ends.size else 0
+        best = loose = None
+        a = 0
+        while a < rest.size and total_hits:  # chunks of at most _CHUNK hits (a single entry may exceed it)
+            done = int(ends[a - 1]) if a else 0
+            b = max(a + 1, int(np.searchsorted(ends, done + _CHUNK, side="right")))
+            ri, flat = _expand(left, right, order, a, b)
+            a = b
+            if not ri.size:
+                continue
+            i3, i4, i5 = np.unravel_index(flat, (len(t3.values), len(t4.values), len(t5.values)))
+            ib, i_n = np.divmod(ri, len(tn.values))
+            idx = (i3, i4, i5, ib, i_n)
+            budget = np.stack([np.asarray(t.values, dtype=np.int64)[ix] for t, ix in zip(tables, idx)], axis=1)
+            params = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
+            macs = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
+            ex = ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+            sw, wd = ex.distances(point, free)
+            total = sw * SWITCH_COST + wd
 
-        def best_of(keep: np.ndarray) -> Any:
-            if not keep.any():
-                return None
-            sub = np.flatnonzero(keep)
-            i = int(sub[_pick(total[sub], macs[sub])])
-            return (float(total[i]), int(macs[i]), ex.knobs(i), int(params[i]), int(sw[i]), float(wd[i]))
+            def best_of(keep: np.ndarray) -> Any:
+                if not keep.any():
+                    return None
+                sub = np.flatnonzero(keep)
+                i = int(sub[_pick(total[sub], macs[sub])])
+                return (float(total[i]), int(macs[i]), ex.knobs(i), int(params[i]), int(sw[i]), float(wd[i]))
 
-        under = np.ones(ri.size, dtype=bool) if self.max_macs is None else macs <= self.max_macs
-        return (int(ri.size), best_of(under), best_of(np.ones(ri.size, dtype=bool)))
+            under = np.ones(ri.size, dtype=bool) if self.max_macs is None else macs <= self.max_macs
+            best = _better(best, best_of(under))
+            loose = _better(loose, best_of(np.ones(ri.size, dtype=bool)))
+        return (total_hits, best, loose)
 
 
 def _never_valid(space: SearchSpace, used: Mapping[str, set[Any]], applying: set[str]
