@@ -169,3 +169,17 @@ def test_an_old_dense_study_still_loads(tmp_path: Path):
     data = json.loads(res.stdout)
     assert data["dcn_macs"] == "dense" and data["best"][0]["macs"] == int(
         prove(default_space(), TARGET, 0, dcn_macs="dense").exact.macs.min())
+
+
+def test_a_list_of_objectives_gives_a_pareto_front():
+    from featherface_tune import search
+
+    def narrow_p3(cfg: FeatherFaceConfig) -> float:
+        return float(cfg.ssh_widths[0])
+
+    res = search(TARGET, objective=["macs", narrow_p3], trials=12, seed=3)
+    assert res.spec.objectives == ("macs", "narrow_p3") and res.solved is None  # a callable: sampled
+    front = [(r.macs, r.value[1]) for r in res.pareto]
+    assert front and all(r.params == TARGET for r in res.pareto)
+    for a in front:  # no member dominates another
+        assert not any(b != a and b[0] <= a[0] and b[1] <= a[1] for b in front)
