@@ -338,8 +338,8 @@ def top_columns(df: pd.DataFrame, record: StudyRecord, varying: Sequence[str]) -
     for m in ("latency_ms", "proxy_ap"):
         if m in df and df[m].notna().any():
             cols.append(m)
-    for obj in record.objectives:
-        if obj not in OBJECTIVE_ATTRS and value_column(obj) in df:
+    for obj in record.objectives:  # e.g. closest, Python callables: shown by their Optuna value
+        if OBJECTIVE_ATTRS.get(obj) not in df and value_column(obj) in df:
             cols.append(value_column(obj))
     widths = list(varying) or [c for c in ("neck_channels", "ssh_channels") if c in df]
     return cols + widths

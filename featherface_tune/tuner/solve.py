@@ -40,7 +40,7 @@ from featherface_tune.tuner.space import (
 )
 
 MAX_CERTIFY_STRUCTURES = 250_000
-MAX_EXACT = 250_000  # exact configs listed explicitly (about 60 bytes each); above it the search samples
+MAX_EXACT = 250_000  # exact configs listed explicitly (about 200 bytes each: 50 MB); above it the search samples
 MAX_PROOF_BYTES = 512 * 2**20  # memory the sorted SSH sums of one structure may take
 DCN_CONVENTIONS = ("full", "dense")
 
