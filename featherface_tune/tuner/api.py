@@ -25,8 +25,9 @@ from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import BudgetObjective, Fidelity, ProxyFn, parse_objectives
+from featherface_tune.counter.analytic import DCN_CONVENTIONS
 from featherface_tune.tuner.solve import (
-    DCN_CONVENTIONS, MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
+    MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
     prove,
 )
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space

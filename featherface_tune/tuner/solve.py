@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS, cbam_levels, count, level_hws, level_tail
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 from featherface_tune.tuner.records import window_text
@@ -42,7 +42,6 @@ from featherface_tune.tuner.space import (
 MAX_CERTIFY_STRUCTURES = 250_000
 MAX_EXACT = 250_000  # exact configs listed explicitly (about 200 bytes each: 50 MB); above it the search samples
 MAX_PROOF_BYTES = 512 * 2**20  # memory the sorted SSH sums of one structure may take
-DCN_CONVENTIONS = ("full", "dense")
 
 
 class NoConfigInWindow(InputError):
