@@ -40,9 +40,15 @@ class Terminated(KeyboardInterrupt):
     checkpoint) handles both alike. Exit code 143 (128 + SIGTERM) instead of 130."""
 
 
-def interrupt_exit_code(exc: BaseException) -> int:
-    """143 after SIGTERM, 130 after Ctrl-C."""
-    return 143 if isinstance(exc, Terminated) else 130
+_SIGNALLED: set[str] = set()  # "TERM" once SIGTERM arrived inside `sigterm_as_interrupt`
+
+
+def interrupt_exit_code(exc: BaseException | None = None) -> int:
+    """143 after SIGTERM, 130 after Ctrl-C; without `exc`, whether SIGTERM arrived in the current
+    `sigterm_as_interrupt` block decides (for callers that only know "interrupted")."""
+    if exc is not None:
+        return 143 if isinstance(exc, Terminated) else 130
+    return 143 if "TERM" in _SIGNALLED else 130
 
 
 @contextlib.contextmanager
@@ -56,7 +62,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def _raise(signum: int, frame: Any) -> None:
+        _SIGNALLED.add("TERM")
         raise Terminated()
+
+    _SIGNALLED.clear()
 
     previous = signal.signal(signal.SIGTERM, _raise)
     try:

@@ -4,7 +4,8 @@ Nothing here prints or draws; `render`, `plots` and `bundle` present what this m
 
 A study is reportable when it carries the record the search writes:
 ``study.user_attrs["featherface_tune"] = {"version": "1", "target", "tolerance", "input_size",
-"objectives", "max_macs", "space"}`` and every trial's user attrs hold ``config``, ``params``,
+"objectives", "max_macs", "space", "dcn_macs", "reference"}`` (a record without ``dcn_macs`` is a legacy
+study whose MACs are dense; the report says so) and every trial's user attrs hold ``config``, ``params``,
 ``macs``, ``delta``, ``feasible``, ``modules`` (optionally ``latency_ms``, ``proxy_ap``,
 ``fail_reason``).
 """
@@ -25,7 +26,10 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
-from featherface_tune.tuner.records import OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
+from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.tuner.records import (
+    LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, is_legacy,
+)
 from featherface_tune.tuner.ranking import config_key, rank_order
 from featherface_tune.tuner.study import DEFAULT_DB, journal_path, redact
 
@@ -193,10 +197,14 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
     if max_macs is not None and _as_int(max_macs) is None:
         raise InputError(f"{bad}: max_macs={max_macs!r} must be an integer or null")
     space = rec.get("space") or {}
+    conv = rec.get("dcn_macs", LEGACY_DCN_MACS)
+    if conv not in DCN_CONVENTIONS:
+        raise InputError(f"{bad}: dcn_macs={conv!r} must be one of {', '.join(DCN_CONVENTIONS)}")
+    ref = rec.get("reference")
     return StudyRecord(target=target, tolerance=tol,
                        input_size=(int(size[0]), int(size[1])), objectives=tuple(objs),
                        max_macs=_as_int(max_macs), space=dict(space) if isinstance(space, Mapping) else {},
-                       version=version)
+                       version=version, dcn_macs=conv, reference=dict(ref) if isinstance(ref, Mapping) else None)
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -330,8 +338,8 @@ def top_columns(df: pd.DataFrame, record: StudyRecord, varying: Sequence[str]) -
     for m in ("latency_ms", "proxy_ap"):
         if m in df and df[m].notna().any():
             cols.append(m)
-    for obj in record.objectives:
-        if obj not in OBJECTIVE_ATTRS and value_column(obj) in df:
+    for obj in record.objectives:  # e.g. closest, Python callables: shown by their Optuna value
+        if OBJECTIVE_ATTRS.get(obj) not in df and value_column(obj) in df:
             cols.append(value_column(obj))
     widths = list(varying) or [c for c in ("neck_channels", "ssh_channels") if c in df]
     return cols + widths
@@ -528,9 +536,13 @@ def config_of(row: Mapping[str, Any] | pd.Series, label: str) -> FeatherFaceConf
 
 
 def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int | None = None,
-                 input_size: tuple[int, int] | None = None) -> StudyReport:
-    """Everything the report shows about one loaded Optuna study."""
+                 input_size: tuple[int, int] | None = None, dcn_macs: str | None = None) -> StudyReport:
+    """Everything the report shows about one loaded Optuna study. `dcn_macs`: the MAC convention of
+    the breakdown (default: the study's own)."""
     record = parse_record(study.study_name, study.user_attrs)
+    conv = dcn_macs or record.dcn_macs
+    if conv not in DCN_CONVENTIONS:
+        raise InputError(f"--dcn-macs {conv!r}: use {' or '.join(DCN_CONVENTIONS)}")
     trials = study.get_trials(deepcopy=False)
     if not trials:
         raise InputError(f"study {study.study_name!r} is empty (no trials yet); run "
@@ -544,6 +556,9 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     ranked = rank_feasible(df, record.objectives, directions)
     varying, fixed = varying_fields(df)
     warnings: list[str] = []
+    if is_legacy(study.user_attrs[ATTR_KEY]):
+        warnings.append(f"study {study.study_name!r} is a legacy study (stored before full compute, no "
+                        f"dcn_macs): its MACs are dense (DCN offset and modulator convs left out)")
     if len(sdirs) != len(record.objectives):
         warnings.append(f"the record names {len(record.objectives)} objectives but the study has "
                         f"{len(sdirs)} directions")
@@ -563,14 +578,14 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if row is not None:
         label = f"trial {int(row['trial'])}"
         cfg = config_of(row, label)
-        result = count(cfg, h, w)
+        result = count(cfg, h, w, dcn_macs=conv)
         chosen = Breakdown(label=label, config=cfg, result=result, trial=int(row["trial"]))
         rec_p = row["params"]
         if rec_p is not pd.NA and rec_p is not None and int(rec_p) != result.params:
             warnings.append(f"{label}: recorded {int(rec_p):,} params but the counter now gives "
                             f"{result.params:,} (the counter changed since the search?)")
         rec_m = row["macs"]
-        if ((h, w) == record.input_size and rec_m is not pd.NA and rec_m is not None
+        if ((h, w) == record.input_size and conv == record.dcn_macs and rec_m is not pd.NA and rec_m is not None
                 and int(rec_m) != result.macs):
             warnings.append(f"{label}: recorded {int(rec_m):,} MACs but the counter now gives "
                             f"{result.macs:,}")
@@ -580,10 +595,11 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
 
 
 def load_report(storage: str = DEFAULT_STORAGE, name: str | None = None, *, top: int = DEFAULT_TOP,
-                trial: int | None = None, input_size: tuple[int, int] | None = None) -> StudyReport:
+                trial: int | None = None, input_size: tuple[int, int] | None = None,
+                dcn_macs: str | None = None) -> StudyReport:
     """Open the storage, load the study and build its report (one-line InputErrors on failure)."""
     study = open_study(storage, name)
-    return build_report(study, storage, top=top, trial=trial, input_size=input_size)
+    return build_report(study, storage, top=top, trial=trial, input_size=input_size, dcn_macs=dcn_macs)
 
 
 # ---- comparing configs ---------------------------------------------------------------------------
@@ -600,7 +616,7 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.lower().endswith((".toml", ".json"))
 
 
-def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT) -> CompareEntry:
+def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full") -> CompareEntry:
     """A compare argument: an existing file is a config file, anything else a preset name."""
     from featherface_tune.models.presets import resolve_config
 
@@ -611,7 +627,7 @@ def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT) -> Com
         raise InputError(f"--compare {spec!r}: config file does not exist (and it is not a preset name)")
     else:
         cfg, source = resolve_config(spec), "preset"
-    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size))
+    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, dcn_macs=dcn_macs))
 
 
 @dataclass(frozen=True)
@@ -684,11 +700,14 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT) -> Comparison:
-    """Resolve each spec (preset name or config file) and count it at `input_size`."""
+def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
+            dcn_macs: str = "full") -> Comparison:
+    """Resolve each spec (preset name or config file) and count it at `input_size` (`dcn_macs` MACs)."""
     if len(specs) < 2:
         raise InputError("--compare needs at least two configs (preset names or config files)")
-    entries = [resolve_entry(s, input_size) for s in specs]
+    if dcn_macs not in DCN_CONVENTIONS:
+        raise InputError(f"--dcn-macs {dcn_macs!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    entries = [resolve_entry(s, input_size, dcn_macs) for s in specs]
     seen: Counter[str] = Counter()
     named = []
     for e in entries:

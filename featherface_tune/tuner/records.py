@@ -5,22 +5,39 @@ Study user attribute `STUDY_ATTR` (= "featherface_tune") holds a dict with `STUD
     target      int, the parameter target
     tolerance   int, absolute parameters either side of the target
     input_size  [h, w] at which MACs (and latency) are measured
-    objectives  list of objective names, e.g. ["macs"] or ["macs", "latency"] or ["proxy_ap"]
+    objectives  list of objective names, e.g. ["closest"], ["macs", "latency"], ["proxy_ap"]; any other
+                name is a Python callable's (minimised, values in the trial's `callables`)
     max_macs    int or null
     space       dict, the search space (`SearchSpace.to_dict()`)
+    dcn_macs    "full" (MACs count the DCN offset and modulator convs) or "dense" (they are left out).
+                A study stored without it is a legacy study from before full compute: its MACs are
+                "dense"; readers say so.
+    reference   dict or null: the config the `closest` objective measures distance to
+                (`FeatherFaceConfig.to_dict()`), null when `closest` is not an objective
 
 Every trial's user attributes (`TRIAL_KEYS`):
     config      the full config, `FeatherFaceConfig.to_dict()`
     params      int, exact parameter count (analytic counter)
-    macs        int, MACs at input_size (fvcore convention, DCN dense)
+    macs        int, MACs at input_size (fvcore convention; DCN offset/modulator convs per dcn_macs)
     delta       int, params - target
     feasible    bool, within the tolerance window (and under max_macs if set)
     modules     {group: {"params": int, "macs": int}}
     latency_ms  float, only with the latency objective (feasible trials)
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
-    solver      {"in_window": int, "checked": int}: how many completions of the trial's sampled
-                knobs the budget solver enumerated and how many were within the window (extra, optional)
+    closest     float, only with the `closest` objective: distance of config to the reference
+                (`featherface_tune.tuner.solve.distance`)
+    callables   {name: float}, only with Python callable objectives: their values
+    sampled     {knob: value}: what Optuna sampled (knobs of `featherface_tune.tuner.space.KNOBS`;
+                knobs with one value or in the space's `solve` list are absent); `config` is what was
+                built from it
+    solver      {"method": "exact set" | "by structure" | "sampled structure", "candidates": int, "switches": int,
+                "width": float, "distance": float}: how the sample was repaired - the exact configs
+                (or in-window completions) compared, and the distance from the sample to the built
+                config (switch knobs changed, width terms; solve.distance). Optional, for inspection.
+    enqueued    {"why": "optimum" | "witness", "knobs": {knob: value}}: only on trials the search
+                enqueued - a proven optimum of an analytic objective, or the certificate's witness
+                (built as given)
 """
 
 from __future__ import annotations
@@ -30,9 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 RECORD_VERSION = "1"
+DEFAULT_TRIALS = 300
+DEFAULT_REFERENCE = "featherface-official"  # the reference of the `closest` objective
 DEFAULT_DB = "featherface-tune.db"  # the embedded study store in the working directory
 STUDY_ATTR = "featherface_tune"
-STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space")
+STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
+              "reference")
+LEGACY_DCN_MACS = "dense"  # the convention of studies stored without `dcn_macs`
 
 CONFIG = "config"
 PARAMS = "params"
@@ -44,6 +65,10 @@ LATENCY_MS = "latency_ms"
 PROXY_AP = "proxy_ap"
 FAIL_REASON = "fail_reason"
 SOLVER = "solver"
+CLOSEST = "closest"
+CALLABLES = "callables"
+SAMPLED = "sampled"
+ENQUEUED = "enqueued"
 TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, PROXY_AP, FAIL_REASON)
 
 # objective name -> (user attribute holding its value, Optuna direction)
@@ -51,7 +76,20 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "macs": (MACS, "minimize"),
     "latency": (LATENCY_MS, "minimize"),
     "proxy_ap": (PROXY_AP, "maximize"),
+    "closest": (CLOSEST, "minimize"),
 }
+# objectives that depend on the config alone: solved over the exact set rather than sampled
+ANALYTIC = ("macs", "closest")
+
+
+def direction(objective: str) -> str:
+    """Optuna direction of an objective; Python callables (any other name) are minimised."""
+    return OBJECTIVES[objective][1] if objective in OBJECTIVES else "minimize"
+
+
+def is_legacy(attr: Mapping[str, Any]) -> bool:
+    """True for a study attribute written before full compute (no `dcn_macs`: its MACs are dense)."""
+    return "dcn_macs" not in attr
 
 
 def window_text(target: int, tolerance: int) -> str:
@@ -70,6 +108,8 @@ class StudySpec:
     max_macs: int | None
     space: Mapping[str, Any] = field(default_factory=dict)
     version: str = RECORD_VERSION
+    dcn_macs: str = "full"
+    reference: Mapping[str, Any] | None = None
 
     def to_attr(self) -> dict[str, Any]:
         return {
@@ -80,6 +120,8 @@ class StudySpec:
             "objectives": list(self.objectives),
             "max_macs": self.max_macs,
             "space": dict(self.space),
+            "dcn_macs": self.dcn_macs,
+            "reference": dict(self.reference) if self.reference is not None else None,
         }
 
     @classmethod
@@ -87,10 +129,12 @@ class StudySpec:
         return cls(target=int(data["target"]), tolerance=int(data["tolerance"]),
                    input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
                    objectives=tuple(data["objectives"]), max_macs=data.get("max_macs"),
-                   space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)))
+                   space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)),
+                   dcn_macs=str(data.get("dcn_macs", LEGACY_DCN_MACS)),
+                   reference=dict(data["reference"]) if data.get("reference") else None)
 
     def directions(self) -> list[str]:
-        return [OBJECTIVES[o][1] for o in self.objectives]
+        return [direction(o) for o in self.objectives]
 
     def window(self) -> tuple[int, int]:
         return self.target - self.tolerance, self.target + self.tolerance
@@ -113,6 +157,9 @@ class TrialRecord:
     fail_reason: str | None = None
     modules: Mapping[str, Any] = field(default_factory=dict)
     seconds: float | None = None
+    closest: float | None = None
+    callables: Mapping[str, float] = field(default_factory=dict)
+    sampled: Mapping[str, Any] | None = None
 
     @classmethod
     def from_trial(cls, t: Any) -> "TrialRecord":
@@ -124,10 +171,12 @@ class TrialRecord:
         return cls(number=t.number, state=t.state.name, config=a.get(CONFIG), params=a.get(PARAMS),
                    macs=a.get(MACS), delta=a.get(DELTA), feasible=bool(a.get(FEASIBLE, False)),
                    values=values, latency_ms=a.get(LATENCY_MS), proxy_ap=a.get(PROXY_AP),
-                   fail_reason=a.get(FAIL_REASON), modules=dict(a.get(MODULES) or {}), seconds=secs)
+                   fail_reason=a.get(FAIL_REASON), modules=dict(a.get(MODULES) or {}), seconds=secs,
+                   closest=a.get(CLOSEST), callables=dict(a.get(CALLABLES) or {}), sampled=a.get(SAMPLED))
 
     def objective_value(self, name: str) -> float | None:
-        v = {"macs": self.macs, "latency": self.latency_ms, "proxy_ap": self.proxy_ap}[name]
+        known = {"macs": self.macs, "latency": self.latency_ms, "proxy_ap": self.proxy_ap, "closest": self.closest}
+        v = known[name] if name in known else self.callables.get(name)
         return None if v is None else float(v)
 
     def to_json(self) -> dict[str, Any]:
@@ -137,8 +186,14 @@ class TrialRecord:
             out["latency_ms"] = self.latency_ms
         if self.proxy_ap is not None:
             out["proxy_ap"] = self.proxy_ap
+        if self.closest is not None:
+            out["closest"] = self.closest
+        if self.callables:
+            out["callables"] = dict(self.callables)
         if self.fail_reason is not None:
             out["fail_reason"] = self.fail_reason
+        if self.sampled is not None:
+            out["sampled"] = dict(self.sampled)
         out["config"] = dict(self.config) if self.config is not None else None
         return out
 
