@@ -145,19 +145,29 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     (Optuna only fails trials whose heartbeat went stale). Here a trial gets its heartbeat as soon
     as it is created RUNNING (or a queued one starts), and a RUNNING trial without any heartbeat
     (the milliseconds between the two writes, or a study from an older version) counts as stale once
-    it started more than the grace period ago."""
+    it started more than the grace period ago. It also remembers the trials this process started
+    (`started`), so an interrupt can fail the one in flight wherever the interrupt landed."""
+
+    started: list[int]
 
     def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
         frozen = super()._create_new_trial(study_id, template_trial)
-        if frozen.state == TrialState.RUNNING and self.heartbeat_interval:
-            self.record_heartbeat(frozen._trial_id)
+        if frozen.state == TrialState.RUNNING:
+            self._started(frozen._trial_id)
         return frozen
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         changed = super().set_trial_state_values(trial_id, state, values)
-        if changed and state == TrialState.RUNNING and self.heartbeat_interval:
-            self.record_heartbeat(trial_id)
+        if changed and state == TrialState.RUNNING:
+            self._started(trial_id)
         return changed
+
+    def _started(self, trial_id: int) -> None:
+        if not hasattr(self, "started"):
+            self.started = []
+        self.started = [*self.started[-7:], trial_id]
+        if self.heartbeat_interval:
+            self.record_heartbeat(trial_id)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
@@ -345,7 +355,8 @@ def counted_trials(study: optuna.Study) -> int:
 def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int, timeout: float | None,
         callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> None:
     """Add trials until the study holds `total_trials` counted ones (shared by all workers) or the
-    timeout ends. Ctrl-C propagates after Optuna marks the trial FAIL."""
+    timeout ends. Ctrl-C and SIGTERM propagate after the trial in flight is marked FAIL (by Optuna when
+    the interrupt lands in the objective, here when it lands in sampling or bookkeeping)."""
     import logging
     import time
 
@@ -363,6 +374,9 @@ def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int,
             study.optimize(objective, n_trials=remaining + max(5, remaining // 10), timeout=left,
                            catch=(TrialFailed,), callbacks=[stop, *callbacks], gc_after_trial=False)
             return
+        except KeyboardInterrupt:
+            fail_own_running(study)
+            raise
         except ValueError as exc:
             # another worker judged this worker's trial stale and failed it (a heartbeat missed under
             # load): Optuna refuses to record its result. The trial is lost, the worker is not.
@@ -376,6 +390,26 @@ def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int,
             logging.getLogger(__name__).warning(
                 "warning: another worker failed this worker's trial in flight (its heartbeat looked "
                 "stale); the trial is lost and will be retried; continuing")
+
+
+def fail_own_running(study: optuna.Study, reason: str = "interrupted") -> list[int]:
+    """Mark FAIL the trials this process started that are still RUNNING (an interrupt outside the
+    objective, e.g. while Optuna samples, leaves them so); returns their numbers. RDB storages only:
+    a journal storage does not record who started a trial."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    failed: list[int] = []
+    for trial_id in list(getattr(backend, "started", ())):
+        try:
+            trial = storage.get_trial(trial_id)
+            if trial.state != TrialState.RUNNING:
+                continue
+            storage.set_trial_user_attr(trial_id, R.FAIL_REASON, reason)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+        except Exception:  # noqa: BLE001 - best effort on the way out; heartbeats cover the rest
+            continue
+    return failed
 
 
 # ---- reading results ------------------------------------------------------------------------------
