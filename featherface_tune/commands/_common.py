@@ -56,8 +56,20 @@ def handle_errors(fn: F) -> F:
             except KeyboardInterrupt as exc:
                 what = "terminated" if isinstance(exc, Terminated) else "interrupted"
                 raise fail(what, interrupt_exit_code(exc)) from None
+            except (MemoryError, RuntimeError) as exc:  # this machine's memory: a bound the tool cannot know
+                if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+                    raise
+                raise fail("out of memory: the inputs need more memory than this machine has; "
+                           "use smaller sizes, widths or batches", 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's allocator failures arrive as RuntimeError ("DefaultCPUAllocator: can't allocate
+    memory", "CUDA out of memory")."""
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "out of memory" in text
 
 
 def print_json(data: Any) -> None:

@@ -93,3 +93,17 @@ def test_demo_data_checks_free_disk_space(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(InputError, match="free"):
         write_demo(tmp_path / "d", train=1000, val=10)
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. "
+                                                             "DefaultCPUAllocator: can't allocate memory: you tried "
+                                                             "to allocate 120000000000 bytes.")])
+def test_allocator_failure_is_one_line(cli, monkeypatch: pytest.MonkeyPatch, exc: BaseException):
+    """A size the bounds let through but this machine cannot hold: one line, exit 1, no traceback."""
+    import featherface_tune.counter.analytic as analytic
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise exc
+
+    monkeypatch.setattr(analytic, "count", boom)
+    assert_one_line_error(cli("count"), 1, "out of memory")
