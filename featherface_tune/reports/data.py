@@ -201,10 +201,14 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
     if conv not in DCN_CONVENTIONS:
         raise InputError(f"{bad}: dcn_macs={conv!r} must be one of {', '.join(DCN_CONVENTIONS)}")
     ref = rec.get("reference")
+    convention = rec.get("convention", "numel")
+    if not isinstance(convention, str):
+        raise InputError(f"{bad}: convention={convention!r} must be a convention name")
     return StudyRecord(target=target, tolerance=tol,
                        input_size=(int(size[0]), int(size[1])), objectives=tuple(objs),
                        max_macs=_as_int(max_macs), space=dict(space) if isinstance(space, Mapping) else {},
-                       version=version, dcn_macs=conv, reference=dict(ref) if isinstance(ref, Mapping) else None)
+                       version=version, dcn_macs=conv, reference=dict(ref) if isinstance(ref, Mapping) else None,
+                       convention=convention)
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -578,7 +582,7 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if row is not None:
         label = f"trial {int(row['trial'])}"
         cfg = config_of(row, label)
-        result = count(cfg, h, w, dcn_macs=conv)
+        result = count(cfg, h, w, dcn_macs=conv, convention=record.convention)
         chosen = Breakdown(label=label, config=cfg, result=result, trial=int(row["trial"]))
         rec_p = row["params"]
         if rec_p is not pd.NA and rec_p is not None and int(rec_p) != result.params:

@@ -14,11 +14,14 @@ Study user attribute `STUDY_ATTR` (= "featherface_tune") holds a dict with `STUD
                 "dense"; readers say so.
     reference   dict or null: the config the `closest` objective measures distance to
                 (`FeatherFaceConfig.to_dict()`), null when `closest` is not an objective
+    convention  the counting convention of params and MACs (`featherface_tune.counter.conventions`):
+                "numel" (true parameters, fvcore MACs) unless the search asked for another, e.g.
+                "thop" (the paper's figures). Absent in studies stored before it existed: "numel".
 
 Every trial's user attributes (`TRIAL_KEYS`):
     config      the full config, `FeatherFaceConfig.to_dict()`
-    params      int, exact parameter count (analytic counter)
-    macs        int, MACs at input_size (fvcore convention; DCN offset/modulator convs per dcn_macs)
+    params      int, exact parameter count (analytic counter, in the study's convention)
+    macs        int, MACs at input_size (the study's convention; DCN offset/modulator convs per dcn_macs)
     delta       int, params - target
     feasible    bool, within the tolerance window (and under max_macs if set)
     modules     {group: {"params": int, "macs": int}}
@@ -52,7 +55,7 @@ DEFAULT_REFERENCE = "featherface-official"  # the reference of the `closest` obj
 DEFAULT_DB = "featherface-tune.db"  # the embedded study store in the working directory
 STUDY_ATTR = "featherface_tune"
 STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
-              "reference")
+              "reference", "convention")
 LEGACY_DCN_MACS = "dense"  # the convention of studies stored without `dcn_macs`
 
 CONFIG = "config"
@@ -110,6 +113,7 @@ class StudySpec:
     version: str = RECORD_VERSION
     dcn_macs: str = "full"
     reference: Mapping[str, Any] | None = None
+    convention: str = "numel"
 
     def to_attr(self) -> dict[str, Any]:
         return {
@@ -122,6 +126,7 @@ class StudySpec:
             "space": dict(self.space),
             "dcn_macs": self.dcn_macs,
             "reference": dict(self.reference) if self.reference is not None else None,
+            "convention": self.convention,
         }
 
     @classmethod
@@ -131,7 +136,8 @@ class StudySpec:
                    objectives=tuple(data["objectives"]), max_macs=data.get("max_macs"),
                    space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)),
                    dcn_macs=str(data.get("dcn_macs", LEGACY_DCN_MACS)),
-                   reference=dict(data["reference"]) if data.get("reference") else None)
+                   reference=dict(data["reference"]) if data.get("reference") else None,
+                   convention=str(data.get("convention", "numel")))
 
     def directions(self) -> list[str]:
         return [direction(o) for o in self.objectives]

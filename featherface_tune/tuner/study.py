@@ -267,7 +267,7 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
     else:
         old = R.StudySpec.from_attr(stored)
         diffs = [k for k in ("target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
-                             "reference") if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
+                             "reference", "convention") if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
         if diffs:
             hint = (" (a legacy study: its MACs are dense; add --dcn-macs dense)"
                     if "dcn_macs" in diffs and R.is_legacy(stored) else "")
