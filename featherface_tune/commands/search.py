@@ -50,6 +50,7 @@ def search_cmd(
     objective: Annotated[Optional[str], typer.Option("--objective", help="closest, macs, latency, or several comma-separated (a Pareto front); default closest, or proxy AP with --proxy-data.")] = None,
     reference: Annotated[str, typer.Option("--reference", help="Preset name or config file that --objective closest stays near.")] = DEFAULT_REFERENCE,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",
+    convention: Annotated[str, typer.Option("--convention", help="Count params and MACs as this convention does (see `count --conventions`), e.g. thop: the paper's 0.49 M.")] = "numel",
     space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes). Solved objectives (closest, macs) ignore it.")] = DEFAULT_TRIALS,
@@ -128,7 +129,8 @@ def search_cmd(
     try:
         try:
             res = search(target, space=space, objective=objective, trials=trials, tolerance=tol, max_macs=max_macs,
-                         input_size=(h, w), dcn_macs=dcn_macs, reference=reference, study=study_name,
+                         input_size=(h, w), dcn_macs=dcn_macs, convention=convention, reference=reference,
+                         study=study_name,
                          storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
                          proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
                          note=note, on_start=on_start)
@@ -151,6 +153,7 @@ def search_cmd(
         "max_macs": max_macs,
         "input_size": [h, w],
         "dcn_macs": spec.dcn_macs,
+        "convention": spec.convention,
         "objectives": list(spec.objectives),
         "reference": dict(spec.reference) if spec.reference is not None else None,
         "certificate": cert.to_json(),
@@ -238,7 +241,8 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
 
     h, w = spec.input_size
     t = Table(title=f"best feasible configs: {name}",
-              caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w} ({spec.dcn_macs})")
+              caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w} ({spec.dcn_macs})"
+                      + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
     for col, just in (("#", "right"), ("trial", "right"), ("params", "right"), ("delta", "right"),
                       ("MACs", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -278,7 +282,12 @@ def _export(path: Path, best: Any, spec: Any, name: str) -> None:
     cfg = from_mapping(dict(best.config))
     h, w = spec.input_size
     header = (f"# featherface-tune search: study {name!r}, trial {best.number}\n"
-              f"# params {best.params:,} (target {spec.target:,}, delta {best.delta:+,}); MACs {best.macs:,} at {h}x{w}")
+              f"# params {best.params:,} (target {spec.target:,}, delta {best.delta:+,}); MACs {best.macs:,} at {h}x{w}\n"
+              f"# convention: {spec.convention}, dcn_macs {spec.dcn_macs}")
+    if spec.convention != "numel":
+        from featherface_tune.counter.analytic import count
+
+        header += f" (true parameters: {count(cfg, h, w).params:,})"
     try:
         path.write_text(to_toml(cfg, header), encoding="utf-8")
     except OSError as exc:

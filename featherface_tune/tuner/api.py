@@ -26,6 +26,7 @@ from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import BudgetObjective, Fidelity, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
     MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
     prove,
@@ -76,7 +77,7 @@ class SearchResult:
 def search(target: int, *, space: SearchSpace | str | Path | None = None,
            objective: Objective | Sequence[Objective] | None = None, trials: int = DEFAULT_TRIALS,
            storage: str | None = None, tolerance: int = 0, max_macs: int | None = None,
-           input_size: tuple[int, int] = (640, 640), dcn_macs: str = "full",
+           input_size: tuple[int, int] = (640, 640), dcn_macs: str = "full", convention: str = "numel",
            reference: str | Path | FeatherFaceConfig = DEFAULT_REFERENCE, study: str | None = None,
            seed: int | None = None, timeout: float | None = None, top: int = 10,
            proxy: ProxyFn | None = None, proxy_data: Path | None = None, fidelity: Fidelity | None = None,
@@ -90,7 +91,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     the negative), or a list of them (a Pareto front). A callable that raises or returns NaN fails its
     trial (the reason is recorded) and the search goes on. `storage`: an Optuna storage URL (see
     `featherface_tune.tuner.study.open_storage`), None to keep everything in memory. `dcn_macs`: "full"
-    counts the DCN offset and modulator convs in MACs, "dense" leaves them out. `note` receives the
+    counts the DCN offset and modulator convs in MACs, "dense" leaves them out. `convention`: how
+    params and MACs are counted (`featherface_tune.counter.conventions`; "thop" lands on the figure
+    thop reports for the official code, the paper's convention). `note` receives the
     one-line diagnostics (the CLI prints them on stderr); `on_start(done, total)` is called before the
     trials run and `callbacks` after each (Optuna callbacks). Raises NoConfigInWindow (with `.certificate`)
     when the space provably holds no config in the window.
@@ -119,12 +122,17 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         raise InputError(f"--top {top}: must be at least 1")
     if dcn_macs not in DCN_CONVENTIONS:
         raise InputError(f"--dcn-macs {dcn_macs!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    try:
+        get_convention(convention, dcn_macs)
+    except ConfigError as exc:
+        raise InputError(f"--convention: {exc}") from None
     h, w = input_size
     sp = _space(space)
     names, callables = _objectives(objective, proxy is not None)
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None
 
-    proof = prove(sp, target, tolerance, input_size=(h, w), dcn_macs=dcn_macs, max_macs=max_macs)
+    proof = prove(sp, target, tolerance, input_size=(h, w), dcn_macs=dcn_macs, max_macs=max_macs,
+                  convention=convention)
     cert = proof.certificate
     check_values(cert)
     try:
@@ -142,7 +150,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
              "searching without a proof of reachability")
 
     spec = R.StudySpec(target, tolerance, (h, w), names, max_macs, sp.to_dict(), dcn_macs=dcn_macs,
-                       reference=ref_cfg.to_dict() if ref_cfg is not None else None)
+                       reference=ref_cfg.to_dict() if ref_cfg is not None else None, convention=convention)
     if storage is None:
         import optuna
 
@@ -159,7 +167,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     st = S.open_study(store, name, spec, S.make_sampler(seed), pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
-    repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures)
+    repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
+                        convention)
     fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), repairer=repairer,
                          callables=callables)
 

@@ -154,9 +154,10 @@ class BudgetObjective:
         spec = self.spec
         if self.repairer is None:
             proof = prove(self.space, spec.target, spec.tolerance, input_size=tuple(spec.input_size),
-                          dcn_macs=spec.dcn_macs, max_macs=spec.max_macs)
+                          dcn_macs=spec.dcn_macs, max_macs=spec.max_macs, convention=spec.convention)
             self.repairer = Repairer(self.space, spec.target, spec.tolerance, tuple(spec.input_size),
-                                     spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures)
+                                     spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures,
+                                     spec.convention)
         self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))
                           if spec.reference is not None else None)
 
@@ -196,7 +197,7 @@ class BudgetObjective:
         except ConfigError as exc:
             raise TrialFailed(f"ConfigError: {exc}") from None
         h, w = spec.input_size
-        res = count(cfg, h, w, dcn_macs=spec.dcn_macs)
+        res = count(cfg, h, w, dcn_macs=spec.dcn_macs, convention=spec.convention)
         if res.params != sol.params or res.macs != sol.macs:
             raise TrialFailed(f"solver predicted {sol.params} params / {sol.macs} MACs but the counter "
                               f"gives {res.params} / {res.macs}")
@@ -284,5 +285,5 @@ def _safe_attr(trial: Any, key: str, value: Any) -> None:
 def summarize(spec: R.StudySpec) -> str:
     extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
     return (f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}; "
-            f"MACs {spec.dcn_macs}")
+            f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
 

@@ -14,11 +14,14 @@ Study user attribute `STUDY_ATTR` (= "featherface_tune") holds a dict with `STUD
                 "dense"; readers say so.
     reference   dict or null: the config the `closest` objective measures distance to
                 (`FeatherFaceConfig.to_dict()`), null when `closest` is not an objective
+    convention  the counting convention of params and MACs (`featherface_tune.counter.conventions`):
+                "numel" (true parameters, fvcore MACs) unless the search asked for another, e.g.
+                "thop" (the paper's figures). Absent in studies stored before it existed: "numel".
 
 Every trial's user attributes (`TRIAL_KEYS`):
     config      the full config, `FeatherFaceConfig.to_dict()`
-    params      int, exact parameter count (analytic counter)
-    macs        int, MACs at input_size (fvcore convention; DCN offset/modulator convs per dcn_macs)
+    params      int, exact parameter count (analytic counter, in the study's convention)
+    macs        int, MACs at input_size (the study's convention; DCN offset/modulator convs per dcn_macs)
     delta       int, params - target
     feasible    bool, within the tolerance window (and under max_macs if set)
     modules     {group: {"params": int, "macs": int}}
@@ -43,6 +46,8 @@ Every trial's user attributes (`TRIAL_KEYS`):
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -52,7 +57,7 @@ DEFAULT_REFERENCE = "featherface-official"  # the reference of the `closest` obj
 DEFAULT_DB = "featherface-tune.db"  # the embedded study store in the working directory
 STUDY_ATTR = "featherface_tune"
 STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
-              "reference")
+              "reference", "convention")
 LEGACY_DCN_MACS = "dense"  # the convention of studies stored without `dcn_macs`
 
 CONFIG = "config"
@@ -110,6 +115,7 @@ class StudySpec:
     version: str = RECORD_VERSION
     dcn_macs: str = "full"
     reference: Mapping[str, Any] | None = None
+    convention: str = "numel"
 
     def to_attr(self) -> dict[str, Any]:
         return {
@@ -122,6 +128,7 @@ class StudySpec:
             "space": dict(self.space),
             "dcn_macs": self.dcn_macs,
             "reference": dict(self.reference) if self.reference is not None else None,
+            "convention": self.convention,
         }
 
     @classmethod
@@ -131,7 +138,8 @@ class StudySpec:
                    objectives=tuple(data["objectives"]), max_macs=data.get("max_macs"),
                    space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)),
                    dcn_macs=str(data.get("dcn_macs", LEGACY_DCN_MACS)),
-                   reference=dict(data["reference"]) if data.get("reference") else None)
+                   reference=dict(data["reference"]) if data.get("reference") else None,
+                   convention=str(data.get("convention", "numel")))
 
     def directions(self) -> list[str]:
         return [direction(o) for o in self.objectives]
@@ -160,24 +168,45 @@ class TrialRecord:
     closest: float | None = None
     callables: Mapping[str, float] = field(default_factory=dict)
     sampled: Mapping[str, Any] | None = None
+    objectives: tuple[str, ...] = ()  # the study's objectives, in the order of `values`
 
     @classmethod
-    def from_trial(cls, t: Any) -> "TrialRecord":
+    def from_trial(cls, t: Any, spec: "StudySpec | None" = None) -> "TrialRecord":
+        """The one reader of a trial's user attributes (search, report and the gate use it). It
+        tolerates attributes of the wrong type (a hand-edited or foreign study): they read as
+        missing. With `spec`, a missing `delta` and `feasible` are derived from the window."""
         a = copy.deepcopy(dict(t.user_attrs))  # a copy: trials read with deepcopy=False share storage caches
         secs = None
         if t.datetime_start is not None and t.datetime_complete is not None:
             secs = (t.datetime_complete - t.datetime_start).total_seconds()
         values = tuple(float(v) for v in t.values) if t.values is not None else None
-        return cls(number=t.number, state=t.state.name, config=a.get(CONFIG), params=a.get(PARAMS),
-                   macs=a.get(MACS), delta=a.get(DELTA), feasible=bool(a.get(FEASIBLE, False)),
-                   values=values, latency_ms=a.get(LATENCY_MS), proxy_ap=a.get(PROXY_AP),
-                   fail_reason=a.get(FAIL_REASON), modules=dict(a.get(MODULES) or {}), seconds=secs,
-                   closest=a.get(CLOSEST), callables=dict(a.get(CALLABLES) or {}), sampled=a.get(SAMPLED))
+        params, macs, delta = as_int(a.get(PARAMS)), as_int(a.get(MACS)), as_int(a.get(DELTA))
+        feasible = a.get(FEASIBLE)
+        if spec is not None:
+            if delta is None and params is not None:
+                delta = params - spec.target
+            if not isinstance(feasible, bool):
+                feasible = (delta is not None and abs(delta) <= spec.tolerance and macs is not None
+                            and (spec.max_macs is None or macs <= spec.max_macs))
+        return cls(number=t.number, state=t.state.name, config=_mapping(a.get(CONFIG)), params=params,
+                   macs=macs, delta=delta, feasible=feasible is True, values=values,
+                   latency_ms=as_float(a.get(LATENCY_MS)), proxy_ap=as_float(a.get(PROXY_AP)),
+                   fail_reason=str(a[FAIL_REASON]) if a.get(FAIL_REASON) else None,
+                   modules=_mapping(a.get(MODULES)) or {}, seconds=secs, closest=as_float(a.get(CLOSEST)),
+                   callables=_mapping(a.get(CALLABLES)) or {}, sampled=_mapping(a.get(SAMPLED)),
+                   objectives=tuple(spec.objectives) if spec is not None else ())
 
     def objective_value(self, name: str) -> float | None:
-        known = {"macs": self.macs, "latency": self.latency_ms, "proxy_ap": self.proxy_ap, "closest": self.closest}
+        """The value the search ranks by: the measured attribute (`OBJECTIVES`, `latency_ms` too, a
+        callable's value), else the trial's Optuna value for that objective; None when neither is a
+        finite number."""
+        known = {"macs": self.macs, "latency": self.latency_ms, "latency_ms": self.latency_ms,
+                 "proxy_ap": self.proxy_ap, "closest": self.closest}
         v = known[name] if name in known else self.callables.get(name)
-        return None if v is None else float(v)
+        if v is None and self.values is not None and name in self.objectives:
+            i = self.objectives.index(name)
+            v = self.values[i] if i < len(self.values) else None
+        return as_float(v)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"trial": self.number, "state": self.state, "params": self.params,
@@ -198,3 +227,23 @@ class TrialRecord:
         return out
 
 
+def as_int(v: Any) -> int | None:
+    """An integer attribute (numpy's too), or None: missing, a bool, a fraction, not finite, not a number."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def as_float(v: Any) -> float | None:
+    """A finite number as float, or None."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        return None
+    return float(v)
+
+
+def _mapping(v: Any) -> dict[str, Any] | None:
+    return dict(v) if isinstance(v, Mapping) else None

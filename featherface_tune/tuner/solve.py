@@ -18,7 +18,9 @@ neck) - all given the *structure* (the non-budget knobs). MACs split the same wa
 
 The per-term costs come from the same block cost functions as `featherface_tune.counter.analytic`;
 each solution is re-counted with `count()` by the caller, and tests check the split on random configs.
-MACs follow `dcn_macs` ("full" counts the DCN offset and modulator convs, "dense" leaves them out).
+MACs follow `dcn_macs` ("full" counts the DCN offset and modulator convs, "dense" leaves them out), and
+params and MACs follow `convention` (`featherface_tune.counter.conventions`: "numel" by default; e.g.
+"thop" counts what thop reports on the official code, so a search lands on the paper's figure).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.counter.conventions import cbam_levels_in, level_tail_in
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 from featherface_tune.tuner.records import window_text
@@ -102,8 +105,11 @@ def _valid_ratios(values: tuple[int, ...], which: str, width: float | int) -> tu
 
 @lru_cache(maxsize=8192)
 def _ssh_table(values: tuple[int, ...], n: int, dcn: bool, shuffle: str, anchors: int, landmarks: bool,
-               hw: int, dcn_macs: str) -> tuple[np.ndarray, np.ndarray]:
+               hw: int, dcn_macs: str, convention: str = "numel") -> tuple[np.ndarray, np.ndarray]:
     # SSH + shuffle + heads of one level, as count() sums them (t[6]: the DCN offset/modulator convs)
+    if convention != "numel":
+        pm = [level_tail_in(convention, n, s, dcn, shuffle, anchors, landmarks, hw, dcn_macs) for s in values]
+        return (np.array([p for p, _ in pm], dtype=np.int64), np.array([m for _, m in pm], dtype=np.int64))
     tails = [level_tail(n, s, dcn, shuffle, anchors, landmarks, hw) for s in values]
     full = dcn_macs == "full"
     return (np.array([t[0] + t[2] + t[4] for t in tails], dtype=np.int64),
@@ -111,34 +117,40 @@ def _ssh_table(values: tuple[int, ...], n: int, dcn: bool, shuffle: str, anchors
 
 
 @lru_cache(maxsize=4096)
-def _cbam_table(values: tuple[int, ...], on: bool, chans: tuple[int, int, int], hws: tuple[int, int, int]
-                ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+def _cbam_table(values: tuple[int, ...], on: bool, chans: tuple[int, int, int], hws: tuple[int, int, int],
+                convention: str = "numel") -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     if not on:
         return values[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    costs = [cbam_levels(chans, r, hws) for r in values]
+    costs = [cbam_levels(chans, r, hws) if convention == "numel" else cbam_levels_in(convention, chans, r, hws)
+             for r in values]
     return (values, np.array([p for p, _ in costs], dtype=np.int64),
             np.array([m for _, m in costs], dtype=np.int64))
 
 
 @lru_cache(maxsize=8192)
-def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int) -> tuple[int, int] | None:
-    """(params, MACs) of the backbone and neck, read off the count of a probe config."""
+def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int, convention: str = "numel"
+          ) -> tuple[int, int] | None:
+    """(params, MACs) of the backbone and neck, read off the count of a probe config (None when the
+    structure breaks a rule, or the convention cannot count it)."""
     probe = _probe(backbone_width=bw, neck=neck, bifpn_repeats=reps, neck_channels=n,
                    backbone_cbam=False, neck_cbam=False, ssh_channels=4, ssh_deformable=False,
                    shuffle="none", anchors_per_cell=1, landmarks=False)
     if probe is None:
         return None
-    groups = dict(zip(GROUPS, count(probe, h, w).groups))
+    try:
+        groups = dict(zip(GROUPS, count(probe, h, w, convention=convention).groups))
+    except ConfigError:  # e.g. thop counts only the official backbone width
+        return None
     (bp, bm), (np_, nm) = groups["backbone"], groups["neck"]
     return bp + np_, bm + nm
 
 
 def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
                   domains: Mapping[str, tuple[Any, ...]] | None = None,
-                  params_only: bool = False, dcn_macs: str = "full") -> list[Table]:
+                  params_only: bool = False, dcn_macs: str = "full", convention: str = "numel") -> list[Table]:
     """Tables for the five budget knobs given structure `s` (domains default to the space's);
     values that break a rule in this structure are left out. `params_only`: MACs left at 0;
-    `dcn_macs`: the MAC convention (see `count`)."""
+    `dcn_macs`, `convention`: how params and MACs are counted (see `count`)."""
     hws = (0, 0, 0) if params_only else level_hws(h, w)
     doms = {k: (tuple(domains[k]) if domains and k in domains else space.domain(k).values)
             for k in BUDGET_KNOBS}
@@ -147,7 +159,7 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
     for k, hw in zip(SSH_KNOBS, hws):
         vals = _valid_ssh(doms[k], s["shuffle"], s["shuffle_groups"])
         p, m = _ssh_table(vals, n, s["ssh_deformable"], s["shuffle"], s["anchors_per_cell"],
-                          s["landmarks"], hw, dcn_macs)
+                          s["landmarks"], hw, dcn_macs, convention)
         out.append(Table(k, vals, p, m))
     bw = float(s["backbone_width"])
     for knob, which, width, chans in (("backbone_cbam_reduction", "backbone", bw, backbone_channels(bw)),
@@ -157,16 +169,17 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
         if not vals:
             out.append(Table(knob, (), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
             continue
-        v2, p, m = _cbam_table(vals, on, chans, hws)
+        v2, p, m = _cbam_table(vals, on, chans, hws, convention)
         out.append(Table(knob, v2, p, m))
     return out
 
 
-def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int) -> tuple[int, int] | None:
+def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int, convention: str = "numel"
+              ) -> tuple[int, int] | None:
     """(params, MACs) of everything but the budget terms; None if the structure has no valid config."""
     if any(len(t.values) == 0 for t in tables):
         return None
-    return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w)
+    return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w, convention)
 
 
 # ---- the distance between two knob assignments ---------------------------------------------------
@@ -394,10 +407,10 @@ def _expand(left: np.ndarray, right: np.ndarray, order: np.ndarray, a: int = 0, 
     return ri, order[pos]
 
 
-def _find(space: SearchSpace, s: Mapping[str, Any], value: int) -> Witness:
+def _find(space: SearchSpace, s: Mapping[str, Any], value: int, convention: str = "numel") -> Witness:
     """A config of structure `s` with exactly `value` params (known to exist)."""
-    tables = budget_tables(space, s, 32, 32, params_only=True)
-    base = base_cost(s, tables, 32, 32)
+    tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
+    base = base_cost(s, tables, 32, 32, convention)
     assert base is not None
     P = _param_grid(tables, base[0])
     ix = np.unravel_index(int(np.flatnonzero(P.ravel() == value)[0]), P.shape)
@@ -412,7 +425,7 @@ def certify(space: SearchSpace, target: int, tolerance: int,
 
 def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = (640, 640),
           dcn_macs: str = "full", max_macs: int | None = None, max_exact: int = MAX_EXACT,
-          max_structures: int = MAX_CERTIFY_STRUCTURES) -> Proof:
+          max_structures: int = MAX_CERTIFY_STRUCTURES, convention: str = "numel") -> Proof:
     """Enumerate every structure of the space, count the configs within the window and, when they are
     at most `max_exact`, list them with their MACs (`dcn_macs` convention, at `input_size`; only those
     under `max_macs` if set). The sorted sums live one group at a time (bounded by `check_memory`)."""
@@ -430,9 +443,9 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
                                time.perf_counter() - t0, complete=False)
             return Proof(cert, None, ())
         structs.append(s)
-        tables = budget_tables(space, s, 32, 32, params_only=True)
+        tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
         applying.update(k for k in CONTEXT if applies(k, s))
-        base = base_cost(s, tables, 32, 32)
+        base = base_cost(s, tables, 32, 32, convention)
         if base is None:
             continue
         tb, tn = tables[3], tables[4]
@@ -489,9 +502,10 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
         if not cands[key]:
             return None
         value, s = pick(cands[key], key=lambda c: c[0])
-        return _find(space, s, value)
+        return _find(space, s, value, convention)
 
-    exact = _exact_set(space, structs, found, input_size, dcn_macs, lo, hi) if collecting and n_cfg else None
+    exact = (_exact_set(space, structs, found, input_size, dcn_macs, lo, hi, convention)
+             if collecting and n_cfg else None)
     least_macs = int(exact.macs.min()) if exact is not None and len(exact) else None
     if exact is not None and max_macs is not None:
         exact = exact.subset(exact.macs <= max_macs)
@@ -506,7 +520,7 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
 
 def _exact_set(space: SearchSpace, structs: list[dict[str, Any]],
                found: list[tuple[np.ndarray, np.ndarray, np.ndarray]], input_size: tuple[int, int],
-               dcn_macs: str, lo: int, hi: int) -> ExactSet:
+               dcn_macs: str, lo: int, hi: int, convention: str = "numel") -> ExactSet:
     """The listed window hits decoded into knob values, with their params and MACs."""
     h, w = input_size
     sid = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
@@ -520,8 +534,8 @@ def _exact_set(space: SearchSpace, structs: list[dict[str, Any]],
     bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True]) if sid.size else np.zeros(1, dtype=np.int64)
     for a, b in zip(bounds[:-1], bounds[1:]):
         s = structs[int(sid[a])]
-        tables = budget_tables(space, s, h, w, dcn_macs=dcn_macs)
-        base = base_cost(s, tables, h, w)
+        tables = budget_tables(space, s, h, w, dcn_macs=dcn_macs, convention=convention)
+        base = base_cost(s, tables, h, w, convention)
         assert base is not None
         t3, t4, t5, tb, tn = tables
         i3, i4, i5 = np.unravel_index(flat[a:b], (len(t3.values), len(t4.values), len(t5.values)))
@@ -570,6 +584,7 @@ class Repairer:
     max_macs: int | None = None
     exact: ExactSet | None = None
     structures: Sequence[Mapping[str, Any]] = ()
+    convention: str = "numel"
 
     def __post_init__(self) -> None:
         self.free = tuple(self.space.solve)
@@ -618,8 +633,8 @@ class Repairer:
         h, w = self.input_size
         best = None
         for s in self.space.iter_structures(fixed=fixed):
-            tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs)
-            base = base_cost(s, tables, h, w)
+            tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
+            base = base_cost(s, tables, h, w, self.convention)
             if base is None:
                 continue
             P = _param_grid(tables, base[0])
@@ -635,8 +650,8 @@ class Repairer:
     def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
                          ) -> tuple[Any, ...]:
         h, w = self.input_size
-        tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs)
-        base = base_cost(s, tables, h, w)
+        tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
+        base = base_cost(s, tables, h, w, self.convention)
         if base is None:
             return (0, None, None)
         t3, t4, t5, tb, tn = tables

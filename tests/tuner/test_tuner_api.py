@@ -183,3 +183,43 @@ def test_a_list_of_objectives_gives_a_pareto_front():
     assert front and all(r.params == TARGET for r in res.pareto)
     for a in front:  # no member dominates another
         assert not any(b != a and b[0] <= a[0] and b[1] <= a[1] for b in front)
+
+
+# ---- counting conventions reach the budget --------------------------------------------------------
+
+def test_thop_convention_lands_on_the_papers_figure(tmp_path: Path):
+    """`convention="thop"`: every best config counts exactly the target as thop would report it on the
+    official code, while its true parameter count is larger (thop misses the DCN main convs and the
+    BiFPN fusion weights); the study records the convention and the export names it."""
+    from featherface_tune import search
+
+    res = search(489_000, convention="thop")
+    assert res.solved is not None and res.best
+    assert res.spec.convention == "thop"
+    for row in res.best:
+        in_thop = count(row.config, 640, 640, convention="thop")
+        assert (row.params, row.macs) == (in_thop.params, in_thop.macs) == (489_000, in_thop.macs)
+        assert count(row.config, 640, 640).params > 489_000
+        assert row.config.backbone_width == 0.25  # thop counts only what the official code can build
+    out = tmp_path / "best.toml"
+    r = runner.invoke(app, ["search", "--target", "489000", "--convention", "thop", "--storage",
+                            f"sqlite:///{tmp_path / 's.db'}", "--export", str(out), "--json"])
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["convention"] == "thop" and data["best"][0]["params"] == 489_000
+    assert "# convention: thop" in out.read_text()
+    r = runner.invoke(app, ["count", "--config", str(out), "--convention", "thop", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["params"] == 489_000
+
+
+def test_unknown_convention_is_one_line():
+    r = runner.invoke(app, ["search", "--target", "489000", "--convention", "nope", "--storage", "sqlite:///:memory:"])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "known conventions" in lines[0] and "thop" in lines[0]
+
+
+def test_a_study_without_a_convention_reads_as_numel():
+    spec = R.StudySpec.from_attr({"target": 1, "tolerance": 0, "input_size": [64, 64], "objectives": ["macs"]})
+    assert spec.convention == "numel"
+    assert R.StudySpec.from_attr({**spec.to_attr(), "convention": "thop"}).convention == "thop"
