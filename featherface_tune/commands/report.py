@@ -21,20 +21,22 @@ def _write(text: str) -> None:
 
 
 def _print_tables(items: list) -> None:  # type: ignore[type-arg]
-    """Print renderables; when stdout is not a terminal (a pipe, a file) widen the console to each
-    table's natural width rather than wrapping numbers inside cells."""
-    from rich.console import Console
-    from rich.measure import Measurement
+    """Print renderables; tables fit 100 columns (`featherface_tune.terminal`): a report drops its
+    config-field columns from the right first (all of them are in --format csv/json/html)."""
+    from rich.table import Table
+
+    from featherface_tune.terminal import print_table
 
     for item in items:
-        if out.is_terminal:
-            out.print(item)
-            continue
-        need = Measurement.get(out, out.options.update_width(10_000), item).maximum
-        if need <= out.width:
-            out.print(item)
-        else:  # rich never prints wider than its console, so a wider one for this table
-            Console(width=need, soft_wrap=True, force_terminal=False, markup=False).print(item)
+        optional = [str(c.header) for c in item.columns][1:] if isinstance(item, Table) else []
+        print_table(out, item, optional=_config_headers(optional), elsewhere="--format csv or --out")
+
+
+def _config_headers(headers: list[str]) -> list[str]:
+    """The headers of config-field columns, the least telling last (they may be left out)."""
+    from featherface_tune.models.config import FIELD_NAMES
+
+    return [h for h in headers if h in FIELD_NAMES]
 
 
 @handle_errors

@@ -170,7 +170,7 @@ def search_cmd(
     if json_:
         print_json(result)
     elif ranked:
-        _data_console().print(_table(ranked[:top], spec, res.name))
+        _print(_table(ranked[:top], spec, res.name))
     if export is not None and ranked:
         _export(export, ranked[0], spec, res.name)
         err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
@@ -194,15 +194,11 @@ def search_cmd(
                   f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
 
 
-def _data_console():  # type: ignore[no-untyped-def]
-    """stdout console; when stdout is not a terminal, wide enough that tables do not wrap."""
-    if out.is_terminal:
-        return out
-    import sys
+def _print(table: Any) -> None:
+    """A table on stdout, fitted to 100 columns (`featherface_tune.terminal`; --json has every field)."""
+    from featherface_tune.terminal import print_table
 
-    from rich.console import Console
-
-    return Console(file=sys.stdout, width=200, soft_wrap=True, markup=False)
+    print_table(out, table, optional=("shuffle", "DCN", "CBAM b/n"))
 
 
 def _better(a: float, b: float, direction: str) -> bool:
@@ -251,11 +247,11 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
     if "proxy_ap" in spec.objectives:
         t.add_column("AP", justify="right")
     if "closest" in spec.objectives:
-        t.add_column("distance", justify="right")
+        t.add_column("dist", justify="right")
     extra = [o for o in spec.objectives if o not in R.OBJECTIVES]  # Python callables
     for o in extra:
         t.add_column(o, justify="right")
-    for col in ("neck", "neck ch", "SSH P3/P4/P5", "CBAM r b/n", "DCN", "shuffle"):
+    for col in ("neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
         t.add_column(col)
     for i, r in enumerate(rows, 1):
         c = dict(r.config)
@@ -304,7 +300,7 @@ def _print_unreachable(cert: Any, as_json: bool) -> None:
 
     t = Table(title="nearest achievable parameter counts (proven by exhaustive count)",
               caption=cert.evidence())
-    for col in ("", "params", "delta", "neck", "neck ch", "SSH P3/P4/P5", "CBAM r b/n", "DCN", "shuffle"):
+    for col in ("", "params", "delta", "neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
         t.add_column(col)
     for label, wit in (("smallest", cert.smallest), ("nearest below", cert.below),
                        ("nearest above", cert.above), ("largest", cert.largest)):
@@ -315,7 +311,7 @@ def _print_unreachable(cert: Any, as_json: bool) -> None:
         cb = _cbam(c)
         t.add_row(label, f"{wit.params:,}", f"{wit.params - cert.target:+,}", neck, str(c["neck_channels"]),
                   _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"])
-    _data_console().print(t)
+    _print(t)
 
 
 __all__ = ["search_cmd", "parse_tolerance", "DEFAULT_TRIALS"]
