@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from featherface_tune.commands._common import err, handle_errors, input_size, out, warn
 from featherface_tune.errors import InputError
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import DEFAULT_DB
 
 
@@ -95,7 +96,7 @@ def report_cmd(
             raise InputError("--compare compares configs and does not read a study; drop --study")
         if trial is not None:
             raise InputError("--trial applies to a study report, not to --compare")
-        obj = data.compare(specs, hw or data.DEFAULT_INPUT, dcn_macs or "full")
+        obj = data.compare(specs, hw or DEFAULT_INPUT, dcn_macs or "full")
         doc = render.compare_document(obj)
     else:
         obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)

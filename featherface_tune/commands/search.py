@@ -13,6 +13,7 @@ from featherface_tune.commands._common import (
     InputSizeOpt, JsonOpt, err, fail, handle_errors, input_size, out, print_json,
 )
 from featherface_tune.errors import InputError, interrupt_exit_code
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
@@ -46,7 +47,7 @@ def search_cmd(
     target: Annotated[int, typer.Option("--target", "-t", help="Parameter target (exact unless --tolerance).")],
     tolerance: Annotated[str, typer.Option("--tolerance", help="Allowed |params - target|: N parameters or N% of the target.")] = "0",
     max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Also require MACs <= N at --input-size.")] = None,
-    size: InputSizeOpt = (640, 640),
+    size: InputSizeOpt = DEFAULT_INPUT,
     objective: Annotated[Optional[str], typer.Option("--objective", help="closest, macs, latency, or several comma-separated (a Pareto front); default closest, or proxy AP with --proxy-data.")] = None,
     reference: Annotated[str, typer.Option("--reference", help="Preset name or config file that --objective closest stays near.")] = DEFAULT_REFERENCE,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",

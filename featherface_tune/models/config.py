@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from featherface_tune.errors import ConfigError, InputError
 
 NECKS = ("bifpn", "fpn")
+DEFAULT_INPUT = (640, 640)  # (height, width) of every MAC figure unless another is asked for
 SHUFFLES = ("block", "plain", "none")
 MAX_BACKBONE_WIDTH = 4.0
 

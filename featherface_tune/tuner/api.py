@@ -26,6 +26,7 @@ from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import BudgetObjective, Fidelity, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
     MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
@@ -77,7 +78,7 @@ class SearchResult:
 def search(target: int, *, space: SearchSpace | str | Path | None = None,
            objective: Objective | Sequence[Objective] | None = None, trials: int = DEFAULT_TRIALS,
            storage: str | None = None, tolerance: int = 0, max_macs: int | None = None,
-           input_size: tuple[int, int] = (640, 640), dcn_macs: str = "full", convention: str = "numel",
+           input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full", convention: str = "numel",
            reference: str | Path | FeatherFaceConfig = DEFAULT_REFERENCE, study: str | None = None,
            seed: int | None = None, timeout: float | None = None, top: int = 10,
            proxy: ProxyFn | None = None, proxy_data: Path | None = None, fidelity: Fidelity | None = None,

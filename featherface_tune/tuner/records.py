@@ -98,8 +98,11 @@ def is_legacy(attr: Mapping[str, Any]) -> bool:
 
 
 def window_text(target: int, tolerance: int) -> str:
-    """The parameter window as people read it: "489,000" or "489,000 +/- 2,000"."""
-    return f"{target:,}" if tolerance == 0 else f"{target:,} +/- {tolerance:,}"
+    """The parameter window as people read it, everywhere it is shown: "489,000", or
+    "489,000 ± 2,000 (487,000..491,000)"."""
+    if tolerance == 0:
+        return f"{target:,}"
+    return f"{target:,} ± {tolerance:,} ({target - tolerance:,}..{target + tolerance:,})"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import cbam_levels_in, level_tail_in
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
@@ -423,7 +424,7 @@ def certify(space: SearchSpace, target: int, tolerance: int,
     return prove(space, target, tolerance, max_exact=0, max_structures=max_structures).certificate
 
 
-def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = (640, 640),
+def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = DEFAULT_INPUT,
           dcn_macs: str = "full", max_macs: int | None = None, max_exact: int = MAX_EXACT,
           max_structures: int = MAX_CERTIFY_STRUCTURES, convention: str = "numel") -> Proof:
     """Enumerate every structure of the space, count the configs within the window and, when they are
@@ -579,7 +580,7 @@ class Repairer:
     space: SearchSpace
     target: int
     tolerance: int
-    input_size: tuple[int, int] = (640, 640)
+    input_size: tuple[int, int] = DEFAULT_INPUT
     dcn_macs: str = "full"
     max_macs: int | None = None
     exact: ExactSet | None = None

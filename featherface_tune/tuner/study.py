@@ -338,7 +338,7 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
             hint = (" (a legacy study: its MACs are dense; add --dcn-macs dense)"
                     if "dcn_macs" in diffs and R.is_legacy(stored) else "")
             raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ{hint}; it has "
-                             f"target {old.target:,} +/- {old.tolerance:,}, objectives {','.join(old.objectives)}); "
+                             f"target {R.window_text(old.target, old.tolerance)}, objectives {','.join(old.objectives)}); "
                              "pick another --study or repeat its options")
     return study
 
