@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from featherface_tune.commands.calibrate import calibrate_cmd
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.demo_data import demo_data_cmd
 from featherface_tune.commands.evaluate import evaluate_cmd
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 
 COMMANDS = {
+    "calibrate": calibrate_cmd,
     "count": count_cmd,
     "demo-data": demo_data_cmd,
     "evaluate": evaluate_cmd,

@@ -11,7 +11,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    InputSizeOpt, JsonOpt, err, fail, handle_errors, input_size, out, print_json,
+    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
 )
 from featherface_tune.errors import InputError
 
@@ -58,6 +58,9 @@ def search_cmd(
     proxy_image_size: Annotated[Optional[int], typer.Option("--proxy-image-size", help="Proxy training image size.")] = None,
     proxy_time_budget: Annotated[Optional[float], typer.Option("--proxy-time-budget", help="Seconds of proxy training per trial.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Proxy AP subset: easy, medium or hard.")] = "hard",
+    pruner_name: Annotated[str, typer.Option("--pruner", help="Proxy searches: median (stop trials below the median AP at an epoch), hyperband (epochs as the resource) or none.")] = "median",
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Search FeatherFace configs that hit a parameter budget exactly; the objective ranks the hits.
@@ -94,7 +97,14 @@ def search_cmd(
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     objectives = parse_objectives(objective, proxy_data is not None)
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
-    proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
+    from featherface_tune.training.device import resolve_device, set_threads
+    from featherface_tune.training.proxy import PRUNERS, make_pruner
+
+    if pruner_name not in PRUNERS:
+        raise InputError(f"--pruner {pruner_name!r}: must be one of {', '.join(PRUNERS)}")
+    dev = resolve_device(device) if proxy_data is not None else None
+    n_threads = set_threads(threads)
+    proxy_fn = load_proxy(proxy_data, str(dev)) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
 
     with err.status("counting every config in the space..."):
@@ -117,9 +127,11 @@ def search_cmd(
     name = study_name or S.default_study_name(spec)
     pruner = None
     if proxy_fn is not None and len(objectives) == 1:
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        from featherface_tune.training.proxy import Fidelity as ProxyFidelity
+
+        pruner = make_pruner(pruner_name, proxy_epochs or ProxyFidelity().epochs)
     study = S.open_study(store, name, spec, S.make_sampler(seed), pruner)
-    objective_fn = BudgetObjective(space, spec, proxy_fn, proxy_data, fidelity)
+    objective_fn = BudgetObjective(space, spec, proxy_fn, proxy_data, fidelity, latency_threads=n_threads)
 
     before = S.counted_trials(study)
     mine: list[int] = []
