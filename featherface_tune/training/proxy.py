@@ -125,7 +125,7 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
     from featherface_tune.inference.detector import detect_batch
     from featherface_tune.inference.nms import backend_for
 
-    device = next(model.parameters()).device
+    device = next(iter(model.parameters()), torch.empty(0)).device if model is not None else torch.device("cpu")
     bs = batch_size if batch_size is not None else (8 if device.type == "cuda" else 1)
     backend = backend_for(device)
     out: dict[str, dict[str, np.ndarray]] = {}
