@@ -28,8 +28,3 @@ class ConfigError(FeatherFaceError, ValueError):
 class InputError(FeatherFaceError):
     """A file, path or argument given by the user cannot be used."""
 
-
-class BudgetViolation(FeatherFaceError):
-    """A measured count lies outside its budget."""
-
-    exit_code = 1

@@ -4,6 +4,7 @@ Schema (TOML)::
 
     name = "featherface-official"          # optional, defaults to the file name
     description = "..."                    # optional
+    convention = "numel"                   # optional: how params and MACs are counted (see `count --conventions`)
 
     [model]                                # required: a preset and/or a config file and/or fields
     preset = "featherface-official"
@@ -17,13 +18,14 @@ Schema (TOML)::
 
     [macs]                                 # optional, same keys plus:
     input_size = [640, 640]                # required with [macs]
-    dcn_macs = "dense"                     # optional: "dense" (default) or "full"
+    dcn_macs = "full"                      # optional: "full" (default, every conv) or "dense"
 
     [baseline]                             # optional, written by `featherface-tune gate --update`
     input_size = [640, 640]
-    dcn_macs = "dense"
+    dcn_macs = "full"                      # absent in old baselines: "dense"
+    convention = "numel"                   # absent in old baselines: "numel"
     params = 592371
-    macs = 915637376
+    macs = 1274888576
     [baseline.modules.backbone]
     params = 213072
     macs = 353433600
@@ -44,15 +46,16 @@ from featherface_tune.budgets.schema import (
     Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
 )
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
+from featherface_tune.counter.conventions import NAMES as CONVENTIONS, countable, get_convention
 from featherface_tune.errors import ConfigError, FeatherFaceError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
 from featherface_tune.models.presets import resolve_config
 
-TOP_KEYS = ("name", "description", "model", "params", "macs", "baseline")
+TOP_KEYS = ("name", "description", "convention", "model", "params", "macs", "baseline")
 BOUND_KEYS = ("target", "tolerance", "max", "min")
 MACS_KEYS = BOUND_KEYS + ("input_size", "dcn_macs")
 MODEL_KEYS = ("preset", "config") + FIELD_NAMES
-BASELINE_KEYS = ("input_size", "dcn_macs", "params", "macs", "modules")
+BASELINE_KEYS = ("input_size", "dcn_macs", "convention", "params", "macs", "modules")
 MODULE_KEYS = ("params", "macs")
 DEFAULT_INPUT = (640, 640)
 BUDGET_DIR = "budgets"
@@ -158,6 +161,12 @@ def _dcn(ctx: _Ctx, key: str, v: Any) -> str:
     return v
 
 
+def _convention(ctx: _Ctx, key: str, v: Any) -> str:
+    if v not in CONVENTIONS:
+        raise ctx.error(key, f"must be one of {', '.join(repr(c) for c in CONVENTIONS)}, got {v!r}")
+    return v
+
+
 def _tolerance(ctx: _Ctx, key: str, v: Any) -> Tolerance:
     if _is_int(v):
         if v < 0:
@@ -226,7 +235,8 @@ def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFa
 def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) -> Baseline:
     _check_keys(ctx, b, BASELINE_KEYS, "baseline")
     size = _input_size(ctx, "baseline.input_size", b["input_size"]) if "input_size" in b else default_size
-    dcn = _dcn(ctx, "baseline.dcn_macs", b["dcn_macs"]) if "dcn_macs" in b else "dense"
+    dcn = _dcn(ctx, "baseline.dcn_macs", b["dcn_macs"]) if "dcn_macs" in b else "dense"  # written before "full"
+    convention = _convention(ctx, "baseline.convention", b["convention"]) if "convention" in b else "numel"
     params = _count(ctx, "baseline.params", b["params"]) if "params" in b else None
     macs = _count(ctx, "baseline.macs", b["macs"]) if "macs" in b else None
     if "modules" not in b:
@@ -247,7 +257,8 @@ def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) ->
             params=_count(ctx, f"{key}.params", entry["params"]),
             macs=_count(ctx, f"{key}.macs", entry["macs"]) if "macs" in entry else None,
         )
-    return Baseline(input_size=size, dcn_macs=dcn, modules=modules, params=params, macs=macs)
+    return Baseline(input_size=size, dcn_macs=dcn, modules=modules, params=params, macs=macs,
+                    convention=convention)
 
 
 def parse_budget(text: str, path: Path) -> Budget:
@@ -269,27 +280,36 @@ def parse_budget(text: str, path: Path) -> Budget:
         raise ctx.error("description", f"must be a string, got {_type_name(description)} {description!r}")
     if "model" not in data:
         raise ctx.error("model", "missing: a budget needs a [model] table (preset, config path or fields)")
+    convention = _convention(ctx, "convention", data["convention"]) if "convention" in data else "numel"
     cfg, source = _model(ctx, _table(ctx, data, "model", "model"), path.parent)
+    try:
+        countable(convention, cfg)
+    except ConfigError as exc:
+        raise ctx.error("convention", str(exc)) from None
     if "params" not in data:
         raise ctx.error("params", "missing: a budget needs a [params] table with `target` or `max`")
     p_t = _table(ctx, data, "params", "params")
     _check_keys(ctx, p_t, BOUND_KEYS, "params")
     params = _bound(ctx, "params", p_t)
     macs = None
-    size, dcn = DEFAULT_INPUT, "dense"
+    size, dcn = DEFAULT_INPUT, "full"
     if "macs" in data:
         m_t = _table(ctx, data, "macs", "macs")
         _check_keys(ctx, m_t, MACS_KEYS, "macs")
         if "input_size" not in m_t:
             raise ctx.error("macs.input_size", "missing: MACs depend on the input, state it as [height, width]")
         size = _input_size(ctx, "macs.input_size", m_t["input_size"])
-        dcn = _dcn(ctx, "macs.dcn_macs", m_t["dcn_macs"]) if "dcn_macs" in m_t else "dense"
+        dcn = _dcn(ctx, "macs.dcn_macs", m_t["dcn_macs"]) if "dcn_macs" in m_t else "full"
+        try:
+            get_convention(convention, dcn)
+        except ConfigError as exc:
+            raise ctx.error("macs.dcn_macs", str(exc)) from None
         macs = _bound(ctx, "macs", m_t)
     baseline = None
     if "baseline" in data:
         baseline = _baseline(ctx, _table(ctx, data, "baseline", "baseline"), size)
     return Budget(path=path, name=name, description=description, config=cfg, params=params, macs=macs,
-                  input_size=size, dcn_macs=dcn, baseline=baseline, model_source=source,
+                  input_size=size, dcn_macs=dcn, convention=convention, baseline=baseline, model_source=source,
                   display=shown, lines=dict(lines))
 
 

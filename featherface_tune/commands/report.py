@@ -79,6 +79,10 @@ def report_cmd(
     top: Annotated[int, typer.Option("--top", help="How many top configs to list.")] = 10,
     trial: Annotated[Optional[int], typer.Option(
         "--trial", help="Break down this trial instead of the best one.")] = None,
+    dcn_macs: Annotated[Optional[str], typer.Option(
+        "--dcn-macs", metavar="full|dense",
+        help="MAC convention of the breakdown and --compare: full counts the DCN offset and modulator "
+             "convs, dense leaves them out (default: the study's own; full for --compare).")] = None,
 ) -> None:
     """Report a search: feasible vs infeasible trials, the top configs, the Pareto front and the
     per-module breakdown of the best config; or compare configs module by module.
@@ -105,10 +109,10 @@ def report_cmd(
             raise InputError("--compare compares configs and does not read a study; drop --study")
         if trial is not None:
             raise InputError("--trial applies to a study report, not to --compare")
-        obj = data.compare(specs, hw or data.DEFAULT_INPUT)
+        obj = data.compare(specs, hw or data.DEFAULT_INPUT, dcn_macs or "full")
         doc = render.compare_document(obj)
     else:
-        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw)
+        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)
         doc = render.study_document(obj)
 
     for w in doc.warnings:

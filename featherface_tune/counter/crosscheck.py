@@ -69,7 +69,7 @@ def numel_by_group(model: torch.nn.Module) -> dict[str, int]:
     return out
 
 
-def fvcore_by_group(model: torch.nn.Module, x: torch.Tensor, dcn_macs: str = "dense") -> tuple[int, dict[str, int], dict[str, int]]:
+def fvcore_by_group(model: torch.nn.Module, x: torch.Tensor, dcn_macs: str = "full") -> tuple[int, dict[str, int], dict[str, int]]:
     """fvcore MACs (total, per group, unsupported ops) under our DCN convention."""
     from fvcore.nn import FlopCountAnalysis
 
@@ -98,7 +98,7 @@ def torch_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return int(fc.get_total_flops())
 
 
-def check(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "dense",
+def check(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "full",
           model: torch.nn.Module | None = None) -> CheckResult:
     """Build (or take) the model and compare every figure with the analytic count."""
     analytic = count(cfg, h, w, dcn_macs=dcn_macs)

@@ -18,7 +18,6 @@ from featherface_tune.errors import ConfigError, InputError
 
 NECKS = ("bifpn", "fpn")
 SHUFFLES = ("block", "plain", "none")
-LEVELS = ("P3", "P4", "P5")
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,8 @@ def study_document(report: StudyReport) -> Document:
     lines = (
         f"study {report.name!r} in {report.storage}",
         budget + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")
-        + f"; MACs at {r.input_size[0]}x{r.input_size[1]}",
+        + f"; MACs at {r.input_size[0]}x{r.input_size[1]}"
+        + (f"; counted as {r.convention}" if r.convention != "numel" else ""),
         f"{c['trials']} trials: {c['feasible']} feasible, {c['infeasible']} infeasible, "
         f"{c['failed']} failed, {c['pruned']} pruned" + (f", {c['running']} running" if c["running"] else ""),
     )
@@ -225,7 +226,8 @@ def compare_document(cmp: Comparison) -> Document:
         Section("fields", "Config fields that differ", cmp.fields,
                 note="all other fields are equal"),
         Section("modules", "Per-module params and MACs", cmp.modules,
-                note=f"deltas relative to {base.label}; MACs at {h}x{w}, fvcore convention, DCN MACs: dense"),
+                note=f"deltas relative to {base.label}; MACs at {h}x{w}, fvcore convention, "
+                     f"DCN MACs: {base.result.dcn_macs}"),
     )
     title = "featherface-tune compare: " + " vs ".join(cmp.labels)
     return Document(kind="compare", title=title, lines=tuple(lines), sections=sections,

@@ -13,7 +13,9 @@ def _pct(part: int, whole: int) -> str:
 
 def count_table(result: CountResult, title: str = "") -> Table:
     h, w = result.input_size
-    t = Table(title=title or None, caption=f"MACs at {h}x{w}, fvcore convention, DCN MACs: {result.dcn_macs}")
+    caption = (f"MACs at {h}x{w}, fvcore convention, DCN MACs: {result.dcn_macs}" if result.convention == "numel"
+               else f"{'FLOPs' if result.convention == 'flops' else 'MACs'} at {h}x{w}, {result.convention} convention")
+    t = Table(title=title or None, caption=caption)
     t.add_column("module")
     t.add_column("params", justify="right")
     t.add_column("% params", justify="right")

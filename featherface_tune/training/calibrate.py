@@ -90,19 +90,6 @@ def seed_kendall_tau(per_seed: Sequence[Sequence[float]]) -> float:
 
 # ---- picking configs ---------------------------------------------------------------------------
 
-class _RandomTrial:
-    """Just enough of an Optuna trial for SearchSpace.sample: uniform random suggestions."""
-
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1) -> int:
-        return self.rng.randrange(low, high + 1, step)
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self.rng.choice(list(choices))
-
-
 def spread_values(values: Sequence[int], k: int) -> list[int]:
     """k values of a sorted domain, evenly spread from its smallest to its largest (distinct while
     the domain has k values)."""
@@ -114,55 +101,57 @@ def spread_values(values: Sequence[int], k: int) -> list[int]:
 
 
 def pick_configs(space: Any, target: int, k: int, tolerance: int = 0, seed: int = 0,
-                 input_size: tuple[int, int] = (640, 640), tries: int = 400) -> list[Any]:
+                 input_size: tuple[int, int] = (640, 640)) -> list[Any]:
     """K distinct configs within `tolerance` of `target`, spread over the P3 SSH width.
 
-    For each of K P3 widths evenly spaced over the space's domain, the solver completes randomly
-    sampled structures with P3 pinned until one lands in the window (the solver alone would return
-    the fewest-MACs corner every time). A width with no exact config gives way to the nearest unused
-    one. Raises InputError when fewer than K configs exist."""
+    The solver's proof lists every config in the window (`tuner.solve.prove`, its exact set); K P3
+    widths are spread evenly over the widths that occur there, and for each one config is drawn
+    (seeded) among those with that width, so the sample covers the space, not only its fewest-MACs
+    corner. Raises InputError when fewer than K configs exist or the window is too large to list."""
     from featherface_tune.counter.analytic import count
-    from featherface_tune.tuner.solve import Solver
-    from featherface_tune.tuner.space import config_from_knobs, fixed
 
     if k < 2:
         raise InputError(f"--configs {k}: need at least 2 configs to compare rankings")
     rng = random.Random(seed)
-    p3_all = sorted(space.domain("ssh_channels_p3").values)
-    wanted = spread_values(p3_all, k)
-    chosen: list[Any] = []
-    used: set[int] = set()
-    queue = list(wanted) + [v for v in p3_all if v not in wanted]
-
-    def try_p3(p3: int) -> Any:
-        sub = space.with_domain("ssh_channels_p3", fixed(p3))
-        solver = Solver(sub, target, tolerance, input_size)
-        for _ in range(tries):
-            sol = solver.solve(sub.sample(_RandomTrial(rng)))
-            if sol is None or not sol.exact:
-                continue
-            try:
-                cfg = config_from_knobs(sol.knobs)
-            except Exception:  # noqa: BLE001 - a rule the solver's tables do not model: skip
-                continue
-            if abs(count(cfg, *input_size).params - target) <= tolerance and cfg not in chosen:
-                return cfg
-        return None
-
-    for p3 in queue:
-        if len(chosen) == k:
-            break
-        if p3 in used:
-            continue
-        cfg = try_p3(p3)
-        used.add(p3)
-        if cfg is not None:
-            chosen.append(cfg)
+    chosen = _pick_from_exact_set(space, target, tolerance, k, rng, input_size)
+    if chosen is None:
+        raise InputError(f"the space holds too many configs with {target:,} params (tolerance {tolerance}) "
+                         "to list them; narrow it with --space or a smaller --tolerance")
+    chosen = [c for c in chosen if abs(count(c, *input_size).params - target) <= tolerance]
     if len(chosen) < k:
         raise InputError(f"--configs {k}: only {len(chosen)} configs with {target:,} params "
-                         f"(tolerance {tolerance}) found over {len(used)} P3 widths; lower --configs or "
-                         "widen --space")
-    return sorted(chosen, key=lambda c: c.ssh_channels[0] if isinstance(c.ssh_channels, tuple) else c.ssh_channels)
+                         f"(tolerance {tolerance}) found; lower --configs or widen --space")
+    return sorted(chosen, key=lambda c: _p3(c))
+
+
+def _p3(cfg: Any) -> int:
+    return cfg.ssh_channels[0] if isinstance(cfg.ssh_channels, tuple) else cfg.ssh_channels
+
+
+def _pick_from_exact_set(space: Any, target: int, tolerance: int, k: int, rng: random.Random,
+                         input_size: tuple[int, int]) -> list[Any] | None:
+    """From the proof's exact set; None when the window holds too many configs to list."""
+    from featherface_tune.tuner.solve import prove
+    from featherface_tune.tuner.space import BUDGET_KNOBS
+
+    exact = prove(space, target, tolerance, input_size=input_size).exact
+    if exact is None or len(exact) == 0:
+        return None if exact is None else []
+    p3 = np.asarray(exact.budget)[:, BUDGET_KNOBS.index("ssh_channels_p3")]
+    widths = sorted({int(v) for v in p3})
+    order = spread_values(widths, k) + [v for v in widths if v not in spread_values(widths, k)]
+    chosen: list[Any] = []
+    for w in order:
+        if len(chosen) == k:
+            break
+        idx = [int(i) for i in np.flatnonzero(p3 == w)]
+        rng.shuffle(idx)
+        for i in idx:
+            cfg = exact.config(i)
+            if cfg not in chosen:
+                chosen.append(cfg)
+                break
+    return chosen
 
 
 # ---- the plan and its runs ---------------------------------------------------------------------

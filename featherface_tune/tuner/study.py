@@ -260,12 +260,18 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
     stored = study.user_attrs.get(R.STUDY_ATTR)
     if stored is None:
         study.set_user_attr(R.STUDY_ATTR, spec.to_attr())
+        try:  # named objectives in optuna-dashboard
+            study.set_metric_names(list(spec.objectives))
+        except Exception:  # pragma: no cover - older Optuna, or a storage that refuses system attrs
+            pass
     else:
         old = R.StudySpec.from_attr(stored)
-        diffs = [k for k in ("target", "tolerance", "input_size", "objectives", "max_macs", "space")
-                 if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
+        diffs = [k for k in ("target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
+                             "reference", "convention") if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
         if diffs:
-            raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ; it has "
+            hint = (" (a legacy study: its MACs are dense; add --dcn-macs dense)"
+                    if "dcn_macs" in diffs and R.is_legacy(stored) else "")
+            raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ{hint}; it has "
                              f"target {old.target:,} +/- {old.tolerance:,}, objectives {','.join(old.objectives)}); "
                              "pick another --study or repeat its options")
     return study
@@ -297,7 +303,12 @@ def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int,
 # ---- reading results ------------------------------------------------------------------------------
 
 def trial_records(study: optuna.Study) -> list[R.TrialRecord]:
-    return [R.TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial of the study as a record (`TrialRecord.from_trial`, given the study's spec)."""
+    try:
+        spec: R.StudySpec | None = R.StudySpec.from_attr(study.user_attrs[R.STUDY_ATTR])
+    except (KeyError, TypeError, ValueError, IndexError):  # not a featherface-tune study: attributes only
+        spec = None
+    return [R.TrialRecord.from_trial(t, spec) for t in study.get_trials(deepcopy=False)]
 
 
 def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
@@ -311,11 +322,13 @@ def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) ->
     return [r for rank, r in rank_feasible(records, objectives) if rank == 0]
 
 
-def rank_feasible(records: Sequence[R.TrialRecord],
-                  objectives: Sequence[str]) -> list[tuple[int, R.TrialRecord]]:
+def rank_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str],
+                  directions: Sequence[str] | None = None) -> list[tuple[int, R.TrialRecord]]:
     """(0 on the Pareto front else 1, record) pairs in `ranked_feasible` order: one ranking serves
-    both lists."""
-    signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
+    both lists, and the report. `directions` (default: each objective's, `records.direction`) are the
+    study's own when a reader has them."""
+    dirs = list(directions) if directions is not None else [R.direction(o) for o in objectives]
+    signs = [1.0 if d == "minimize" else -1.0 for d in dirs]
     seen: set[str] = set()
     pool: list[R.TrialRecord] = []
     for r in sorted(records, key=lambda r: r.number):

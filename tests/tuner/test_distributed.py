@@ -27,7 +27,9 @@ TRIALS = 120
 
 
 def _worker(study: str, seed: int, cwd: Path) -> subprocess.Popen:
+    # a sampled objective (closest and macs are solved: a handful of enqueued optima, whatever --trials is)
     cmd = [sys.executable, "-m", "featherface_tune.cli", "search", "--target", "489000", "--trials", str(TRIALS),
+           "--objective", "latency", "--input-size", "64", "64",
            "--study", study, "--storage", str(PG_URL), "--seed", str(seed), "--json"]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
