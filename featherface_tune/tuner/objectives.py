@@ -124,6 +124,8 @@ def load_proxy(data_dir: Path, device: str = "auto") -> ProxyFn:
         raise InputError(f"--proxy-data needs proxy training (featherface_tune.training.proxy), which "
                          f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
+    if device in (None, "auto"):  # proxy_objective's own default
+        return proxy_objective  # type: ignore[no-any-return]
     import functools
 
     return functools.partial(proxy_objective, device=device)
