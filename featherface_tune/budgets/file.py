@@ -47,7 +47,7 @@ from featherface_tune.budgets.schema import (
 )
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
 from featherface_tune.counter.conventions import NAMES as CONVENTIONS, countable, get_convention
-from featherface_tune.errors import ConfigError, FeatherFaceError
+from featherface_tune.errors import ConfigError, FeatherFaceError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
 from featherface_tune.models.presets import resolve_config
 
@@ -269,12 +269,16 @@ def parse_budget(text: str, path: Path) -> Budget:
     except tomllib.TOMLDecodeError as exc:
         m = _TOML_LINE.search(str(exc))
         raise BudgetFileError(shown, f"not valid TOML: {exc}", "", int(m.group(1)) if m else None) from None
+    except RecursionError:
+        raise BudgetFileError(shown, "arrays or tables nested too deeply to read") from None
     lines = key_lines(text)
     ctx = _Ctx(shown, lines)
     _check_keys(ctx, data, TOP_KEYS, "")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name.strip():
         raise ctx.error("name", f"must be a non-empty string, got {_type_name(name)} {name!r}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ctx.error("name", f"must be one line without control characters, got {name!r}")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ctx.error("description", f"must be a string, got {_type_name(description)} {description!r}")
@@ -315,54 +319,60 @@ def parse_budget(text: str, path: Path) -> Budget:
 
 def load_budget(path: str | Path) -> Budget:
     """Read and validate one budget file."""
+    from featherface_tune.textfile import read_text
+
     p = Path(path)
-    if not p.is_file():
-        what = "is a directory, not a budget file" if p.is_dir() else "does not exist"
-        raise BudgetFileError(display_path(p), what)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BudgetFileError(display_path(p), f"cannot be read: {exc}") from None
+        text = read_text(p, "budget file")
+    except InputError as exc:  # "budget file 'x' is UTF-16 text ..." -> "is UTF-16 text ..."
+        raise BudgetFileError(display_path(p), str(exc).split(f"{str(p)!r} ", 1)[-1]) from None
     return parse_budget(text, p)
 
 
 # ---- writing the baseline back ---------------------------------------------------------------
 
-def _without_baseline_tables(text: str) -> str:
-    """The text with every `[baseline...]` table (header and body) removed; all else verbatim."""
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        m = _HEADER.match(line)
-        if m:
-            skipping = _split_dotted(m.group(1))[0] == "baseline"
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
+def _baseline_table(baseline: Mapping[str, Any]) -> Any:
+    """`baseline` as a tomlkit table: scalars first, then one `[baseline.modules.NAME]` per module."""
+    import tomlkit
+
+    table = tomlkit.table()
+    for key, value in baseline.items():
+        if key != "modules":
+            table.add(key, value)
+    if "modules" in baseline:
+        modules = tomlkit.table(is_super_table=True)
+        for name, entry in baseline["modules"].items():
+            sub = tomlkit.table()
+            for k, v in entry.items():
+                sub.add(k, v)
+            modules.add(name, sub)
+        table.add("modules", modules)
+    return table
 
 
 def write_baseline(path: str | Path, baseline: Mapping[str, Any]) -> bool:
-    """Replace the file's `[baseline]` with `baseline`, keeping the rest of the file (comments too).
-
-    Falls back to re-serialising the whole document with tomli_w when the baseline is not written
-    as ordinary tables. Returns whether the file changed.
-    """
-    import tomli_w
+    """Replace the file's `[baseline]` with `baseline`, keeping the rest of the file byte for byte:
+    comments, order, inline tables and formatting (tomlkit round-trips TOML). A baseline written
+    any way (tables, an inline `baseline = {...}`, dotted keys) is removed and the new one appended
+    as tables at the end. Returns whether the file changed."""
+    import tomlkit
+    from featherface_tune.textfile import read_text
 
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, "budget file")
     original = tomllib.loads(text)
+    if original.get("baseline") == dict(baseline):
+        return False
+    doc = tomlkit.parse(text)
+    if "baseline" in doc:
+        del doc["baseline"]
+    body = tomlkit.dumps(doc).rstrip("\n")
+    new_text = (body + "\n\n" if body else "") + tomlkit.dumps({"baseline": _baseline_table(baseline)})
+    reparsed = tomllib.loads(new_text)
     rest = {k: v for k, v in original.items() if k != "baseline"}
-    block = tomli_w.dumps({"baseline": dict(baseline)})
-    head = _without_baseline_tables(text).rstrip("\n")
-    new_text = (head + "\n\n" if head else "") + block
-    try:
-        reparsed = tomllib.loads(new_text)
-    except tomllib.TOMLDecodeError:
-        reparsed = None
-    if reparsed is None or {k: v for k, v in reparsed.items() if k != "baseline"} != rest \
-            or reparsed.get("baseline") != dict(baseline):
-        new_text = tomli_w.dumps({**rest, "baseline": dict(baseline)})
+    if {k: v for k, v in reparsed.items() if k != "baseline"} != rest or reparsed.get("baseline") != dict(baseline):
+        raise InputError(f"budget file {str(p)!r}: cannot record the baseline without changing the "
+                         "rest of the file; edit its [baseline] by hand")  # pragma: no cover - tomlkit guard
     if new_text == text:
         return False
     tmp = p.with_name(p.name + ".tmp")

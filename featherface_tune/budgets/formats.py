@@ -9,10 +9,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.segment import Segments
 from rich.table import Table
+from rich.text import Text
 
 from featherface_tune.budgets.gate import GateReport, GateResult, ModuleDiff
 from featherface_tune.budgets.schema import BudgetFileError
@@ -53,19 +53,19 @@ def summary_table(report: GateReport) -> Table:
         t.add_column("cross-check")
     for r in report.results:
         for i, c in enumerate(r.checks):
-            verdict = "[green]pass[/]" if c.ok else "[bold red]FAIL[/]"
-            row = [escape(r.budget.name) if i == 0 else "", _metric_label(r, c.metric), r.budget.convention,
-                   c.bound.describe(), f"{c.measured:,}", f"{c.delta:+,}", verdict]
+            verdict = Text("pass", "green") if c.ok else Text("FAIL", "bold red")
+            row: list[Any] = [Text(r.budget.name) if i == 0 else "", _metric_label(r, c.metric), r.budget.convention,
+                              c.bound.describe(), f"{c.measured:,}", f"{c.delta:+,}", verdict]
             if verified:
                 v = r.verification
-                row.append("" if i or v is None else ("[green]ok[/]" if v.ok else "[bold red]MISMATCH[/]"))
+                row.append("" if i or v is None else (Text("ok", "green") if v.ok else Text("MISMATCH", "bold red")))
             t.add_row(*row)
     return t
 
 
 def module_table(result: GateResult, only_moved: bool = True) -> Table:
-    t = Table(title=f"{escape(result.budget.name)}: modules against the recorded baseline "
-                    f"({result.budget.convention} convention)", title_justify="left")
+    t = Table(title=Text(f"{result.budget.name}: modules against the recorded baseline "
+                         f"({result.budget.convention} convention)"), title_justify="left")
     for col in ("module", "baseline params", "params", "Δ params", "baseline MACs", "MACs", "Δ MACs"):
         t.add_column(col, justify="left" if col == "module" else "right")
     rows: tuple[ModuleDiff, ...] = result.moved if only_moved else result.modules
@@ -97,7 +97,7 @@ def _print_convention_rules(out: Console, report: GateReport) -> None:
 
 
 def print_file_error(err: Console, e: BudgetFileError) -> None:
-    err.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " " + str(e)), highlight=False, soft_wrap=True)
 
 
 def render_text(report: GateReport, out: Console, err: Console) -> None:
@@ -108,17 +108,18 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
     for r in report.results:
         if r.ok:
             continue
-        out.print(f"[bold red]{escape(r.budget.name)}[/] ({escape(r.budget.shown)}) violated:", highlight=False)
+        out.print(Text.assemble((r.budget.name, "bold red"), f" ({r.budget.shown}) violated:"), highlight=False)
         for reason in r.reasons():
-            out.print(f"  {reason}", highlight=False, markup=False)
+            out.print(Text(f"  {reason}"), highlight=False)
         if r.has_baseline and r.moved:
             _print_table(out, module_table(r))
         else:
-            out.print(f"  modules: {r.moved_summary()}", highlight=False, markup=False)
+            out.print(Text(f"  modules: {r.moved_summary()}"), highlight=False)
     for r in report.results:
         if r.ok and r.has_baseline and (r.moved or not r.macs_comparable):
-            err.print(f"[yellow]note:[/] {escape(r.budget.name)}: passes, but its recorded baseline is stale "
-                      f"({escape(r.moved_summary())}); `featherface-tune gate --update` records the current one",
+            err.print(Text.assemble(("note:", "yellow"),
+                                    f" {r.budget.name}: passes, but its recorded baseline is stale "
+                                    f"({r.moved_summary()}); `featherface-tune gate --update` records the current one"),
                       highlight=False, soft_wrap=True)
     for e in report.errors:
         print_file_error(err, e)
@@ -126,7 +127,7 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
     if report.errors:
         parts.append(f"{len(report.errors)} invalid")
     colour = "green" if report.exit_code == 0 else "red"
-    err.print(f"[{colour}]gate:[/] " + ", ".join(parts), highlight=False)
+    err.print(Text.assemble(("gate:", colour), " " + ", ".join(parts)), highlight=False)
 
 
 # ---- json ----------------------------------------------------------------------------------
@@ -235,6 +236,8 @@ def to_junit(report: GateReport) -> str:
 # ---- github --------------------------------------------------------------------------------
 
 def _escape_data(s: str) -> str:
+    """GitHub's escaping of a workflow command's message: %, CR and LF (so no text can end the
+    command and start another, e.g. a forged `::error`)."""
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -257,7 +260,8 @@ def to_github(report: GateReport) -> list[str]:
         if r.ok:
             figures = "; ".join(f"{_figure_label(r, c.metric)} {c.measured:,} within {c.bound.describe()}"
                                 for c in r.checks)
-            lines.append(f"budget {b.name} ({b.shown}): pass: {figures}")
+            # a plain line too: a newline in it would start a forged workflow command
+            lines.append(_escape_data(f"budget {b.name} ({b.shown}): pass: {figures}"))
             if r.has_baseline and (r.moved or not r.macs_comparable):
                 lines.append(annotation("notice", b.shown, b.line("baseline"), f"stale baseline: {b.name}",
                                         f"passes, but modules moved: {r.moved_summary()}; "

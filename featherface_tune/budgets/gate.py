@@ -207,6 +207,18 @@ def evaluate(budget: Budget, with_verify: bool = False) -> GateResult:
                       verification=verify(budget) if with_verify else None)
 
 
+def _check_verifiable(budget: Budget) -> None:
+    """--verify builds the model at the budget's input size: refuse one beyond what fits in memory."""
+    from featherface_tune.bounds import check_build_size
+    from featherface_tune.errors import InputError
+
+    h, w = budget.input_size
+    try:
+        check_build_size(h, w, f"--verify at macs.input_size [{h}, {w}]")
+    except InputError as exc:
+        raise BudgetFileError(budget.shown, str(exc), "macs.input_size", budget.line("macs.input_size")) from None
+
+
 def run_gate(paths: Iterable[str | Path], with_verify: bool = False) -> GateReport:
     """Load and evaluate every budget file; invalid files are collected, not raised."""
     results: list[GateResult] = []
@@ -214,6 +226,8 @@ def run_gate(paths: Iterable[str | Path], with_verify: bool = False) -> GateRepo
     for path in paths:
         try:
             budget = load_budget(path)
+            if with_verify:
+                _check_verifiable(budget)
         except BudgetFileError as exc:
             errors.append(exc)
             continue

@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
     ConfigOpt, InputSizeOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, input_size, out,
-    print_json, resolve,
+    print_json, resolve, styled, warn,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +53,10 @@ def count_cmd(
     data = result.to_json()
     checked = None
     if check:
+        from featherface_tune.bounds import check_build_size
         from featherface_tune.counter.crosscheck import check as run_check
+
+        check_build_size(h, w, f"--input-size {h} {w} with --check")
 
         with err.status("building the model and running fvcore..."):
             checked = run_check(cfg, h, w, dcn_macs=dcn_macs if convention == "numel" else "full")
@@ -71,7 +74,7 @@ def count_cmd(
     if checked is not None and not checked.ok:
         raise fail("cross-check failed: " + "; ".join(checked.mismatches()), 1)
     if checked is not None and not json_:
-        err.print("[green]cross-check passed[/]: analytic == numel() and == fvcore, per module")
+        err.print(styled("cross-check passed:", "green", "analytic == numel() and == fvcore, per module"))
 
 
 def print_conventions(cfg: "FeatherFaceConfig", h: int, w: int, title: str, json_: bool) -> None:
@@ -157,7 +160,7 @@ def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
               "statistics and counters excluded)"]
     if cfg is None:
         out.print("\n".join(header), highlight=False, markup=False)
-        err.print(f"[yellow]warning:[/] no config inferred: {why}", highlight=False, soft_wrap=True)
+        warn(f"no config inferred: {why}")
         return
     source = "given" if (preset is not None or config is not None) else "inferred from the checkpoint"
     header.append(f"# config {source}; analytic count {analytic:,}"

@@ -25,9 +25,10 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
                        sets: Optional[list[str]]) -> tuple[Any, Any, bool]:
     """(model, config, inferred): the config comes from --preset/--config/--set when one of
     --preset/--config is given, else it is inferred from the checkpoint (then --set applies)."""
-    from featherface_tune.models.checkpoint import load_model, read_checkpoint
+    from featherface_tune.models.checkpoint import check_finite, load_model, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
+    check_finite(ck)  # NaN weights detect nothing: say so instead of printing an empty result
     if preset is None and config is None:
         return load_model(ck, None, sets or [])
     return load_model(ck, resolve(preset, config, sets))
@@ -122,7 +123,7 @@ def predict_cmd(
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
     total, t0 = 0, time.perf_counter()
     progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False),
                         console=err, transient=True)
     with progress, torch.inference_mode():
         task = progress.add_task("predict", total=len(files), name="")

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune.commands._common import err, handle_errors, input_size, out
+from featherface_tune.commands._common import err, handle_errors, input_size, out, warn
 from featherface_tune.errors import InputError
 from featherface_tune.tuner.records import DEFAULT_DB
 
@@ -34,7 +34,7 @@ def _print_tables(items: list) -> None:  # type: ignore[type-arg]
         if need <= out.width:
             out.print(item)
         else:  # rich never prints wider than its console, so a wider one for this table
-            Console(width=need, soft_wrap=True, force_terminal=False).print(item)
+            Console(width=need, soft_wrap=True, force_terminal=False, markup=False).print(item)
 
 
 def _report_calibration(folder: Path, fmt: Optional[str]) -> None:
@@ -116,11 +116,13 @@ def report_cmd(
         doc = render.study_document(obj)
 
     for w in doc.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        warn(w)
     if out_dir is not None:
         from featherface_tune.reports.bundle import write_bundle
 
-        with err.status(f"writing the report bundle to {out_dir}..."):
+        from rich.text import Text
+
+        with err.status(Text(f"writing the report bundle to {out_dir}...")):
             b = write_bundle(obj, out_dir, doc)
         err.print(f"wrote {len(b.files)} files ({b.size_bytes / 1024:,.0f} KiB, {len(b.plots)} plots) "
                   f"in {b.seconds:.1f}s; open {b.index}", highlight=False, soft_wrap=True)

@@ -12,27 +12,33 @@ from typing_extensions import Annotated
 from featherface_tune.commands._common import (
     DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
 )
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
 
 def parse_tolerance(text: str, target: int) -> int:
     """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
+    from featherface_tune.bounds import MAX_PARAMS
+
     t = text.strip().replace("_", "").replace(",", "")
     try:
         if t.endswith("%"):
             pct = float(t[:-1])
             if not math.isfinite(pct) or pct < 0:
                 raise ValueError
+            if pct > 100:
+                raise InputError(f"--tolerance {text!r}: a percentage must be at most 100%")
             return int(math.floor(target * pct / 100.0 + 1e-9))
         value = int(t)
         if value < 0:
             raise ValueError
-        return value
     except ValueError:
         raise InputError(f"--tolerance {text!r}: give a parameter count (e.g. 500) or a percentage "
                          "(e.g. 0.1%), not negative") from None
+    if value > MAX_PARAMS:
+        raise InputError(f"--tolerance {text!r}: must be at most {MAX_PARAMS:,} parameters")
+    return value
 
 
 @handle_errors
@@ -78,8 +84,10 @@ def search_cmd(
     from featherface_tune.tuner.study import default_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
-    if target <= 0:
-        raise InputError(f"--target {target}: must be a positive parameter count")
+    from featherface_tune.bounds import check_build_size, check_count, check_seed
+
+    check_count(target, "--target")
+    check_seed(seed)
     tol = parse_tolerance(tolerance, target)
     h, w = input_size(size)
     if export is not None and not export.resolve().parent.is_dir():
@@ -87,6 +95,8 @@ def search_cmd(
     proxy_opts = (proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget)
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
+    if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
+        check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     from featherface_tune.training.device import resolve_device, set_threads
     from featherface_tune.training.proxy import PRUNERS
@@ -174,8 +184,10 @@ def search_cmd(
     if export is not None and ranked:
         _export(export, ranked[0], spec, res.name)
         err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
-    if res.interrupted:
-        raise fail(f"interrupted after {len(res.trials)} trials; rerun the same command to resume study {res.name!r}", 130)
+    if res.interrupted:  # Optuna has marked the trial in flight FAIL
+        code = interrupt_exit_code()  # 143 after SIGTERM, 130 after Ctrl-C
+        what = "terminated" if code == 143 else "interrupted"
+        raise fail(f"{what} after {len(res.trials)} trials; rerun the same command to resume study {res.name!r}", code)
     if not ranked:
         from featherface_tune.tuner import study as S
 
@@ -200,7 +212,7 @@ def _data_console():  # type: ignore[no-untyped-def]
 
     from rich.console import Console
 
-    return Console(file=sys.stdout, width=200, soft_wrap=True)
+    return Console(file=sys.stdout, width=200, soft_wrap=True, markup=False)
 
 
 def _better(a: float, b: float, direction: str) -> bool:

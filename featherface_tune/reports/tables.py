@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from featherface_tune.counter.analytic import CountResult
 
@@ -24,7 +25,7 @@ def count_table(result: CountResult, title: str = "") -> Table:
     for name, c in result.modules.items():
         t.add_row(name, f"{c.params:,}", _pct(c.params, result.params), f"{c.macs:,}", _pct(c.macs, result.macs))
     t.add_section()
-    t.add_row("[bold]total[/]", f"[bold]{result.params:,}[/]", "100.0%", f"[bold]{result.macs:,}[/]", "100.0%")
+    t.add_row(Text("total", "bold"), Text(f"{result.params:,}", "bold"), "100.0%", Text(f"{result.macs:,}", "bold"), "100.0%")
     if result.dcn_offset_macs or result.dcn_sampling_macs:
         t.add_section()
         inside = "in total" if result.dcn_macs == "full" else "not in total"

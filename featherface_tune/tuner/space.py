@@ -20,12 +20,11 @@ Knobs a file does not name keep the default space's domain.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.errors import ConfigError
 from featherface_tune.models.config import (
     NECKS, SHUFFLES, FeatherFaceConfig, parse_value,
 )
@@ -315,9 +314,10 @@ def parse_domain(knob: str, spec: Any, where: str) -> Domain:
             raise ConfigError(f"{where}: {knob}: step={step} must be at least 1")
         if lo > hi:
             raise ConfigError(f"{where}: {knob}: empty range (min={lo} > max={hi})")
-        values = tuple(range(lo, hi + 1, step))
-        if len(values) > MAX_DOMAIN:
-            raise ConfigError(f"{where}: {knob}: range has {len(values)} values (at most {MAX_DOMAIN})")
+        span = range(lo, hi + 1, step)
+        if len(span) > MAX_DOMAIN:  # before materialising it: min=1, max=10**12 must not fill memory
+            raise ConfigError(f"{where}: {knob}: range has {len(span):,} values (at most {MAX_DOMAIN:,})")
+        values = tuple(span)
         for v in values:
             _check_value(knob, v, where)
         return Domain(values, step)
@@ -368,13 +368,10 @@ def _check_solve(names: Sequence[str], where: str) -> list[str]:
 
 def load_space(path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
     """A space from a TOML file (on top of `base`, default: the default space)."""
+    from featherface_tune.textfile import parse_toml, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"space file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"space file {str(p)!r} is not valid TOML: {exc}") from None
+    data = parse_toml(read_text(p, "space file"), f"space file {str(p)!r}")
     if isinstance(data.get("space"), dict):
         extra = sorted(set(data) - {"space"})
         if extra:
