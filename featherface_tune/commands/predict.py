@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json, resolve,
+    ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, handle_errors, out, print_json, resolve,
 )
 from featherface_tune.errors import InputError
 
@@ -32,6 +32,16 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
     if preset is None and config is None:
         return load_model(ck, None, sets or [])
     return load_model(ck, resolve(preset, config, sets))
+
+
+def place_model(model: Any, device: str, threads: Optional[int]) -> Any:
+    """Set torch's CPU threads and move the model to --device; returns the torch.device."""
+    from featherface_tune.training.device import resolve_device, set_threads
+
+    dev = resolve_device(device)
+    set_threads(threads)
+    model.to(dev)
+    return dev
 
 
 def check_thresholds(conf: float, nms_iou: float, top_k: int, keep: int) -> None:
@@ -84,6 +94,8 @@ def predict_cmd(
     top_k: TopKOpt = 5000,
     keep: KeepOpt = 750,
     float_coords: Annotated[bool, typer.Option("--float-coords", help="Write box coordinates with 2 decimals instead of RetinaFace's truncated integers.")] = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Detect faces in every image of a WIDERFace-style tree and write the standard prediction files.
@@ -99,10 +111,12 @@ def predict_cmd(
 
     from featherface_tune.data.images import read_image_bgr
     from featherface_tune.inference.detector import detect
+    from featherface_tune.inference.nms import backend_for
 
     check_thresholds(conf, nms_iou, top_k, keep)
     files = find_images(images)
     model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+    dev = place_model(model, device, threads)
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)
     if out_dir.exists() and not out_dir.is_dir():
@@ -116,7 +130,8 @@ def predict_cmd(
         for path in files:
             rel = path.relative_to(images)
             progress.update(task, name=str(rel))
-            dets = detect(model, read_image_bgr(path), conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep)
+            dets = detect(model, read_image_bgr(path), conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep,
+                          nms_backend=backend_for(dev))
             target = out_dir / rel.parent / (path.stem + ".txt")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +142,7 @@ def predict_cmd(
             progress.advance(task)
     seconds = time.perf_counter() - t0
     summary = {"images": len(files), "detections": total, "out": str(out_dir), "seconds": round(seconds, 3),
-               "config_inferred": inferred, "config": cfg.to_dict(),
+               "config_inferred": inferred, "config": cfg.to_dict(), "device": str(dev),
                "settings": {"conf": conf, "nms_iou": nms_iou, "top_k": top_k, "keep": keep}}
     if json_:
         print_json(summary)

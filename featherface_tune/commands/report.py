@@ -40,6 +40,20 @@ def _config_headers(headers: list[str]) -> list[str]:
     return [h for h in headers if h in FIELD_NAMES]
 
 
+def _report_calibration(folder: Path, fmt: Optional[str]) -> None:
+    import json
+
+    from featherface_tune.training.calibrate import load_calibration, tables
+
+    data = load_calibration(folder)
+    if fmt == "json":
+        _write(json.dumps(data, indent=2) + "\n")
+    elif fmt in (None, "table"):
+        _print_tables(tables(data))
+    else:
+        raise InputError(f"--format {fmt}: a calibration folder is shown as table or json")
+
+
 @handle_errors
 def report_cmd(
     extra: Annotated[Optional[List[str]], typer.Argument(
@@ -87,6 +101,8 @@ def report_cmd(
     if fmt is not None and fmt not in render.FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(render.FORMATS)}")
     specs = list(compare or []) + list(extra or [])
+    if extra and not compare and len(extra) == 1 and Path(extra[0]).is_dir():
+        return _report_calibration(Path(extra[0]), fmt)  # a `calibrate --out` folder
     if extra and not compare:
         raise InputError(f"unexpected argument {extra[0]!r}; to compare configs use --compare A B")
     hw = input_size(size) if size is not None else None

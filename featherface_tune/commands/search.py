@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    InputSizeOpt, JsonOpt, err, fail, handle_errors, input_size, out, print_json,
+    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
 )
 from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.models.config import DEFAULT_INPUT
@@ -67,6 +67,9 @@ def search_cmd(
     proxy_image_size: Annotated[Optional[int], typer.Option("--proxy-image-size", help="Proxy training image size.")] = None,
     proxy_time_budget: Annotated[Optional[float], typer.Option("--proxy-time-budget", help="Seconds of proxy training per trial.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Proxy AP subset: easy, medium or hard.")] = "hard",
+    pruner_name: Annotated[str, typer.Option("--pruner", help="Proxy searches: median (stop trials below the median AP at an epoch), hyperband (epochs as the resource) or none.")] = "median",
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Search FeatherFace configs that hit a parameter budget exactly; the objective ranks the hits.
@@ -96,7 +99,14 @@ def search_cmd(
     if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
-    proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
+    from featherface_tune.training.device import resolve_device, set_threads
+    from featherface_tune.training.proxy import PRUNERS
+
+    if pruner_name not in PRUNERS:
+        raise InputError(f"--pruner {pruner_name!r}: must be one of {', '.join(PRUNERS)}")
+    dev = resolve_device(device) if proxy_data is not None else None
+    n_threads = set_threads(threads)
+    proxy_fn = load_proxy(proxy_data, str(dev)) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -134,7 +144,7 @@ def search_cmd(
                          study=study_name,
                          storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
                          proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
-                         note=note, on_start=on_start)
+                         note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads)
         finally:
             progress.stop()
     except NoConfigInWindow as exc:

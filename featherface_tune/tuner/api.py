@@ -83,7 +83,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
            seed: int | None = None, timeout: float | None = None, top: int = 10,
            proxy: ProxyFn | None = None, proxy_data: Path | None = None, fidelity: Fidelity | None = None,
            callbacks: Sequence[Callable[[Any, Any], None]] = (), note: Callable[[str], None] | None = None,
-           on_start: Callable[[int, int], None] | None = None) -> SearchResult:
+           on_start: Callable[[int, int], None] | None = None, pruner: str = "median",
+           latency_threads: int = 1) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
     `space`: a SearchSpace, a TOML space file, or None (the default space). `objective`: "closest"
@@ -96,7 +97,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     params and MACs are counted (`featherface_tune.counter.conventions`; "thop" lands on the figure
     thop reports for the official code, the paper's convention). `note` receives the
     one-line diagnostics (the CLI prints them on stderr); `on_start(done, total)` is called before the
-    trials run and `callbacks` after each (Optuna callbacks). Raises NoConfigInWindow (with `.certificate`)
+    trials run and `callbacks` after each (Optuna callbacks). `pruner`: median, hyperband (epochs as the
+    resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
+    CPU threads of the latency objective. Raises NoConfigInWindow (with `.certificate`)
     when the space provably holds no config in the window.
     """
     from featherface_tune.tuner import study as S
@@ -160,17 +163,18 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         store, info = S.open_storage(storage)
         where = f"{info.url} ({info.kind})"
     name = study or S.default_study_name(spec)
-    pruner = None
+    trial_pruner = None
     if proxy is not None and len(names) == 1:
-        import optuna
+        from featherface_tune.training.proxy import Fidelity as ProxyFidelity, make_pruner
 
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    st = S.open_study(store, name, spec, S.make_sampler(seed), pruner)
+        trial_pruner = make_pruner(pruner, (fidelity.epochs if fidelity else None) or ProxyFidelity().epochs)
+    st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
                         convention)
-    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), repairer=repairer,
+    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
+                         repairer=repairer,
                          callables=callables)
 
     before = S.counted_trials(st)
