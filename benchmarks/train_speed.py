@@ -37,7 +37,9 @@ import torch
 from torch.utils.data import DataLoader
 
 
-def step_fn(model, optimizer, criterion, priors, device=torch.device("cpu"), amp=None):  # type: ignore[no-untyped-def]
+CPU = torch.device("cpu")
+
+def step_fn(model, optimizer, criterion, priors, device=CPU, amp=None):  # type: ignore[no-untyped-def]
     """One training step as train() runs it (autocast forward, float32 loss, scaler for fp16);
     returns the loss, which also synchronises a GPU, so wall times are honest."""
     from featherface_tune.training.device import autocast, grad_scaler
@@ -62,7 +64,7 @@ def step_fn(model, optimizer, criterion, priors, device=torch.device("cpu"), amp
 
 
 def compute_throughput(records, preset: str, size: int, batch: int, steps: int, warmup: int,
-                       device=torch.device("cpu"), amp=None) -> dict:  # type: ignore[no-untyped-def]
+                       device=CPU, amp=None) -> dict:  # type: ignore[no-untyped-def]
     """Training images/s on in-memory batches (no data loading): the median step of `steps`."""
     from featherface_tune.models.builder import build_model
     from featherface_tune.models.presets import get_preset
@@ -126,7 +128,7 @@ def bench_threads(records, preset: str, size: int, batch: int, steps: int, round
 
 
 def bench_size(records, preset: str, size: int, batch: int, steps: int, rounds: int, warmup: int,
-               workers: int, device=torch.device("cpu"), amp=None) -> dict:  # type: ignore[no-untyped-def]
+               workers: int, device=CPU, amp=None) -> dict:  # type: ignore[no-untyped-def]
     from featherface_tune.models.builder import build_model
     from featherface_tune.models.presets import get_preset
     from featherface_tune.training.dataset import EpochSampler, FaceDataset, collate, preload

@@ -191,7 +191,7 @@ def test_github_escapes_percent_and_newlines(project):
     (project / "budgets" / "official.toml").write_text(GOOD.replace("target = 1274888576", "target = 800000000"))
     r = gate("--format", "github", "budgets/official.toml")
     assert r.exit_code == 1
-    line = next(l for l in r.stdout.splitlines() if l.startswith("::error"))
+    line = next(x for x in r.stdout.splitlines() if x.startswith("::error"))
     assert "0.5%25" in line and "0.5% " not in line
 
 
@@ -228,7 +228,7 @@ def test_stale_baseline_on_a_passing_budget_is_a_note(project):
     assert "stale" in r.stderr and "shuffle -" in r.stderr
     r = gate("--format", "github", "budgets/loose.toml")
     assert r.exit_code == 0
-    notes = [GITHUB.match(l) for l in r.stdout.splitlines() if l.startswith("::")]
+    notes = [GITHUB.match(x) for x in r.stdout.splitlines() if x.startswith("::")]
     assert [(m.group(1), m.group(2)) for m in notes] == [("notice", "budgets/loose.toml")]
     assert "shuffle -" in notes[0].group(5)
 
