@@ -44,7 +44,7 @@ COMMANDS = {
 }
 
 for _name, _fn in COMMANDS.items():
-    app.command(_name, cls=FlagCommand)(_fn)
+    app.command(_name, cls=FlagCommand)(_fn)  # type: ignore[type-var]
 
 
 def _show_version(value: bool) -> None:

@@ -112,11 +112,13 @@ def report_cmd(
             raise InputError("--compare compares configs and does not read a study; drop --study")
         if trial is not None:
             raise InputError("--trial applies to a study report, not to --compare")
-        obj = data.compare(specs, hw or DEFAULT_INPUT, dcn_macs or "full")
-        doc = render.compare_document(obj)
+        comparison = data.compare(specs, hw or DEFAULT_INPUT, dcn_macs or "full")
+        obj: data.StudyReport | data.Comparison = comparison
+        doc = render.compare_document(comparison)
     else:
-        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)
-        doc = render.study_document(obj)
+        report = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)
+        obj = report
+        doc = render.study_document(report)
 
     for w in doc.warnings:
         warn(w)

@@ -70,6 +70,6 @@ def nms(boxes: torch.Tensor | np.ndarray, scores: torch.Tensor | np.ndarray, iou
         b = torch.as_tensor(boxes, dtype=torch.float32).clone()
         b[:, 2:] += 1
         return _tv_nms(b, torch.as_tensor(scores, dtype=torch.float32), float(iou_threshold))
-    b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
-    s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
-    return torch.from_numpy(nms_plain(b, s, iou_threshold))
+    b_np = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
+    s_np = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    return torch.from_numpy(nms_plain(b_np, s_np, iou_threshold))

@@ -237,7 +237,7 @@ def as_int(v: Any) -> int | None:
     if isinstance(v, numbers.Integral):
         return int(v)
     if isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer():
-        return int(v)
+        return int(float(v))
     return None
 
 
