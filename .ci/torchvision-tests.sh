@@ -16,9 +16,9 @@ if ! "$PY" -c "import torch, torchvision.ops; assert torch.__version__.startswit
   "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
 fi
 # the project's runtime and test deps, with the venv's torch kept (never pulls another torch)
-if ! "$PY" -c "import optuna, fvcore, rich, typer, pandas, scipy, matplotlib, tomli_w, PIL, pytest, hypothesis, pytest_timeout" 2>/dev/null; then
+if ! "$PY" -c "import optuna, fvcore, rich, typer, pandas, scipy, matplotlib, tomli_w, tomlkit, PIL, pytest, hypothesis, pytest_timeout" 2>/dev/null; then
   "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1 "optuna>=5.0" "fvcore>=0.1.5" "rich>=13" \
-    "typer>=0.12" "pandas>=2.0" "numpy>=1.24" "scipy>=1.10" "matplotlib>=3.7" "tomli-w>=1.0" "Pillow>=9" \
+    "typer>=0.12" "pandas>=2.0" "numpy>=1.24" "scipy>=1.10" "matplotlib>=3.7" "tomli-w>=1.0" "Pillow>=9" "tomlkit>=0.12" \
     "pytest>=8" "hypothesis>=6" "pytest-timeout>=2"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
