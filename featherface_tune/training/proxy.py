@@ -26,7 +26,7 @@ from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.dataset import FaceDataset, stratified_subset
-from featherface_tune.training.loop import TrainOptions, TrainResult, recalibrate_bn, train
+from featherface_tune.training.loop import StopReason, TrainOptions, TrainResult, recalibrate_bn, train
 
 
 
@@ -295,7 +295,7 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
 
     result = train(cfg, train_records, fid.train_options(out_dir, progress, device, amp, resume),
                    on_epoch_end=on_epoch_end)
-    if history and history[-1][0] == result.epochs_completed and result.stopped == "completed":
+    if history and history[-1][0] == result.epochs_completed and result.stopped is StopReason.COMPLETED:
         ap = history[-1][1]
     else:
         ap = evaluate(result.epochs_completed, result.model, result.dataset)
@@ -306,7 +306,7 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
         # "proxy_ap" itself (a float) belongs to the search's records; these are extra details
         trial.set_user_attr("proxy_ap_settings", ap)
         trial.set_user_attr("proxy_epochs", result.epochs_completed)
-        trial.set_user_attr("proxy_stopped", result.stopped)
+        trial.set_user_attr("proxy_stopped", result.stopped.value)
         trial.set_user_attr("proxy_train_seconds", round(result.seconds, 2))
         trial.set_user_attr("proxy_final_loss", result.history[-1].loss if result.history else None)
     return ProxyResult(ap=ap, value=value, train=result, seconds=time.perf_counter() - t0,
