@@ -79,7 +79,8 @@ def search_cmd(
     import optuna
 
     from featherface_tune.tuner.api import search
-    from featherface_tune.tuner.objectives import Fidelity, load_proxy
+    from featherface_tune.training.proxy import Fidelity
+    from featherface_tune.tuner.objectives import load_proxy
     from featherface_tune.tuner.solve import NoConfigInWindow
     from featherface_tune.tuner.space import build_space
     from featherface_tune.tuner.study import default_storage_url
@@ -98,7 +99,7 @@ def search_cmd(
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
-    fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
+    fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     from featherface_tune.training.device import resolve_device, set_threads
     from featherface_tune.training.proxy import PRUNERS
 
