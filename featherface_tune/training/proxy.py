@@ -90,7 +90,15 @@ class Fidelity:
         if time_budget is not None and not (time_budget > 0):
             raise InputError(f"--proxy-time-budget {time_budget}: must be positive seconds")
         given = {"epochs": epochs, "subset": subset, "image_size": image_size, "time_budget": time_budget}
-        return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})
+        try:
+            return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})
+        except InputError as exc:  # a training rule, named as the search spells the option
+            text = str(exc)
+            for name in given:
+                flag = "--" + name.replace("_", "-")
+                if text.startswith(flag + " "):
+                    text = "--proxy-" + text[2:]
+            raise InputError(text) from None
 
     def train_options(self, out_dir: Path | None = None, progress: bool = False, device: str = "auto",
                       amp: str = "auto", resume: bool = False) -> TrainOptions:
