@@ -215,13 +215,6 @@ def test_one_fidelity_for_search_and_proxy():
                             ({"subset": 0.0}, "--proxy-subset"), ({"time_budget": -1.0}, "--proxy-time-budget")):
         with pytest.raises(InputError, match=message):
             Fidelity.from_search_options(**kwargs)
-    with pytest.raises(InputError, match="--image-size 100"):  # the training rules apply up front
+    with pytest.raises(InputError, match="--proxy-image-size 100"):  # the training rules apply up front
         Fidelity.from_search_options(image_size=100)
 
-
-def test_a_training_rule_is_named_as_the_search_option():
-    from featherface_tune.errors import InputError
-    from featherface_tune.training.proxy import Fidelity
-
-    with pytest.raises(InputError, match=r"^--proxy-image-size 100: .*multiple of 32"):
-        Fidelity.from_search_options(image_size=100)
