@@ -118,6 +118,21 @@ def test_fix():
             apply_fixes(default_space(), [bad])
 
 
+def test_values_are_checked_by_the_configs_own_rules():
+    # a rule a value breaks on its own: the config's message, with where it came from and the knob
+    with pytest.raises(ConfigError, match=r"^--fix backbone_width: backbone_width=0.3 must be a multiple of 1/32"):
+        apply_fixes(default_space(), ["backbone_width=0.3"])
+    with pytest.raises(ConfigError, match=r"ssh_channels_p4: ssh_channels\[1\]=50 must be a multiple of 4"):
+        apply_fixes(default_space(), ["ssh_channels=[48,50,52]"])
+    with pytest.raises(ConfigError, match=r"ssh_channels_p3: .* must be an integer"):
+        apply_fixes(default_space(), ["ssh_channels=[[4],8,12]"])
+    assert apply_fixes(default_space(), ["backbone_width=1"]).domain("backbone_width").values == (1.0,)
+    # rules that tie a value to other knobs are left to the certificate: valid in some config
+    sp = apply_fixes(default_space(), ["shuffle_groups=3", "backbone_cbam_reduction=128", "neck=fpn"])
+    assert sp.domain("shuffle_groups").values == (3,)
+    assert sp.domain("backbone_cbam_reduction").values == (128,)
+
+
 def test_build_space_combines_file_and_fix(tmp_path: Path):
     f = tmp_path / "s.toml"
     f.write_text("[space]\nneck_channels = [40, 42]\n")
