@@ -417,8 +417,3 @@ def build_space(space_file: str | Path | None = None, fixes: Sequence[str] = ())
     """The default space, changed by a space file, then by `--fix` items."""
     space = load_space(space_file) if space_file is not None else default_space()
     return apply_fixes(space, fixes)
-
-
-def space_from_dict(data: Mapping[str, Any]) -> SearchSpace:
-    """Rebuild a space from `SearchSpace.to_dict()` (as stored in a study)."""
-    return apply_settings(default_space(), data, "stored space")

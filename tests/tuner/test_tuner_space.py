@@ -10,8 +10,8 @@ import pytest
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, KNOBS, SSH_KNOBS, apply_fixes, build_space, config_from_knobs, default_space,
-    knobs_from_config, load_space, space_from_dict,
+    BUDGET_KNOBS, KNOBS, SSH_KNOBS, apply_fixes, apply_settings, build_space, config_from_knobs,
+    default_space, knobs_from_config, load_space,
 )
 
 
@@ -74,7 +74,7 @@ def test_space_file_ranges_lists_and_fixed(tmp_path: Path):
     assert sp.domain("ssh_deformable").fixed
     assert sp.solve == ("ssh_channels_p5", "neck_cbam_reduction")
     assert "ssh_channels_p3" in sp.sampled
-    assert space_from_dict(sp.to_dict()) == sp
+    assert apply_settings(default_space(), sp.to_dict(), "stored space") == sp  # to_dict reads back
 
 
 @pytest.mark.parametrize("text, match", [
