@@ -360,7 +360,7 @@ def apply_settings(space: SearchSpace, data: Mapping[str, Any], where: str) -> S
 
 
 def _check_solve(names: Sequence[str], where: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for s in names:
         if s == "ssh_channels":
             out.extend(SSH_KNOBS)
