@@ -144,7 +144,8 @@ def validate(cfg: FeatherFaceConfig) -> None:
     if cfg.neck_channels < 1:
         _fail("neck_channels", cfg.neck_channels, "must be a positive width", [1])
     if cfg.neck == "bifpn" and cfg.bifpn_repeats < 1:
-        _fail("bifpn_repeats", cfg.bifpn_repeats, "must be at least 1 with neck='bifpn'", [1])
+        _fail("bifpn_repeats", cfg.bifpn_repeats,
+              "must be at least 1 with neck='bifpn' (neck='fpn' has no BiFPN)", [1])
     if cfg.neck == "fpn" and cfg.bifpn_repeats != 0:
         _fail("bifpn_repeats", cfg.bifpn_repeats,
               "only applies to neck='bifpn'; with neck='fpn' it must be 0", [0])
