@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -20,26 +19,12 @@ from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
 def parse_tolerance(text: str, target: int) -> int:
     """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
-    from featherface_tune.bounds import MAX_PARAMS
+    from featherface_tune.tolerance import Tolerance
 
-    t = text.strip().replace("_", "").replace(",", "")
     try:
-        if t.endswith("%"):
-            pct = float(t[:-1])
-            if not math.isfinite(pct) or pct < 0:
-                raise ValueError
-            if pct > 100:
-                raise InputError(f"--tolerance {text!r}: a percentage must be at most 100%")
-            return int(math.floor(target * pct / 100.0 + 1e-9))
-        value = int(t)
-        if value < 0:
-            raise ValueError
-    except ValueError:
-        raise InputError(f"--tolerance {text!r}: give a parameter count (e.g. 500) or a percentage "
-                         "(e.g. 0.1%), not negative") from None
-    if value > MAX_PARAMS:
-        raise InputError(f"--tolerance {text!r}: must be at most {MAX_PARAMS:,} parameters")
-    return value
+        return Tolerance.parse(text).absolute(target)
+    except ValueError as exc:
+        raise InputError(f"--tolerance {text!r}: {exc}") from None
 
 
 @handle_errors
