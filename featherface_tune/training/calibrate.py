@@ -41,7 +41,7 @@ PLAN_FORMAT = "featherface-tune/calibration"
 
 # ---- statistics (pure) -----------------------------------------------------------------------
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Kendall's tau-b between two score lists (ties handled); NaN when either is constant or n < 2."""
     from scipy.stats import kendalltau
 

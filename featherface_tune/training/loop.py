@@ -345,7 +345,7 @@ def _rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain values, so checkpoints load with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
 
 
@@ -670,4 +670,4 @@ def _save_final_model(run: _Run) -> None:
     options = run.options
     final = (recalibrate_bn(run.model, run.dataset, options.bn_recalibrate, options.batch_size)
              if options.bn_recalibrate > 0 else run.model)
-    save_model(run.ckpt_path.with_name("model.pt"), final, options.image_size, run.epoch)
+    save_model(run.ckpt_path.with_name("model.pt"), final, options.image_size, run.epoch)  # type: ignore[arg-type]

@@ -91,7 +91,7 @@ class Fidelity:
             raise InputError(f"--proxy-time-budget {time_budget}: must be positive seconds")
         given = {"epochs": epochs, "subset": subset, "image_size": image_size, "time_budget": time_budget}
         try:
-            return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})
+            return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
         except InputError as exc:  # a training rule, named as the search spells the option
             text = str(exc)
             for name in given:
@@ -234,7 +234,7 @@ def load_val(data_dir: Path, val_subset: float = 1.0, seed: int = 0, max_side: i
     from featherface_tune.data.readers import read_any
 
     data_dir = Path(data_dir)
-    records = read_any(data_dir, "val")
+    records: list[ImageRecord] = list(read_any(data_dir, "val"))
     gt_dir = next((p for p in (data_dir / "ground_truth", data_dir / "val" / "ground_truth") if p.is_dir()),
                   None)
     if gt_dir is None:

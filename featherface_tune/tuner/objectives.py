@@ -130,9 +130,10 @@ class BudgetObjective:
     def __post_init__(self) -> None:
         spec = self.spec
         if self.repairer is None:
-            proof = prove(self.space, spec.target, spec.tolerance, input_size=tuple(spec.input_size),
+            size = (spec.input_size[0], spec.input_size[1])
+            proof = prove(self.space, spec.target, spec.tolerance, input_size=size,
                           dcn_macs=spec.dcn_macs, max_macs=spec.max_macs, convention=spec.convention)
-            self.repairer = Repairer(self.space, spec.target, spec.tolerance, tuple(spec.input_size),
+            self.repairer = Repairer(self.space, spec.target, spec.tolerance, size,
                                      spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures,
                                      spec.convention)
         self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))
