@@ -52,6 +52,7 @@ def test_macs_grow_with_input_and_bad_sizes_refused():
         count(cfg, dcn_macs="both")
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(cfg=configs())
 def test_params_equal_numel_for_random_configs(cfg):

@@ -125,7 +125,6 @@ def test_cli_says_synthetic(tmp_path):
     assert data["synthetic"] is True and data["train_images"] == 4 and data["val_images"] == 4
 
 
-@pytest.mark.slow
 def test_default_size(tmp_path):
     s = write_demo(tmp_path / "d")
     assert s.train_images == 64 and s.val_images == 32

@@ -364,7 +364,6 @@ def test_evaluate_command_one_line_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- real ground truth
 
-@pytest.mark.slow
 def test_full_val_set_agrees_with_naive_loops_on_a_sample():
     if not (GT_DIR / "wider_face_val.mat").is_file():
         pytest.skip(f"{GT_DIR} not present")

@@ -179,6 +179,7 @@ def test_pretrained_backbone(synth, tmp_path):
     torch.testing.assert_close(res.model.body.stage1[0][0].weight.detach(), w, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_train_json_and_errors(synth, tmp_path):
     root = tmp_path / "data"
     recs = draw_faces(root / "train" / "images", 4, size=96, seed=7)

@@ -145,7 +145,6 @@ def _legacy_study(url: str, name: str) -> None:
         "solver": {"in_window": 1, "checked": 390224}}))
 
 
-@pytest.mark.slow
 def test_an_old_dense_study_still_loads(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     _legacy_study(url, "old")

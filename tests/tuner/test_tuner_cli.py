@@ -38,7 +38,6 @@ def _json(res) -> dict:
     return json.loads(res.stdout)
 
 
-@pytest.mark.slow
 def test_default_search_solves_closest_and_exports(tmp_path: Path):
     res = _search("--target", "489000", "--trials", "40", "--json", "--export", "best.toml")
     data = _json(res)

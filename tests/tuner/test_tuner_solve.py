@@ -211,7 +211,6 @@ def _brute_configs(sp: SearchSpace) -> list[tuple[dict, int, int]]:
     return out
 
 
-@pytest.mark.slow
 def test_exact_set_and_mac_optimum_equal_brute_force():
     sp = _mixed_space()
     allc = _brute_configs(sp)
