@@ -7,6 +7,7 @@ import typer
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.demo_data import demo_data_cmd
 from featherface_tune.commands.evaluate import evaluate_cmd
+from featherface_tune.commands.export import export_cmd
 from featherface_tune.commands.detect import detect_cmd
 from featherface_tune.commands.gate import gate_cmd
 from featherface_tune.commands.predict import predict_cmd
@@ -27,6 +28,7 @@ COMMANDS = {
     "count": count_cmd,
     "demo-data": demo_data_cmd,
     "evaluate": evaluate_cmd,
+    "export": export_cmd,
     "detect": detect_cmd,
     "gate": gate_cmd,
     "predict": predict_cmd,

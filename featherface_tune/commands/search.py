@@ -43,6 +43,8 @@ def search_cmd(
     max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Also require MACs <= N at --input-size.")] = None,
     size: InputSizeOpt = (640, 640),
     objective: Annotated[Optional[str], typer.Option("--objective", help="macs, latency, or several comma-separated (a Pareto front); default macs, or proxy AP with --proxy-data.")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Latency objective: onnxruntime (default when the deploy extra is installed) or torch.")] = None,
+    threads: Annotated[int, typer.Option("--latency-threads", help="Latency objective: intra-op threads.")] = 1,
     space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes).")] = DEFAULT_TRIALS,
@@ -93,6 +95,14 @@ def search_cmd(
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     objectives = parse_objectives(objective, proxy_data is not None)
+    if "latency" in objectives:
+        from featherface_tune.deploy.latency import check_runtime
+
+        runtime = check_runtime(runtime)
+        if threads < 1:
+            raise InputError(f"--latency-threads {threads}: must be at least 1")
+        err.print(f"latency: {runtime}, {threads} thread(s), batch 1 at {h}x{w}, median to +/-3 % (95 %)",
+                  highlight=False)
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
@@ -119,7 +129,8 @@ def search_cmd(
     if proxy_fn is not None and len(objectives) == 1:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     study = S.open_study(store, name, spec, S.make_sampler(seed), pruner)
-    objective_fn = BudgetObjective(space, spec, proxy_fn, proxy_data, fidelity)
+    objective_fn = BudgetObjective(space, spec, proxy_fn, proxy_data, fidelity, latency_runtime=runtime,
+                                   latency_threads=threads)
 
     before = S.counted_trials(study)
     mine: list[int] = []

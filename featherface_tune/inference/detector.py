@@ -107,8 +107,11 @@ def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou:
            top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> Detections:
     """Detect faces in one HxWx3 uint8 BGR image at its original size (RetinaFace convention).
 
-    The model runs in eval mode (its previous mode is restored afterwards).
+    The model runs in eval mode (its previous mode is restored afterwards). An ONNX model loaded with
+    `featherface_tune.deploy.runtime.OnnxModel` runs in onnxruntime with the same pre- and post-processing.
     """
+    if not isinstance(model, nn.Module):  # an exported model (featherface_tune.deploy.runtime.OnnxModel)
+        return model.detect(image_bgr, conf, nms_iou, top_k, keep, nms_backend)
     x = preprocess(image_bgr)
     h, w = x.shape[-2:]
     device = next(model.parameters()).device

@@ -16,7 +16,12 @@ Every trial's user attributes (`TRIAL_KEYS`):
     delta       int, params - target
     feasible    bool, within the tolerance window (and under max_macs if set)
     modules     {group: {"params": int, "macs": int}}
-    latency_ms  float, only with the latency objective (feasible trials)
+    latency_ms  float, only with the latency objective (feasible trials): median forward time, batch 1,
+                at input_size (featherface_tune.deploy.latency)
+    latency_spread_ms  float, with latency_ms: interquartile range of the timed runs
+    latency_ci  float, with latency_ms: half-width of the median's 95 % confidence interval / median
+    latency_runtime  str, with latency_ms: "onnxruntime" or "torch"
+    latency_threads  int, with latency_ms: intra-op threads used
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
     solver      {"in_window": int, "checked": int}: how many completions of the trial's sampled
@@ -41,10 +46,15 @@ DELTA = "delta"
 FEASIBLE = "feasible"
 MODULES = "modules"
 LATENCY_MS = "latency_ms"
+LATENCY_SPREAD_MS = "latency_spread_ms"
+LATENCY_CI = "latency_ci"
+LATENCY_RUNTIME = "latency_runtime"
+LATENCY_THREADS = "latency_threads"
+LATENCY_DETAIL = (LATENCY_SPREAD_MS, LATENCY_CI, LATENCY_RUNTIME, LATENCY_THREADS)
 PROXY_AP = "proxy_ap"
 FAIL_REASON = "fail_reason"
 SOLVER = "solver"
-TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, PROXY_AP, FAIL_REASON)
+TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, *LATENCY_DETAIL, PROXY_AP, FAIL_REASON)
 
 # objective name -> (user attribute holding its value, Optuna direction)
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -113,6 +123,7 @@ class TrialRecord:
     fail_reason: str | None = None
     modules: Mapping[str, Any] = field(default_factory=dict)
     seconds: float | None = None
+    latency: Mapping[str, Any] = field(default_factory=dict)  # LATENCY_DETAIL keys present on the trial
 
     @classmethod
     def from_trial(cls, t: Any) -> "TrialRecord":
@@ -124,7 +135,8 @@ class TrialRecord:
         return cls(number=t.number, state=t.state.name, config=a.get(CONFIG), params=a.get(PARAMS),
                    macs=a.get(MACS), delta=a.get(DELTA), feasible=bool(a.get(FEASIBLE, False)),
                    values=values, latency_ms=a.get(LATENCY_MS), proxy_ap=a.get(PROXY_AP),
-                   fail_reason=a.get(FAIL_REASON), modules=dict(a.get(MODULES) or {}), seconds=secs)
+                   fail_reason=a.get(FAIL_REASON), modules=dict(a.get(MODULES) or {}), seconds=secs,
+                   latency={k: a[k] for k in LATENCY_DETAIL if k in a})
 
     def objective_value(self, name: str) -> float | None:
         v = {"macs": self.macs, "latency": self.latency_ms, "proxy_ap": self.proxy_ap}[name]
@@ -135,6 +147,7 @@ class TrialRecord:
                                "delta": self.delta, "macs": self.macs, "feasible": self.feasible}
         if self.latency_ms is not None:
             out["latency_ms"] = self.latency_ms
+            out.update(self.latency)
         if self.proxy_ap is not None:
             out["proxy_ap"] = self.proxy_ap
         if self.fail_reason is not None:
