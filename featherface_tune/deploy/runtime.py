@@ -97,17 +97,10 @@ class OnnxModel:
                              f"{first_line(exc, 200)}") from None
         return dict(zip(names, outs))
 
-    def reference_outputs(self, model: torch.nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
-        """What PyTorch gives for the same input, under this graph's output names."""
-        if self.postprocess:
-            from featherface_tune.deploy.postprocess import reference
-
-            return reference(model, x, self.config)
-        boxes, logits, ldm = model(x)
-        out = {"boxes": boxes.numpy(), "logits": logits.numpy()}
-        if ldm is not None:
-            out["landmarks"] = ldm.numpy()
-        return out
+    @property
+    def raw_prefix(self) -> str:
+        """Name prefix of the head outputs: "raw_" in a post-processed graph."""
+        return "raw_" if self.postprocess else ""
 
     def anchors_per_cell(self, logits: np.ndarray, h: int, w: int) -> int:
         if self.config is not None:
