@@ -151,12 +151,18 @@ def measure(cfg: FeatherFaceConfig, h: int, w: int, runtime: str | None = None, 
     if threads < 1:
         raise InputError(f"--threads {threads}: must be at least 1")
     fn, cleanup = forward_fn(cfg, h, w, runtime, threads)
-    t0 = time.perf_counter()
     try:
-        times, warm, ok = time_runs(fn, rel_ci, max_seconds)
+        return measure_fn(fn, runtime, threads, (h, w), rel_ci, max_seconds)
     finally:
         cleanup()
+
+
+def measure_fn(fn: Callable[[], Any], runtime: str, threads: int, input_size: tuple[int, int],
+               rel_ci: float = 0.03, max_seconds: float = 30.0) -> Latency:
+    """`time_runs` of a prepared forward pass (`forward_fn`), summarised."""
+    t0 = time.perf_counter()
+    times, warm, ok = time_runs(fn, rel_ci, max_seconds)
     arr = np.asarray(times)
     q1, q3 = np.percentile(arr, [25, 75])
-    return Latency(runtime, threads, (h, w), float(np.median(arr)), median_ci(arr), float(q3 - q1), len(arr),
-                   warm, ok, time.perf_counter() - t0)
+    return Latency(runtime, threads, tuple(input_size), float(np.median(arr)), median_ci(arr),  # type: ignore[arg-type]
+                   float(q3 - q1), len(arr), warm, ok, time.perf_counter() - t0)
