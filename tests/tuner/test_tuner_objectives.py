@@ -41,7 +41,7 @@ def test_exact_trial_records_everything():
     assert sum(m["macs"] for m in a[R.MODULES].values()) == a[R.MACS]
     assert a[R.CONFIG]["ssh_channels"] == [56, 72, 72] and a[R.CONFIG]["neck_cbam_reduction"] == 8
     assert trial.constraints == {"params": 0.0}
-    assert set(R.TRIAL_KEYS) - set(a) == {R.LATENCY_MS, R.PROXY_AP, R.FAIL_REASON}
+    assert set(R.TRIAL_KEYS) - set(a) == {R.LATENCY_MS, *R.LATENCY_DETAIL, R.PROXY_AP, R.FAIL_REASON}
 
 
 def test_infeasible_trial_has_a_positive_constraint():
