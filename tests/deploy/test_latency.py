@@ -67,3 +67,22 @@ def test_measure_onnxruntime_and_the_search_records_it() -> None:
     assert a[R.FEASIBLE] and value == a[R.LATENCY_MS] > 0
     assert a[R.LATENCY_SPREAD_MS] >= 0 and a[R.LATENCY_CI] >= 0
     assert a[R.LATENCY_RUNTIME] == "onnxruntime" and a[R.LATENCY_THREADS] == 1
+
+
+def test_search_json_best_rows_carry_the_latency_record(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from featherface_tune.cli import app
+
+    monkeypatch.chdir(tmp_path)  # the study database goes to the working directory
+    sure = ["--fix", "neck=bifpn", "--fix", "bifpn_repeats=3", "--fix", "neck_channels=42", "--fix",
+            "backbone_cbam=true", "--fix", "neck_cbam=true", "--fix", "ssh_deformable=true"]
+    r = CliRunner().invoke(app, ["search", "--target", "489000", "--objective", "latency", "--runtime", "torch",
+                                 "--input-size", "64", "64", "--trials", "2", "--seed", "3", "--json", *sure])
+    assert r.exit_code == 0, r.output
+    assert "latency: torch, 1 thread(s), batch 1 at 64x64" in r.stderr
+    best = json.loads(r.stdout)["best"]
+    assert best and all(row["latency_runtime"] == "torch" and row["latency_threads"] == 1 for row in best)
+    assert all(row["latency_ms"] > 0 and row["latency_spread_ms"] >= 0 and row["latency_ci"] >= 0 for row in best)
