@@ -1,110 +1,171 @@
-"""Time to the first exact hit for `--target 489000` on the default space: the budget search
-(`featherface-tune search`, structure sampled by TPE, budget knobs solved exactly) against plain Optuna
-TPE sampling every knob of the same space with the same trial budget and minimising |params - target|.
+"""The budget search on the default space, `--target 489000`:
 
-    python benchmarks/search_speed.py [--repeats 3] [--trials 300] [--target 489000]
+1. time to the proven optimum of `--objective macs` and `--objective closest` (the real command in a
+   fresh process and folder: proof, enumeration of every exact config, SQLite study, recording the
+   optima as trials);
+2. the repair's cost per trial: a random sample -> the nearest exact config (exact set listed), and the
+   fallback visiting structures when the window is too wide to list (`--tolerance 0.1%`);
+3. the P3 SSH widths of the feasible trials under a MAC-blind objective (a constant), the repair
+   (every knob sampled) against the previous solver (structure sampled, budget knobs and BiFPN depth
+   completed with the fewest dense MACs), same sampler, seeds and trial budget.
 
-The search runs as the real command in a fresh process and a fresh working folder (default SQLite
-store), seeds 0..repeats-1; "first hit" is measured inside the command from its start (space proof,
-study creation and all trials up to the first feasible one; not the ~2 s of Python/torch start-up,
-which `process wall` includes). Plain TPE runs in this process with in-memory storage (no database
-cost, which favours it). Medians over the repeats are printed last.
+    python benchmarks/search_speed.py [--repeats 3] [--trials 100]
+
+Medians over the repeats are printed last.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Mapping
 
+import numpy as np
 import optuna
 
-from featherface_tune.commands.search import DEFAULT_TRIALS
-from featherface_tune.counter.analytic import count_params
-from featherface_tune.errors import ConfigError
-from featherface_tune.tuner.space import config_from_knobs, default_space
+from featherface_tune.tuner.solve import Repairer, _param_grid, base_cost, budget_tables, prove
+from featherface_tune.tuner.space import BUDGET_KNOBS, KNOBS, SSH_KNOBS, default_space
+from featherface_tune.tuner.study import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+TARGET = 489_000
 
 
-def run_search(target: int, trials: int, seed: int) -> dict:
+def run_command(objective: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "featherface_tune.cli", "search", "--target", str(target),
-                               "--trials", str(trials), "--seed", str(seed), "--json"],
-                              cwd=tmp, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "featherface_tune.cli", "search", "--target", str(TARGET),
+                               "--objective", objective, "--json"], cwd=tmp, capture_output=True, text=True)
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"search failed: {proc.stderr.strip().splitlines()[-1]}")
     data = json.loads(proc.stdout)
-    hit = data["worker"]["first_exact_hit"]
-    best = min((abs(r["delta"]) for r in data["best"]), default=None)
-    return {"first_hit_s": hit["seconds"] if hit else math.inf, "first_hit_trial": hit["trial"] if hit else None,
-            "best_abs_delta": best if best is not None else math.inf, "exact_configs": data["feasible_configs"],
-            "feasible_trials": data["feasible_trials"], "command_s": data["worker"]["seconds"], "wall_s": wall}
+    return {"proof_s": data["certificate"]["seconds"], "command_s": data["worker"]["seconds"], "wall_s": wall,
+            "exact": data["solved"]["exact_configs"], "best": data["best"][0]}
 
 
-def run_plain_tpe(target: int, trials: int, seed: int) -> dict:
-    space = default_space().with_solve(())  # TPE samples every knob, the budget knobs included
-    first: dict = {}
-    exact: set[str] = set()
-    t0 = time.perf_counter()
+def repair_ms(tolerance: int, n: int, seed: int) -> float:
+    sp = default_space()
+    proof = prove(sp, TARGET, tolerance)
+    rep = Repairer(sp, TARGET, tolerance, exact=proof.exact, structures=proof.hit_structures)
+    rng = random.Random(seed)
+    times = []
+    for _ in range(n):
+        point = {k: rng.choice(sp.domain(k).values) for k in KNOBS}
+        t0 = time.perf_counter()
+        sol = rep.repair(point)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert sol is not None and abs(sol.params - TARGET) <= tolerance
+    return statistics.median(times)
+
+
+def p3_new(trials: int, seed: int) -> list[int]:
+    from featherface_tune import search
+
+    res = search(TARGET, objective=lambda cfg: 0.0, trials=trials, seed=seed)
+    return [int(r.config["ssh_channels"][0] if isinstance(r.config["ssh_channels"], list) else r.config["ssh_channels"])
+            for r in res.records if r.feasible and r.state == "COMPLETE"]
+
+
+def _old_completion(sp: Any, sampled: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int]:
+    """The previous solver: every completion of the sampled structure (BiFPN depth tried value by
+    value), keep the exact ones, take the fewest MACs (dense convention, as it counted); also the
+    nearest |params - target| (its constraint when none is exact)."""
+    best = None
+    near = 10**12
+    for extra in sp.iter_structures(fixed=sampled):
+        s = {**sampled, **extra}
+        tables = budget_tables(sp, s, 640, 640, dcn_macs="dense")
+        base = base_cost(s, tables, 640, 640)
+        if base is None:
+            continue
+        P = _param_grid(tables, base[0])
+        near = min(near, int(np.abs(P - TARGET).min()))
+        M = np.full(P.shape, base[1], dtype=np.int64)
+        for i, t in enumerate(tables):
+            M = M + t.macs.reshape([-1 if j == i else 1 for j in range(len(tables))])
+        idx = np.flatnonzero(P.ravel() == TARGET)
+        if not idx.size:
+            continue
+        pick = idx[np.argmin(M.ravel()[idx])]
+        if best is None or M.ravel()[pick] < best[0]:
+            ix = np.unravel_index(pick, P.shape)
+            best = (int(M.ravel()[pick]), {**s, **{t.knob: t.values[int(i)] for t, i in zip(tables, ix)}})
+    return (None if best is None else best[1]), near
+
+
+def p3_old(trials: int, seed: int) -> list[int]:
+    sp = default_space().with_solve(BUDGET_KNOBS + ("bifpn_repeats",))
+    out: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
-        try:
-            cfg = config_from_knobs(space.sample(trial))
-        except ConfigError:
-            return 1e9  # a rule broken (e.g. CBAM ratio above the width)
-        d = abs(count_params(cfg) - target)
-        if d == 0:
-            exact.add(json.dumps(cfg.to_dict(), sort_keys=True))
-            first.setdefault("t", time.perf_counter() - t0)
-            first.setdefault("n", trial.number)
-        return float(d)
+        knobs, near = _old_completion(sp, sp.sample(trial))
+        trial.set_constraint("params", float(near))  # as the previous search did: feasibility steers TPE
+        if knobs is not None:
+            out.append(int(knobs[SSH_KNOBS[0]]))
+        return 0.0
 
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
+    study = optuna.create_study(sampler=make_sampler(seed))  # the search's own sampler
     study.optimize(objective, n_trials=trials)
-    return {"first_hit_s": first.get("t", math.inf), "first_hit_trial": first.get("n"),
-            "best_abs_delta": int(study.best_value), "exact_configs": len(exact),
-            "wall_s": time.perf_counter() - t0}
+    return out
 
 
-def _fmt(v: float) -> str:
-    return "never" if math.isinf(v) else f"{v:.2f} s"
+def _spread(p3: list[int]) -> str:
+    if not p3:
+        return "no feasible trial"
+    q = np.percentile(p3, [25, 50, 75])
+    return (f"{len(p3)} feasible, P3 {min(p3)}..{max(p3)} (quartiles {q[0]:g}/{q[1]:g}/{q[2]:g}), "
+            f"{len(set(p3))} distinct widths")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--trials", type=int, default=DEFAULT_TRIALS)
-    ap.add_argument("--target", type=int, default=489_000)
+    ap.add_argument("--trials", type=int, default=100)
     args = ap.parse_args()
-    ours, plain = [], []
+    rows: dict[str, list[Any]] = {k: [] for k in ("macs", "closest", "rep_exact", "rep_struct", "new", "old")}
     for seed in range(args.repeats):
-        a = run_search(args.target, args.trials, seed)
-        b = run_plain_tpe(args.target, args.trials, seed)
-        ours.append(a)
-        plain.append(b)
-        print(f"seed {seed}: search: first exact hit {_fmt(a['first_hit_s'])} (trial {a['first_hit_trial']}), "
-              f"{a['exact_configs']} distinct exact configs, command {a['command_s']:.1f} s, process wall "
-              f"{a['wall_s']:.1f} s | plain TPE: best |params - target| {b['best_abs_delta']}, first exact hit "
-              f"{_fmt(b['first_hit_s'])}, {b['exact_configs']} exact configs, {b['wall_s']:.1f} s", flush=True)
+        for obj in ("macs", "closest"):
+            r = run_command(obj)
+            rows[obj].append(r)
+            b = r["best"]
+            print(f"seed {seed}: --objective {obj}: optimum over {r['exact']:,} exact configs, proof {r['proof_s']:.2f} s, "
+                  f"command {r['command_s']:.2f} s, process wall {r['wall_s']:.1f} s; best {b['macs'] / 1e6:,.1f}M MACs "
+                  f"{json.dumps({k: b['config'][k] for k in ('neck', 'bifpn_repeats', 'neck_channels', 'ssh_channels', 'ssh_deformable', 'shuffle')})}",
+                  flush=True)
+        rows["rep_exact"].append(repair_ms(0, 300, seed))
+        rows["rep_struct"].append(repair_ms(489, 100, seed))
+        print(f"seed {seed}: repair per trial: {rows['rep_exact'][-1]:.2f} ms (exact set), "
+              f"{rows['rep_struct'][-1]:.1f} ms (by structure, --tolerance 0.1%)", flush=True)
+        new, old = p3_new(args.trials, seed), p3_old(args.trials, seed)
+        rows["new"].append(new)
+        rows["old"].append(old)
+        print(f"seed {seed}: MAC-blind, {args.trials} trials: repair: {_spread(new)} | previous solver: {_spread(old)}",
+              flush=True)
 
-    def med(rows: list[dict], key: str) -> float:
-        return statistics.median(r[key] for r in rows)
+    def med(key: str, field: str) -> float:
+        return statistics.median(r[field] for r in rows[key])
 
-    print(f"\nmedians over {args.repeats} repeats, target {args.target:,}, {args.trials} trials each, default space:")
-    print(f"  budget search: first exact hit {_fmt(med(ours, 'first_hit_s'))}; best |delta| "
-          f"{med(ours, 'best_abs_delta'):g}; distinct exact configs {med(ours, 'exact_configs'):g}; "
-          f"whole run {med(ours, 'command_s'):.1f} s (process wall {med(ours, 'wall_s'):.1f} s)")
-    print(f"  plain TPE:     first exact hit {_fmt(med(plain, 'first_hit_s'))}; best |delta| "
-          f"{med(plain, 'best_abs_delta'):g}; distinct exact configs {med(plain, 'exact_configs'):g}; "
-          f"whole run {med(plain, 'wall_s'):.1f} s")
+    print(f"\nmedians over {args.repeats} repeats, target {TARGET:,}, default space:")
+    for obj in ("macs", "closest"):
+        print(f"  --objective {obj}: proven optimum in {med(obj, 'command_s'):.2f} s (proof {med(obj, 'proof_s'):.2f} s; "
+              f"process wall {med(obj, 'wall_s'):.1f} s)")
+    print(f"  repair per trial: {statistics.median(rows['rep_exact']):.2f} ms over the exact set, "
+          f"{statistics.median(rows['rep_struct']):.1f} ms by structure")
+    for key, label in (("new", "repair (every knob sampled)"), ("old", "previous fewest-MACs solver")):
+        lo = statistics.median(min(p) for p in rows[key] if p)
+        hi = statistics.median(max(p) for p in rows[key] if p)
+        distinct = statistics.median(len(set(p)) for p in rows[key])
+        mid = statistics.median(float(np.median(p)) for p in rows[key] if p)
+        feas = statistics.median(len(p) for p in rows[key])
+        print(f"  MAC-blind P3 spread, {label}: P3 {lo:g}..{hi:g}, median {mid:g}, {distinct:g} distinct widths, "
+              f"{feas:g} of {args.trials} trials feasible")
 
 
 if __name__ == "__main__":

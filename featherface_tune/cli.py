@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import typer
+from typing_extensions import Annotated
 
+from featherface_tune import __version__
+from featherface_tune.commands._typer import HELP_OPTIONS, FlagCommand, OneLineErrorsGroup
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.demo_data import demo_data_cmd
 from featherface_tune.commands.evaluate import evaluate_cmd
@@ -19,6 +22,8 @@ from featherface_tune.commands.train import train_cmd
 app = typer.Typer(
     name="featherface-tune",
     help="Find FeatherFace channel widths that hit a parameter budget exactly, rank them, and guard the budget in CI.",
+    cls=OneLineErrorsGroup,
+    context_settings=HELP_OPTIONS,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,7 +44,21 @@ COMMANDS = {
 }
 
 for _name, _fn in COMMANDS.items():
-    app.command(_name)(_fn)
+    app.command(_name, cls=FlagCommand)(_fn)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"featherface-tune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Find FeatherFace channel widths that hit a parameter budget exactly, rank them, and guard the budget in CI."""
 
 
 def main() -> None:

@@ -1,5 +1,10 @@
 """The project's error types. Each carries a one-line message meant for the user."""
 
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (of the driver error a wrapper carries in `.orig`),
@@ -29,7 +34,41 @@ class InputError(FeatherFaceError):
     """A file, path or argument given by the user cannot be used."""
 
 
-class BudgetViolation(FeatherFaceError):
-    """A measured count lies outside its budget."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would raise KeyboardInterrupt, so every `except
+    KeyboardInterrupt` (Optuna failing the trial in flight, the search summary, training's
+    checkpoint) handles both alike. Exit code 143 (128 + SIGTERM) instead of 130."""
 
-    exit_code = 1
+
+_SIGNALLED: set[str] = set()  # "TERM" once SIGTERM arrived inside `sigterm_as_interrupt`
+
+
+def interrupt_exit_code(exc: BaseException | None = None) -> int:
+    """143 after SIGTERM, 130 after Ctrl-C; without `exc`, whether SIGTERM arrived in the current
+    `sigterm_as_interrupt` block decides (for callers that only know "interrupted")."""
+    if exc is not None:
+        return 143 if isinstance(exc, Terminated) else 130
+    return 143 if "TERM" in _SIGNALLED else 130
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` in the main thread (elsewhere: no change)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        _SIGNALLED.add("TERM")
+        raise Terminated()
+
+    _SIGNALLED.clear()
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -4,6 +4,7 @@ Schema (TOML)::
 
     name = "featherface-official"          # optional, defaults to the file name
     description = "..."                    # optional
+    convention = "numel"                   # optional: how params and MACs are counted (see `count --conventions`)
 
     [model]                                # required: a preset and/or a config file and/or fields
     preset = "featherface-official"
@@ -17,13 +18,14 @@ Schema (TOML)::
 
     [macs]                                 # optional, same keys plus:
     input_size = [640, 640]                # required with [macs]
-    dcn_macs = "dense"                     # optional: "dense" (default) or "full"
+    dcn_macs = "full"                      # optional: "full" (default, every conv) or "dense"
 
     [baseline]                             # optional, written by `featherface-tune gate --update`
     input_size = [640, 640]
-    dcn_macs = "dense"
+    dcn_macs = "full"                      # absent in old baselines: "dense"
+    convention = "numel"                   # absent in old baselines: "numel"
     params = 592371
-    macs = 915637376
+    macs = 1274888576
     [baseline.modules.backbone]
     params = 213072
     macs = 353433600
@@ -44,15 +46,16 @@ from featherface_tune.budgets.schema import (
     Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
 )
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
-from featherface_tune.errors import ConfigError, FeatherFaceError
+from featherface_tune.counter.conventions import NAMES as CONVENTIONS, countable, get_convention
+from featherface_tune.errors import ConfigError, FeatherFaceError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
 from featherface_tune.models.presets import resolve_config
 
-TOP_KEYS = ("name", "description", "model", "params", "macs", "baseline")
+TOP_KEYS = ("name", "description", "convention", "model", "params", "macs", "baseline")
 BOUND_KEYS = ("target", "tolerance", "max", "min")
 MACS_KEYS = BOUND_KEYS + ("input_size", "dcn_macs")
 MODEL_KEYS = ("preset", "config") + FIELD_NAMES
-BASELINE_KEYS = ("input_size", "dcn_macs", "params", "macs", "modules")
+BASELINE_KEYS = ("input_size", "dcn_macs", "convention", "params", "macs", "modules")
 MODULE_KEYS = ("params", "macs")
 DEFAULT_INPUT = (640, 640)
 BUDGET_DIR = "budgets"
@@ -158,6 +161,12 @@ def _dcn(ctx: _Ctx, key: str, v: Any) -> str:
     return v
 
 
+def _convention(ctx: _Ctx, key: str, v: Any) -> str:
+    if v not in CONVENTIONS:
+        raise ctx.error(key, f"must be one of {', '.join(repr(c) for c in CONVENTIONS)}, got {v!r}")
+    return v
+
+
 def _tolerance(ctx: _Ctx, key: str, v: Any) -> Tolerance:
     if _is_int(v):
         if v < 0:
@@ -226,7 +235,8 @@ def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFa
 def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) -> Baseline:
     _check_keys(ctx, b, BASELINE_KEYS, "baseline")
     size = _input_size(ctx, "baseline.input_size", b["input_size"]) if "input_size" in b else default_size
-    dcn = _dcn(ctx, "baseline.dcn_macs", b["dcn_macs"]) if "dcn_macs" in b else "dense"
+    dcn = _dcn(ctx, "baseline.dcn_macs", b["dcn_macs"]) if "dcn_macs" in b else "dense"  # written before "full"
+    convention = _convention(ctx, "baseline.convention", b["convention"]) if "convention" in b else "numel"
     params = _count(ctx, "baseline.params", b["params"]) if "params" in b else None
     macs = _count(ctx, "baseline.macs", b["macs"]) if "macs" in b else None
     if "modules" not in b:
@@ -247,7 +257,8 @@ def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) ->
             params=_count(ctx, f"{key}.params", entry["params"]),
             macs=_count(ctx, f"{key}.macs", entry["macs"]) if "macs" in entry else None,
         )
-    return Baseline(input_size=size, dcn_macs=dcn, modules=modules, params=params, macs=macs)
+    return Baseline(input_size=size, dcn_macs=dcn, modules=modules, params=params, macs=macs,
+                    convention=convention)
 
 
 def parse_budget(text: str, path: Path) -> Budget:
@@ -258,91 +269,110 @@ def parse_budget(text: str, path: Path) -> Budget:
     except tomllib.TOMLDecodeError as exc:
         m = _TOML_LINE.search(str(exc))
         raise BudgetFileError(shown, f"not valid TOML: {exc}", "", int(m.group(1)) if m else None) from None
+    except RecursionError:
+        raise BudgetFileError(shown, "arrays or tables nested too deeply to read") from None
     lines = key_lines(text)
     ctx = _Ctx(shown, lines)
     _check_keys(ctx, data, TOP_KEYS, "")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name.strip():
         raise ctx.error("name", f"must be a non-empty string, got {_type_name(name)} {name!r}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise ctx.error("name", f"must be one line without control characters, got {name!r}")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ctx.error("description", f"must be a string, got {_type_name(description)} {description!r}")
     if "model" not in data:
         raise ctx.error("model", "missing: a budget needs a [model] table (preset, config path or fields)")
+    convention = _convention(ctx, "convention", data["convention"]) if "convention" in data else "numel"
     cfg, source = _model(ctx, _table(ctx, data, "model", "model"), path.parent)
+    try:
+        countable(convention, cfg)
+    except ConfigError as exc:
+        raise ctx.error("convention", str(exc)) from None
     if "params" not in data:
         raise ctx.error("params", "missing: a budget needs a [params] table with `target` or `max`")
     p_t = _table(ctx, data, "params", "params")
     _check_keys(ctx, p_t, BOUND_KEYS, "params")
     params = _bound(ctx, "params", p_t)
     macs = None
-    size, dcn = DEFAULT_INPUT, "dense"
+    size, dcn = DEFAULT_INPUT, "full"
     if "macs" in data:
         m_t = _table(ctx, data, "macs", "macs")
         _check_keys(ctx, m_t, MACS_KEYS, "macs")
         if "input_size" not in m_t:
             raise ctx.error("macs.input_size", "missing: MACs depend on the input, state it as [height, width]")
         size = _input_size(ctx, "macs.input_size", m_t["input_size"])
-        dcn = _dcn(ctx, "macs.dcn_macs", m_t["dcn_macs"]) if "dcn_macs" in m_t else "dense"
+        dcn = _dcn(ctx, "macs.dcn_macs", m_t["dcn_macs"]) if "dcn_macs" in m_t else "full"
+        try:
+            get_convention(convention, dcn)
+        except ConfigError as exc:
+            raise ctx.error("macs.dcn_macs", str(exc)) from None
         macs = _bound(ctx, "macs", m_t)
     baseline = None
     if "baseline" in data:
         baseline = _baseline(ctx, _table(ctx, data, "baseline", "baseline"), size)
     return Budget(path=path, name=name, description=description, config=cfg, params=params, macs=macs,
-                  input_size=size, dcn_macs=dcn, baseline=baseline, model_source=source,
+                  input_size=size, dcn_macs=dcn, convention=convention, baseline=baseline, model_source=source,
                   display=shown, lines=dict(lines))
 
 
 def load_budget(path: str | Path) -> Budget:
     """Read and validate one budget file."""
+    from featherface_tune.textfile import read_text
+
     p = Path(path)
-    if not p.is_file():
-        what = "is a directory, not a budget file" if p.is_dir() else "does not exist"
-        raise BudgetFileError(display_path(p), what)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BudgetFileError(display_path(p), f"cannot be read: {exc}") from None
+        text = read_text(p, "budget file")
+    except InputError as exc:  # "budget file 'x' is UTF-16 text ..." -> "is UTF-16 text ..."
+        raise BudgetFileError(display_path(p), str(exc).split(f"{str(p)!r} ", 1)[-1]) from None
     return parse_budget(text, p)
 
 
 # ---- writing the baseline back ---------------------------------------------------------------
 
-def _without_baseline_tables(text: str) -> str:
-    """The text with every `[baseline...]` table (header and body) removed; all else verbatim."""
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        m = _HEADER.match(line)
-        if m:
-            skipping = _split_dotted(m.group(1))[0] == "baseline"
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
+def _baseline_table(baseline: Mapping[str, Any]) -> Any:
+    """`baseline` as a tomlkit table: scalars first, then one `[baseline.modules.NAME]` per module."""
+    import tomlkit
+
+    table = tomlkit.table()
+    for key, value in baseline.items():
+        if key != "modules":
+            table.add(key, value)
+    if "modules" in baseline:
+        modules = tomlkit.table(is_super_table=True)
+        for name, entry in baseline["modules"].items():
+            sub = tomlkit.table()
+            for k, v in entry.items():
+                sub.add(k, v)
+            modules.add(name, sub)
+        table.add("modules", modules)
+    return table
 
 
 def write_baseline(path: str | Path, baseline: Mapping[str, Any]) -> bool:
-    """Replace the file's `[baseline]` with `baseline`, keeping the rest of the file (comments too).
-
-    Falls back to re-serialising the whole document with tomli_w when the baseline is not written
-    as ordinary tables. Returns whether the file changed.
-    """
-    import tomli_w
+    """Replace the file's `[baseline]` with `baseline`, keeping the rest of the file byte for byte:
+    comments, order, inline tables and formatting (tomlkit round-trips TOML). A baseline written
+    any way (tables, an inline `baseline = {...}`, dotted keys) is removed and the new one appended
+    as tables at the end. Returns whether the file changed."""
+    import tomlkit
+    from featherface_tune.textfile import read_text
 
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, "budget file")
     original = tomllib.loads(text)
+    if original.get("baseline") == dict(baseline):
+        return False
+    doc = tomlkit.parse(text)
+    if "baseline" in doc:
+        del doc["baseline"]
+    body = tomlkit.dumps(doc).rstrip("\n")
+    new_text = (body + "\n\n" if body else "") + tomlkit.dumps({"baseline": _baseline_table(baseline)})
+    reparsed = tomllib.loads(new_text)
     rest = {k: v for k, v in original.items() if k != "baseline"}
-    block = tomli_w.dumps({"baseline": dict(baseline)})
-    head = _without_baseline_tables(text).rstrip("\n")
-    new_text = (head + "\n\n" if head else "") + block
-    try:
-        reparsed = tomllib.loads(new_text)
-    except tomllib.TOMLDecodeError:
-        reparsed = None
-    if reparsed is None or {k: v for k, v in reparsed.items() if k != "baseline"} != rest \
-            or reparsed.get("baseline") != dict(baseline):
-        new_text = tomli_w.dumps({**rest, "baseline": dict(baseline)})
+    if {k: v for k, v in reparsed.items() if k != "baseline"} != rest or reparsed.get("baseline") != dict(baseline):
+        raise InputError(f"budget file {str(p)!r}: cannot record the baseline without changing the "
+                         "rest of the file; edit its [baseline] by hand")  # pragma: no cover - tomlkit guard
     if new_text == text:
         return False
     tmp = p.with_name(p.name + ".tmp")

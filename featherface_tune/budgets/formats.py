@@ -9,10 +9,10 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.segment import Segments
 from rich.table import Table
+from rich.text import Text
 
 from featherface_tune.budgets.gate import GateReport, GateResult, ModuleDiff
 from featherface_tune.budgets.schema import BudgetFileError
@@ -28,6 +28,11 @@ def _metric_label(result: GateResult, metric: str) -> str:
     return "params" if metric == "params" else f"MACs @{_size(result.budget.input_size)}"
 
 
+def _figure_label(result: GateResult, metric: str) -> str:
+    """The metric with the convention its figures are counted in, e.g. `params (thop)`."""
+    return f"{_metric_label(result, metric)} ({result.budget.convention})"
+
+
 def _signed(v: int | None) -> str:
     return "-" if v is None else f"{v:+,}"
 
@@ -41,25 +46,26 @@ def _plain(v: int | None) -> str:
 def summary_table(report: GateReport) -> Table:
     verified = any(r.verification is not None for r in report.results)
     t = Table(title="budget gate", title_justify="left")
-    for col, right in (("budget", False), ("metric", False), ("bound", True), ("measured", True),
-                       ("delta", True), ("verdict", False)):
+    for col, right in (("budget", False), ("metric", False), ("convention", False), ("bound", True),
+                       ("measured", True), ("delta", True), ("verdict", False)):
         t.add_column(col, justify="right" if right else "left")
     if verified:
         t.add_column("cross-check")
     for r in report.results:
         for i, c in enumerate(r.checks):
-            verdict = "[green]pass[/]" if c.ok else "[bold red]FAIL[/]"
-            row = [escape(r.budget.name) if i == 0 else "", _metric_label(r, c.metric), c.bound.describe(),
-                   f"{c.measured:,}", f"{c.delta:+,}", verdict]
+            verdict = Text("pass", "green") if c.ok else Text("FAIL", "bold red")
+            row: list[Any] = [Text(r.budget.name) if i == 0 else "", _metric_label(r, c.metric), r.budget.convention,
+                              c.bound.describe(), f"{c.measured:,}", f"{c.delta:+,}", verdict]
             if verified:
                 v = r.verification
-                row.append("" if i or v is None else ("[green]ok[/]" if v.ok else "[bold red]MISMATCH[/]"))
+                row.append("" if i or v is None else (Text("ok", "green") if v.ok else Text("MISMATCH", "bold red")))
             t.add_row(*row)
     return t
 
 
 def module_table(result: GateResult, only_moved: bool = True) -> Table:
-    t = Table(title=f"{escape(result.budget.name)}: modules against the recorded baseline", title_justify="left")
+    t = Table(title=Text(f"{result.budget.name}: modules against the recorded baseline "
+                         f"({result.budget.convention} convention)"), title_justify="left")
     for col in ("module", "baseline params", "params", "Δ params", "baseline MACs", "MACs", "Δ MACs"):
         t.add_column(col, justify="left" if col == "module" else "right")
     rows: tuple[ModuleDiff, ...] = result.moved if only_moved else result.modules
@@ -67,7 +73,8 @@ def module_table(result: GateResult, only_moved: bool = True) -> Table:
         t.add_row(d.module, _plain(d.baseline_params), f"{d.params:,}", _signed(d.params_delta),
                   _plain(d.baseline_macs), f"{d.macs:,}", _signed(d.macs_delta))
     if not result.macs_comparable:
-        t.caption = "baseline MACs were recorded at another input size or DCN convention: not compared"
+        t.caption = ("baseline MACs were recorded at another input size, DCN or counting convention: "
+                     "not compared")
     return t
 
 
@@ -81,28 +88,38 @@ def _print_table(console: Console, table: Table) -> None:
     console.print(Segments(segments), soft_wrap=True)
 
 
+def _print_convention_rules(out: Console, report: GateReport) -> None:
+    """One line per counting convention other than numel that a budget uses: its rule."""
+    from featherface_tune.counter.conventions import CONVENTIONS
+
+    for name in sorted({r.budget.convention for r in report.results} - {"numel"}):
+        out.print(f"{name}: {CONVENTIONS[name].summary}", highlight=False, markup=False)
+
+
 def print_file_error(err: Console, e: BudgetFileError) -> None:
-    err.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " " + str(e)), highlight=False, soft_wrap=True)
 
 
 def render_text(report: GateReport, out: Console, err: Console) -> None:
     """Table and failure details on `out`; file errors, stale-baseline notes and the summary on `err`."""
     if report.results:
         _print_table(out, summary_table(report))
+        _print_convention_rules(out, report)
     for r in report.results:
         if r.ok:
             continue
-        out.print(f"[bold red]{escape(r.budget.name)}[/] ({escape(r.budget.shown)}) violated:", highlight=False)
+        out.print(Text.assemble((r.budget.name, "bold red"), f" ({r.budget.shown}) violated:"), highlight=False)
         for reason in r.reasons():
-            out.print(f"  {reason}", highlight=False, markup=False)
+            out.print(Text(f"  {reason}"), highlight=False)
         if r.has_baseline and r.moved:
             _print_table(out, module_table(r))
         else:
-            out.print(f"  modules: {r.moved_summary()}", highlight=False, markup=False)
+            out.print(Text(f"  modules: {r.moved_summary()}"), highlight=False)
     for r in report.results:
         if r.ok and r.has_baseline and (r.moved or not r.macs_comparable):
-            err.print(f"[yellow]note:[/] {escape(r.budget.name)}: passes, but its recorded baseline is stale "
-                      f"({escape(r.moved_summary())}); `featherface-tune gate --update` records the current one",
+            err.print(Text.assemble(("note:", "yellow"),
+                                    f" {r.budget.name}: passes, but its recorded baseline is stale "
+                                    f"({r.moved_summary()}); `featherface-tune gate --update` records the current one"),
                       highlight=False, soft_wrap=True)
     for e in report.errors:
         print_file_error(err, e)
@@ -110,7 +127,7 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
     if report.errors:
         parts.append(f"{len(report.errors)} invalid")
     colour = "green" if report.exit_code == 0 else "red"
-    err.print(f"[{colour}]gate:[/] " + ", ".join(parts), highlight=False)
+    err.print(Text.assemble(("gate:", colour), " " + ", ".join(parts)), highlight=False)
 
 
 # ---- json ----------------------------------------------------------------------------------
@@ -125,9 +142,10 @@ def _result_json(r: GateResult) -> dict[str, Any]:
         "config": b.config.to_dict(),
         "input_size": list(b.input_size),
         "dcn_macs": b.dcn_macs,
+        "convention": b.convention,
         "verdict": r.verdict,
         "checks": [
-            {"metric": c.metric, "bound": c.bound.to_json(), "bound_text": c.bound.describe(),
+            {"metric": c.metric, "convention": b.convention, "bound": c.bound.to_json(), "bound_text": c.bound.describe(),
              "measured": c.measured, "delta": c.delta, "verdict": c.verdict}
             for c in r.checks
         ],
@@ -181,13 +199,13 @@ def to_junit(report: GateReport) -> str:
         for c in r.checks:
             tc = ET.Element("testcase", {"classname": classname, "name": f"{b.name}: {_metric_label(r, c.metric)}",
                                          "file": b.shown, "line": str(b.line(*c.keys)), "time": "0"})
-            ET.SubElement(tc, "system-out").text = (f"measured {c.measured:,}, budget {c.bound.describe()}, "
-                                                    f"delta {c.delta:+,}")
+            ET.SubElement(tc, "system-out").text = (f"{_figure_label(r, c.metric)}: measured {c.measured:,}, "
+                                                    f"budget {c.bound.describe()}, delta {c.delta:+,}")
             if not c.ok:
                 failures += 1
                 f = ET.SubElement(tc, "failure", {
                     "type": "BudgetViolation",
-                    "message": f"{_metric_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
+                    "message": f"{_figure_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
                                f"(delta {c.delta:+,})"})
                 f.text = _details(r)
             cases.append(tc)
@@ -218,6 +236,8 @@ def to_junit(report: GateReport) -> str:
 # ---- github --------------------------------------------------------------------------------
 
 def _escape_data(s: str) -> str:
+    """GitHub's escaping of a workflow command's message: %, CR and LF (so no text can end the
+    command and start another, e.g. a forged `::error`)."""
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -238,9 +258,10 @@ def to_github(report: GateReport) -> list[str]:
     for r in report.results:
         b = r.budget
         if r.ok:
-            figures = "; ".join(f"{_metric_label(r, c.metric)} {c.measured:,} within {c.bound.describe()}"
+            figures = "; ".join(f"{_figure_label(r, c.metric)} {c.measured:,} within {c.bound.describe()}"
                                 for c in r.checks)
-            lines.append(f"budget {b.name} ({b.shown}): pass: {figures}")
+            # a plain line too: a newline in it would start a forged workflow command
+            lines.append(_escape_data(f"budget {b.name} ({b.shown}): pass: {figures}"))
             if r.has_baseline and (r.moved or not r.macs_comparable):
                 lines.append(annotation("notice", b.shown, b.line("baseline"), f"stale baseline: {b.name}",
                                         f"passes, but modules moved: {r.moved_summary()}; "
@@ -251,7 +272,7 @@ def to_github(report: GateReport) -> list[str]:
             if not c.ok:
                 lines.append(annotation(
                     "error", b.shown, b.line(*c.keys), f"budget {b.name} violated",
-                    f"{_metric_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
+                    f"{_figure_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
                     f"(delta {c.delta:+,}); modules moved: {moved}"))
         if r.verification is not None and not r.verification.ok:
             lines.append(annotation("error", b.shown, b.line("model"), f"budget {b.name}: cross-check failed",

@@ -107,7 +107,7 @@ class GateResult:
         for c in self.checks:
             if not c.ok:
                 what = "params" if c.metric == "params" else f"MACs at {_size(self.budget.input_size)}"
-                out.append(f"{what} {c.measured:,} outside budget {c.bound.describe()} (delta {c.delta:+,})")
+                out.append(f"{what} ({self.budget.convention}) {c.measured:,} outside budget {c.bound.describe()} (delta {c.delta:+,})")
         if self.verification is not None and not self.verification.ok:
             out.append("cross-check failed: " + "; ".join(self.verification.mismatches))
         return out
@@ -116,6 +116,10 @@ class GateResult:
         """`neck -28,042 params, ssh +1,234 params` or a note that there is no baseline."""
         if not self.has_baseline:
             return "no recorded baseline (run `featherface-tune gate --update`)"
+        recorded = self.budget.baseline.convention  # type: ignore[union-attr]
+        if recorded != self.budget.convention:
+            return (f"baseline recorded in the {recorded} convention, the budget counts in "
+                    f"{self.budget.convention} (run `featherface-tune gate --update`)")
         parts = []
         for d in self.moved:
             if d.baseline_params is None:
@@ -127,6 +131,10 @@ class GateResult:
             if d.macs_delta:
                 bits.append(f"{d.macs_delta:+,} MACs")
             parts.append(f"{d.module} {' '.join(bits)}")
+        if not parts and not self.macs_comparable:
+            base = self.budget.baseline
+            return (f"baseline MACs recorded at {_size(base.input_size)} with dcn_macs={base.dcn_macs}: "  # type: ignore[union-attr]
+                    "not compared")
         return ", ".join(parts) if parts else "no module moved from the recorded baseline"
 
 
@@ -160,7 +168,9 @@ def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff,
     base = budget.baseline
     if base is None:
         return (), True
-    comparable = base.input_size == result.input_size and base.dcn_macs == result.dcn_macs
+    same_convention = base.convention == result.convention
+    comparable = (same_convention and base.input_size == result.input_size
+                  and base.dcn_macs == result.dcn_macs)
     diffs = []
     for name, (params, macs) in zip(GROUPS, result.groups):  # baselines name no other module
         rec = base.modules.get(name)
@@ -168,7 +178,7 @@ def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff,
             module=name,
             params=params,
             macs=macs,
-            baseline_params=rec.params if rec else None,
+            baseline_params=rec.params if rec and same_convention else None,
             baseline_macs=(rec.macs if rec and comparable else None),
         ))
     return tuple(diffs), comparable
@@ -179,7 +189,7 @@ def verify(budget: Budget) -> Verification:
     from featherface_tune.counter.crosscheck import check
 
     h, w = budget.input_size
-    res = check(budget.config, h, w, dcn_macs=budget.dcn_macs)
+    res = check(budget.config, h, w, dcn_macs=budget.dcn_macs)  # the true count, whatever the convention
     return Verification(ok=res.ok, numel_params=res.numel_params, fvcore_macs=res.fvcore_macs,
                         mismatches=tuple(res.mismatches()))
 
@@ -187,7 +197,7 @@ def verify(budget: Budget) -> Verification:
 def evaluate(budget: Budget, with_verify: bool = False) -> GateResult:
     """Count the budget's model analytically (and optionally cross-check it) and judge it."""
     h, w = budget.input_size
-    result = count(budget.config, h, w, dcn_macs=budget.dcn_macs)
+    result = count(budget.config, h, w, dcn_macs=budget.dcn_macs, convention=budget.convention)
     checks = [MetricCheck("params", budget.params, result.params)]
     if budget.macs is not None:
         checks.append(MetricCheck("macs", budget.macs, result.macs))
@@ -197,6 +207,18 @@ def evaluate(budget: Budget, with_verify: bool = False) -> GateResult:
                       verification=verify(budget) if with_verify else None)
 
 
+def _check_verifiable(budget: Budget) -> None:
+    """--verify builds the model at the budget's input size: refuse one beyond what fits in memory."""
+    from featherface_tune.bounds import check_build_size
+    from featherface_tune.errors import InputError
+
+    h, w = budget.input_size
+    try:
+        check_build_size(h, w, f"--verify at macs.input_size [{h}, {w}]")
+    except InputError as exc:
+        raise BudgetFileError(budget.shown, str(exc), "macs.input_size", budget.line("macs.input_size")) from None
+
+
 def run_gate(paths: Iterable[str | Path], with_verify: bool = False) -> GateReport:
     """Load and evaluate every budget file; invalid files are collected, not raised."""
     results: list[GateResult] = []
@@ -204,6 +226,8 @@ def run_gate(paths: Iterable[str | Path], with_verify: bool = False) -> GateRepo
     for path in paths:
         try:
             budget = load_budget(path)
+            if with_verify:
+                _check_verifiable(budget)
         except BudgetFileError as exc:
             errors.append(exc)
             continue
@@ -216,6 +240,7 @@ def baseline_record(result: CountResult) -> dict[str, Any]:
     return {
         "input_size": list(result.input_size),
         "dcn_macs": result.dcn_macs,
+        "convention": result.convention,
         "params": result.params,
         "macs": result.macs,
         "modules": result.to_json()["modules"],

@@ -126,6 +126,7 @@ class Baseline:
     modules: dict[str, ModuleCost]
     params: Optional[int] = None
     macs: Optional[int] = None
+    convention: str = "numel"
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class Budget:
     params: Bound
     macs: Optional[Bound] = None
     input_size: tuple[int, int] = (640, 640)
-    dcn_macs: str = "dense"
+    dcn_macs: str = "full"
+    convention: str = "numel"  # counting convention of every figure (see featherface_tune.counter.conventions)
     baseline: Optional[Baseline] = None
     model_source: str = ""  # e.g. "preset featherface-official + neck_channels=42"
     display: str = ""  # the path as shown to the user (relative to the working directory)

@@ -11,38 +11,65 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typing_extensions import Annotated
 
-from featherface_tune.errors import FeatherFaceError
+from featherface_tune.errors import FeatherFaceError, Terminated, interrupt_exit_code, sigterm_as_interrupt
 
-out = Console(soft_wrap=True)  # data
-err = Console(stderr=True)  # diagnostics, progress
+# Markup is off by default on both consoles: file names, study and preset names and any other
+# user-supplied text print literally (a name holding "[/x]" or "[bold]" neither crashes rich nor
+# restyles the line). Styled output uses `styled()` or rich Text objects.
+out = Console(soft_wrap=True, markup=False)  # data
+err = Console(stderr=True, markup=False)  # diagnostics, progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print a one-line error to stderr and return the Exit to raise."""
-    from rich.markup import escape
+def styled(label: str, style: str, message: str = "") -> Text:
+    """`label` in `style`, then `message` printed literally (never parsed as markup)."""
+    return Text.assemble((label, style), " " + message if message else "")
 
-    # escaped: a message may hold brackets (e.g. featherface-tune[deploy]) that are not markup
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
+
+def warn(message: str, label: str = "warning:") -> None:
+    """A yellow `warning:` line on stderr; the message is printed literally."""
+    err.print(styled(label, "yellow", message), highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error to stderr and return the Exit to raise. The message is printed
+    literally (user-supplied names in it are never parsed as markup)."""
+    err.print(styled("error:", "bold red", message), highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
 
 
 def handle_errors(fn: F) -> F:
-    """Turn project errors and interrupts into one-line messages and non-zero exits."""
+    """Turn project errors and interrupts into one-line messages and non-zero exits. SIGTERM
+    (`timeout`, CI cancel, `docker stop`) is handled like Ctrl-C, and exits 143 instead of 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FeatherFaceError as exc:
-            raise fail(str(exc), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+        with sigterm_as_interrupt():
+            try:
+                return fn(*args, **kwargs)
+            except FeatherFaceError as exc:
+                raise fail(str(exc), exc.exit_code) from None
+            except KeyboardInterrupt as exc:
+                what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+                raise fail(what, interrupt_exit_code(exc)) from None
+            except (MemoryError, RuntimeError) as exc:  # this machine's memory: a bound the tool cannot know
+                if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+                    raise
+                raise fail("out of memory: the inputs need more memory than this machine has; "
+                           "use smaller sizes, widths or batches", 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's allocator failures arrive as RuntimeError ("DefaultCPUAllocator: can't allocate
+    memory", "CUDA out of memory")."""
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "out of memory" in text
 
 
 def print_json(data: Any) -> None:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
     ConfigOpt, InputSizeOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, input_size, out,
-    print_json, resolve,
+    print_json, resolve, styled, warn,
 )
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from featherface_tune.counter.analytic import CountResult
+    from featherface_tune.counter.conventions import Figure
+    from featherface_tune.models.config import FeatherFaceConfig
 
 
 @handle_errors
@@ -21,14 +28,17 @@ def count_cmd(
     set_: SetOpt = None,
     size: InputSizeOpt = (640, 640),
     check: Annotated[bool, typer.Option("--check", help="Also build the model and cross-check against numel(), fvcore and torch's flop counter.")] = False,
-    dcn_macs: Annotated[str, typer.Option("--dcn-macs", help="'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (the published figures); 'full': offset/modulator convs in the total.")] = "dense",
+    dcn_macs: Annotated[str, typer.Option("--dcn-macs", help="'full': every convolution counts, the DCN offset/modulator convs too; 'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (numel convention only).")] = "full",
+    convention: Annotated[str, typer.Option("--convention", help="Count as a tool does: numel (true parameters, fvcore MACs), fvcore, fvcore-stock, thop (the paper's 0.49 M), torchinfo, ptflops, ptflops-aten, flops. See --conventions.")] = "numel",
+    conventions: Annotated[bool, typer.Option("--conventions", help="Reconciliation table: every convention's params and MACs for the config, the difference to the true count, and what each leaves out, per module.")] = False,
     json_: JsonOpt = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Report a checkpoint's learnable parameters (BatchNorm statistics excluded) and its inferred config as TOML; with --preset/--config, also check that it loads into that config.")] = None,
 ) -> None:
     """Count a FeatherFace config's parameters and multiply-adds exactly, without building it.
 
     The config comes from --preset, then --config, then --set overrides (default: the official
-    FeatherFace). Shows the per-module breakdown; --check builds the model and proves the figures.
+    FeatherFace). Shows the per-module breakdown; --check builds the model and proves the true
+    figures; --convention restates them as a counting tool reports them.
     """
     if checkpoint is not None:
         return count_checkpoint(checkpoint, preset, config, set_, json_)
@@ -37,14 +47,19 @@ def count_cmd(
 
     cfg = resolve(preset, config, set_)
     h, w = input_size(size)
-    result = count(cfg, h, w, dcn_macs=dcn_macs)
+    if conventions:
+        return print_conventions(cfg, h, w, preset or "config", json_)
+    result = count(cfg, h, w, dcn_macs=dcn_macs, convention=convention)
     data = result.to_json()
     checked = None
     if check:
+        from featherface_tune.bounds import check_build_size
         from featherface_tune.counter.crosscheck import check as run_check
 
+        check_build_size(h, w, f"--input-size {h} {w} with --check")
+
         with err.status("building the model and running fvcore..."):
-            checked = run_check(cfg, h, w, dcn_macs=dcn_macs)
+            checked = run_check(cfg, h, w, dcn_macs=dcn_macs if convention == "numel" else "full")
         data["check"] = checked.to_json()
     if json_:
         data["config"] = cfg.to_dict()
@@ -59,7 +74,56 @@ def count_cmd(
     if checked is not None and not checked.ok:
         raise fail("cross-check failed: " + "; ".join(checked.mismatches()), 1)
     if checked is not None and not json_:
-        err.print("[green]cross-check passed[/]: analytic == numel() and == fvcore, per module")
+        err.print(styled("cross-check passed:", "green", "analytic == numel() and == fvcore, per module"))
+
+
+def print_conventions(cfg: "FeatherFaceConfig", h: int, w: int, title: str, json_: bool) -> None:
+    """`count --conventions`: every convention side by side, and what each leaves out per module."""
+    from featherface_tune.counter.conventions import reconcile, reconcile_json
+
+    if json_:
+        data = reconcile_json(cfg, h, w)
+        data["config"] = cfg.to_dict()
+        print_json(data)
+        return
+    from featherface_tune.counter.analytic import count
+
+    for table in conventions_tables(reconcile(cfg, h, w), count(cfg, h, w), title):
+        out.print(table)
+
+
+def conventions_tables(figures: Sequence["Figure"], true: "CountResult", title: str = "") -> list["RenderableType"]:
+    """Rich renderables of the reconciliation (figures from `counter.conventions.reconcile`)."""
+    import textwrap
+
+    from rich.table import Table
+    from rich.text import Text
+
+    h, w = true.input_size
+    t = Table(title=f"{title}: counting conventions at {h}x{w}" if title else None, title_justify="left",
+              caption=f"true count: {true.params:,} params, {true.macs:,} MACs (every convolution)")
+    for col in ("convention", "params", "Δ params", "MACs / FLOPs", "Δ", "unit"):
+        t.add_column(col, justify="left" if col in ("convention", "unit") else "right")
+    for f in figures:
+        if f.error is not None:
+            t.add_row(f.name, "-", "-", "-", "-", "cannot count")
+            continue
+        t.add_row(f.name, f"{f.params:,}", f"{f.params_delta:+,}", f"{f.macs:,}", f"{f.macs_delta:+,}", f.unit)
+    d = Table(title="what each convention leaves out or counts differently, per module", title_justify="left")
+    for col in ("convention", "op: why", "module", "Δ params", "Δ MACs"):
+        d.add_column(col, justify="right" if col.startswith("Δ") else "left",
+                     ratio=1 if col == "op: why" else None)
+    for f in figures:
+        for diff in f.differences:
+            for i, (module, (dp, dm)) in enumerate(diff.modules.items()):
+                d.add_row(f.name if i == 0 else "", f"{diff.what}: {diff.why}" if i == 0 else "", module,
+                          f"{dp:+,}" if dp else "", f"{dm:+,}" if dm else "")
+            d.add_section()
+    rules = Text()
+    for f in figures:
+        line = f"{f.name}: {f.summary}" + (f" ({f.error})" if f.error else "")
+        rules.append(textwrap.fill(line, 98, subsequent_indent="    ") + "\n")
+    return [t, d, rules]
 
 
 def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
@@ -96,7 +160,7 @@ def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
               "statistics and counters excluded)"]
     if cfg is None:
         out.print("\n".join(header), highlight=False, markup=False)
-        err.print(f"[yellow]warning:[/] no config inferred: {why}", highlight=False, soft_wrap=True)
+        warn(f"no config inferred: {why}")
         return
     source = "given" if (preset is not None or config is not None) else "inferred from the checkpoint"
     header.append(f"# config {source}; analytic count {analytic:,}"

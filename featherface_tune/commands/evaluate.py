@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune.commands._common import JsonOpt, err, handle_errors, out, print_json
+from featherface_tune.commands._common import JsonOpt, handle_errors, out, print_json, warn
 
 
 @handle_errors
@@ -24,7 +24,7 @@ def evaluate_cmd(
 
     result = evaluate_dir(pred_dir, gt)
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        warn(w)
     if json_:
         print_json(result.to_json())
         return

@@ -29,9 +29,10 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
 
     if is_onnx_file(checkpoint):  # an exported model runs in onnxruntime; its config is stored in it
         return _onnx_model(checkpoint, preset, config, sets)
-    from featherface_tune.models.checkpoint import load_model, read_checkpoint
+    from featherface_tune.models.checkpoint import check_finite, load_model, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
+    check_finite(ck)  # NaN weights detect nothing: say so instead of printing an empty result
     if preset is None and config is None:
         return load_model(ck, None, sets or [])
     return load_model(ck, resolve(preset, config, sets))
@@ -124,7 +125,7 @@ def predict_cmd(
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
     total, t0 = 0, time.perf_counter()
     progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False),
                         console=err, transient=True)
     with progress, torch.inference_mode():
         task = progress.add_task("predict", total=len(files), name="")

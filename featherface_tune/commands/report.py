@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune.commands._common import err, handle_errors, input_size, out
+from featherface_tune.commands._common import err, handle_errors, input_size, out, warn
 from featherface_tune.errors import InputError
 from featherface_tune.tuner.records import DEFAULT_DB
 
@@ -34,7 +34,7 @@ def _print_tables(items: list) -> None:  # type: ignore[type-arg]
         if need <= out.width:
             out.print(item)
         else:  # rich never prints wider than its console, so a wider one for this table
-            Console(width=need, soft_wrap=True, force_terminal=False).print(item)
+            Console(width=need, soft_wrap=True, force_terminal=False, markup=False).print(item)
 
 
 @handle_errors
@@ -65,6 +65,10 @@ def report_cmd(
     top: Annotated[int, typer.Option("--top", help="How many top configs to list.")] = 10,
     trial: Annotated[Optional[int], typer.Option(
         "--trial", help="Break down this trial instead of the best one.")] = None,
+    dcn_macs: Annotated[Optional[str], typer.Option(
+        "--dcn-macs", metavar="full|dense",
+        help="MAC convention of the breakdown and --compare: full counts the DCN offset and modulator "
+             "convs, dense leaves them out (default: the study's own; full for --compare).")] = None,
 ) -> None:
     """Report a search: feasible vs infeasible trials, the top configs, the Pareto front and the
     per-module breakdown of the best config; or compare configs module by module.
@@ -89,18 +93,20 @@ def report_cmd(
             raise InputError("--compare compares configs and does not read a study; drop --study")
         if trial is not None:
             raise InputError("--trial applies to a study report, not to --compare")
-        obj = data.compare(specs, hw or data.DEFAULT_INPUT)
+        obj = data.compare(specs, hw or data.DEFAULT_INPUT, dcn_macs or "full")
         doc = render.compare_document(obj)
     else:
-        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw)
+        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)
         doc = render.study_document(obj)
 
     for w in doc.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        warn(w)
     if out_dir is not None:
         from featherface_tune.reports.bundle import write_bundle
 
-        with err.status(f"writing the report bundle to {out_dir}..."):
+        from rich.text import Text
+
+        with err.status(Text(f"writing the report bundle to {out_dir}...")):
             b = write_bundle(obj, out_dir, doc)
         err.print(f"wrote {len(b.files)} files ({b.size_bytes / 1024:,.0f} KiB, {len(b.plots)} plots) "
                   f"in {b.seconds:.1f}s; open {b.index}", highlight=False, soft_wrap=True)

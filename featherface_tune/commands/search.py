@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -13,27 +12,33 @@ from typing_extensions import Annotated
 from featherface_tune.commands._common import (
     InputSizeOpt, JsonOpt, err, fail, handle_errors, input_size, out, print_json,
 )
-from featherface_tune.errors import InputError
-
-DEFAULT_TRIALS = 300
+from featherface_tune.errors import InputError, interrupt_exit_code
+from featherface_tune.tuner import records as R
+from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
 
 def parse_tolerance(text: str, target: int) -> int:
     """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
+    from featherface_tune.bounds import MAX_PARAMS
+
     t = text.strip().replace("_", "").replace(",", "")
     try:
         if t.endswith("%"):
             pct = float(t[:-1])
             if not math.isfinite(pct) or pct < 0:
                 raise ValueError
+            if pct > 100:
+                raise InputError(f"--tolerance {text!r}: a percentage must be at most 100%")
             return int(math.floor(target * pct / 100.0 + 1e-9))
         value = int(t)
         if value < 0:
             raise ValueError
-        return value
     except ValueError:
         raise InputError(f"--tolerance {text!r}: give a parameter count (e.g. 500) or a percentage "
                          "(e.g. 0.1%), not negative") from None
+    if value > MAX_PARAMS:
+        raise InputError(f"--tolerance {text!r}: must be at most {MAX_PARAMS:,} parameters")
+    return value
 
 
 @handle_errors
@@ -42,17 +47,20 @@ def search_cmd(
     tolerance: Annotated[str, typer.Option("--tolerance", help="Allowed |params - target|: N parameters or N% of the target.")] = "0",
     max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Also require MACs <= N at --input-size.")] = None,
     size: InputSizeOpt = (640, 640),
-    objective: Annotated[Optional[str], typer.Option("--objective", help="macs, latency, or several comma-separated (a Pareto front); default macs, or proxy AP with --proxy-data.")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", help="closest, macs, latency, or several comma-separated (a Pareto front); default closest, or proxy AP with --proxy-data.")] = None,
+    reference: Annotated[str, typer.Option("--reference", help="Preset name or config file that --objective closest stays near.")] = DEFAULT_REFERENCE,
+    dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",
+    convention: Annotated[str, typer.Option("--convention", help="Count params and MACs as this convention does (see `count --conventions`), e.g. thop: the paper's 0.49 M.")] = "numel",
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="Latency objective: onnxruntime (default when the deploy extra is installed) or torch.")] = None,
     threads: Annotated[int, typer.Option("--latency-threads", help="Latency objective: intra-op threads.")] = 1,
     space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
-    trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes).")] = DEFAULT_TRIALS,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes). Solved objectives (closest, macs) ignore it.")] = DEFAULT_TRIALS,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop this worker after S seconds.")] = None,
     study_name: Annotated[Optional[str], typer.Option("--study", help="Study name (default: derived from the search, so a rerun resumes).")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: sqlite:///FILE, postgresql://..., mysql://..., journal:FILE (default: ./featherface-tune.db).")] = None,
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the best config as TOML (accepted by `count --config`).")] = None,
-    top: Annotated[int, typer.Option("--top", help="Rows in the table of best configs.")] = 10,
+    top: Annotated[int, typer.Option("--top", help="Rows in the table of best configs (and optima recorded for solved objectives).")] = 10,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed (give each worker its own).")] = None,
     proxy_data: Annotated[Optional[Path], typer.Option("--proxy-data", help="Dataset folder: maximise proxy-trained AP of feasible configs.")] = None,
     proxy_epochs: Annotated[Optional[int], typer.Option("--proxy-epochs", help="Proxy training epochs.")] = None,
@@ -64,155 +72,128 @@ def search_cmd(
 ) -> None:
     """Search FeatherFace configs that hit a parameter budget exactly; the objective ranks the hits.
 
-    Optuna samples the structure (neck, widths, switches); the budget knobs (per-level SSH widths, CBAM ratios, BiFPN depth) are solved exactly from the analytic count. Before searching, the whole space is counted exhaustively: if no config lies within the window, the command says so, names the nearest achievable counts and exits 1. See docs/search.md.
+    The whole space is counted exhaustively first: if no config lies within the window, the command says so, names the nearest achievable counts and exits 1. closest and macs are then solved over every exact config (proven optimum); other objectives are sampled, each sample repaired to the nearest exact config. See docs/search.md.
     """
-    t_start = time.perf_counter()
     import optuna
 
-    from featherface_tune.tuner import records as R
-    from featherface_tune.tuner.objectives import BudgetObjective, Fidelity, load_proxy, parse_objectives, summarize
-    from featherface_tune.tuner.solve import NoConfigInWindow, certify, check_reachable, check_values
+    from featherface_tune.tuner.api import search
+    from featherface_tune.tuner.objectives import Fidelity, load_proxy
+    from featherface_tune.tuner.solve import NoConfigInWindow
     from featherface_tune.tuner.space import build_space
-    from featherface_tune.tuner import study as S
+    from featherface_tune.tuner.study import default_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
+    from featherface_tune.bounds import check_build_size, check_count, check_seed
 
-    if target <= 0:
-        raise InputError(f"--target {target}: must be a positive parameter count")
+    check_count(target, "--target")
+    check_seed(seed)
     tol = parse_tolerance(tolerance, target)
-    if max_macs is not None and max_macs <= 0:
-        raise InputError(f"--max-macs {max_macs}: must be positive")
     h, w = input_size(size)
-    if trials < 1:
-        raise InputError(f"--trials {trials}: must be at least 1")
-    if timeout is not None and not timeout > 0:
-        raise InputError(f"--timeout {timeout}: must be positive seconds")
-    if top < 1:
-        raise InputError(f"--top {top}: must be at least 1")
     if export is not None and not export.resolve().parent.is_dir():
         raise InputError(f"--export {str(export)!r}: folder {str(export.resolve().parent)!r} does not exist")
     proxy_opts = (proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget)
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
-    objectives = parse_objectives(objective, proxy_data is not None)
-    if "latency" in objectives:
-        from featherface_tune.deploy.latency import check_runtime
-
-        runtime = check_runtime(runtime)
-        if threads < 1:
-            raise InputError(f"--latency-threads {threads}: must be at least 1")
-        err.print(f"latency: {runtime}, {threads} thread(s), batch 1 at {h}x{w}, median to +/-3 % (95 %)",
-                  highlight=False)
+    if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
+        check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
 
-    with err.status("counting every config in the space..."):
-        cert = certify(space, target, tol)
-    check_values(cert)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stats: dict[str, Any] = {"feasible": 0, "best": None, "done": 0}
+    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=False)
+    task = progress.add_task("search", total=None, info="", start=False, visible=False)
+
+    def on_start(before: int, total: int) -> None:
+        stats["done"] = before
+        if before < total:
+            progress.update(task, total=total, completed=before, visible=True)
+            progress.start_task(task)
+            progress.start()
+
+    def on_trial(st: Any, t: Any) -> None:
+        stats["done"] += 1
+        if t.user_attrs.get(R.FEASIBLE) and t.state.name == "COMPLETE":
+            stats["feasible"] += 1
+            v = t.values[0] if t.values else None
+            if v is not None and (stats["best"] is None or _better(v, stats["best"], st.directions[0].name.lower())):
+                stats["best"] = v
+        name = st.metric_names[0] if st.metric_names else "value"
+        best = "" if stats["best"] is None else f", best {name} {_fmt(name, stats['best'])}"
+        progress.update(task, completed=stats["done"], info=f"feasible {stats['feasible']}{best}")
+
+    def note(text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
+
     try:
-        check_reachable(cert)
-    except NoConfigInWindow:
-        _print_unreachable(cert, json_)
+        try:
+            res = search(target, space=space, objective=objective, trials=trials, tolerance=tol, max_macs=max_macs,
+                         input_size=(h, w), dcn_macs=dcn_macs, convention=convention, reference=reference,
+                         study=study_name,
+                         storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
+                         proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
+                         note=note, on_start=on_start, latency_runtime=runtime, latency_threads=threads)
+        finally:
+            progress.stop()
+    except NoConfigInWindow as exc:
+        cert = getattr(exc, "certificate", None)
+        if cert is not None:
+            _print_unreachable(cert, json_)
         raise
-    if cert.complete:
-        err.print(f"space: {cert.configs:,} valid configs; {cert.in_window:,} with {R.window_text(target, tol)} params "
-                  f"(proof: {cert.evidence()})", highlight=False)
-    else:
-        err.print(f"space: more than {cert.structures:,} structures; too large to count exhaustively, "
-                  "searching without a proof of reachability", highlight=False)
 
-    spec = R.StudySpec(target, tol, (h, w), objectives, max_macs, space.to_dict())
-    store, info = S.open_storage(storage)
-    name = study_name or S.default_study_name(spec)
-    pruner = None
-    if proxy_fn is not None and len(objectives) == 1:
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    study = S.open_study(store, name, spec, S.make_sampler(seed), pruner)
-    objective_fn = BudgetObjective(space, spec, proxy_fn, proxy_data, fidelity, latency_runtime=runtime,
-                                   latency_threads=threads)
-
-    before = S.counted_trials(study)
-    mine: list[int] = []
-    first_hit: dict[str, Any] = {}
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))  # read-only: no copies needed
-    hit = next((t for t in done if t.user_attrs.get(R.FEASIBLE)), None)
-    if hit is not None:
-        first_hit = {"trial": hit.number, "seconds": None, "resumed": True}
-    err.print(f"study {name!r} on {info.url} ({info.kind}): {summarize(spec)}; "
-              f"{before} of {trials} trials done", highlight=False)
-
-    interrupted = False
-    if before < trials:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        stats = {"feasible": 0, "best": None}
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err,
-                      transient=False) as progress:
-            task = progress.add_task("search", total=trials, completed=before, info="")
-
-            def on_trial(st: Any, t: Any) -> None:
-                mine.append(t.number)
-                if t.user_attrs.get(R.FEASIBLE) and t.state.name == "COMPLETE":
-                    stats["feasible"] += 1
-                    if not first_hit:
-                        first_hit.update({"trial": t.number, "seconds": round(time.perf_counter() - t_start, 3),
-                                          "resumed": False})
-                    v = t.values[0] if t.values else None
-                    if v is not None and (stats["best"] is None or _better(v, stats["best"], spec.directions()[0])):
-                        stats["best"] = v
-                best = "" if stats["best"] is None else f", best {objectives[0]} {_fmt(objectives[0], stats['best'])}"
-                progress.update(task, completed=min(trials, before + len(mine)),
-                                info=f"feasible {stats['feasible']}{best}")
-
-            try:
-                S.run(study, objective_fn, trials, timeout, [on_trial])
-            except KeyboardInterrupt:
-                interrupted = True
-
-    records = S.trial_records(study)
-    ranks = S.rank_feasible(records, objectives)
-    ranked = [r for _, r in ranks]
-    seconds = time.perf_counter() - t_start
+    spec, cert = res.spec, res.certificate
+    records = res.records
+    ranked = [r.record for r in res.best]
     result = {
-        "study": name,
-        "storage": info.url,
+        "study": res.name,
+        "storage": res.storage,
         "target": target,
         "tolerance": tol,
         "max_macs": max_macs,
         "input_size": [h, w],
-        "objectives": list(objectives),
+        "dcn_macs": spec.dcn_macs,
+        "convention": spec.convention,
+        "objectives": list(spec.objectives),
+        "reference": dict(spec.reference) if spec.reference is not None else None,
         "certificate": cert.to_json(),
-        "worker": {"trials": sorted(mine), "seconds": round(seconds, 3),
-                   "first_exact_hit": first_hit or None, "interrupted": interrupted},
+        "solved": res.solved,
+        "worker": {"trials": res.trials, "seconds": round(res.seconds, 3),
+                   "first_exact_hit": res.first_hit, "interrupted": res.interrupted},
         "study_trials": len(records),
         "feasible_trials": sum(1 for r in records if r.feasible and r.state == "COMPLETE"),
         "feasible_configs": len(ranked),
         "best": [_row_json(r) for r in ranked[:top]],
     }
-    if len(objectives) > 1:
-        result["pareto"] = [_row_json(r) for k, r in ranks if k == 0]
+    if len(spec.objectives) > 1:
+        result["pareto"] = [_row_json(r.record) for r in res.pareto]
     if json_:
         print_json(result)
     elif ranked:
-        _data_console().print(_table(ranked[:top], spec, name))
+        _data_console().print(_table(ranked[:top], spec, res.name))
     if export is not None and ranked:
-        _export(export, ranked[0], spec, name)
+        _export(export, ranked[0], spec, res.name)
         err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
-    if interrupted:
-        raise fail(f"interrupted after {len(mine)} trials; rerun the same command to resume study {name!r}", 130)
+    if res.interrupted:  # Optuna has marked the trial in flight FAIL
+        code = interrupt_exit_code()  # 143 after SIGTERM, 130 after Ctrl-C
+        what = "terminated" if code == 143 else "interrupted"
+        raise fail(f"{what} after {len(res.trials)} trials; rerun the same command to resume study {res.name!r}", code)
     if not ranked:
+        from featherface_tune.tuner import study as S
+
         near = S.closest(records, 1)
         hint = f"; closest so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
         known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
         failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
         why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
         raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
-    if first_hit and not first_hit.get("resumed"):
+    hit = res.first_hit
+    if hit and not hit.get("resumed"):
         what = "first exact hit" if tol == 0 else "first config in the window"
-        err.print(f"{what}: trial {first_hit['trial']} after {first_hit['seconds']:.1f} s; "
-                  f"{len(mine)} trials in {seconds:.1f} s", highlight=False)
+        err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
+                  f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
 
 
 def _data_console():  # type: ignore[no-untyped-def]
@@ -223,7 +204,7 @@ def _data_console():  # type: ignore[no-untyped-def]
 
     from rich.console import Console
 
-    return Console(file=sys.stdout, width=200, soft_wrap=True)
+    return Console(file=sys.stdout, width=200, soft_wrap=True, markup=False)
 
 
 def _better(a: float, b: float, direction: str) -> bool:
@@ -262,7 +243,8 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
 
     h, w = spec.input_size
     t = Table(title=f"best feasible configs: {name}",
-              caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w}")
+              caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w} ({spec.dcn_macs})"
+                      + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
     for col, just in (("#", "right"), ("trial", "right"), ("params", "right"), ("delta", "right"),
                       ("MACs", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
@@ -270,6 +252,11 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
         t.add_column("latency ms", justify="right")
     if "proxy_ap" in spec.objectives:
         t.add_column("AP", justify="right")
+    if "closest" in spec.objectives:
+        t.add_column("distance", justify="right")
+    extra = [o for o in spec.objectives if o not in R.OBJECTIVES]  # Python callables
+    for o in extra:
+        t.add_column(o, justify="right")
     for col in ("neck", "neck ch", "SSH P3/P4/P5", "CBAM r b/n", "DCN", "shuffle"):
         t.add_column(col)
     for i, r in enumerate(rows, 1):
@@ -281,6 +268,11 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
             row.append(f"{r.latency_ms:.1f}" if r.latency_ms is not None else "-")
         if "proxy_ap" in spec.objectives:
             row.append(f"{r.proxy_ap:.4f}" if r.proxy_ap is not None else "-")
+        if "closest" in spec.objectives:
+            row.append(f"{r.closest:.3f}" if r.closest is not None else "-")
+        for o in extra:
+            v = r.objective_value(o)
+            row.append(f"{v:.4g}" if v is not None else "-")
         row += [neck, str(c["neck_channels"]), _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"]]
         t.add_row(*row)
     return t
@@ -292,7 +284,12 @@ def _export(path: Path, best: Any, spec: Any, name: str) -> None:
     cfg = from_mapping(dict(best.config))
     h, w = spec.input_size
     header = (f"# featherface-tune search: study {name!r}, trial {best.number}\n"
-              f"# params {best.params:,} (target {spec.target:,}, delta {best.delta:+,}); MACs {best.macs:,} at {h}x{w}")
+              f"# params {best.params:,} (target {spec.target:,}, delta {best.delta:+,}); MACs {best.macs:,} at {h}x{w}\n"
+              f"# convention: {spec.convention}, dcn_macs {spec.dcn_macs}")
+    if spec.convention != "numel":
+        from featherface_tune.counter.analytic import count
+
+        header += f" (true parameters: {count(cfg, h, w).params:,})"
     try:
         path.write_text(to_toml(cfg, header), encoding="utf-8")
     except OSError as exc:

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json, resolve,
+    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, out, print_json, resolve,
 )
 
 
@@ -31,6 +31,7 @@ def train_cmd(
     pretrained: Annotated[Optional[Path], typer.Option("--pretrained", help="MobileNetV1-0.25 ImageNet checkpoint (mobilenetV1X0.25_pretrain.tar) for the backbone.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for last.pt (resumable, every epoch) and model.pt (weights + config, for predict).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt (same config and options).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, an --out holding last.pt or model.pt is refused).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, data order, augmentation and --subset.")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: load in the main process).")] = 0,
     cache_images: Annotated[bool, typer.Option("--cache-images", help="Keep decoded images in memory (small data sets).")] = False,
@@ -44,7 +45,8 @@ def train_cmd(
     stdout. A NaN loss stops the run with an error (exit 1).
     """
     from featherface_tune.data.readers import read_any
-    from featherface_tune.training.loop import TrainOptions, train
+    from featherface_tune.errors import InputError
+    from featherface_tune.training.loop import TrainOptions, prepare_out_dir, train
 
     cfg = resolve(preset, config, set_)
     options = TrainOptions(epochs=epochs, image_size=image_size, batch_size=batch_size, subset=subset,
@@ -53,11 +55,25 @@ def train_cmd(
                            seed=seed, num_workers=workers, cache_images=cache_images,
                            bn_recalibrate=bn_recalibrate, progress=True)
     options.validate()
+    if overwrite and out_dir is None:
+        raise InputError("--overwrite needs --out")
     records = read_any(data, "train", skip_missing=skip_missing)
+    if out_dir is not None:
+        prepare_out_dir(out_dir, resume, overwrite)  # before any training: never train, then fail to save
     skipped = getattr(records, "skipped_count", 0)
     if skipped:
         err.print(f"skipped {skipped} images listed but missing on disk", highlight=False)
-    result = train(cfg, records, options)
+    try:
+        result = train(cfg, records, options)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the last checkpoint stays for --resume
+        from featherface_tune.errors import interrupt_exit_code
+
+        code = interrupt_exit_code(exc)
+        what = "terminated" if code == 143 else "interrupted"
+        last = out_dir / "last.pt" if out_dir is not None else None
+        kept = (f"; checkpoint {str(last)!r} kept: rerun with --resume to continue"
+                if last is not None and last.is_file() else "; no checkpoint was written yet")
+        raise fail(what + kept, code) from None
     summary = result.to_json()
     summary["model"] = str(out_dir / "model.pt") if out_dir is not None else None
     summary["config"] = cfg.to_dict()

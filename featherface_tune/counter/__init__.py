@@ -1,5 +1,12 @@
-"""Parameter and MAC counting: analytic (from the config alone) and cross-checks on a built model."""
+"""Parameter and MAC counting: analytic (from the config alone), in the conventions of other counting
+tools, and cross-checks on a built model."""
 
 from featherface_tune.counter.analytic import GROUPS, CountResult, count, count_params
+from featherface_tune.counter.conventions import (
+    CONVENTIONS, cbam_levels_in, countable, get_convention, level_tail_in, reconcile,
+)
 
-__all__ = ["GROUPS", "CountResult", "count", "count_params"]
+__all__ = [
+    "CONVENTIONS", "GROUPS", "CountResult", "cbam_levels_in", "count", "count_params", "countable",
+    "get_convention", "level_tail_in", "reconcile",
+]

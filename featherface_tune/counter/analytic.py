@@ -3,9 +3,12 @@
 Convention (fvcore's, model in eval mode): one fused multiply-add counts 1; see
 `featherface_tune.models.blocks` for the per-op rules. A deformable conv's MACs are those of the dense
 conv of the same shape; its offset and modulator convs (`dcn_offset_macs`) and its bilinear sampling
-(`dcn_sampling_macs`) are reported on their own lines. `dcn_macs="dense"` (default, the convention of
-the published FeatherFace figures) keeps both outside `macs`; `dcn_macs="full"` adds the offset and
-modulator convs to `macs` (what fvcore measures on the model with a handle for the op).
+(`dcn_sampling_macs`) are also reported on their own lines. `dcn_macs="full"` (default: every
+convolution counts) puts the offset and modulator convs in `macs` (what fvcore measures on the model
+with a handle for the op); `dcn_macs="dense"` leaves them out. Bilinear sampling is never in `macs`.
+
+`count(..., convention=NAME)` gives the figures other counting tools report for the same config
+(thop, stock fvcore, torchinfo, torch's flop counter); see `featherface_tune.counter.conventions`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from featherface_tune.models.blocks.backbone import backbone_cost, level_sizes
-from featherface_tune.models.blocks.bifpn import bifpn_cost
-from featherface_tune.models.blocks.cbam import cbam_cost
-from featherface_tune.models.blocks.cost import ZERO, Cost
-from featherface_tune.models.blocks.fpn import fpn_cost
-from featherface_tune.models.blocks.heads import heads_cost
-from featherface_tune.models.blocks.shuffle import shuffle_cost
-from featherface_tune.models.blocks.ssh import ssh_cost, ssh_dcn_extra_macs
+from featherface_tune.models.blocks.backbone import backbone_cost, backbone_parts, level_sizes
+from featherface_tune.models.blocks.bifpn import bifpn_cost, bifpn_parts, same_pool_in
+from featherface_tune.models.blocks.cbam import cbam_cost, cbam_parts
+from featherface_tune.models.blocks.cost import NO_PARTS, ZERO, Cost, Parts
+from featherface_tune.models.blocks.fpn import fpn_cost, fpn_parts
+from featherface_tune.models.blocks.heads import heads_cost, heads_parts
+from featherface_tune.models.blocks.shuffle import shuffle_cost, shuffle_parts
+from featherface_tune.models.blocks.ssh import ssh_cost, ssh_dcn_extra_macs, ssh_parts
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 
 GROUPS = ("backbone", "backbone_cbam", "neck", "neck_cbam", "ssh", "shuffle", "heads")
@@ -30,7 +33,8 @@ DCN_CONVENTIONS = ("dense", "full")
 
 class CountResult(NamedTuple):
     """Exact totals for one config and input size. `groups` holds (params, macs) per GROUPS entry;
-    `modules` presents them as a dict."""
+    `modules` presents them as a dict. `params`, `macs` and `groups` are in `convention` (`macs` holds
+    FLOPs under "flops"); the DCN offset and sampling lines are always the true MACs."""
 
     params: int
     macs: int
@@ -38,7 +42,8 @@ class CountResult(NamedTuple):
     groups: tuple[tuple[int, int], ...]
     dcn_offset_macs: int = 0
     dcn_sampling_macs: int = 0
-    dcn_macs: str = "dense"
+    dcn_macs: str = "full"
+    convention: str = "numel"
 
     @property
     def modules(self) -> dict[str, Cost]:
@@ -53,6 +58,7 @@ class CountResult(NamedTuple):
             "dcn_offset_macs": self.dcn_offset_macs,
             "dcn_sampling_macs": self.dcn_sampling_macs,
             "dcn_macs": self.dcn_macs,
+            "convention": self.convention,
         }
 
 
@@ -85,6 +91,20 @@ def level_tail(n: int, s: int, deformable: bool, shuffle: str, anchors: int, lan
     return (a[0], a[1], b[0], b[1], c[0], c[1], off, samp)
 
 
+@lru_cache(maxsize=8192)
+def cbam_levels_parts(chans: tuple[int, int, int], r: int, hws: tuple[int, int, int]) -> Parts:
+    """`cbam_levels`'s Parts (same arguments)."""
+    return cbam_parts(chans[0], r, hws[0]) + cbam_parts(chans[1], r, hws[1]) + cbam_parts(chans[2], r, hws[2])
+
+
+@lru_cache(maxsize=65536)
+def level_tail_parts(n: int, s: int, deformable: bool, shuffle: str, anchors: int, landmarks: bool,
+                     hw: int) -> tuple[Parts, Parts, Parts]:
+    """`level_tail`'s Parts (same arguments): SSH, shuffle, heads."""
+    return (ssh_parts(n, s, deformable, hw), shuffle_parts(shuffle, s, hw),
+            heads_parts(s, anchors, landmarks, hw))
+
+
 @lru_cache(maxsize=16384)
 def _bifpn(chans: tuple[int, int, int], n: int, repeats: int, hws: tuple[int, int, int]) -> Cost:
     return bifpn_cost(chans, n, repeats, *hws)
@@ -92,12 +112,18 @@ def _bifpn(chans: tuple[int, int, int], n: int, repeats: int, hws: tuple[int, in
 
 
 
-def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "dense") -> CountResult:
-    """Total and per-group params and MACs for an h x w input (see the module doc for `dcn_macs`)."""
+def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "full",
+          convention: str = "numel") -> CountResult:
+    """Total and per-group params and MACs for an h x w input (see the module doc for `dcn_macs`),
+    in a counting convention (default: true parameters, fvcore MACs)."""
     if dcn_macs not in DCN_CONVENTIONS:
         from featherface_tune.errors import ConfigError
 
         raise ConfigError(f"dcn_macs={dcn_macs!r} must be one of {', '.join(DCN_CONVENTIONS)}")
+    if convention != "numel":
+        from featherface_tune.counter.conventions import count_in
+
+        return count_in(convention, cfg, h, w, dcn_macs)
     hws = level_hws(h, w)
     bw = cfg.backbone_width
     chans = _chans(bw)
@@ -127,6 +153,26 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "d
 _chans = lru_cache(maxsize=64)(backbone_channels)
 
 
+def group_parts(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> tuple[Parts, ...]:
+    """Per GROUPS entry, the Parts of its full cost (the slices conventions treat differently);
+    the same block terms as `count`, so `count_in` can restate each group in any convention."""
+    hws = level_hws(h, w)
+    bw, n = cfg.backbone_width, cfg.neck_channels
+    chans = _chans(bw)
+    bb = backbone_parts(bw, h, w)
+    bcb = cbam_levels_parts(chans, cfg.backbone_cbam_reduction, hws) if cfg.backbone_cbam else NO_PARTS
+    if cfg.neck == "bifpn":
+        (h3, w3), (h4, w4), _ = level_sizes(h, w)
+        neck = bifpn_parts(chans, n, cfg.bifpn_repeats, *hws, same_pool_in(h3, w3), same_pool_in(h4, w4))
+    else:
+        neck = fpn_parts(chans, n, *hws)
+    ncb = cbam_levels_parts((n, n, n), cfg.neck_cbam_reduction, hws) if cfg.neck_cbam else NO_PARTS
+    tails = [level_tail_parts(n, s, cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell, cfg.landmarks, hw)
+             for s, hw in zip(cfg.ssh_widths, hws)]
+    ssh, shuf, heads = (tails[0][k] + tails[1][k] + tails[2][k] for k in range(3))  # per group, P3+P4+P5
+    return (bb, bcb, neck, ncb, ssh, shuf, heads)
+
+
 def count_params(cfg: FeatherFaceConfig) -> int:
     """Learnable parameters only (independent of the input size)."""
     return count(cfg, 32, 32).params
@@ -136,5 +182,6 @@ def clear_caches() -> None:
     """Forget every memoised block cost (for cold-start timing)."""
     from featherface_tune.models.blocks import backbone, fpn
 
-    for f in (backbone.backbone_cost, fpn.fpn_cost, _bifpn, _chans, level_hws, cbam_levels, level_tail):
+    for f in (backbone.backbone_cost, backbone.backbone_parts, fpn.fpn_cost, _bifpn, _chans, level_hws,
+              cbam_levels, level_tail, cbam_levels_parts, level_tail_parts):
         f.cache_clear()

@@ -69,7 +69,7 @@ def numel_by_group(model: torch.nn.Module) -> dict[str, int]:
     return out
 
 
-def fvcore_by_group(model: torch.nn.Module, x: torch.Tensor, dcn_macs: str = "dense") -> tuple[int, dict[str, int], dict[str, int]]:
+def fvcore_by_group(model: torch.nn.Module, x: torch.Tensor, dcn_macs: str = "full") -> tuple[int, dict[str, int], dict[str, int]]:
     """fvcore MACs (total, per group, unsupported ops) under our DCN convention."""
     from fvcore.nn import FlopCountAnalysis
 
@@ -98,9 +98,12 @@ def torch_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return int(fc.get_total_flops())
 
 
-def check(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "dense",
+def check(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "full",
           model: torch.nn.Module | None = None) -> CheckResult:
     """Build (or take) the model and compare every figure with the analytic count."""
+    from featherface_tune.bounds import check_build_size
+
+    check_build_size(h, w, "input size of the cross-check")
     analytic = count(cfg, h, w, dcn_macs=dcn_macs)
     model = model if model is not None else build_model(cfg)
     was_training = model.training

@@ -257,12 +257,40 @@ def _keep(faces: Sequence[SyntheticFace], min_h: int) -> np.ndarray:
     return np.array([k + 1 for k, f in enumerate(faces) if f.box[3] >= min_h], dtype=np.int64)
 
 
+MAX_DEMO_IMAGES = 100_000
+DEMO_BYTES_PER_IMAGE = 200_000  # a generous bound: JPEG (~30-80 kB) in both layouts, labels, .mat
+
+
+def _check_free_space(out: Path, images: int) -> None:
+    """Refuse to start when the disk under `out` cannot hold the images (rather than fill it)."""
+    import shutil
+
+    probe = Path(out).resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    need = images * DEMO_BYTES_PER_IMAGE
+    if need > free:
+        raise InputError(f"{images:,} synthetic images need about {need / 1e9:,.1f} GB; only "
+                         f"{free / 1e9:,.1f} GB are free under {str(probe)!r}")
+
+
 def write_demo(out: Path, train: int = 64, val: int = 32, seed: int = 0, force: bool = False) -> DemoSummary:
     """Write the synthetic dataset under ``out`` (see the module docstring)."""
     t0 = time.perf_counter()
     out = Path(out)
+    from featherface_tune.bounds import check_seed
+
     if train < 1 or val < 1:
         raise InputError(f"--train and --val must be at least 1 (got {train} and {val})")
+    if train > MAX_DEMO_IMAGES or val > MAX_DEMO_IMAGES:
+        raise InputError(f"--train {train} / --val {val}: at most {MAX_DEMO_IMAGES:,} synthetic images per split "
+                         "(a demo set; use real WIDERFace for more)")
+    check_seed(seed)
+    _check_free_space(out, train + val)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:

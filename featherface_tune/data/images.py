@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from featherface_tune.errors import InputError, first_line
 
 # Per-channel means subtracted from BGR pixels by RetinaFace and FeatherFace (train and test).
 MEANS_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (a 9,459 x 9,459 image)
 
 
 def read_image_bgr(path: str | Path) -> np.ndarray:
@@ -23,6 +25,24 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"image {str(p)!r} does not exist")
+    size = ""
+    try:
+        with warnings.catch_warnings():  # the header only: refuse a huge image before decoding it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            size = f"{w}x{h} pixels"
+    except Image.DecompressionBombError as exc:  # Pillow refuses it already (twice its pixel limit)
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(m.group(1)):,} pixels" if m else "more pixels than Pillow allows"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"cannot read image {str(p)!r}: {first_line(exc, 160)}") from None
+    if size:
+        raise InputError(f"image {str(p)!r} is too large: {size} (limit {MAX_IMAGE_PIXELS:,} pixels, "
+                         "Pillow's decompression-bomb bound)")
     try:
         with Image.open(p) as im:
             im.load()

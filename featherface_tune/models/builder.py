@@ -97,7 +97,12 @@ class FeatherFace(nn.Module):
 
 
 def build_model(config: FeatherFaceConfig) -> FeatherFace:
-    """The nn.Module for a (validated) config."""
+    """The nn.Module for a (validated) config; refused (InputError) when its weights alone would not
+    fit in memory (a config with absurd widths is valid to count, not to build)."""
+    from featherface_tune.bounds import check_build_params
+    from featherface_tune.counter.analytic import count_params
+
+    check_build_params(count_params(config))
     return FeatherFace(config)
 
 

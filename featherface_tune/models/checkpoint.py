@@ -143,6 +143,16 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(str(p), sd, wrapper, prefix, extra, dict(stored) if stored else None)
 
 
+def check_finite(ck: Checkpoint) -> None:
+    """Raise InputError when a floating-point tensor of the checkpoint holds NaN or infinity (a run
+    that diverged): such a model outputs NaN scores and detects nothing."""
+    bad = [k for k, v in ck.state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(f"checkpoint {str(ck.path)!r}: {len(bad)} tensor(s) hold NaN or infinite values "
+                         f"(e.g. {bad[0]}); the model cannot detect anything (did its training diverge?)")
+
+
 def as_state_dict(source: str | Path | Checkpoint | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """State dict and a name for messages, from a path, a Checkpoint or a mapping (prefix stripped)."""
     if isinstance(source, Checkpoint):

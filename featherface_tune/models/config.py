@@ -7,7 +7,6 @@ one-line message naming the field, the value, the rule and the nearest valid val
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tomllib
 from dataclasses import dataclass, fields
@@ -18,7 +17,7 @@ from featherface_tune.errors import ConfigError, InputError
 
 NECKS = ("bifpn", "fpn")
 SHUFFLES = ("block", "plain", "none")
-LEVELS = ("P3", "P4", "P5")
+MAX_BACKBONE_WIDTH = 4.0
 
 
 @dataclass(frozen=True)
@@ -106,11 +105,14 @@ def _nearest_multiples(v: int, m: int, lo: int = 1) -> list[int]:
     return cands or [max(lo, m)]
 
 
-def _nearest_divisors(n: int, g: int) -> list[int]:
-    divs = [d for d in range(1, n + 1) if n % d == 0]
-    below = [d for d in divs if d < g]
-    above = [d for d in divs if d > g]
-    return ([below[-1]] if below else []) + ([above[0]] if above else [])
+def _nearest_divisors(n: int, g: int, reach: int = 4096) -> list[int]:
+    """The divisors of `n` nearest `g` from below and above, looking at most `reach` values each way
+    (n itself when no divisor above lies within reach): bounded work for any width."""
+    below = next((d for d in range(min(g - 1, n), max(0, g - 1 - reach), -1) if n % d == 0), None)
+    above = next((d for d in range(g + 1, min(n, g + reach) + 1) if n % d == 0), None)
+    if above is None and n > g:
+        above = n
+    return ([below] if below else []) + ([above] if above else [])
 
 
 def validate(cfg: FeatherFaceConfig) -> None:
@@ -126,6 +128,9 @@ def validate(cfg: FeatherFaceConfig) -> None:
     w = cfg.backbone_width
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
         _fail("backbone_width", w, "must be a positive number", [0.25])
+    if w > MAX_BACKBONE_WIDTH:
+        _fail("backbone_width", w, f"must be at most {MAX_BACKBONE_WIDTH:g} (MobileNetV1 at {MAX_BACKBONE_WIDTH:g}x "
+              "already has stages of 1,024 to 4,096 channels)", [MAX_BACKBONE_WIDTH])
     if abs(w * 32 - round(w * 32)) > 1e-9 or round(w * 32) < 1:
         k = max(1, math.floor(w * 32))
         _fail("backbone_width", w,
@@ -201,6 +206,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text.strip()
+    except RecursionError:
+        raise ConfigError(f"value {text[:40]!r}...: arrays nested too deeply") from None
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -226,17 +233,12 @@ def apply_overrides(base: FeatherFaceConfig | None, overrides: Sequence[str] | M
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Fields from a TOML or JSON file. A `[model]` table, if present, holds the fields."""
+    from featherface_tune.textfile import parse_json, parse_toml, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"config file {str(p)!r} is not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from None
+    text = read_text(p, "config file")
+    shown = f"config file {str(p)!r}"
+    data = parse_json(text, shown) if p.suffix.lower() == ".json" else parse_toml(text, shown)
     if not isinstance(data, dict):
         raise InputError(f"config file {str(p)!r} must hold a table of config fields")
     if isinstance(data.get("model"), dict):

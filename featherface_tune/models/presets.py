@@ -30,6 +30,11 @@ def preset_names() -> list[str]:
     return list(_PRESETS)
 
 
+def presets() -> dict[str, FeatherFaceConfig]:
+    """Every registered preset's config by name, e.g. `presets()["featherface-official"].neck`."""
+    return {name: make() for name, make in _PRESETS.items()}
+
+
 def preset_doc(name: str) -> str:
     return _DOCS[name]
 

@@ -4,14 +4,14 @@ Nothing here prints or draws; `render`, `plots` and `bundle` present what this m
 
 A study is reportable when it carries the record the search writes:
 ``study.user_attrs["featherface_tune"] = {"version": "1", "target", "tolerance", "input_size",
-"objectives", "max_macs", "space"}`` and every trial's user attrs hold ``config``, ``params``,
+"objectives", "max_macs", "space", "dcn_macs", "reference"}`` (a record without ``dcn_macs`` is a legacy
+study whose MACs are dense; the report says so) and every trial's user attrs hold ``config``, ``params``,
 ``macs``, ``delta``, ``feasible``, ``modules`` (optionally ``latency_ms``, ``proxy_ap``,
 ``fail_reason``).
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,11 +25,14 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
-from featherface_tune.tuner.records import OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec
-from featherface_tune.tuner.ranking import config_key, rank_order
-from featherface_tune.tuner.study import DEFAULT_DB, journal_path, redact
+from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.tuner.records import (
+    LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
+    as_int, is_legacy,
+)
+from featherface_tune.tuner.ranking import config_key
+from featherface_tune.tuner.study import default_storage_url, journal_path, redact
 
-DEFAULT_STORAGE = "sqlite:///" + DEFAULT_DB
 DEFAULT_TOP = 10
 DEFAULT_INPUT = (640, 640)
 # Metrics a trial may record, in display order; "higher is better" only for proxy AP.
@@ -136,24 +139,6 @@ def open_study(url: str, name: str | None = None) -> Any:
 
 # ---- the study record ----------------------------------------------------------------------------
 
-def _as_int(v: Any) -> int | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, float) and math.isfinite(v) and v == int(v):
-        return int(v)
-    return None
-
-
-def _as_float(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)):
-        return float(v)
-    return None
-
-
 # The search's own frozen study record; the report only adds validation when reading it.
 StudyRecord = StudySpec
 
@@ -175,14 +160,14 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
     for key in ("target", "tolerance", "input_size", "objectives"):
         if key not in rec:
             raise InputError(f"{bad}: missing {key!r}")
-    target, tol = _as_int(rec["target"]), _as_int(rec["tolerance"])
+    target, tol = as_int(rec["target"]), as_int(rec["tolerance"])
     if target is None or target < 1:
         raise InputError(f"{bad}: target={rec['target']!r} must be a positive integer")
     if tol is None or tol < 0:
         raise InputError(f"{bad}: tolerance={rec['tolerance']!r} must be a non-negative integer")
     size = rec["input_size"]
     if (not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2
-            or any(_as_int(v) is None or _as_int(v) < 1 for v in size)):  # type: ignore[operator]
+            or any(as_int(v) is None or as_int(v) < 1 for v in size)):  # type: ignore[operator]
         raise InputError(f"{bad}: input_size={size!r} must be [height, width]")
     objs = rec["objectives"]
     if isinstance(objs, str):
@@ -190,13 +175,21 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
     if not isinstance(objs, Sequence) or not objs or not all(isinstance(o, str) for o in objs):
         raise InputError(f"{bad}: objectives={objs!r} must be a list of names")
     max_macs = rec.get("max_macs")
-    if max_macs is not None and _as_int(max_macs) is None:
+    if max_macs is not None and as_int(max_macs) is None:
         raise InputError(f"{bad}: max_macs={max_macs!r} must be an integer or null")
     space = rec.get("space") or {}
+    conv = rec.get("dcn_macs", LEGACY_DCN_MACS)
+    if conv not in DCN_CONVENTIONS:
+        raise InputError(f"{bad}: dcn_macs={conv!r} must be one of {', '.join(DCN_CONVENTIONS)}")
+    ref = rec.get("reference")
+    convention = rec.get("convention", "numel")
+    if not isinstance(convention, str):
+        raise InputError(f"{bad}: convention={convention!r} must be a convention name")
     return StudyRecord(target=target, tolerance=tol,
                        input_size=(int(size[0]), int(size[1])), objectives=tuple(objs),
-                       max_macs=_as_int(max_macs), space=dict(space) if isinstance(space, Mapping) else {},
-                       version=version)
+                       max_macs=as_int(max_macs), space=dict(space) if isinstance(space, Mapping) else {},
+                       version=version, dcn_macs=conv, reference=dict(ref) if isinstance(ref, Mapping) else None,
+                       convention=convention)
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -221,37 +214,28 @@ def _config_cell(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def trials_frame(trials: Sequence[Any], record: StudyRecord) -> pd.DataFrame:
-    """One row per trial: number, state, feasibility, metrics, objective values, config fields,
-    failure reason. Integer counts use pandas' nullable Int64 (missing for failed trials)."""
+def trials_frame(records: Sequence[TrialRecord], record: StudyRecord) -> pd.DataFrame:
+    """One row per trial record (`TrialRecord.from_trial`, the search's own reader): number, state,
+    feasibility, metrics, objective values, config fields, failure reason. Integer counts use pandas'
+    nullable Int64 (missing for failed trials)."""
     rows: list[dict[str, Any]] = []
     config_keys: list[str] = []
-    for t in trials:
-        ua = t.user_attrs
-        cfg = ua.get("config") if isinstance(ua.get("config"), Mapping) else {}
+    for t in records:
+        cfg = dict(t.config or {})
         for k in cfg:
             if k not in config_keys:
                 config_keys.append(k)
-        params, macs = _as_int(ua.get("params")), _as_int(ua.get("macs"))
-        delta = _as_int(ua.get("delta"))
-        if delta is None and params is not None:
-            delta = params - record.target
-        feasible = ua.get("feasible")
-        if not isinstance(feasible, bool):
-            feasible = (delta is not None and abs(delta) <= record.tolerance and macs is not None
-                        and (record.max_macs is None or macs <= record.max_macs))
-        state = t.state.name
         values = list(t.values) if t.values is not None else []
         row: dict[str, Any] = {
-            "trial": t.number, "state": state, "feasible": bool(feasible) and state == "COMPLETE",
-            "params": params, "delta": delta, "macs": macs,
-            "latency_ms": _as_float(ua.get("latency_ms")), "proxy_ap": _as_float(ua.get("proxy_ap")),
+            "trial": t.number, "state": t.state, "feasible": t.feasible and t.state == "COMPLETE",
+            "params": t.params, "delta": t.delta, "macs": t.macs,
+            "latency_ms": t.latency_ms, "proxy_ap": t.proxy_ap,
         }
         for i, obj in enumerate(record.objectives):
-            row[value_column(obj)] = _as_float(values[i]) if i < len(values) else None
-        row["fail_reason"] = str(ua["fail_reason"]) if ua.get("fail_reason") else None
-        row["_config"] = dict(cfg)
-        row["_modules"] = ua.get("modules") if isinstance(ua.get("modules"), Mapping) else {}
+            row[value_column(obj)] = as_float(values[i]) if i < len(values) else None
+        row["fail_reason"] = t.fail_reason
+        row["_config"] = cfg
+        row["_modules"] = dict(t.modules)
         rows.append(row)
     ordered = [k for k in FIELD_NAMES if k in config_keys] + [k for k in config_keys if k not in FIELD_NAMES]
     df = pd.DataFrame(rows)
@@ -260,7 +244,7 @@ def trials_frame(trials: Sequence[Any], record: StudyRecord) -> pd.DataFrame:
     for k in ordered:  # object columns: ints stay ints, lists stay lists, missing is None
         df[k] = pd.Series([_config_cell(c.get(k)) for c in df["_config"]], index=df.index, dtype=object)
     for col in ("trial", "params", "delta", "macs"):
-        df[col] = pd.array([_as_int(v) for v in df[col]], dtype="Int64")
+        df[col] = pd.array([as_int(v) for v in df[col]], dtype="Int64")
     for col in ("latency_ms", "proxy_ap", *[value_column(o) for o in record.objectives]):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["feasible"] = df["feasible"].astype(bool)
@@ -291,32 +275,20 @@ def direction_of(objective: str, study_direction: str | None = None) -> str:
     return "maximize" if objective in MAXIMIZED_METRICS else "minimize"
 
 
-def _oriented(df: pd.DataFrame, objectives: Sequence[str], directions: Sequence[str]) -> np.ndarray:
-    """Objective values as a (n, m) array where smaller is better; missing values become +inf."""
-    cols = []
-    for obj, d in zip(objectives, directions):
-        v = objective_series(df, obj).to_numpy(dtype="float64", na_value=np.nan)
-        v = np.where(np.isfinite(v), v, np.nan)
-        v = -v if d == "maximize" else v
-        cols.append(np.where(np.isnan(v), np.inf, v))
-    return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
-
-
-def rank_feasible(df: pd.DataFrame, objectives: Sequence[str], directions: Sequence[str]) -> pd.DataFrame:
-    """Feasible complete trials with distinct configs (the earliest trial of each), best first by the
-    rule of `featherface_tune.tuner.ranking` (the search's own). Adds the column ``pareto`` (bool;
+def rank_feasible(df: pd.DataFrame, records: Sequence[TrialRecord], objectives: Sequence[str],
+                  directions: Sequence[str]) -> pd.DataFrame:
+    """The rows of `df` for the search's own ranking of `records` (`tuner.study.rank_feasible`):
+    feasible complete trials with distinct configs, best first. Adds the column ``pareto`` (bool;
     False throughout for a single objective)."""
+    from featherface_tune.tuner.study import rank_feasible as rank_records
+
     if df.empty:
         return df.assign(pareto=pd.Series(dtype=bool))
-    ok = df[(df["state"] == "COMPLETE") & df["feasible"]].copy()
-    ok = ok[~ok["_config"].map(config_key).duplicated(keep="first")]
-    if ok.empty:
-        return ok.assign(pareto=pd.Series(dtype=bool))
-    vals = _oriented(ok, objectives, directions)
-    order, front = rank_order(vals, ok["delta"].astype("float64").to_numpy(na_value=np.nan),
-                              ok["trial"].astype("int64").to_numpy())
-    ok["pareto"] = front if len(objectives) > 1 else False
-    return ok.iloc[order]
+    ranks = rank_records(records, objectives, directions)
+    rows = df.set_index("trial", drop=False)
+    ok = rows.loc[[r.number for _, r in ranks]].reset_index(drop=True) if ranks else df.iloc[0:0].copy()
+    ok["pareto"] = [k == 0 for k, _ in ranks] if len(objectives) > 1 else False
+    return ok
 
 
 def _public(df: pd.DataFrame) -> pd.DataFrame:
@@ -330,8 +302,8 @@ def top_columns(df: pd.DataFrame, record: StudyRecord, varying: Sequence[str]) -
     for m in ("latency_ms", "proxy_ap"):
         if m in df and df[m].notna().any():
             cols.append(m)
-    for obj in record.objectives:
-        if obj not in OBJECTIVE_ATTRS and value_column(obj) in df:
+    for obj in record.objectives:  # e.g. closest, Python callables: shown by their Optuna value
+        if OBJECTIVE_ATTRS.get(obj) not in df and value_column(obj) in df:
             cols.append(value_column(obj))
     widths = list(varying) or [c for c in ("neck_channels", "ssh_channels") if c in df]
     return cols + widths
@@ -528,9 +500,13 @@ def config_of(row: Mapping[str, Any] | pd.Series, label: str) -> FeatherFaceConf
 
 
 def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int | None = None,
-                 input_size: tuple[int, int] | None = None) -> StudyReport:
-    """Everything the report shows about one loaded Optuna study."""
+                 input_size: tuple[int, int] | None = None, dcn_macs: str | None = None) -> StudyReport:
+    """Everything the report shows about one loaded Optuna study. `dcn_macs`: the MAC convention of
+    the breakdown (default: the study's own)."""
     record = parse_record(study.study_name, study.user_attrs)
+    conv = dcn_macs or record.dcn_macs
+    if conv not in DCN_CONVENTIONS:
+        raise InputError(f"--dcn-macs {conv!r}: use {' or '.join(DCN_CONVENTIONS)}")
     trials = study.get_trials(deepcopy=False)
     if not trials:
         raise InputError(f"study {study.study_name!r} is empty (no trials yet); run "
@@ -540,10 +516,14 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     sdirs = [d.name.lower() for d in study.directions]
     directions = tuple(direction_of(o, sdirs[i] if i < len(sdirs) else None)
                        for i, o in enumerate(record.objectives))
-    df = trials_frame(trials, record)
-    ranked = rank_feasible(df, record.objectives, directions)
+    records = [TrialRecord.from_trial(t, record) for t in trials]
+    df = trials_frame(records, record)
+    ranked = rank_feasible(df, records, record.objectives, directions)
     varying, fixed = varying_fields(df)
     warnings: list[str] = []
+    if is_legacy(study.user_attrs[ATTR_KEY]):
+        warnings.append(f"study {study.study_name!r} is a legacy study (stored before full compute, no "
+                        f"dcn_macs): its MACs are dense (DCN offset and modulator convs left out)")
     if len(sdirs) != len(record.objectives):
         warnings.append(f"the record names {len(record.objectives)} objectives but the study has "
                         f"{len(sdirs)} directions")
@@ -563,14 +543,14 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if row is not None:
         label = f"trial {int(row['trial'])}"
         cfg = config_of(row, label)
-        result = count(cfg, h, w)
+        result = count(cfg, h, w, dcn_macs=conv, convention=record.convention)
         chosen = Breakdown(label=label, config=cfg, result=result, trial=int(row["trial"]))
         rec_p = row["params"]
         if rec_p is not pd.NA and rec_p is not None and int(rec_p) != result.params:
             warnings.append(f"{label}: recorded {int(rec_p):,} params but the counter now gives "
                             f"{result.params:,} (the counter changed since the search?)")
         rec_m = row["macs"]
-        if ((h, w) == record.input_size and rec_m is not pd.NA and rec_m is not None
+        if ((h, w) == record.input_size and conv == record.dcn_macs and rec_m is not pd.NA and rec_m is not None
                 and int(rec_m) != result.macs):
             warnings.append(f"{label}: recorded {int(rec_m):,} MACs but the counter now gives "
                             f"{result.macs:,}")
@@ -579,11 +559,14 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
                        varying=tuple(varying), fixed=fixed, chosen=chosen, warnings=tuple(warnings))
 
 
-def load_report(storage: str = DEFAULT_STORAGE, name: str | None = None, *, top: int = DEFAULT_TOP,
-                trial: int | None = None, input_size: tuple[int, int] | None = None) -> StudyReport:
-    """Open the storage, load the study and build its report (one-line InputErrors on failure)."""
+def load_report(storage: str | None = None, name: str | None = None, *, top: int = DEFAULT_TOP,
+                trial: int | None = None, input_size: tuple[int, int] | None = None,
+                dcn_macs: str | None = None) -> StudyReport:
+    """Open the storage (None: the search's default, `featherface-tune.db` in the working directory),
+    load the study and build its report (one-line InputErrors on failure)."""
+    storage = storage or default_storage_url()
     study = open_study(storage, name)
-    return build_report(study, storage, top=top, trial=trial, input_size=input_size)
+    return build_report(study, storage, top=top, trial=trial, input_size=input_size, dcn_macs=dcn_macs)
 
 
 # ---- comparing configs ---------------------------------------------------------------------------
@@ -600,7 +583,7 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.lower().endswith((".toml", ".json"))
 
 
-def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT) -> CompareEntry:
+def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full") -> CompareEntry:
     """A compare argument: an existing file is a config file, anything else a preset name."""
     from featherface_tune.models.presets import resolve_config
 
@@ -611,7 +594,7 @@ def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT) -> Com
         raise InputError(f"--compare {spec!r}: config file does not exist (and it is not a preset name)")
     else:
         cfg, source = resolve_config(spec), "preset"
-    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size))
+    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, dcn_macs=dcn_macs))
 
 
 @dataclass(frozen=True)
@@ -684,11 +667,14 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT) -> Comparison:
-    """Resolve each spec (preset name or config file) and count it at `input_size`."""
+def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
+            dcn_macs: str = "full") -> Comparison:
+    """Resolve each spec (preset name or config file) and count it at `input_size` (`dcn_macs` MACs)."""
     if len(specs) < 2:
         raise InputError("--compare needs at least two configs (preset names or config files)")
-    entries = [resolve_entry(s, input_size) for s in specs]
+    if dcn_macs not in DCN_CONVENTIONS:
+        raise InputError(f"--dcn-macs {dcn_macs!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    entries = [resolve_entry(s, input_size, dcn_macs) for s in specs]
     seen: Counter[str] = Counter()
     named = []
     for e in entries:

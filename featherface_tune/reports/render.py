@@ -167,7 +167,8 @@ def study_document(report: StudyReport) -> Document:
     lines = (
         f"study {report.name!r} in {report.storage}",
         budget + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")
-        + f"; MACs at {r.input_size[0]}x{r.input_size[1]}",
+        + f"; MACs at {r.input_size[0]}x{r.input_size[1]}"
+        + (f"; counted as {r.convention}" if r.convention != "numel" else ""),
         f"{c['trials']} trials: {c['feasible']} feasible, {c['infeasible']} infeasible, "
         f"{c['failed']} failed, {c['pruned']} pruned" + (f", {c['running']} running" if c["running"] else ""),
     )
@@ -225,7 +226,8 @@ def compare_document(cmp: Comparison) -> Document:
         Section("fields", "Config fields that differ", cmp.fields,
                 note="all other fields are equal"),
         Section("modules", "Per-module params and MACs", cmp.modules,
-                note=f"deltas relative to {base.label}; MACs at {h}x{w}, fvcore convention, DCN MACs: dense"),
+                note=f"deltas relative to {base.label}; MACs at {h}x{w}, fvcore convention, "
+                     f"DCN MACs: {base.result.dcn_macs}"),
     )
     title = "featherface-tune compare: " + " vs ".join(cmp.labels)
     return Document(kind="compare", title=title, lines=tuple(lines), sections=sections,
@@ -267,7 +269,11 @@ def terminal_tables(doc: Document) -> list[Any]:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Text for a Markdown cell or line: pipes and backslashes escaped, newlines flattened, and HTML
+    (a `<script>` in a config file name or study name) turned into entities, which Markdown shows as
+    text and never runs."""
+    text = html.escape(text, quote=False)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -311,10 +317,33 @@ def to_csv(doc: Document, key: str | None = None) -> str:
     return frame.to_csv(index=False, lineterminator="\n")
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice);
+    numbers, and text that is a plain number such as "-12", stay as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_PREFIXES):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def raw_frame(doc: Document, key: str) -> pd.DataFrame:
-    """A section with machine-friendly values (the study's trials: every field of every trial)."""
+    """A section with machine-friendly values (the study's trials: every field of every trial), for
+    CSV: text cells that a spreadsheet would run as formulas are quoted (`formula_safe`)."""
     s = doc.section(key)
-    return s.raw if s.raw is not None else s.frame
+    frame = s.raw if s.raw is not None else s.frame
+    safe = frame.copy()
+    for c in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[c]):
+            safe[c] = safe[c].map(formula_safe)
+    safe.columns = [formula_safe(c) for c in safe.columns]
+    return safe
 
 
 def to_json(doc: Document) -> str:

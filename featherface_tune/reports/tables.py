@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from featherface_tune.counter.analytic import CountResult
 
@@ -13,7 +14,9 @@ def _pct(part: int, whole: int) -> str:
 
 def count_table(result: CountResult, title: str = "") -> Table:
     h, w = result.input_size
-    t = Table(title=title or None, caption=f"MACs at {h}x{w}, fvcore convention, DCN MACs: {result.dcn_macs}")
+    caption = (f"MACs at {h}x{w}, fvcore convention, DCN MACs: {result.dcn_macs}" if result.convention == "numel"
+               else f"{'FLOPs' if result.convention == 'flops' else 'MACs'} at {h}x{w}, {result.convention} convention")
+    t = Table(title=title or None, caption=caption)
     t.add_column("module")
     t.add_column("params", justify="right")
     t.add_column("% params", justify="right")
@@ -22,7 +25,7 @@ def count_table(result: CountResult, title: str = "") -> Table:
     for name, c in result.modules.items():
         t.add_row(name, f"{c.params:,}", _pct(c.params, result.params), f"{c.macs:,}", _pct(c.macs, result.macs))
     t.add_section()
-    t.add_row("[bold]total[/]", f"[bold]{result.params:,}[/]", "100.0%", f"[bold]{result.macs:,}[/]", "100.0%")
+    t.add_row(Text("total", "bold"), Text(f"{result.params:,}", "bold"), "100.0%", Text(f"{result.macs:,}", "bold"), "100.0%")
     if result.dcn_offset_macs or result.dcn_sampling_macs:
         t.add_section()
         inside = "in total" if result.dcn_macs == "full" else "not in total"

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from featherface_tune.bounds import check_build_size, check_finite, check_seed
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
 from featherface_tune.models.builder import FeatherFace, build_model
@@ -35,6 +36,8 @@ from featherface_tune.training.loss import MultiBoxLoss
 from featherface_tune.training.match import make_priors
 
 CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
+RESUME_KEYS = ("config", "options", "model", "optimizer", "scheduler", "epoch", "batch", "global_step",
+               "history", "step_losses", "rng")
 MODEL_FORMAT = "featherface-tune/model"
 OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-3}
@@ -88,6 +91,7 @@ class TrainOptions:
             raise InputError(f"--epochs {self.epochs}: must be a positive integer")
         if self.image_size < 32 or self.image_size % 32:
             raise InputError(f"--image-size {self.image_size}: must be a positive multiple of 32")
+        check_build_size(self.image_size, self.image_size, f"--image-size {self.image_size}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
         check_subset(self.subset)
@@ -98,8 +102,10 @@ class TrainOptions:
         lr = self.resolved_lr()
         if not (math.isfinite(lr) and lr > 0):
             raise InputError(f"--lr {lr}: must be a positive number")
-        if self.seed < 0:
-            raise InputError(f"--seed {self.seed}: must be non-negative")
+        check_seed(self.seed)
+        check_finite(self.warmup_epochs, "--warmup")
+        if self.weight_decay is not None:
+            check_finite(self.weight_decay, "--weight-decay")
         if self.bn_recalibrate < 0:
             raise InputError(f"--bn-recalibrate {self.bn_recalibrate}: must be >= 0")
         if self.num_workers < 0:
@@ -230,6 +236,58 @@ def atomic_save(obj: Any, path: Path) -> None:
             tmp.unlink()
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete `.NAME.<pid>.tmp` files that `atomic_save` left in `folder` when its process died
+    mid-save (kill -9, power cut): only those whose process no longer runs. Returns what was removed."""
+    removed: list[Path] = []
+    if not Path(folder).is_dir():
+        return removed
+    for tmp in Path(folder).glob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 2)  # [".last.pt", "<pid>", "tmp"]
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # still running: its save may be in progress
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError, OSError):
+                continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Check --out before any work: a folder that can be created and written, and not a finished or
+    started run unless --resume (continue it) or --overwrite (replace it) says what to do with it."""
+    out_dir = Path(out_dir)
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other: continue the run in --out or replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {str(out_dir)!r} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(f"--out {str(out_dir)!r} is not writable")
+    for name in ("last.pt", "model.pt"):
+        target = out_dir / name
+        if target.exists() and not target.is_file():
+            raise InputError(f"--out {str(out_dir)!r}: {name} exists and is not a file")
+    held = [n for n in ("model.pt", "last.pt") if (out_dir / n).is_file()]
+    if held and not resume and not overwrite:
+        raise InputError(f"--out {str(out_dir)!r} already holds a training run ({', '.join(held)}); "
+                         "pass --resume to continue it or --overwrite to replace it")
+    remove_stale_temporaries(out_dir)
+
+
 def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:
     """Weights + config for prediction (`predict --checkpoint`)."""
     atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
@@ -269,7 +327,7 @@ class _Progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, markup=False)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=self.console, transient=False)
@@ -324,6 +382,8 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     criterion = MultiBoxLoss()
 
     ckpt_path = Path(options.out_dir) / "last.pt" if options.out_dir is not None else None
+    if ckpt_path is not None:
+        remove_stale_temporaries(ckpt_path.parent)
     epoch, batch0, global_step = 0, 0, 0
     history: list[EpochStats] = []
     step_losses: list[float] = []
@@ -338,6 +398,12 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
                              f"{first_line(exc, 160)}") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"--resume: {str(ckpt_path)!r} is not a training checkpoint")
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise InputError(f"--resume: {str(ckpt_path)!r} is incomplete: no {', '.join(missing)}; "
+                             "start again with --overwrite")
+        if not isinstance(state["options"], dict):
+            raise InputError(f"--resume: {str(ckpt_path)!r} is damaged: options is not a table")
         if state["config"] != cfg.to_dict():
             raise InputError(f"--resume: {str(ckpt_path)!r} was trained with a different config")
         diff = {k: (v, state["options"].get(k)) for k, v in options.run_key().items()
@@ -346,13 +412,20 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
             k, (now, then) = next(iter(diff.items()))
             raise InputError(f"--resume: {str(ckpt_path)!r} was written with {k}={then!r}, "
                              f"not {now!r}; resume with the same options")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, batch0, global_step = state["epoch"], state["batch"], state["global_step"]
-        history = [EpochStats(**h) for h in state["history"]]
-        step_losses = list(state["step_losses"])
-        _set_rng_state(state["rng"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            epoch, batch0, global_step = (int(state[k]) for k in ("epoch", "batch", "global_step"))
+            history = [EpochStats(**h) for h in state["history"]]
+            step_losses = [float(v) for v in state["step_losses"]]
+            _set_rng_state(state["rng"])
+        except Exception as exc:  # noqa: BLE001 - any damaged part is an input problem, named in one line
+            raise InputError(f"--resume: {str(ckpt_path)!r} is damaged ({type(exc).__name__}: "
+                             f"{first_line(exc, 120)}); start again with --overwrite") from None
+        if not (0 <= epoch <= options.epochs and 0 <= batch0 <= spe and global_step >= 0):
+            raise InputError(f"--resume: {str(ckpt_path)!r} is damaged: position epoch {epoch}, batch {batch0} "
+                             f"is outside the run ({options.epochs} epochs of {spe} steps)")
 
     def checkpoint(next_epoch: int, next_batch: int) -> None:
         if ckpt_path is None:

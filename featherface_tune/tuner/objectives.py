@@ -1,11 +1,13 @@
 """Objectives of the budget search, and the trial function that ties space, solver and objectives.
 
-Objectives: `macs` (analytic, minimise), `latency` (median CPU forward time in ms in onnxruntime or torch, minimise;
-`featherface_tune.deploy.latency`) and
-`proxy_ap` (validation AP after proxy training, maximise; `featherface_tune.training.proxy`). The
-budget itself is a constraint (`trial.set_constraint`), never an objective: a trial is feasible when
-|params - target| <= tolerance (and MACs <= max_macs). Expensive objectives are only evaluated on
-feasible configs; infeasible trials get the worst value (inf, or 0 AP) and a positive constraint.
+Objectives: `closest` (distance to a reference config, `solve.distance`, minimise), `macs` (analytic,
+minimise), `latency` (median CPU forward time in ms in
+onnxruntime or torch, minimise; `featherface_tune.deploy.latency`), `proxy_ap` (validation AP after
+proxy training, maximise; `featherface_tune.training.proxy`) and Python callables `f(config) -> float`
+(minimise). The budget itself is a constraint (`trial.set_constraint`), never an objective: a trial is
+feasible when |params - target| <= tolerance (and MACs <= max_macs). Expensive objectives are only
+evaluated on feasible configs; infeasible trials get the worst value (inf, or 0 AP) and a positive
+constraint.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
-from featherface_tune.tuner.solve import Solver
-from featherface_tune.tuner.space import SearchSpace, config_from_knobs
+from featherface_tune.tuner.solve import Repairer, distance, prove
+from featherface_tune.tuner.space import SearchSpace, config_from_knobs, knobs_from_config
 
-OBJECTIVE_ALIASES = {"macs": "macs", "latency": "latency", "proxy": "proxy_ap", "proxy_ap": "proxy_ap", "ap": "proxy_ap"}
+OBJECTIVE_ALIASES = {"macs": "macs", "latency": "latency", "proxy": "proxy_ap", "proxy_ap": "proxy_ap", "ap": "proxy_ap",
+                     "closest": "closest"}
+Callable_ = Callable[[FeatherFaceConfig], float]
 
 
 class TrialFailed(Exception):
@@ -31,14 +35,14 @@ class TrialFailed(Exception):
 
 
 def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
-    """`macs`, `latency`, `macs,latency`, ... (default: `macs`, or `proxy_ap` with proxy data)."""
+    """`closest`, `macs`, `latency`, `macs,latency`, ... (default: `closest`, or `proxy_ap` with proxy data)."""
     if text is None or not text.strip():
-        return ("proxy_ap",) if proxy else ("macs",)
+        return ("proxy_ap",) if proxy else ("closest",)
     out: list[str] = []
     for part in text.split(","):
         name = OBJECTIVE_ALIASES.get(part.strip().lower())
         if name is None:
-            raise InputError(f"--objective {part.strip()!r}: unknown objective; use macs, latency or proxy "
+            raise InputError(f"--objective {part.strip()!r}: unknown objective; use closest, macs, latency or proxy "
                              "(comma-separated for several)")
         if name not in out:
             out.append(name)
@@ -110,10 +114,13 @@ def load_proxy(data_dir: Path) -> ProxyFn:
 
 @dataclass
 class BudgetObjective:
-    """Optuna objective: sample (space) -> solve the budget knobs (solver) -> count -> objectives.
+    """Optuna objective: sample every knob (space) -> repair to the nearest exact config (solver) ->
+    count -> objectives.
 
     Works with `optuna.trial.Trial` and `optuna.trial.FixedTrial`. Records the `records.TRIAL_KEYS`
-    user attributes on the trial. Failures raise `TrialFailed` after recording `fail_reason`.
+    user attributes on the trial (plus `sampled`, `solver`, and `closest` / `callables` where they
+    apply). Failures raise `TrialFailed` after recording `fail_reason`. `repairer` defaults to one
+    built from a fresh proof of the space; `callables` maps objective names of the spec to functions.
     """
 
     space: SearchSpace
@@ -123,11 +130,20 @@ class BudgetObjective:
     fidelity: Fidelity = field(default_factory=Fidelity)
     latency_runtime: str | None = None  # onnxruntime (default when installed) or torch
     latency_threads: int = 1
+    repairer: Repairer | None = None
+    callables: dict[str, Callable_] = field(default_factory=dict)
     _cache: dict[FeatherFaceConfig, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.solver = Solver(self.space, self.spec.target, self.spec.tolerance, tuple(self.spec.input_size),
-                             self.spec.max_macs)
+        spec = self.spec
+        if self.repairer is None:
+            proof = prove(self.space, spec.target, spec.tolerance, input_size=tuple(spec.input_size),
+                          dcn_macs=spec.dcn_macs, max_macs=spec.max_macs, convention=spec.convention)
+            self.repairer = Repairer(self.space, spec.target, spec.tolerance, tuple(spec.input_size),
+                                     spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures,
+                                     spec.convention)
+        self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))
+                          if spec.reference is not None else None)
 
     def __call__(self, trial: Any) -> float | list[float]:
         try:
@@ -153,15 +169,19 @@ class BudgetObjective:
     def _evaluate(self, trial: Any) -> float | list[float]:
         spec = self.spec
         sampled = self.space.sample(trial)
-        sol = self.solver.solve(sampled)
+        trial.set_user_attr(R.SAMPLED, {k: sampled[k] for k in self.space.sampled if k in sampled})
+        assert self.repairer is not None
+        pinned = (getattr(trial, "user_attrs", None) or {}).get(R.ENQUEUED)
+        # an enqueued exact config (an optimum or a witness) is built as it is, free knobs included
+        sol = self.repairer.repair(pinned["knobs"], free=()) if pinned else self.repairer.repair(sampled)
         if sol is None:
-            raise TrialFailed("no valid config completes the sampled knobs (every budget-knob value breaks a rule)")
+            raise TrialFailed("no config of the space lies within the window")
         try:
             cfg = config_from_knobs(sol.knobs)
         except ConfigError as exc:
             raise TrialFailed(f"ConfigError: {exc}") from None
         h, w = spec.input_size
-        res = count(cfg, h, w)
+        res = count(cfg, h, w, dcn_macs=spec.dcn_macs, convention=spec.convention)
         if res.params != sol.params or res.macs != sol.macs:
             raise TrialFailed(f"solver predicted {sol.params} params / {sol.macs} MACs but the counter "
                               f"gives {res.params} / {res.macs}")
@@ -175,21 +195,27 @@ class BudgetObjective:
         trial.set_user_attr(R.DELTA, delta)
         trial.set_user_attr(R.FEASIBLE, feasible)
         trial.set_user_attr(R.MODULES, {k: {"params": c.params, "macs": c.macs} for k, c in res.modules.items()})
-        trial.set_user_attr(R.SOLVER, {"in_window": sol.in_window, "checked": sol.checked})
+        trial.set_user_attr(R.SOLVER, sol.to_json())
         trial.set_constraint("params", float(abs(delta) - spec.tolerance))
         if spec.max_macs is not None:
             trial.set_constraint("macs", float(res.macs - spec.max_macs))
+        close = None
+        if "closest" in spec.objectives and self.reference is not None:
+            close = distance(knobs_from_config(cfg), self.reference)
+            trial.set_user_attr(R.CLOSEST, close)
         values: list[float] = []
-        expensive = {}
-        if feasible and any(o in ("latency", "proxy_ap") for o in spec.objectives):
+        expensive: dict[str, float] = {}
+        if feasible and any(o in ("latency", "proxy_ap") or o in self.callables for o in spec.objectives):
             expensive = self._expensive(trial, cfg)
         for name in spec.objectives:
             if name == "macs":
                 values.append(float(res.macs))
-            elif name == "latency":
-                values.append(expensive.get("latency", math.inf))
+            elif name == "closest":
+                values.append(math.inf if close is None else close)
             elif name == "proxy_ap":
                 values.append(expensive.get("proxy_ap", 0.0))
+            else:  # latency, callables
+                values.append(expensive.get(name, math.inf))
         return values[0] if len(values) == 1 else values
 
     def _expensive(self, trial: Any, cfg: FeatherFaceConfig) -> dict[str, Any]:
@@ -208,6 +234,16 @@ class BudgetObjective:
             if not math.isfinite(ap):
                 raise TrialFailed(f"proxy training returned {ap}")
             got["proxy_ap"] = ap
+        for name, fn in self.callables.items():
+            if name in self.spec.objectives and name not in got:
+                v = fn(cfg)
+                try:
+                    val = math.nan if isinstance(v, bool) else float(v)
+                except (TypeError, ValueError):
+                    val = math.nan
+                if not math.isfinite(val):
+                    raise TrialFailed(f"objective {name!r} returned {v!r} (need a finite number)")
+                got[name] = val
         self._cache[cfg] = got
         if "latency" in got:
             trial.set_user_attr(R.LATENCY_MS, got["latency"])
@@ -217,6 +253,9 @@ class BudgetObjective:
             trial.set_user_attr(R.LATENCY_THREADS, got["latency_threads"])
         if "proxy_ap" in got:
             trial.set_user_attr(R.PROXY_AP, got["proxy_ap"])
+        mine = {k: v for k, v in got.items() if k in self.callables}
+        if mine:
+            trial.set_user_attr(R.CALLABLES, mine)
         return got
 
 
@@ -235,5 +274,6 @@ def _safe_attr(trial: Any, key: str, value: Any) -> None:
 
 def summarize(spec: R.StudySpec) -> str:
     extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
-    return f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}"
+    return (f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}; "
+            f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
 

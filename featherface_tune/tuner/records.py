@@ -5,14 +5,23 @@ Study user attribute `STUDY_ATTR` (= "featherface_tune") holds a dict with `STUD
     target      int, the parameter target
     tolerance   int, absolute parameters either side of the target
     input_size  [h, w] at which MACs (and latency) are measured
-    objectives  list of objective names, e.g. ["macs"] or ["macs", "latency"] or ["proxy_ap"]
+    objectives  list of objective names, e.g. ["closest"], ["macs", "latency"], ["proxy_ap"]; any other
+                name is a Python callable's (minimised, values in the trial's `callables`)
     max_macs    int or null
     space       dict, the search space (`SearchSpace.to_dict()`)
+    dcn_macs    "full" (MACs count the DCN offset and modulator convs) or "dense" (they are left out).
+                A study stored without it is a legacy study from before full compute: its MACs are
+                "dense"; readers say so.
+    reference   dict or null: the config the `closest` objective measures distance to
+                (`FeatherFaceConfig.to_dict()`), null when `closest` is not an objective
+    convention  the counting convention of params and MACs (`featherface_tune.counter.conventions`):
+                "numel" (true parameters, fvcore MACs) unless the search asked for another, e.g.
+                "thop" (the paper's figures). Absent in studies stored before it existed: "numel".
 
 Every trial's user attributes (`TRIAL_KEYS`):
     config      the full config, `FeatherFaceConfig.to_dict()`
-    params      int, exact parameter count (analytic counter)
-    macs        int, MACs at input_size (fvcore convention, DCN dense)
+    params      int, exact parameter count (analytic counter, in the study's convention)
+    macs        int, MACs at input_size (the study's convention; DCN offset/modulator convs per dcn_macs)
     delta       int, params - target
     feasible    bool, within the tolerance window (and under max_macs if set)
     modules     {group: {"params": int, "macs": int}}
@@ -24,20 +33,37 @@ Every trial's user attributes (`TRIAL_KEYS`):
     latency_threads  int, with latency_ms: intra-op threads used
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
-    solver      {"in_window": int, "checked": int}: how many completions of the trial's sampled
-                knobs the budget solver enumerated and how many were within the window (extra, optional)
+    closest     float, only with the `closest` objective: distance of config to the reference
+                (`featherface_tune.tuner.solve.distance`)
+    callables   {name: float}, only with Python callable objectives: their values
+    sampled     {knob: value}: what Optuna sampled (knobs of `featherface_tune.tuner.space.KNOBS`;
+                knobs with one value or in the space's `solve` list are absent); `config` is what was
+                built from it
+    solver      {"method": "exact set" | "by structure" | "sampled structure", "candidates": int, "switches": int,
+                "width": float, "distance": float}: how the sample was repaired - the exact configs
+                (or in-window completions) compared, and the distance from the sample to the built
+                config (switch knobs changed, width terms; solve.distance). Optional, for inspection.
+    enqueued    {"why": "optimum" | "witness", "knobs": {knob: value}}: only on trials the search
+                enqueued - a proven optimum of an analytic objective, or the certificate's witness
+                (built as given)
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 RECORD_VERSION = "1"
+DEFAULT_TRIALS = 300
+DEFAULT_REFERENCE = "featherface-official"  # the reference of the `closest` objective
 DEFAULT_DB = "featherface-tune.db"  # the embedded study store in the working directory
 STUDY_ATTR = "featherface_tune"
-STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space")
+STUDY_KEYS = ("version", "target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
+              "reference", "convention")
+LEGACY_DCN_MACS = "dense"  # the convention of studies stored without `dcn_macs`
 
 CONFIG = "config"
 PARAMS = "params"
@@ -54,6 +80,10 @@ LATENCY_DETAIL = (LATENCY_SPREAD_MS, LATENCY_CI, LATENCY_RUNTIME, LATENCY_THREAD
 PROXY_AP = "proxy_ap"
 FAIL_REASON = "fail_reason"
 SOLVER = "solver"
+CLOSEST = "closest"
+CALLABLES = "callables"
+SAMPLED = "sampled"
+ENQUEUED = "enqueued"
 TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, *LATENCY_DETAIL, PROXY_AP, FAIL_REASON)
 
 # objective name -> (user attribute holding its value, Optuna direction)
@@ -61,7 +91,20 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "macs": (MACS, "minimize"),
     "latency": (LATENCY_MS, "minimize"),
     "proxy_ap": (PROXY_AP, "maximize"),
+    "closest": (CLOSEST, "minimize"),
 }
+# objectives that depend on the config alone: solved over the exact set rather than sampled
+ANALYTIC = ("macs", "closest")
+
+
+def direction(objective: str) -> str:
+    """Optuna direction of an objective; Python callables (any other name) are minimised."""
+    return OBJECTIVES[objective][1] if objective in OBJECTIVES else "minimize"
+
+
+def is_legacy(attr: Mapping[str, Any]) -> bool:
+    """True for a study attribute written before full compute (no `dcn_macs`: its MACs are dense)."""
+    return "dcn_macs" not in attr
 
 
 def window_text(target: int, tolerance: int) -> str:
@@ -80,6 +123,9 @@ class StudySpec:
     max_macs: int | None
     space: Mapping[str, Any] = field(default_factory=dict)
     version: str = RECORD_VERSION
+    dcn_macs: str = "full"
+    reference: Mapping[str, Any] | None = None
+    convention: str = "numel"
 
     def to_attr(self) -> dict[str, Any]:
         return {
@@ -90,6 +136,9 @@ class StudySpec:
             "objectives": list(self.objectives),
             "max_macs": self.max_macs,
             "space": dict(self.space),
+            "dcn_macs": self.dcn_macs,
+            "reference": dict(self.reference) if self.reference is not None else None,
+            "convention": self.convention,
         }
 
     @classmethod
@@ -97,10 +146,13 @@ class StudySpec:
         return cls(target=int(data["target"]), tolerance=int(data["tolerance"]),
                    input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
                    objectives=tuple(data["objectives"]), max_macs=data.get("max_macs"),
-                   space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)))
+                   space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)),
+                   dcn_macs=str(data.get("dcn_macs", LEGACY_DCN_MACS)),
+                   reference=dict(data["reference"]) if data.get("reference") else None,
+                   convention=str(data.get("convention", "numel")))
 
     def directions(self) -> list[str]:
-        return [OBJECTIVES[o][1] for o in self.objectives]
+        return [direction(o) for o in self.objectives]
 
     def window(self) -> tuple[int, int]:
         return self.target - self.tolerance, self.target + self.tolerance
@@ -123,24 +175,50 @@ class TrialRecord:
     fail_reason: str | None = None
     modules: Mapping[str, Any] = field(default_factory=dict)
     seconds: float | None = None
+    closest: float | None = None
+    callables: Mapping[str, float] = field(default_factory=dict)
+    sampled: Mapping[str, Any] | None = None
+    objectives: tuple[str, ...] = ()  # the study's objectives, in the order of `values`
     latency: Mapping[str, Any] = field(default_factory=dict)  # LATENCY_DETAIL keys present on the trial
 
     @classmethod
-    def from_trial(cls, t: Any) -> "TrialRecord":
+    def from_trial(cls, t: Any, spec: "StudySpec | None" = None) -> "TrialRecord":
+        """The one reader of a trial's user attributes (search, report and the gate use it). It
+        tolerates attributes of the wrong type (a hand-edited or foreign study): they read as
+        missing. With `spec`, a missing `delta` and `feasible` are derived from the window."""
         a = copy.deepcopy(dict(t.user_attrs))  # a copy: trials read with deepcopy=False share storage caches
         secs = None
         if t.datetime_start is not None and t.datetime_complete is not None:
             secs = (t.datetime_complete - t.datetime_start).total_seconds()
         values = tuple(float(v) for v in t.values) if t.values is not None else None
-        return cls(number=t.number, state=t.state.name, config=a.get(CONFIG), params=a.get(PARAMS),
-                   macs=a.get(MACS), delta=a.get(DELTA), feasible=bool(a.get(FEASIBLE, False)),
-                   values=values, latency_ms=a.get(LATENCY_MS), proxy_ap=a.get(PROXY_AP),
-                   fail_reason=a.get(FAIL_REASON), modules=dict(a.get(MODULES) or {}), seconds=secs,
+        params, macs, delta = as_int(a.get(PARAMS)), as_int(a.get(MACS)), as_int(a.get(DELTA))
+        feasible = a.get(FEASIBLE)
+        if spec is not None:
+            if delta is None and params is not None:
+                delta = params - spec.target
+            if not isinstance(feasible, bool):
+                feasible = (delta is not None and abs(delta) <= spec.tolerance and macs is not None
+                            and (spec.max_macs is None or macs <= spec.max_macs))
+        return cls(number=t.number, state=t.state.name, config=_mapping(a.get(CONFIG)), params=params,
+                   macs=macs, delta=delta, feasible=feasible is True, values=values,
+                   latency_ms=as_float(a.get(LATENCY_MS)), proxy_ap=as_float(a.get(PROXY_AP)),
+                   fail_reason=str(a[FAIL_REASON]) if a.get(FAIL_REASON) else None,
+                   modules=_mapping(a.get(MODULES)) or {}, seconds=secs, closest=as_float(a.get(CLOSEST)),
+                   callables=_mapping(a.get(CALLABLES)) or {}, sampled=_mapping(a.get(SAMPLED)),
+                   objectives=tuple(spec.objectives) if spec is not None else (),
                    latency={k: a[k] for k in LATENCY_DETAIL if k in a})
 
     def objective_value(self, name: str) -> float | None:
-        v = {"macs": self.macs, "latency": self.latency_ms, "proxy_ap": self.proxy_ap}[name]
-        return None if v is None else float(v)
+        """The value the search ranks by: the measured attribute (`OBJECTIVES`, `latency_ms` too, a
+        callable's value), else the trial's Optuna value for that objective; None when neither is a
+        finite number."""
+        known = {"macs": self.macs, "latency": self.latency_ms, "latency_ms": self.latency_ms,
+                 "proxy_ap": self.proxy_ap, "closest": self.closest}
+        v = known[name] if name in known else self.callables.get(name)
+        if v is None and self.values is not None and name in self.objectives:
+            i = self.objectives.index(name)
+            v = self.values[i] if i < len(self.values) else None
+        return as_float(v)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"trial": self.number, "state": self.state, "params": self.params,
@@ -150,9 +228,35 @@ class TrialRecord:
             out.update(self.latency)
         if self.proxy_ap is not None:
             out["proxy_ap"] = self.proxy_ap
+        if self.closest is not None:
+            out["closest"] = self.closest
+        if self.callables:
+            out["callables"] = dict(self.callables)
         if self.fail_reason is not None:
             out["fail_reason"] = self.fail_reason
+        if self.sampled is not None:
+            out["sampled"] = dict(self.sampled)
         out["config"] = dict(self.config) if self.config is not None else None
         return out
 
 
+def as_int(v: Any) -> int | None:
+    """An integer attribute (numpy's too), or None: missing, a bool, a fraction, not finite, not a number."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer():
+        return int(v)
+    return None
+
+
+def as_float(v: Any) -> float | None:
+    """A finite number as float, or None."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        return None
+    return float(v)
+
+
+def _mapping(v: Any) -> dict[str, Any] | None:
+    return dict(v) if isinstance(v, Mapping) else None

@@ -8,16 +8,19 @@ where `level(s)` is one level's SSH + shuffle + head with output width s (its pa
 on the level; its MACs do), `cbam_*` the CBAM blocks at a ratio, and `base` everything else (backbone,
 neck) - all given the *structure* (the non-budget knobs). MACs split the same way. So:
 
-* `Solver.solve` takes a trial's sampled knobs and enumerates every combination of the budget knobs
-  (29^3 x 4 x 4 = 390,224 in the default space) with numpy, for each value of the solved structure
-  knobs (default: BiFPN repeats), keeps those within the window and under `max_macs`, and returns the
-  one with the fewest MACs - or, if none, the nearest one.
-* `certify` runs the same sums over *every* structure of the space (sorted sums + binary search),
-  which proves whether any config of the space lies within the window, how many do, and the nearest
-  achievable counts on either side, each with a witness config.
+* `prove` runs these sums over *every* structure of the space (sorted sums of the three SSH tables +
+  binary search), which proves whether any config of the space lies within the window, how many do,
+  the nearest achievable counts on either side (each with a witness config) - and, when the window
+  holds at most `MAX_EXACT` configs, lists every one of them with its MACs (`ExactSet`).
+* `Repairer.repair` projects a sampled point (every knob sampled by Optuna) onto the exact config
+  nearest to it under `distance` (MACs break ties): over the `ExactSet` when there is one, else
+  structure by structure in order of a lower bound (`_nearest_by_structure`).
 
 The per-term costs come from the same block cost functions as `featherface_tune.counter.analytic`;
 each solution is re-counted with `count()` by the caller, and tests check the split on random configs.
+MACs follow `dcn_macs` ("full" counts the DCN offset and modulator convs, "dense" leaves them out), and
+params and MACs follow `convention` (`featherface_tune.counter.conventions`: "numel" by default; e.g.
+"thop" counts what thop reports on the official code, so a search lands on the paper's figure).
 """
 
 from __future__ import annotations
@@ -25,20 +28,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.counter.conventions import cbam_levels_in, level_tail_in
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 from featherface_tune.tuner.records import window_text
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, CONTEXT, SSH_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, applies, config_from_knobs,
+    BUDGET_KNOBS, CONTEXT, RATIO_KNOBS, SSH_KNOBS, STR_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, applies, config_from_knobs,
     inactive_value, knobs_from_config, switched_on,
 )
 
 MAX_CERTIFY_STRUCTURES = 250_000
+MAX_EXACT = 250_000  # exact configs listed explicitly (about 200 bytes each: 50 MB); above it the search samples
+MAX_PROOF_BYTES = 512 * 2**20  # memory the sorted SSH sums of one structure may take
 
 
 class NoConfigInWindow(InputError):
@@ -55,6 +61,18 @@ class Table:
     values: tuple[Any, ...]
     params: np.ndarray
     macs: np.ndarray
+
+
+def check_memory(space: SearchSpace) -> None:
+    """A one-line ConfigError when the space's SSH domains would make numpy ask for too much memory
+    (the sorted sums of P3 x P4 x P5 widths: 24 bytes per combination while proving)."""
+    n3, n4, n5 = (len(space.domain(k).values) for k in SSH_KNOBS)
+    combos = n3 * n4 * n5
+    need = combos * 24
+    if need > MAX_PROOF_BYTES:
+        raise ConfigError(f"space: the SSH widths give {combos:,} P3 x P4 x P5 combinations ({n3} x {n4} x {n5}); "
+                          f"proving the space would take about {need / 2**20:,.0f} MiB (at most "
+                          f"{MAX_PROOF_BYTES / 2**20:,.0f} MiB); narrow ssh_channels or take a larger step")
 
 
 # ---- per-term tables (cached by exactly the knobs each term depends on) ----------------------
@@ -87,41 +105,52 @@ def _valid_ratios(values: tuple[int, ...], which: str, width: float | int) -> tu
 
 @lru_cache(maxsize=8192)
 def _ssh_table(values: tuple[int, ...], n: int, dcn: bool, shuffle: str, anchors: int, landmarks: bool,
-               hw: int) -> tuple[np.ndarray, np.ndarray]:
-    # SSH + shuffle + heads of one level, as count() sums them (dense DCN convention)
+               hw: int, dcn_macs: str, convention: str = "numel") -> tuple[np.ndarray, np.ndarray]:
+    # SSH + shuffle + heads of one level, as count() sums them (t[6]: the DCN offset/modulator convs)
+    if convention != "numel":
+        pm = [level_tail_in(convention, n, s, dcn, shuffle, anchors, landmarks, hw, dcn_macs) for s in values]
+        return (np.array([p for p, _ in pm], dtype=np.int64), np.array([m for _, m in pm], dtype=np.int64))
     tails = [level_tail(n, s, dcn, shuffle, anchors, landmarks, hw) for s in values]
+    full = dcn_macs == "full"
     return (np.array([t[0] + t[2] + t[4] for t in tails], dtype=np.int64),
-            np.array([t[1] + t[3] + t[5] for t in tails], dtype=np.int64))
+            np.array([t[1] + t[3] + t[5] + (t[6] if full else 0) for t in tails], dtype=np.int64))
 
 
 @lru_cache(maxsize=4096)
-def _cbam_table(values: tuple[int, ...], on: bool, chans: tuple[int, int, int], hws: tuple[int, int, int]
-                ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+def _cbam_table(values: tuple[int, ...], on: bool, chans: tuple[int, int, int], hws: tuple[int, int, int],
+                convention: str = "numel") -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     if not on:
         return values[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    costs = [cbam_levels(chans, r, hws) for r in values]
+    costs = [cbam_levels(chans, r, hws) if convention == "numel" else cbam_levels_in(convention, chans, r, hws)
+             for r in values]
     return (values, np.array([p for p, _ in costs], dtype=np.int64),
             np.array([m for _, m in costs], dtype=np.int64))
 
 
 @lru_cache(maxsize=8192)
-def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int) -> tuple[int, int] | None:
-    """(params, MACs) of the backbone and neck, read off the count of a probe config."""
+def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int, convention: str = "numel"
+          ) -> tuple[int, int] | None:
+    """(params, MACs) of the backbone and neck, read off the count of a probe config (None when the
+    structure breaks a rule, or the convention cannot count it)."""
     probe = _probe(backbone_width=bw, neck=neck, bifpn_repeats=reps, neck_channels=n,
                    backbone_cbam=False, neck_cbam=False, ssh_channels=4, ssh_deformable=False,
                    shuffle="none", anchors_per_cell=1, landmarks=False)
     if probe is None:
         return None
-    groups = dict(zip(GROUPS, count(probe, h, w).groups))
+    try:
+        groups = dict(zip(GROUPS, count(probe, h, w, convention=convention).groups))
+    except ConfigError:  # e.g. thop counts only the official backbone width
+        return None
     (bp, bm), (np_, nm) = groups["backbone"], groups["neck"]
     return bp + np_, bm + nm
 
 
 def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
                   domains: Mapping[str, tuple[Any, ...]] | None = None,
-                  params_only: bool = False) -> list[Table]:
+                  params_only: bool = False, dcn_macs: str = "full", convention: str = "numel") -> list[Table]:
     """Tables for the five budget knobs given structure `s` (domains default to the space's);
-    values that break a rule in this structure are left out. `params_only`: MACs left at 0."""
+    values that break a rule in this structure are left out. `params_only`: MACs left at 0;
+    `dcn_macs`, `convention`: how params and MACs are counted (see `count`)."""
     hws = (0, 0, 0) if params_only else level_hws(h, w)
     doms = {k: (tuple(domains[k]) if domains and k in domains else space.domain(k).values)
             for k in BUDGET_KNOBS}
@@ -130,7 +159,7 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
     for k, hw in zip(SSH_KNOBS, hws):
         vals = _valid_ssh(doms[k], s["shuffle"], s["shuffle_groups"])
         p, m = _ssh_table(vals, n, s["ssh_deformable"], s["shuffle"], s["anchors_per_cell"],
-                          s["landmarks"], hw)
+                          s["landmarks"], hw, dcn_macs, convention)
         out.append(Table(k, vals, p, m))
     bw = float(s["backbone_width"])
     for knob, which, width, chans in (("backbone_cbam_reduction", "backbone", bw, backbone_channels(bw)),
@@ -140,101 +169,97 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
         if not vals:
             out.append(Table(knob, (), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
             continue
-        v2, p, m = _cbam_table(vals, on, chans, hws)
+        v2, p, m = _cbam_table(vals, on, chans, hws, convention)
         out.append(Table(knob, v2, p, m))
     return out
 
 
-def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int) -> tuple[int, int] | None:
+def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int, convention: str = "numel"
+              ) -> tuple[int, int] | None:
     """(params, MACs) of everything but the budget terms; None if the structure has no valid config."""
     if any(len(t.values) == 0 for t in tables):
         return None
-    return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w)
+    return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w, convention)
 
 
-# ---- the per-trial solver ---------------------------------------------------------------------
+# ---- the distance between two knob assignments ---------------------------------------------------
+
+# Width knobs change a size; switch knobs change what the network is. A width term is the relative
+# change |a - b| / max(a, b) (0 when equal, always below 1) of a knob that applies in both (a CBAM ratio
+# only where that CBAM is on in both, BiFPN repeats only where both use BiFPN, shuffle groups only
+# where both shuffle); a switch costs SWITCH_COST, more than all nine width terms together can.
+WIDTH_KNOBS = ("backbone_width", "neck_channels", "bifpn_repeats", "shuffle_groups") + BUDGET_KNOBS
+SWITCH_KNOBS = ("backbone_cbam", "neck", "neck_cbam", "ssh_deformable", "shuffle", "anchors_per_cell", "landmarks")
+SWITCH_COST = 10.0
+_BUDGET_COLS = [WIDTH_KNOBS.index(k) for k in BUDGET_KNOBS]
+_RATIO_COLS = [WIDTH_KNOBS.index(k) for k in RATIO_KNOBS]
+
+
+def _code(knob: str, v: Any) -> float:
+    if knob in STR_KNOBS:
+        return float(STR_KNOBS[knob].index(v))
+    return float(v)
+
+
+def encode(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(width values, switch codes) of knob assignments; NaN where a width knob does not apply or is
+    missing (a missing switch is -1)."""
+    w = np.array([[float(r[k]) if k in r and applies(k, r) else np.nan for k in WIDTH_KNOBS] for r in rows],
+                 dtype=np.float64).reshape(len(rows), len(WIDTH_KNOBS))
+    c = np.array([[_code(k, r[k]) if k in r else -1.0 for k in SWITCH_KNOBS] for r in rows],
+                 dtype=np.float64).reshape(len(rows), len(SWITCH_KNOBS))
+    return w, c
+
+
+def _masks(free: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([k not in free for k in WIDTH_KNOBS]), np.array([k not in free for k in SWITCH_KNOBS]))
+
+
+def distance_terms(w: np.ndarray, c: np.ndarray, point: Mapping[str, Any], free: Sequence[str] = ()
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(switches, width sum) of every encoded row to `point`; knobs in `free` (or missing from the
+    point) cost nothing."""
+    (pw,), (pc,) = encode([point])
+    wmask, cmask = _masks(tuple(free) + tuple(k for k in SWITCH_KNOBS if k not in point))
+    with np.errstate(invalid="ignore"):
+        rel = np.abs(w - pw) / np.maximum(w, pw)
+    width = np.where(np.isnan(rel), 0.0, rel)[:, wmask].sum(axis=1)
+    switches = (c[:, cmask] != pc[cmask]).sum(axis=1)
+    return switches, width
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], free: Sequence[str] = ()) -> float:
+    """The distance between two knob assignments: SWITCH_COST per changed switch + the width terms."""
+    w, c = encode([a])
+    sw, wd = distance_terms(w, c, b, free)
+    return float(sw[0] * SWITCH_COST + wd[0])
+
 
 @dataclass(frozen=True)
 class Solution:
-    """A full knob assignment chosen by the solver, with its predicted counts."""
+    """The exact config a sampled point was repaired to, with its predicted counts."""
 
     knobs: Mapping[str, Any]
     params: int
     macs: int
-    in_window: int  # completions of the sampled knobs within the window (and under max_macs)
-    checked: int  # completions enumerated
+    switches: int  # switch knobs changed from the sampled point
+    width: float  # sum of the width terms to the sampled point
+    candidates: int  # exact configs (or in-window completions) compared
+    method: str  # "exact set" or "by structure"
 
     @property
-    def exact(self) -> bool:
-        return self.in_window > 0
+    def distance(self) -> float:
+        return self.switches * SWITCH_COST + self.width
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "candidates": self.candidates, "switches": self.switches,
+                "width": round(self.width, 6), "distance": round(self.distance, 6)}
 
 
-@dataclass(frozen=True)
-class Solver:
-    space: SearchSpace
-    target: int
-    tolerance: int
-    input_size: tuple[int, int] = (640, 640)
-    max_macs: int | None = None
-
-    def solve(self, sampled: Mapping[str, Any]) -> Solution | None:
-        """Complete `sampled` (all knobs but the solved ones): the fewest-MACs completion within the
-        window (and under max_macs), else the completion nearest the target. None if no valid one.
-
-        Structure knobs missing from `sampled` (solved ones, e.g. `bifpn_repeats`) are tried value by
-        value; the budget knobs are enumerated together with numpy."""
-        best: Solution | None = None
-        in_window = checked = 0
-        for extra in self._structure_combos(sampled):
-            sol = self._solve_budget({**sampled, **extra})
-            if sol is None:
-                continue
-            in_window += sol.in_window
-            checked += sol.checked
-            if best is None or self._rank(sol) < self._rank(best):
-                best = sol
-        if best is None:
-            return None
-        return Solution(best.knobs, best.params, best.macs, in_window, checked)
-
-    def _rank(self, sol: Solution) -> tuple[int, int, int]:
-        return (0, sol.macs, 0) if sol.exact else (1, abs(sol.params - self.target), sol.macs)
-
-    def _structure_combos(self, sampled: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return list(self.space.iter_structures(fixed=sampled))
-
-    def _solve_budget(self, sampled: Mapping[str, Any]) -> Solution | None:
-        h, w = self.input_size
-        doms = {k: (tuple(self.space.domain(k).values) if k not in sampled else (sampled[k],))
-                for k in BUDGET_KNOBS}
-        tables = budget_tables(self.space, sampled, h, w, doms)
-        base = base_cost(sampled, tables, h, w)
-        if base is None:
-            return None
-        P = _param_grid(tables, base[0])
-        shape = P.shape
-        lo, hi = self.target - self.tolerance, self.target + self.tolerance
-        mask = (P >= lo) & (P <= hi)
-        idx = np.flatnonzero(mask)
-        macs_of = lambda flat: base[1] + sum(  # noqa: E731
-            tables[i].macs[ix] for i, ix in enumerate(np.unravel_index(flat, shape)))
-        n_ok = 0
-        if idx.size:
-            M = macs_of(idx)
-            if self.max_macs is not None:
-                under = M <= self.max_macs
-                n_ok = int(under.sum())
-                pick = idx[under][np.argmin(M[under])] if n_ok else idx[np.argmin(M)]
-            else:
-                n_ok = int(idx.size)
-                pick = idx[np.argmin(M)]
-        else:
-            dist = np.abs(P.ravel() - self.target)
-            near = np.flatnonzero(dist == dist.min())
-            pick = near[np.argmin(macs_of(near))]
-        ix = np.unravel_index(pick, shape)
-        return Solution(_knobs_at(sampled, tables, ix), int(P[ix]), int(macs_of(np.array([pick]))[0]), n_ok,
-                        int(P.size))
+def _pick(total: np.ndarray, macs: np.ndarray) -> int:
+    """Index of the smallest total, fewest MACs among ties."""
+    near = np.flatnonzero(total <= total.min() + 1e-9)
+    return int(near[np.argmin(macs[near])])
 
 
 def _param_grid(tables: list[Table], base_params: int) -> np.ndarray:
@@ -251,6 +276,54 @@ def _knobs_at(s: Mapping[str, Any], tables: list[Table], ix: tuple[Any, ...]) ->
     for t, i in zip(tables, ix):
         knobs[t.knob] = t.values[int(i)]
     return knobs
+
+
+# ---- the exact set: every config within the window, listed -------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class ExactSet:
+    """Every config of a space within the window (under max_macs, if set), as arrays: structure
+    `sid[i]` of `structures`, budget-knob values `budget[i]` (BUDGET_KNOBS order), params, MACs."""
+
+    structures: tuple[Mapping[str, Any], ...]
+    sid: np.ndarray
+    budget: np.ndarray
+    params: np.ndarray
+    macs: np.ndarray
+    dcn_macs: str
+
+    def __post_init__(self) -> None:
+        w, c = encode(self.structures)
+        on = np.array([[applies(k, s) for k in RATIO_KNOBS] for s in self.structures],
+                      dtype=bool).reshape(-1, len(RATIO_KNOBS))[self.sid]  # a ratio applies where its CBAM is on
+        w, c = w[self.sid], c[self.sid]
+        w[:, _BUDGET_COLS] = self.budget
+        w[:, _RATIO_COLS] = np.where(on, w[:, _RATIO_COLS], np.nan)
+        object.__setattr__(self, "w", w)
+        object.__setattr__(self, "c", c)
+
+    def __len__(self) -> int:
+        return int(self.sid.size)
+
+    def knobs(self, i: int) -> dict[str, Any]:
+        return {**self.structures[int(self.sid[i])], **{k: int(v) for k, v in zip(BUDGET_KNOBS, self.budget[i])}}
+
+    def config(self, i: int) -> FeatherFaceConfig:
+        return config_from_knobs(self.knobs(i))
+
+    def subset(self, keep: np.ndarray) -> "ExactSet":
+        return ExactSet(self.structures, self.sid[keep], self.budget[keep], self.params[keep], self.macs[keep],
+                        self.dcn_macs)
+
+    def distances(self, point: Mapping[str, Any], free: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(switches, width sum) of every config to `point`."""
+        return distance_terms(self.w, self.c, point, free)  # type: ignore[attr-defined]
+
+    def nearest(self, point: Mapping[str, Any], free: Sequence[str] = ()) -> Solution:
+        sw, wd = self.distances(point, free)
+        i = _pick(sw * SWITCH_COST + wd, self.macs)
+        return Solution(self.knobs(i), int(self.params[i]), int(self.macs[i]), int(sw[i]), float(wd[i]),
+                        len(self), "exact set")
 
 
 # ---- the certificate: what the whole space can reach -------------------------------------------
@@ -281,10 +354,6 @@ class Certificate:
     never_valid: tuple[tuple[str, Any], ...] = ()  # (knob, value) pairs no valid config of the space uses
     fixed_knobs: tuple[str, ...] = ()  # knobs with a single value in the space
 
-    @property
-    def reachable(self) -> bool:
-        return self.in_window > 0
-
     def evidence(self) -> str:
         return (f"exhaustive count over {self.configs:,} valid configs ({self.structures:,} structures x "
                 f"every budget-knob combination) in {self.seconds:.1f} s")
@@ -299,16 +368,49 @@ class Certificate:
                 "method": "sum of per-term parameter tables over every structure; sorted sums + binary search"}
 
 
-@lru_cache(maxsize=4096)
-def _triple_sums(p3: bytes, p4: bytes, p5: bytes) -> np.ndarray:
-    a, b, c = (np.frombuffer(x, dtype=np.int64) for x in (p3, p4, p5))
-    return np.sort((a[:, None, None] + b[None, :, None] + c[None, None, :]).ravel())
+@dataclass(frozen=True, eq=False)
+class Proof:
+    """What `prove` found: the certificate, the exact set (None when the window holds more than
+    `max_exact` configs, or the space is too large), and the structures with a config in the window."""
+
+    certificate: Certificate
+    exact: ExactSet | None
+    hit_structures: tuple[Mapping[str, Any], ...]
+    least_macs: int | None = None  # fewest MACs in the window (before max_macs), when listed
 
 
-def _find(space: SearchSpace, s: Mapping[str, Any], value: int) -> Witness:
+def _sorted_sums(p3: np.ndarray, p4: np.ndarray, p5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted sums of one value from each table, flat P3 x P4 x P5 index of each sum)."""
+    tri = (p3[:, None, None] + p4[None, :, None] + p5[None, None, :]).ravel()
+    shift = max(1, int(tri.size - 1).bit_length())
+    if tri.size and int(tri.min()) >= 0 and int(tri.max()) < (1 << (62 - shift)):
+        # sort (sum, index) pairs packed into one int64: several times faster than argsort
+        packed = np.sort((tri << shift) | np.arange(tri.size, dtype=np.int64))
+        return packed >> shift, packed & ((1 << shift) - 1)
+    order = np.argsort(tri, kind="stable")
+    return tri[order], order
+
+
+def _hit_bounds(sums: np.ndarray, rest: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each rest entry, the range [left, right) of sorted SSH sums that lands within [lo, hi]."""
+    return (np.searchsorted(sums, lo - rest, side="left"), np.searchsorted(sums, hi - rest, side="right"))
+
+
+def _expand(left: np.ndarray, right: np.ndarray, order: np.ndarray, a: int = 0, b: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(rest index, flat SSH index) of every hit of rest entries a..b (callers bound the count)."""
+    left, right = left[a:b], right[a:b]
+    cnt = right - left
+    tot = int(cnt.sum())
+    ri = np.repeat(np.arange(a, a + cnt.size), cnt)
+    pos = np.repeat(left - (np.cumsum(cnt) - cnt), cnt) + np.arange(tot)
+    return ri, order[pos]
+
+
+def _find(space: SearchSpace, s: Mapping[str, Any], value: int, convention: str = "numel") -> Witness:
     """A config of structure `s` with exactly `value` params (known to exist)."""
-    tables = budget_tables(space, s, 32, 32)
-    base = base_cost(s, tables, 32, 32)
+    tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
+    base = base_cost(s, tables, 32, 32, convention)
     assert base is not None
     P = _param_grid(tables, base[0])
     ix = np.unravel_index(int(np.flatnonzero(P.ravel() == value)[0]), P.shape)
@@ -318,28 +420,39 @@ def _find(space: SearchSpace, s: Mapping[str, Any], value: int) -> Witness:
 def certify(space: SearchSpace, target: int, tolerance: int,
             max_structures: int = MAX_CERTIFY_STRUCTURES) -> Certificate:
     """Enumerate every structure of the space and count the configs within the window."""
+    return prove(space, target, tolerance, max_exact=0, max_structures=max_structures).certificate
+
+
+def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = (640, 640),
+          dcn_macs: str = "full", max_macs: int | None = None, max_exact: int = MAX_EXACT,
+          max_structures: int = MAX_CERTIFY_STRUCTURES, convention: str = "numel") -> Proof:
+    """Enumerate every structure of the space, count the configs within the window and, when they are
+    at most `max_exact`, list them with their MACs (`dcn_macs` convention, at `input_size`; only those
+    under `max_macs` if set). The sorted sums live one group at a time (bounded by `check_memory`)."""
+    check_memory(space)
     t0 = time.perf_counter()
     lo, hi = target - tolerance, target + tolerance
     # group the structures by their three SSH-level tables: each group shares one sorted sum array
-    groups: dict[tuple[bytes, bytes, bytes], tuple[list[Mapping[str, Any]], list[np.ndarray]]] = {}
-    n_struct = 0
+    groups: dict[tuple[bytes, bytes, bytes], tuple[list[int], list[np.ndarray]]] = {}
+    structs: list[dict[str, Any]] = []
     used: dict[str, set[Any]] = {k: set() for k in STRUCTURE_KNOBS + BUDGET_KNOBS}
     applying: set[str] = {k for k in STRUCTURE_KNOBS + BUDGET_KNOBS if k not in CONTEXT}  # + in context
     for s in space.iter_structures():
-        n_struct += 1
-        if n_struct > max_structures:
-            return Certificate(target, tolerance, n_struct - 1, 0, 0, None, None, None, None, None,
+        if len(structs) >= max_structures:
+            cert = Certificate(target, tolerance, len(structs), 0, 0, None, None, None, None, None,
                                time.perf_counter() - t0, complete=False)
-        tables = budget_tables(space, s, 32, 32, params_only=True)
+            return Proof(cert, None, ())
+        structs.append(s)
+        tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
         applying.update(k for k in CONTEXT if applies(k, s))
-        base = base_cost(s, tables, 32, 32)
+        base = base_cost(s, tables, 32, 32, convention)
         if base is None:
             continue
         tb, tn = tables[3], tables[4]
         rest = (tb.params[:, None] + tn.params[None, :]).ravel() + base[0]
         key = (tables[0].params.tobytes(), tables[1].params.tobytes(), tables[2].params.tobytes())
         g = groups.setdefault(key, ([], []))
-        g[0].append(s)
+        g[0].append(len(structs) - 1)
         g[1].append(rest)
         for k in STRUCTURE_KNOBS:
             used[k].add(s[k])
@@ -347,45 +460,243 @@ def certify(space: SearchSpace, target: int, tolerance: int,
             if applies(t.knob, s):
                 used[t.knob].update(t.values)
     n_cfg = n_win = 0
+    hits_per = np.zeros(len(structs), dtype=np.int64)
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (structure id, rest index, SSH index)
+    collecting = max_exact > 0
     cands: dict[str, list[tuple[int, Mapping[str, Any]]]] = {k: [] for k in ("small", "large", "below", "above", "ex")}
     big = np.iinfo(np.int64)
-    for key, (structs, rests) in groups.items():
-        sums = _triple_sums(*key)
-        owner = np.repeat(np.arange(len(structs)), [r.size for r in rests])
+    for key, (sids, rests) in groups.items():
+        sums, order = _sorted_sums(*(np.frombuffer(x, dtype=np.int64) for x in key))
+        sizes = np.array([r.size for r in rests])
+        owner = np.repeat(np.arange(len(sids)), sizes)
         rest = np.concatenate(rests)
         n_cfg += sums.size * rest.size
         j = int(np.argmin(rest))
-        cands["small"].append((int(rest[j] + sums[0]), structs[owner[j]]))
+        cands["small"].append((int(rest[j] + sums[0]), structs[sids[owner[j]]]))
         j = int(np.argmax(rest))
-        cands["large"].append((int(rest[j] + sums[-1]), structs[owner[j]]))
-        left = np.searchsorted(sums, lo - rest, side="left")
-        right = np.searchsorted(sums, hi - rest, side="right")
+        cands["large"].append((int(rest[j] + sums[-1]), structs[sids[owner[j]]]))
+        left, right = _hit_bounds(sums, rest, lo, hi)
         n_here = int((right - left).sum())
         n_win += n_here
-        if n_here and not cands["ex"]:
-            j = int(np.flatnonzero(right > left)[0])
-            cands["ex"].append((int(rest[j] + sums[left[j]]), structs[owner[j]]))
+        if n_here:
+            np.add.at(hits_per, np.asarray(sids)[owner], right - left)
+            if not cands["ex"]:
+                j = int(np.flatnonzero(right > left)[0])
+                cands["ex"].append((int(rest[j] + sums[left[j]]), structs[sids[owner[j]]]))
+            if collecting and n_win <= max_exact:
+                ri, flat = _expand(left, right, order)
+                starts = np.cumsum(sizes) - sizes
+                found.append((np.asarray(sids)[owner[ri]], ri - starts[owner[ri]], flat))
+            else:
+                collecting, found = False, []
         if (left > 0).any():
             vals = np.where(left > 0, rest + sums[np.maximum(left - 1, 0)], big.min)
             j = int(np.argmax(vals))
-            cands["below"].append((int(vals[j]), structs[owner[j]]))
+            cands["below"].append((int(vals[j]), structs[sids[owner[j]]]))
         if (right < sums.size).any():
             vals = np.where(right < sums.size, rest + sums[np.minimum(right, sums.size - 1)], big.max)
             j = int(np.argmin(vals))
-            cands["above"].append((int(vals[j]), structs[owner[j]]))
+            cands["above"].append((int(vals[j]), structs[sids[owner[j]]]))
 
     def witness(key: str, pick: Any) -> Witness | None:
         if not cands[key]:
             return None
         value, s = pick(cands[key], key=lambda c: c[0])
-        return _find(space, s, value)
+        return _find(space, s, value, convention)
 
-    return Certificate(target, tolerance, n_struct, n_cfg, n_win, witness("small", min),
+    exact = (_exact_set(space, structs, found, input_size, dcn_macs, lo, hi, convention)
+             if collecting and n_cfg else None)
+    least_macs = int(exact.macs.min()) if exact is not None and len(exact) else None
+    if exact is not None and max_macs is not None:
+        exact = exact.subset(exact.macs <= max_macs)
+    cert = Certificate(target, tolerance, len(structs), n_cfg, n_win, witness("small", min),
                        witness("large", max), witness("below", max), witness("above", min),
                        witness("ex", min), time.perf_counter() - t0,
                        rule_example="" if n_cfg else _rule_example(space),
                        never_valid=_never_valid(space, used, applying) if n_cfg else (),
                        fixed_knobs=tuple(k for k in STRUCTURE_KNOBS + BUDGET_KNOBS if space.domain(k).fixed))
+    return Proof(cert, exact, tuple(structs[i] for i in np.flatnonzero(hits_per)), least_macs)
+
+
+def _exact_set(space: SearchSpace, structs: list[dict[str, Any]],
+               found: list[tuple[np.ndarray, np.ndarray, np.ndarray]], input_size: tuple[int, int],
+               dcn_macs: str, lo: int, hi: int, convention: str = "numel") -> ExactSet:
+    """The listed window hits decoded into knob values, with their params and MACs."""
+    h, w = input_size
+    sid = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
+    ri = np.concatenate([f[1] for f in found]) if found else np.zeros(0, dtype=np.int64)
+    flat = np.concatenate([f[2] for f in found]) if found else np.zeros(0, dtype=np.int64)
+    order = np.argsort(sid, kind="stable")
+    sid, ri, flat = sid[order], ri[order], flat[order]
+    budget = np.zeros((sid.size, len(BUDGET_KNOBS)), dtype=np.int64)
+    params = np.zeros(sid.size, dtype=np.int64)
+    macs = np.zeros(sid.size, dtype=np.int64)
+    bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True]) if sid.size else np.zeros(1, dtype=np.int64)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        s = structs[int(sid[a])]
+        tables = budget_tables(space, s, h, w, dcn_macs=dcn_macs, convention=convention)
+        base = base_cost(s, tables, h, w, convention)
+        assert base is not None
+        t3, t4, t5, tb, tn = tables
+        i3, i4, i5 = np.unravel_index(flat[a:b], (len(t3.values), len(t4.values), len(t5.values)))
+        ib, i_n = np.divmod(ri[a:b], len(tn.values))
+        idx = (i3, i4, i5, ib, i_n)
+        for col, (t, ix) in enumerate(zip(tables, idx)):
+            budget[a:b, col] = np.asarray(t.values, dtype=np.int64)[ix]
+        params[a:b] = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
+        macs[a:b] = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
+    assert ((params >= lo) & (params <= hi)).all(), "exact set: a listed config is outside the window"
+    used, local = np.unique(sid, return_inverse=True)  # keep only the structures with a listed config
+    return ExactSet(tuple(structs[int(i)] for i in used), local.astype(np.int64), budget, params, macs, dcn_macs)
+
+
+# ---- repair: a sampled point -> the nearest exact config ----------------------------------------
+
+def _better(a: Any, b: Any) -> Any:
+    """The better of two (total distance, MACs, ...) candidates (None loses)."""
+    if a is None or b is None:
+        return b if a is None else a
+    if abs(a[0] - b[0]) <= 1e-9:
+        return a if a[1] <= b[1] else b
+    return a if a[0] < b[0] else b
+
+
+MAX_REPAIR_STRUCTURES = 64  # structures solved per trial without an exact set
+_SUMS_CACHE_BYTES = 64 * 2**20
+_CHUNK = 1 << 20  # in-window completions of one structure compared at a time (bounds memory)
+
+
+@dataclass(eq=False)
+class Repairer:
+    """Projects a sampled point onto the exact config nearest to it (`distance`; MACs break ties).
+
+    With an exact set the projection is one vectorised pass over it. Without one (the window holds
+    too many configs to list), the structures that have a config in the window are visited in order
+    of a lower bound (the distance of their structure knobs alone); each is solved with sorted sums
+    and the visit stops when the next bound exceeds the best found (or after MAX_REPAIR_STRUCTURES).
+    Knobs in `free` (the space's `solve` list) cost nothing."""
+
+    space: SearchSpace
+    target: int
+    tolerance: int
+    input_size: tuple[int, int] = (640, 640)
+    dcn_macs: str = "full"
+    max_macs: int | None = None
+    exact: ExactSet | None = None
+    structures: Sequence[Mapping[str, Any]] = ()
+    convention: str = "numel"
+
+    def __post_init__(self) -> None:
+        self.free = tuple(self.space.solve)
+        self._sw, self._sc = encode(self.structures)
+        self._sw[:, _BUDGET_COLS] = np.nan  # budget knobs: not part of the structure's lower bound
+        self._sums: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self._sums_bytes = 0
+
+    def repair(self, point: Mapping[str, Any], free: Sequence[str] | None = None) -> Solution | None:
+        """The exact config nearest `point`; `free` overrides the space's free knobs."""
+        free = self.free if free is None else tuple(free)
+        if self.exact is not None:
+            return self.exact.nearest(point, free) if len(self.exact) else None
+        return self._nearest_by_structure(point, free)
+
+    def _nearest_by_structure(self, point: Mapping[str, Any], free: tuple[str, ...]) -> Solution | None:
+        if not len(self.structures):  # no proof (space too large to enumerate): the sampled structure only
+            fixed = {k: point[k] for k in STRUCTURE_KNOBS if k in point and k not in free}
+            best = None
+            for s in self.space.iter_structures(fixed=fixed):
+                n, under, anyhow = self._solve_structure(s, point, free)
+                best = _better(best, under or anyhow)
+            if best is None:
+                return self._nearest_count(fixed)
+            _, macs, knobs, params, sw_, wd_ = best
+            return Solution(knobs, params, macs, sw_, wd_, 0, "sampled structure")
+        sw, wd = distance_terms(self._sw, self._sc, point, free)
+        bound = sw * SWITCH_COST + wd
+        best = loose = None  # (total, MACs, knobs, params, switches, width); loose ignores max_macs
+        seen = 0
+        for j in np.argsort(bound, kind="stable")[:MAX_REPAIR_STRUCTURES]:
+            if best is not None and bound[j] > best[0] + 1e-9:
+                break
+            n, under, anyhow = self._solve_structure(self.structures[int(j)], point, free)
+            seen += n
+            best, loose = _better(best, under), _better(loose, anyhow)
+        pick = best or loose
+        if pick is None:
+            return None
+        _, macs, knobs, params, sw_, wd_ = pick
+        return Solution(knobs, params, macs, sw_, wd_, seen, "by structure")
+
+    def _nearest_count(self, fixed: Mapping[str, Any]) -> Solution | None:
+        """The completion of the sampled structure whose count is nearest the target (outside the
+        window: the trial is infeasible, and its constraint tells the sampler how far off it is)."""
+        h, w = self.input_size
+        best = None
+        for s in self.space.iter_structures(fixed=fixed):
+            tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
+            base = base_cost(s, tables, h, w, self.convention)
+            if base is None:
+                continue
+            P = _param_grid(tables, base[0])
+            flat = int(np.argmin(np.abs(P - self.target)))
+            ix = np.unravel_index(flat, P.shape)
+            knobs = _knobs_at(s, tables, ix)
+            macs = base[1] + sum(int(t.macs[int(i)]) for t, i in zip(tables, ix))
+            cand = (abs(int(P[ix]) - self.target), macs, knobs, int(P[ix]))
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+        return None if best is None else Solution(best[2], best[3], best[1], 0, 0.0, 0, "sampled structure")
+
+    def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
+                         ) -> tuple[Any, ...]:
+        h, w = self.input_size
+        tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
+        base = base_cost(s, tables, h, w, self.convention)
+        if base is None:
+            return (0, None, None)
+        t3, t4, t5, tb, tn = tables
+        key = t3.params.tobytes() + t4.params.tobytes() + t5.params.tobytes()
+        if key not in self._sums:
+            if self._sums_bytes > _SUMS_CACHE_BYTES:
+                self._sums.clear()
+                self._sums_bytes = 0
+            self._sums[key] = _sorted_sums(t3.params, t4.params, t5.params)
+            self._sums_bytes += self._sums[key][0].nbytes * 2
+        sums, order = self._sums[key]
+        rest = (tb.params[:, None] + tn.params[None, :]).ravel() + base[0]
+        left, right = _hit_bounds(sums, rest, self.target - self.tolerance, self.target + self.tolerance)
+        ends = np.cumsum(right - left)
+        total_hits = int(ends[-1]) if ends.size else 0
+        best = loose = None
+        a = 0
+        while a < rest.size and total_hits:  # chunks of at most _CHUNK hits (a single entry may exceed it)
+            done = int(ends[a - 1]) if a else 0
+            b = max(a + 1, int(np.searchsorted(ends, done + _CHUNK, side="right")))
+            ri, flat = _expand(left, right, order, a, b)
+            a = b
+            if not ri.size:
+                continue
+            i3, i4, i5 = np.unravel_index(flat, (len(t3.values), len(t4.values), len(t5.values)))
+            ib, i_n = np.divmod(ri, len(tn.values))
+            idx = (i3, i4, i5, ib, i_n)
+            budget = np.stack([np.asarray(t.values, dtype=np.int64)[ix] for t, ix in zip(tables, idx)], axis=1)
+            params = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
+            macs = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
+            ex = ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+            sw, wd = ex.distances(point, free)
+            total = sw * SWITCH_COST + wd
+
+            def best_of(keep: np.ndarray) -> Any:
+                if not keep.any():
+                    return None
+                sub = np.flatnonzero(keep)
+                i = int(sub[_pick(total[sub], macs[sub])])
+                return (float(total[i]), int(macs[i]), ex.knobs(i), int(params[i]), int(sw[i]), float(wd[i]))
+
+            under = np.ones(ri.size, dtype=bool) if self.max_macs is None else macs <= self.max_macs
+            best = _better(best, best_of(under))
+            loose = _better(loose, best_of(np.ones(ri.size, dtype=bool)))
+        return (total_hits, best, loose)
 
 
 def _never_valid(space: SearchSpace, used: Mapping[str, set[Any]], applying: set[str]

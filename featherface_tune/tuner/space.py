@@ -3,28 +3,28 @@
 A space maps every *knob* to a finite domain. Knobs are the config fields, except that the SSH width
 is three knobs, one per level (`ssh_channels_p3`, `_p4`, `_p5`). Some knobs only apply in context:
 `bifpn_repeats` only with `neck = "bifpn"` (0 with FPN), a CBAM ratio only with that CBAM on,
-`shuffle_groups` only with a shuffle. The knobs named in `solve` are not sampled: the solver
-(`featherface_tune.tuner.solve`) picks them exactly from the analytic count; Optuna samples the rest.
-The five *budget knobs* (per-level SSH widths, CBAM ratios) are solved by vectorised enumeration;
-a few structure knobs (default: `bifpn_repeats`) may be solved too, by trying each value.
+`shuffle_groups` only with a shuffle. Optuna samples every knob with more than one value, and the
+solver (`featherface_tune.tuner.solve`) repairs the sample to the exact config nearest to it. Knobs
+named in `solve` (default: none) are not sampled: the repair picks them freely (they cost nothing in
+its distance; MACs break ties). The five *budget knobs* (per-level SSH widths, CBAM ratios) are the
+ones the proof enumerates with sorted sums.
 
 Space files are TOML; each key is a knob (or `ssh_channels`, for all three levels at once):
     neck_channels = { min = 32, max = 96, step = 1 }   # a range
     neck_cbam_reduction = [4, 8, 16]                    # a set of choices
     ssh_deformable = true                               # fixed
-    solve = ["ssh_channels_p5", "neck_cbam_reduction"]  # solved knobs (default: the five + bifpn_repeats)
+    solve = ["ssh_channels_p5", "neck_cbam_reduction"]  # knobs left to the solver (default: none)
 Knobs a file does not name keep the default space's domain.
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.errors import ConfigError
 from featherface_tune.models.config import (
     NECKS, SHUFFLES, FeatherFaceConfig, parse_value,
 )
@@ -43,8 +43,8 @@ STR_KNOBS = {"neck": NECKS, "shuffle": SHUFFLES}
 FLOAT_KNOBS = ("backbone_width",)
 INT_KNOBS = tuple(k for k in KNOBS if k not in BOOL_KNOBS + FLOAT_KNOBS and k not in STR_KNOBS)
 MAX_DOMAIN = 4096
-DEFAULT_SOLVE = BUDGET_KNOBS + ("bifpn_repeats",)
-MAX_SOLVE_COMBOS = 64  # structure-knob combinations the solver tries per trial
+DEFAULT_SOLVE: tuple[str, ...] = ()  # Optuna samples every knob; the solver repairs the sample
+MAX_SOLVE_COMBOS = 64  # combinations of free structure knobs (they make the repair try each)
 
 
 @dataclass(frozen=True)
@@ -245,8 +245,8 @@ def knobs_from_config(cfg: FeatherFaceConfig) -> dict[str, Any]:
 
 def default_space() -> SearchSpace:
     """Around FeatherFace: widths 16..128, CBAM ratios {4, 8, 16, 32}, BiFPN x1-4 or FPN,
-    shuffle variants, DCN and CBAM on/off; per-level SSH widths and separate CBAM ratios are the
-    budget knobs the solver picks exactly."""
+    shuffle variants, DCN and CBAM on/off, per-level SSH widths and separate CBAM ratios; Optuna
+    samples all of them and the solver repairs each sample to the nearest exact config."""
     ssh = int_range(16, 128, 4)
     doms = {
         "backbone_width": fixed(0.25),
@@ -314,9 +314,10 @@ def parse_domain(knob: str, spec: Any, where: str) -> Domain:
             raise ConfigError(f"{where}: {knob}: step={step} must be at least 1")
         if lo > hi:
             raise ConfigError(f"{where}: {knob}: empty range (min={lo} > max={hi})")
-        values = tuple(range(lo, hi + 1, step))
-        if len(values) > MAX_DOMAIN:
-            raise ConfigError(f"{where}: {knob}: range has {len(values)} values (at most {MAX_DOMAIN})")
+        span = range(lo, hi + 1, step)
+        if len(span) > MAX_DOMAIN:  # before materialising it: min=1, max=10**12 must not fill memory
+            raise ConfigError(f"{where}: {knob}: range has {len(span):,} values (at most {MAX_DOMAIN:,})")
+        values = tuple(span)
         for v in values:
             _check_value(knob, v, where)
         return Domain(values, step)
@@ -367,13 +368,10 @@ def _check_solve(names: Sequence[str], where: str) -> list[str]:
 
 def load_space(path: str | Path, base: SearchSpace | None = None) -> SearchSpace:
     """A space from a TOML file (on top of `base`, default: the default space)."""
+    from featherface_tune.textfile import parse_toml, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"space file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"space file {str(p)!r} is not valid TOML: {exc}") from None
+    data = parse_toml(read_text(p, "space file"), f"space file {str(p)!r}")
     if isinstance(data.get("space"), dict):
         extra = sorted(set(data) - {"space"})
         if extra:

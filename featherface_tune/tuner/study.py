@@ -5,8 +5,9 @@ Storage: by default an SQLite file `featherface-tune.db` in the working director
 `sqlite:///FILE`, `postgresql://USER:PASS@HOST[:PORT]/DB`, `mysql://...` (any SQLAlchemy URL Optuna's
 RDBStorage accepts, given its driver) and journal files (`journal:FILE`, or a path ending in `.log`,
 `.journal` or `.jsonl`). RDB storages run heartbeats: a worker that dies leaves its trial RUNNING only
-until the grace period ends, then the next worker fails it and re-queues its sampled knobs (Optuna
-skips a trial killed before its first heartbeat; docs/search.md).
+until the grace period ends, then the next worker fails it and re-queues its sampled knobs. A trial
+gets its first heartbeat when it is created (`HeartbeatStorage`), not when Optuna's heartbeat thread
+starts after sampling, so a worker killed while sampling is covered too (docs/search.md).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DEFAULT_DB = R.DEFAULT_DB
 HEARTBEAT_INTERVAL = 5
 GRACE_PERIOD = 20
 MAX_RETRY = 2
+MAX_LOST_TRIALS = 20  # trials of one worker failed under it by others before it gives up
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
@@ -125,11 +127,75 @@ def heartbeat_settings() -> tuple[int, int]:
         parts = [int(p) for p in text.split(",")]
         interval = parts[0]
         grace = parts[1] if len(parts) > 1 else 2 * interval
-        if len(parts) > 2 or interval < 1 or grace < 1:
+        if len(parts) > 2 or not 1 <= interval <= 86_400 or not 1 <= grace <= 864_000:
             raise ValueError
     except ValueError:
         raise InputError(f"FEATHERFACE_TUNE_HEARTBEAT={text!r}: give INTERVAL[,GRACE] in whole seconds, e.g. 5,20") from None
+    if grace <= interval:  # a live worker between two heartbeats would look dead to the others
+        raise InputError(f"FEATHERFACE_TUNE_HEARTBEAT={text!r}: the grace period ({grace} s) must be longer than "
+                         f"the heartbeat interval ({interval} s), e.g. {interval},{4 * interval}")
     return interval, grace
+
+
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage with no window in which a RUNNING trial lacks a heartbeat.
+
+    Optuna records a trial's first heartbeat only when its heartbeat thread starts, after `ask()`
+    has created the trial and sampled it; a worker killed in between left the trial RUNNING forever
+    (Optuna only fails trials whose heartbeat went stale). Here a trial gets its heartbeat as soon
+    as it is created RUNNING (or a queued one starts), and a RUNNING trial without any heartbeat
+    (the milliseconds between the two writes, or a study from an older version) counts as stale once
+    it started more than the grace period ago. It also remembers the trials this process started
+    (`started`), so an interrupt can fail the one in flight wherever the interrupt landed."""
+
+    started: list[int]
+
+    def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
+        frozen = super()._create_new_trial(study_id, template_trial)
+        if frozen.state == TrialState.RUNNING:
+            self._started(frozen._trial_id)
+        return frozen
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            self._started(trial_id)
+        return changed
+
+    def _started(self, trial_id: int) -> None:
+        if not hasattr(self, "started"):
+            self.started = []
+        self.started = [*self.started[-7:], trial_id]
+        if self.heartbeat_interval:
+            self.record_heartbeat(trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        return stale + [t for t in self.heartbeatless_running(study_id) if t not in stale]
+
+    def heartbeatless_running(self, study_id: int) -> list[int]:
+        """RUNNING trials of the study with no heartbeat that started more than the grace period ago
+        (start times are the workers' clocks, as Optuna writes them: UTC since Optuna 5)."""
+        from datetime import datetime, timedelta, timezone
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
+        start = getattr(models.TrialModel, "_datetime_start_utc", None)
+        if start is not None:
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+        else:  # pragma: no cover - Optuna < 5 stores local time in `datetime_start`
+            start, now = models.TrialModel.datetime_start, datetime.now()
+        cutoff = now - timedelta(seconds=grace)
+        with _create_scoped_session(self.scoped_session) as session:
+            rows = (session.query(models.TrialModel.trial_id)
+                    .filter(models.TrialModel.study_id == study_id)
+                    .filter(models.TrialModel.state == TrialState.RUNNING)
+                    .filter(start < cutoff)
+                    .filter(~models.TrialModel.heartbeats.any())
+                    .all())
+        return [r[0] for r in rows]
 
 
 def _rdb_with_retry(url: str, engine: dict[str, Any], kwargs: dict[str, Any], attempts: int = 6) -> Any:
@@ -140,7 +206,7 @@ def _rdb_with_retry(url: str, engine: dict[str, Any], kwargs: dict[str, Any], at
 
     for i in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=dict(engine), **kwargs)
+            return HeartbeatStorage(url, engine_kwargs=dict(engine), **kwargs)
         except ImportError:
             raise
         except Exception as exc:
@@ -260,12 +326,18 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
     stored = study.user_attrs.get(R.STUDY_ATTR)
     if stored is None:
         study.set_user_attr(R.STUDY_ATTR, spec.to_attr())
+        try:  # named objectives in optuna-dashboard
+            study.set_metric_names(list(spec.objectives))
+        except Exception:  # pragma: no cover - older Optuna, or a storage that refuses system attrs
+            pass
     else:
         old = R.StudySpec.from_attr(stored)
-        diffs = [k for k in ("target", "tolerance", "input_size", "objectives", "max_macs", "space")
-                 if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
+        diffs = [k for k in ("target", "tolerance", "input_size", "objectives", "max_macs", "space", "dcn_macs",
+                             "reference", "convention") if _norm(getattr(old, k)) != _norm(getattr(spec, k))]
         if diffs:
-            raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ; it has "
+            hint = (" (a legacy study: its MACs are dense; add --dcn-macs dense)"
+                    if "dcn_macs" in diffs and R.is_legacy(stored) else "")
+            raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ{hint}; it has "
                              f"target {old.target:,} +/- {old.tolerance:,}, objectives {','.join(old.objectives)}); "
                              "pick another --study or repeat its options")
     return study
@@ -283,21 +355,72 @@ def counted_trials(study: optuna.Study) -> int:
 def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int, timeout: float | None,
         callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> None:
     """Add trials until the study holds `total_trials` counted ones (shared by all workers) or the
-    timeout ends. Ctrl-C propagates after Optuna marks the trial FAIL."""
+    timeout ends. Ctrl-C and SIGTERM propagate after the trial in flight is marked FAIL (by Optuna when
+    the interrupt lands in the objective, here when it lands in sampling or bookkeeping)."""
+    import logging
+    import time
+
     _quiet()
-    remaining = total_trials - counted_trials(study)
-    if remaining <= 0:
-        return
     stop = optuna.study.MaxTrialsCallback(total_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    # a few extra attempts cover failed trials, which do not count towards the total
-    study.optimize(objective, n_trials=remaining + max(5, remaining // 10), timeout=timeout,
-                   catch=(TrialFailed,), callbacks=[stop, *callbacks], gc_after_trial=False)
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    lost = 0
+    while True:
+        remaining = total_trials - counted_trials(study)
+        left = deadline - time.monotonic() if deadline is not None else None
+        if remaining <= 0 or (left is not None and left <= 0):
+            return
+        try:
+            # a few extra attempts cover failed trials, which do not count towards the total
+            study.optimize(objective, n_trials=remaining + max(5, remaining // 10), timeout=left,
+                           catch=(TrialFailed,), callbacks=[stop, *callbacks], gc_after_trial=False)
+            return
+        except KeyboardInterrupt:
+            fail_own_running(study)
+            raise
+        except ValueError as exc:
+            # another worker judged this worker's trial stale and failed it (a heartbeat missed under
+            # load): Optuna refuses to record its result. The trial is lost, the worker is not.
+            if not str(exc).startswith("Cannot tell a FAIL trial"):
+                raise
+            lost += 1
+            if lost >= MAX_LOST_TRIALS:
+                raise InputError(f"{lost} trials of this worker were failed by other workers as stale: the "
+                                 "heartbeat grace period is too short for this machine's load; raise GRACE in "
+                                 "FEATHERFACE_TUNE_HEARTBEAT=INTERVAL,GRACE") from None
+            logging.getLogger(__name__).warning(
+                "warning: another worker failed this worker's trial in flight (its heartbeat looked "
+                "stale); the trial is lost and will be retried; continuing")
+
+
+def fail_own_running(study: optuna.Study, reason: str = "interrupted") -> list[int]:
+    """Mark FAIL the trials this process started that are still RUNNING (an interrupt outside the
+    objective, e.g. while Optuna samples, leaves them so); returns their numbers. RDB storages only:
+    a journal storage does not record who started a trial."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    failed: list[int] = []
+    for trial_id in list(getattr(backend, "started", ())):
+        try:
+            trial = storage.get_trial(trial_id)
+            if trial.state != TrialState.RUNNING:
+                continue
+            storage.set_trial_user_attr(trial_id, R.FAIL_REASON, reason)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+        except Exception:  # noqa: BLE001 - best effort on the way out; heartbeats cover the rest
+            continue
+    return failed
 
 
 # ---- reading results ------------------------------------------------------------------------------
 
 def trial_records(study: optuna.Study) -> list[R.TrialRecord]:
-    return [R.TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial of the study as a record (`TrialRecord.from_trial`, given the study's spec)."""
+    try:
+        spec: R.StudySpec | None = R.StudySpec.from_attr(study.user_attrs[R.STUDY_ATTR])
+    except (KeyError, TypeError, ValueError, IndexError):  # not a featherface-tune study: attributes only
+        spec = None
+    return [R.TrialRecord.from_trial(t, spec) for t in study.get_trials(deepcopy=False)]
 
 
 def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
@@ -311,11 +434,13 @@ def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) ->
     return [r for rank, r in rank_feasible(records, objectives) if rank == 0]
 
 
-def rank_feasible(records: Sequence[R.TrialRecord],
-                  objectives: Sequence[str]) -> list[tuple[int, R.TrialRecord]]:
+def rank_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str],
+                  directions: Sequence[str] | None = None) -> list[tuple[int, R.TrialRecord]]:
     """(0 on the Pareto front else 1, record) pairs in `ranked_feasible` order: one ranking serves
-    both lists."""
-    signs = [1.0 if R.OBJECTIVES[o][1] == "minimize" else -1.0 for o in objectives]
+    both lists, and the report. `directions` (default: each objective's, `records.direction`) are the
+    study's own when a reader has them."""
+    dirs = list(directions) if directions is not None else [R.direction(o) for o in objectives]
+    signs = [1.0 if d == "minimize" else -1.0 for d in dirs]
     seen: set[str] = set()
     pool: list[R.TrialRecord] = []
     for r in sorted(records, key=lambda r: r.number):

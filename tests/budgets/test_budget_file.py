@@ -128,6 +128,15 @@ BAD = [
     ('[model]\npreset = "featherface-official"\n[params]\nmax = 1\n[baseline.modules.nekc]\nparams = 3\n',
      "baseline.modules.nekc", 5, "unknown module"),
     ('[model]\npreset = "featherface-official"\n[params]\nmax = true\n', "params.max", 4, "integer"),
+    ('convention = "paper"\n[model]\npreset = "featherface-official"\n[params]\nmax = 1\n', "convention", 1,
+     "must be one of 'numel', 'fvcore', 'fvcore-stock', 'thop'"),
+    ('convention = "thop"\n[model]\npreset = "featherface-official"\nbackbone_width = 0.5\n[params]\nmax = 1\n',
+     "convention", 1, "fixed at width 0.25: backbone_width=0.5 cannot be counted"),
+    ('convention = "thop"\n[model]\npreset = "featherface-official"\n[params]\nmax = 1\n'
+     '[macs]\ninput_size = [64, 64]\nmax = 5\ndcn_macs = "dense"\n', "macs.dcn_macs", 9,
+     "applies to the numel convention only"),
+    ('[model]\npreset = "featherface-official"\n[params]\nmax = 1\n[baseline]\nconvention = "tf"\n'
+     '[baseline.modules.neck]\nparams = 3\n', "baseline.convention", 6, "must be one of"),
 ]
 
 
@@ -174,3 +183,35 @@ def test_write_baseline_keeps_the_rest_of_the_file(tmp_path):
     text2 = p.read_text()
     assert text2.count("[baseline]") == 1 and tomllib.loads(text2)["baseline"]["params"] == 1
     assert load_budget(p).baseline.params == 1
+
+
+def test_convention_defaults_and_old_baselines(tmp_path):
+    """No `convention`: numel; no [macs] dcn_macs: every convolution; a baseline without `dcn_macs` or
+    `convention` (written before they existed) reads as dense / numel and its MACs are not compared."""
+    b = load_budget(write(tmp_path, VALID))
+    assert (b.convention, b.dcn_macs) == ("numel", "full")
+    old = VALID + "\n[baseline]\nparams = 1\n[baseline.modules.neck]\nparams = 5\nmacs = 7\n"
+    b = load_budget(write(tmp_path, old, "old.toml"))
+    assert (b.baseline.dcn_macs, b.baseline.convention) == ("dense", "numel")
+    result = evaluate(b)
+    assert not result.macs_comparable
+    neck = next(d for d in result.modules if d.module == "neck")
+    assert neck.baseline_params == 5 and neck.baseline_macs is None
+
+
+def test_budget_in_the_thop_convention(tmp_path):
+    text = ('convention = "thop"\n[model]\npreset = "featherface-official"\n[params]\ntarget = 488661\n'
+            '[macs]\ninput_size = [640, 640]\ntarget = 1012598976\n')
+    p = write(tmp_path, text)
+    result = evaluate(load_budget(p))
+    assert result.ok and result.count.convention == "thop"
+    assert [c.measured for c in result.checks] == [488_661, 1_012_598_976]
+    record = baseline_record(result.count)
+    assert record["convention"] == "thop" and record["modules"]["neck"]["params"] == 112_606 - 30
+    write_baseline(p, record)
+    again = evaluate(load_budget(p))
+    assert again.macs_comparable and not again.moved
+    # the same baseline under a budget that now counts in numel is not compared
+    p.write_text(p.read_text().replace('convention = "thop"\n', "", 1).replace("488661", "592371", 1))
+    moved = evaluate(load_budget(p))
+    assert not moved.macs_comparable and "recorded in the thop convention" in moved.moved_summary()

@@ -33,7 +33,7 @@ tolerance = 0
 
 [macs]
 input_size = [640, 640]
-target = 915637376
+target = 1274888576
 tolerance = "0.5%"
 """
 
@@ -80,6 +80,7 @@ def test_all_pass_exit_0(project):
     r = gate()
     assert r.exit_code == 0, r.output
     assert "official" in r.stdout and "exact-489k" in r.stdout
+    assert re.search(r"│ params\s+│ numel\s+│", r.stdout)  # the convention beside every figure
     assert "FAIL" not in r.stdout
     assert "2 passed, 0 failed" in r.stderr
 
@@ -141,8 +142,8 @@ def test_json_format(project):
     ok = by_name["official"]
     assert ok["verdict"] == "pass"
     assert [(c["metric"], c["measured"], c["delta"]) for c in ok["checks"]] == [
-        ("params", 592371, 0), ("macs", 915637376, 0)]
-    assert ok["checks"][1]["bound"] == {"target": 915637376, "tolerance": "0.5%"}
+        ("params", 592371, 0), ("macs", 1274888576, 0)]
+    assert ok["checks"][1]["bound"] == {"target": 1274888576, "tolerance": "0.5%"}
     bad = by_name["exact-489k"]
     assert bad["verdict"] == "fail" and bad["checks"][0]["delta"] > 0
     assert bad["config"]["neck_channels"] == 44
@@ -187,7 +188,7 @@ def test_github_format(project):
 
 
 def test_github_escapes_percent_and_newlines(project):
-    (project / "budgets" / "official.toml").write_text(GOOD.replace("target = 915637376", "target = 800000000"))
+    (project / "budgets" / "official.toml").write_text(GOOD.replace("target = 1274888576", "target = 800000000"))
     r = gate("--format", "github", "budgets/official.toml")
     assert r.exit_code == 1
     line = next(l for l in r.stdout.splitlines() if l.startswith("::error"))
@@ -254,6 +255,11 @@ def test_repo_budgets_all_pass(monkeypatch):
     assert measured["featherface-official"] == 592371
     assert measured["featherface-v1-489k"] == 488664
     assert measured["featherface-489k"] == 489000
+    text = gate()
+    assert re.search(r"│ featherface-official-thop\s+│ params\s+│ thop\s+│", text.stdout)
+    assert "thop: thop 0.1.1 profile" in text.stdout  # the rule of every convention other than numel
+    thop = next(b for b in data["budgets"] if b["name"] == "featherface-official-thop")
+    assert thop["convention"] == "thop" and [c["measured"] for c in thop["checks"]] == [488_661, 1_012_598_976]
     for b in data["budgets"]:  # each ships a recorded baseline that is current
         assert b["has_baseline"] and b["moved"] == [], b["name"]
         assert [c["metric"] for c in b["checks"]] == ["params", "macs"]
@@ -271,7 +277,7 @@ def test_repo_budgets_copied_elsewhere_still_pass(tmp_path, monkeypatch):
 def test_verify_mismatch_fails_with_exit_1(project, monkeypatch):
     import featherface_tune.counter.crosscheck as crosscheck
 
-    def fake_check(cfg, h, w, dcn_macs="dense"):
+    def fake_check(cfg, h, w, dcn_macs="full"):
         r = count(cfg, h, w, dcn_macs=dcn_macs)
         mods = {g: (c.params, c.macs) for g, c in r.modules.items()}
         bad = dict(mods, neck=(mods["neck"][0] + 1, mods["neck"][1]))

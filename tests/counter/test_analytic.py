@@ -13,7 +13,7 @@ from featherface_tune.models.builder import build_model, count_parameters
 from featherface_tune.models.presets import get_preset
 from strategies import configs
 
-FIGURES = {  # params, MACs at 640x640 (dense DCN convention), MACs with DCN offset/modulator convs
+FIGURES = {  # params, MACs at 640x640 without the DCN offset/modulator convs (dense), with them (default)
     "retinaface-mnet025": (426_608, 1_005_952_000, 1_005_952_000),
     "featherface-official": (592_371, 915_637_376, 1_274_888_576),
     "featherface-v1-489k": (488_664, 715_928_576, 1_007_820_176),
@@ -25,8 +25,8 @@ def test_acceptance_figures(name):
     params, macs, full = FIGURES[name]
     cfg = get_preset(name)
     r = count(cfg)
-    assert (r.params, r.macs) == (params, macs)
-    assert count(cfg, dcn_macs="full").macs == full == macs + r.dcn_offset_macs
+    assert (r.params, r.macs, r.dcn_macs) == (params, full, "full")
+    assert count(cfg, dcn_macs="dense").macs == macs == full - r.dcn_offset_macs
     assert count_params(cfg) == params
     assert sum(c.params for c in r.modules.values()) == params and tuple(r.modules) == GROUPS
 
@@ -87,8 +87,8 @@ def test_fvcore_check_at_odd_size_and_model_untouched():
 
 def test_deformable_conv_is_never_zero_in_fvcore():
     cfg = get_preset("featherface-official")
-    dense = check(cfg, 64, 64)
-    plain = check(cfg.replace(ssh_deformable=False), 64, 64)
+    dense = check(cfg, 64, 64, dcn_macs="dense")
+    plain = check(cfg.replace(ssh_deformable=False), 64, 64, dcn_macs="dense")
     # same dense-conv MACs whether deformable or not: the handle counts the DCN's kernel
     assert dense.fvcore_macs == plain.fvcore_macs > 0
     full = check(cfg, 64, 64, dcn_macs="full")

@@ -23,7 +23,8 @@ def record(target: int, tolerance: int, objectives: Sequence[str], input_size=(6
            max_macs: int | None = None) -> dict[str, Any]:
     return {"version": "1", "target": target, "tolerance": tolerance, "input_size": list(input_size),
             "objectives": list(objectives), "max_macs": max_macs,
-            "space": {"neck_channels": [32, 64, 4], "ssh_channels": [32, 80, 4]}}
+            "space": {"neck_channels": [32, 64, 4], "ssh_channels": [32, 80, 4]}, "dcn_macs": "full",
+            "reference": None}
 
 
 def candidate_configs(n: int) -> list[FeatherFaceConfig]:
@@ -49,7 +50,7 @@ def make_study(storage: str | None, name: str = "demo", n: int = 12,
     h, w = input_size
     configs = candidate_configs(n)
     for i, cfg in enumerate(configs + configs[:repeat]):
-        r = count(cfg, h, w)
+        r = count(cfg, h, w, dcn_macs="full")
         attrs: dict[str, Any] = {
             "config": cfg.to_dict(), "params": r.params, "macs": r.macs,
             "delta": r.params - target, "feasible": abs(r.params - target) <= tolerance,

@@ -49,7 +49,7 @@ def test_chosen_breakdown_is_the_counter_of_the_best_config():
     best = study.trials[int(rep.top.iloc[0]["trial"])]
     cfg = FeatherFaceConfig(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in best.user_attrs["config"].items()})
-    expected = count(cfg, 640, 640)
+    expected = count(cfg, 640, 640, dcn_macs="full")
     assert rep.chosen.config == cfg
     frame = rep.chosen.frame
     assert list(frame["module"]) == [*GROUPS, "total"]
@@ -72,7 +72,7 @@ def test_trial_option_and_input_size_change_the_breakdown():
 def test_recount_mismatch_is_reported_as_a_warning():
     study = optuna.create_study()
     study.set_user_attr("featherface_tune", record(592_371, 1000, ["macs"]))
-    r = count(FeatherFaceConfig())
+    r = count(FeatherFaceConfig(), dcn_macs="full")
     study.add_trial(optuna.trial.create_trial(value=float(r.macs), user_attrs={
         "config": FeatherFaceConfig().to_dict(), "params": r.params + 7, "macs": r.macs,
         "delta": 7, "feasible": True, "modules": {}}))

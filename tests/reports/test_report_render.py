@@ -170,7 +170,7 @@ def test_names_are_escaped_in_markdown_and_html(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     make_study(url, name="a|b <script>", n=3)
     md = _run("--storage", url, "--format", "md")
-    assert "a\\|b <script>" in md
+    assert "a\\|b &lt;script&gt;" in md and "<script>" not in md  # Markdown renders raw HTML: never pass it
     page = _run("--storage", url, "--format", "html")
     assert "<script>" not in page and "&lt;script&gt;" in page
 

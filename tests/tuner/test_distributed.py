@@ -27,7 +27,9 @@ TRIALS = 120
 
 
 def _worker(study: str, seed: int, cwd: Path) -> subprocess.Popen:
+    # a sampled objective (closest and macs are solved: a handful of enqueued optima, whatever --trials is)
     cmd = [sys.executable, "-m", "featherface_tune.cli", "search", "--target", "489000", "--trials", str(TRIALS),
+           "--objective", "latency", "--input-size", "64", "64",
            "--study", study, "--storage", str(PG_URL), "--seed", str(seed), "--json"]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -64,4 +66,63 @@ def test_concurrent_workers_share_one_study(tmp_path: Path):
     assert study.user_attrs["featherface_tune"]["target"] == 489_000
     # all workers see the same best feasible configs at the end (the last to finish sees every trial)
     assert any(r["best"] for r in reports)
+    optuna.delete_study(study_name=study_name, storage=storage)
+
+
+# A worker that dies (SIGKILL) inside the objective of its first trial: nothing reported, its trial
+# left RUNNING with a heartbeat for the others to fail and retry.
+DYING_WORKER = """
+import os, signal, sys
+from featherface_tune.tuner.objectives import BudgetObjective
+from featherface_tune.cli import app
+
+def die(self, trial):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+BudgetObjective._evaluate = die
+app(sys.argv[1:])
+"""
+
+
+def test_soak_one_worker_killed_mid_trial(tmp_path: Path):
+    import time
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from featherface_tune.tuner.study import open_storage
+
+    study_name = f"soak-{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, "FEATHERFACE_TUNE_HEARTBEAT": "1,3"}
+    # latency is a sampled objective (one trial per sample, each a few tenths of a second): the survivors
+    # run well past the grace period, so the killed worker's trial is failed and retried while they work
+    soak_trials = 30
+    args = ["search", "--target", "489000", "--objective", "latency", "--input-size", "320", "320",
+            "--trials", str(soak_trials), "--study", study_name, "--storage", str(PG_URL), "--json"]
+    dying = subprocess.run([sys.executable, "-c", DYING_WORKER, *args, "--seed", "99"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert dying.returncode == -9, dying.stderr[-2000:]
+    t_killed = time.time()
+    procs = [subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", *args, "--seed", str(seed)], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in range(WORKERS - 1)]
+    reports = []
+    for p in procs:
+        out, err = p.communicate(timeout=540)
+        assert p.returncode == 0, err[-2000:]
+        reports.append(json.loads(out))
+    assert time.time() - t_killed > 3, "the survivors ended before the grace period: raise soak_trials"
+    reported = [n for r in reports for n in r["worker"]["trials"]]
+    assert len(reported) == len(set(reported))
+    storage, _ = open_storage(PG_URL)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    # exactly the trials the survivors reported, plus the one the killed worker had in flight
+    assert [t.number for t in failed] == [0]
+    assert sorted(t.number for t in trials) == sorted(reported + [0])
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    retried = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert len([t for t in trials if t.state.name == "COMPLETE"]) >= soak_trials
     optuna.delete_study(study_name=study_name, storage=storage)

@@ -15,48 +15,81 @@ from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import (
     BudgetObjective, Fidelity, TrialFailed, load_proxy, parse_objectives,
 )
-from featherface_tune.tuner.solve import Solver
-from featherface_tune.tuner.space import BUDGET_KNOBS, default_space
+from featherface_tune.counter.analytic import count
+from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.models.presets import get_preset
+from featherface_tune.tuner.solve import Repairer, distance, prove
+from featherface_tune.tuner.space import default_space, knobs_from_config
 
 
 def _space():
-    """The default space with BiFPN repeats sampled (not solved), so FixedTrial names them."""
-    return default_space().with_solve(BUDGET_KNOBS)
+    return default_space()
 
+
+# the 489k preset, every knob given (Optuna samples them all)
 OFFICIAL = {"backbone_cbam": True, "neck": "bifpn", "bifpn_repeats": 3, "neck_channels": 42,
-            "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"}
+            "neck_cbam": True, "ssh_deformable": True, "shuffle": "block", "ssh_channels_p3": 56,
+            "ssh_channels_p4": 72, "ssh_channels_p5": 72, "backbone_cbam_reduction": 16, "neck_cbam_reduction": 8}
+FAR = {**OFFICIAL, "neck_channels": 128, "bifpn_repeats": 4, "ssh_channels_p3": 128}
 
 
-def _spec(objectives=("macs",), tolerance=0, max_macs=None, size=(640, 640)):
-    return R.StudySpec(489_000, tolerance, size, tuple(objectives), max_macs, _space().to_dict())
+def _spec(objectives=("macs",), tolerance=0, max_macs=None, size=(640, 640), reference=None):
+    return R.StudySpec(489_000, tolerance, size, tuple(objectives), max_macs, _space().to_dict(), dcn_macs="full",
+                       reference=reference)
 
 
-def test_exact_trial_records_everything():
+@pytest.fixture(scope="module")
+def repairer():
+    proof = prove(_space(), 489_000, 0)
+    return Repairer(_space(), 489_000, 0, exact=proof.exact, structures=proof.hit_structures)
+
+
+def _objective(repairer, spec=None, **kw):
+    return BudgetObjective(_space(), spec or _spec(), repairer=repairer, **kw)
+
+
+def test_exact_trial_records_everything(repairer):
     trial = optuna.trial.FixedTrial(OFFICIAL)
-    value = BudgetObjective(_space(), _spec())(trial)
+    value = _objective(repairer)(trial)
     a = trial.user_attrs
     assert a[R.PARAMS] == 489_000 and a[R.DELTA] == 0 and a[R.FEASIBLE] is True
     assert value == float(a[R.MACS])
+    cfg = FeatherFaceConfig(**a[R.CONFIG])
+    assert a[R.MACS] == count(cfg, 640, 640, dcn_macs="full").macs > count(cfg, 640, 640, dcn_macs="dense").macs
     assert sum(m["params"] for m in a[R.MODULES].values()) == a[R.PARAMS]
     assert sum(m["macs"] for m in a[R.MODULES].values()) == a[R.MACS]
     assert a[R.CONFIG]["ssh_channels"] == [56, 72, 72] and a[R.CONFIG]["neck_cbam_reduction"] == 8
+    assert a[R.SAMPLED] == OFFICIAL and a[R.SOLVER]["distance"] == 0.0
     assert trial.constraints == {"params": 0.0}
     assert set(R.TRIAL_KEYS) - set(a) == {R.LATENCY_MS, *R.LATENCY_DETAIL, R.PROXY_AP, R.FAIL_REASON}
 
 
-def test_infeasible_trial_has_a_positive_constraint():
-    trial = optuna.trial.FixedTrial({**OFFICIAL, "neck_channels": 128, "bifpn_repeats": 4})
-    BudgetObjective(_space(), _spec())(trial)
+def test_a_far_sample_is_repaired_into_the_window(repairer):
+    trial = optuna.trial.FixedTrial(FAR)
+    _objective(repairer)(trial)
     a = trial.user_attrs
-    assert a[R.FEASIBLE] is False and a[R.DELTA] > 0
-    assert trial.constraints["params"] == a[R.DELTA] > 0
+    assert a[R.FEASIBLE] is True and a[R.DELTA] == 0 and trial.constraints["params"] == 0
+    assert a[R.SAMPLED] == FAR and a[R.SOLVER]["distance"] > 0 and a[R.SOLVER]["switches"] == 0
+    built = a[R.CONFIG]
+    assert built["neck"] == "bifpn" and built["ssh_deformable"] and built["shuffle"] == "block"
 
 
-def test_max_macs_constraint():
+def test_max_macs_beyond_every_exact_config_fails_the_trial():
+    spec = _spec(max_macs=1000)
+    proof = prove(_space(), 489_000, 0, max_macs=1000)
+    assert len(proof.exact) == 0 and proof.least_macs > 1000
+    obj = BudgetObjective(_space(), spec, repairer=Repairer(_space(), 489_000, 0, max_macs=1000, exact=proof.exact))
     trial = optuna.trial.FixedTrial(OFFICIAL)
-    BudgetObjective(_space(), _spec(max_macs=1000))(trial)
-    assert trial.user_attrs[R.FEASIBLE] is False
-    assert trial.constraints["macs"] > 0 and trial.constraints["params"] <= 0
+    with pytest.raises(TrialFailed, match="no config"):
+        obj(trial)
+
+
+def test_closest_objective_records_the_distance(repairer):
+    ref = get_preset("featherface-official")
+    trial = optuna.trial.FixedTrial(OFFICIAL)
+    value = _objective(repairer, _spec(("closest",), reference=ref.to_dict()))(trial)
+    assert value == trial.user_attrs[R.CLOSEST] == pytest.approx(
+        distance(knobs_from_config(get_preset("featherface-489k")), knobs_from_config(ref)))
 
 
 def test_latency_objective_is_measured_on_feasible_configs_only():
@@ -65,12 +98,25 @@ def test_latency_objective_is_measured_on_feasible_configs_only():
     values = BudgetObjective(_space(), spec)(trial)
     assert values[0] == trial.user_attrs[R.MACS]
     assert values[1] == trial.user_attrs[R.LATENCY_MS] > 0
-    bad = optuna.trial.FixedTrial({**OFFICIAL, "neck_channels": 128, "bifpn_repeats": 4})
-    values = BudgetObjective(_space(), spec)(bad)
-    assert math.isinf(values[1]) and R.LATENCY_MS not in bad.user_attrs
 
 
-def test_proxy_objective_hook(monkeypatch, tmp_path: Path):
+def test_callables_raising_or_returning_nan_fail_the_trial_with_a_reason(repairer):
+    def boom(cfg):
+        raise RuntimeError("no GPU today")
+
+    for fn, reason in ((boom, "RuntimeError: no GPU today"), (lambda cfg: math.nan, "returned nan"),
+                       (lambda cfg: "fast", "returned 'fast'")):
+        obj = _objective(repairer, _spec(("mine",)), callables={"mine": fn})
+        trial = optuna.trial.FixedTrial(OFFICIAL)
+        with pytest.raises(TrialFailed):
+            obj(trial)
+        assert reason in trial.user_attrs[R.FAIL_REASON]
+    obj = _objective(repairer, _spec(("mine",)), callables={"mine": lambda cfg: -min(cfg.ssh_widths)})
+    trial = optuna.trial.FixedTrial(OFFICIAL)
+    assert obj(trial) == -56.0 and trial.user_attrs[R.CALLABLES] == {"mine": -56.0}
+
+
+def test_proxy_objective_hook(monkeypatch, tmp_path: Path, repairer):
     calls = []
 
     def fake(cfg, data_dir, fidelity, trial):
@@ -82,31 +128,30 @@ def test_proxy_objective_hook(monkeypatch, tmp_path: Path):
     monkeypatch.setitem(sys.modules, "featherface_tune.training.proxy", mod)
     fn = load_proxy(tmp_path)
     fid = Fidelity(epochs=2, subset=0.1, metric="hard")
-    obj = BudgetObjective(_space(), _spec(("proxy_ap",)), fn, tmp_path, fid)
+    obj = BudgetObjective(_space(), _spec(("proxy_ap",)), fn, tmp_path, fid, repairer=repairer)
     trial = optuna.trial.FixedTrial(OFFICIAL)
     assert obj(trial) == 0.5 and trial.user_attrs[R.PROXY_AP] == 0.5
     assert calls == [(42, tmp_path, {"epochs": 2, "subset": 0.1, "metric": "hard"}, None)]
-    # infeasible: no training, worst value
-    bad = optuna.trial.FixedTrial({**OFFICIAL, "neck_channels": 128, "bifpn_repeats": 4})
-    assert obj(bad) == 0.0 and len(calls) == 1
+    # the same config again: trained once
+    assert obj(optuna.trial.FixedTrial(OFFICIAL)) == 0.5 and len(calls) == 1
 
 
-def test_proxy_failure_is_recorded(monkeypatch, tmp_path: Path):
+def test_proxy_failure_is_recorded(monkeypatch, tmp_path: Path, repairer):
     def boom(cfg, data_dir, fidelity, trial):
         raise RuntimeError("loss is NaN")
 
-    obj = BudgetObjective(_space(), _spec(("proxy_ap",)), boom, tmp_path, Fidelity())
+    obj = BudgetObjective(_space(), _spec(("proxy_ap",)), boom, tmp_path, Fidelity(), repairer=repairer)
     trial = optuna.trial.FixedTrial(OFFICIAL)
     with pytest.raises(TrialFailed):
         obj(trial)
     assert trial.user_attrs[R.FAIL_REASON] == "RuntimeError: loss is NaN"
 
 
-def test_bad_proxy_data_stops_the_search(tmp_path: Path):
+def test_bad_proxy_data_stops_the_search(tmp_path: Path, repairer):
     def no_data(cfg, data_dir, fidelity, trial):
         raise InputError(f"no WIDERFace train annotations under {data_dir}")
 
-    obj = BudgetObjective(_space(), _spec(("proxy_ap",)), no_data, tmp_path, Fidelity())
+    obj = BudgetObjective(_space(), _spec(("proxy_ap",)), no_data, tmp_path, Fidelity(), repairer=repairer)
     trial = optuna.trial.FixedTrial(OFFICIAL)
     with pytest.raises(InputError, match="no WIDERFace"):  # not TrialFailed: every trial would fail alike
         obj(trial)
@@ -123,7 +168,8 @@ def test_missing_proxy_module_is_one_line(monkeypatch, tmp_path: Path):
 
 
 def test_parse_objectives():
-    assert parse_objectives(None, False) == ("macs",)
+    assert parse_objectives(None, False) == ("closest",)
+    assert parse_objectives("macs", False) == ("macs",)
     assert parse_objectives(None, True) == ("proxy_ap",)
     assert parse_objectives("macs,latency", False) == ("macs", "latency")
     assert parse_objectives("latency", True) == ("latency", "proxy_ap")
@@ -135,17 +181,15 @@ def test_parse_objectives():
         Fidelity(metric="hardest")
 
 
-def test_default_space_solves_bifpn_repeats_too():
-    """By default the solver also tries every BiFPN depth and keeps the fewest-MACs exact hit."""
-    sampled = {k: v for k, v in OFFICIAL.items() if k != "bifpn_repeats"}
-    trial = optuna.trial.FixedTrial(sampled)
-    obj = BudgetObjective(default_space(), R.StudySpec(489_000, 0, (640, 640), ("macs",), None, {}))
-    value = obj(trial)
-    assert "bifpn_repeats" not in trial.params and trial.user_attrs[R.DELTA] == 0
-    per_depth = []
+def test_bifpn_repeats_is_sampled_and_kept_when_the_budget_allows(repairer):
+    """Every knob is sampled: a sampled BiFPN depth survives the repair when the sample is exact, and a
+    far sample keeps the depth unless another is nearer under the distance."""
+    ex = repairer.exact
     for reps in (1, 2, 3, 4):
-        knobs = default_space().sample(optuna.trial.FixedTrial(sampled))
-        sol = Solver(default_space(), 489_000, 0).solve({**knobs, "bifpn_repeats": reps})
-        if sol is not None and sol.exact:
-            per_depth.append(sol.macs)
-    assert per_depth and value == min(per_depth)
+        i = next(i for i in range(len(ex)) if ex.knobs(i)["bifpn_repeats"] == reps)
+        knobs = ex.knobs(i)
+        trial = optuna.trial.FixedTrial({k: knobs[k] for k in default_space().sampled if k in knobs})
+        _objective(repairer)(trial)
+        assert "bifpn_repeats" in trial.params and trial.user_attrs[R.DELTA] == 0
+        assert trial.user_attrs[R.CONFIG] == ex.config(i).to_dict()
+        assert trial.user_attrs[R.SOLVER]["distance"] == 0.0

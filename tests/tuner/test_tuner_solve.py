@@ -11,12 +11,14 @@ from strategies import configs
 from featherface_tune.counter.analytic import count, count_params
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
+from featherface_tune.errors import ConfigError
 from featherface_tune.tuner.solve import (
-    NoConfigInWindow, Solver, base_cost, budget_tables, certify, check_reachable,
+    SWITCH_COST, NoConfigInWindow, Repairer, base_cost, budget_tables, certify, check_memory, check_reachable,
+    distance, prove,
 )
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, KNOBS, SearchSpace, apply_fixes, config_from_knobs, default_space, fixed,
-    knobs_from_config,
+    BUDGET_KNOBS, KNOBS, SSH_KNOBS, Domain, SearchSpace, apply_fixes, config_from_knobs, default_space, fixed,
+    int_range, knobs_from_config,
 )
 
 TARGET = 489_000
@@ -31,16 +33,17 @@ def _space_around(cfg: FeatherFaceConfig) -> SearchSpace:
 @settings(max_examples=60, deadline=None)
 @given(configs())
 def test_additive_split_matches_the_counter(cfg: FeatherFaceConfig):
-    """base + the five budget terms == count(), for params and MACs, on random valid configs."""
+    """base + the five budget terms == count(), for params and MACs in both DCN conventions."""
     k = knobs_from_config(cfg)
     sp = _space_around(cfg)
     structure = {n: v for n, v in k.items() if n not in BUDGET_KNOBS}
-    tables = budget_tables(sp, structure, 96, 128)
-    base = base_cost(structure, tables, 96, 128)
-    assert base is not None
-    r = count(cfg, 96, 128)
-    assert base[0] + sum(int(t.params[0]) for t in tables) == r.params
-    assert base[1] + sum(int(t.macs[0]) for t in tables) == r.macs
+    for conv in ("full", "dense"):
+        tables = budget_tables(sp, structure, 96, 128, dcn_macs=conv)
+        base = base_cost(structure, tables, 96, 128)
+        assert base is not None
+        r = count(cfg, 96, 128, dcn_macs=conv)
+        assert base[0] + sum(int(t.params[0]) for t in tables) == r.params
+        assert base[1] + sum(int(t.macs[0]) for t in tables) == r.macs
 
 
 def test_the_489k_preset_is_exact():
@@ -49,43 +52,65 @@ def test_the_489k_preset_is_exact():
     assert count_params(cfg) == 489_000
 
 
-def test_solver_completes_the_official_structure_exactly():
-    cfg = get_preset("featherface-489k")
-    sampled = {n: v for n, v in knobs_from_config(cfg).items() if n not in BUDGET_KNOBS}
-    sol = Solver(default_space(), TARGET, 0).solve(sampled)
-    assert sol is not None and sol.exact
-    assert sol.checked == 29 ** 3 * 4 * 4
+def test_distance():
+    a = knobs_from_config(get_preset("featherface-official"))
+    b = knobs_from_config(get_preset("featherface-489k"))
+    assert distance(a, a) == 0.0
+    # neck 64 -> 42, ratio 16 -> 8, SSH 64 -> 56/72/72: relative changes |v - r| / max(v, r)
+    want = 22 / 64 + 8 / 16 + 8 / 64 + 8 / 72 + 8 / 72
+    assert distance(b, a) == pytest.approx(want) == pytest.approx(distance(a, b))
+    # one switch costs more than every width term together (each term is below 1; nine width knobs)
+    far = {**a, "neck_channels": 16, "bifpn_repeats": 1, "ssh_channels_p3": 16, "ssh_channels_p4": 16,
+           "ssh_channels_p5": 16, "backbone_cbam_reduction": 4, "neck_cbam_reduction": 4}
+    assert distance(far, a) < SWITCH_COST <= distance({**a, "ssh_deformable": False}, a)
+    assert distance({**a, "ssh_deformable": False}, a, free=("ssh_deformable",)) == 0.0
+
+
+def test_the_exact_set_lists_the_window_with_full_compute_macs():
+    proof = prove(default_space(), TARGET, 0)
+    ex = proof.exact
+    assert ex is not None and len(ex) == proof.certificate.in_window == 4082
+    assert len({tuple(sorted(ex.knobs(i).items())) for i in range(len(ex))}) == len(ex)
+    for i in range(0, len(ex), 41):
+        r = count(ex.config(i), 640, 640, dcn_macs="full")
+        assert r.params == TARGET == ex.params[i] and r.macs == ex.macs[i]
+    dense = prove(default_space(), TARGET, 0, dcn_macs="dense").exact
+    assert dense is not None and (dense.macs <= ex.macs).all() and (dense.macs < ex.macs).any()
+
+
+def test_repair_builds_an_exact_sample_as_it_is():
+    proof = prove(default_space(), TARGET, 0)
+    rep = Repairer(default_space(), TARGET, 0, exact=proof.exact, structures=proof.hit_structures)
+    k = knobs_from_config(get_preset("featherface-489k"))
+    sol = rep.repair(k)
+    assert sol is not None and sol.knobs == k and sol.distance == 0.0 and sol.params == TARGET
+
+
+def test_repair_projects_a_far_sample_into_the_window():
+    proof = prove(default_space(), TARGET, 0)
+    rep = Repairer(default_space(), TARGET, 0, exact=proof.exact, structures=proof.hit_structures)
+    k = knobs_from_config(get_preset("featherface-official").replace(neck_channels=128, bifpn_repeats=4))
+    sol = rep.repair(k)
+    assert sol is not None and sol.params == TARGET and sol.switches == 0  # FeatherFace's switches kept
     got = config_from_knobs(sol.knobs)
-    assert count_params(got) == TARGET == sol.params
-    assert count(got).macs == sol.macs
-    # it is the fewest-MACs completion: brute force over the same budget knobs
-    sp = default_space()
-    best = None
-    for s3, s4, s5, rb, rn in itertools.product(*(sp.domain(k).values for k in BUDGET_KNOBS)):
-        c = cfg.replace(ssh_channels=(s3, s4, s5), backbone_cbam_reduction=rb, neck_cbam_reduction=rn)
-        r = count(c)
-        if r.params == TARGET and (best is None or r.macs < best):
-            best = r.macs
-    assert sol.macs == best
-
-
-def test_solver_reports_the_nearest_completion_when_none_is_exact():
-    sp = apply_fixes(default_space(), ["neck_channels=128", "neck=bifpn", "bifpn_repeats=4"])
-    sampled = sp.sample(__import__("optuna").trial.FixedTrial(
-        {"backbone_cbam": True, "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"}))
-    sol = Solver(sp, TARGET, 0).solve(sampled)
-    assert sol is not None and not sol.exact
-    assert sol.params > TARGET  # this structure alone is above the target: nearest = smallest
-    assert count_params(config_from_knobs(sol.knobs)) == sol.params
+    assert count_params(got) == TARGET and count(got, dcn_macs="full").macs == sol.macs
+    # nothing in the exact set is nearer
+    sw, wd = proof.exact.distances(k)
+    assert sol.distance == pytest.approx(float((sw * SWITCH_COST + wd).min()))
 
 
 def test_solver_respects_max_macs():
-    cfg = get_preset("featherface-489k")
-    sampled = {n: v for n, v in knobs_from_config(cfg).items() if n not in BUDGET_KNOBS}
-    loose = Solver(default_space(), TARGET, 2000).solve(sampled)
-    assert loose is not None and loose.in_window > 3
-    tight = Solver(default_space(), TARGET, 2000, max_macs=loose.macs - 1).solve(sampled)
-    assert tight is not None and (tight.in_window == 0 or tight.macs <= loose.macs - 1)
+    k = knobs_from_config(get_preset("featherface-489k"))
+    loose = prove(default_space(), TARGET, 0)
+    free = Repairer(default_space(), TARGET, 0, exact=loose.exact).repair(k)
+    assert free is not None and free.knobs == k
+    cap = free.macs - 1  # the sampled config itself breaks the cap
+    capped = prove(default_space(), TARGET, 0, max_macs=cap)
+    assert 0 < len(capped.exact) < len(loose.exact) and (capped.exact.macs <= cap).all()
+    for rep in (Repairer(default_space(), TARGET, 0, max_macs=cap, exact=capped.exact),
+                Repairer(default_space(), TARGET, 0, max_macs=cap, structures=capped.hit_structures)):
+        sol = rep.repair(k)
+        assert sol is not None and sol.macs <= cap < free.macs and sol.params == TARGET
 
 
 def _small_space() -> SearchSpace:
@@ -162,3 +187,86 @@ def test_target_below_the_smallest_model():
     with pytest.raises(NoConfigInWindow, match=f"smallest config in this space has {cert.smallest.params:,} params"):
         check_reachable(cert)
     assert cert.smallest.params == count_params(FeatherFaceConfig(**cert.smallest.config))
+
+
+def _mixed_space() -> SearchSpace:
+    """A small space with a few structures (neck width, DCN, CBAM) for brute force."""
+    sp = _small_space().with_domain("neck_channels", Domain((40, 44)))
+    return sp.with_domain("ssh_deformable", Domain((True, False))).with_domain("neck_cbam", Domain((True, False)))
+
+
+def _brute_configs(sp: SearchSpace) -> list[tuple[dict, int, int]]:
+    out = []
+    for s in sp.iter_structures():
+        for vals in itertools.product(*(sp.domain(k).values for k in BUDGET_KNOBS)):
+            knobs = {**s, **dict(zip(BUDGET_KNOBS, vals))}
+            if not s["neck_cbam"] and knobs["neck_cbam_reduction"] != 16:
+                continue
+            try:
+                cfg = config_from_knobs(knobs)
+            except Exception:
+                continue
+            r = count(cfg, 640, 640, dcn_macs="full")
+            out.append((knobs, r.params, r.macs))
+    return out
+
+
+@pytest.mark.slow
+def test_exact_set_and_mac_optimum_equal_brute_force():
+    sp = _mixed_space()
+    allc = _brute_configs(sp)
+    params = sorted(p for _, p, _ in allc)
+    target, tol = params[len(params) // 2], 5000
+    inside = [(k, p, m) for k, p, m in allc if abs(p - target) <= tol]
+    proof = prove(sp, target, tol)
+    ex = proof.exact
+    assert len(ex) == len(inside) == proof.certificate.in_window > 10
+    listed = {tuple(sorted(ex.knobs(i).items())): (int(ex.params[i]), int(ex.macs[i])) for i in range(len(ex))}
+    assert listed == {tuple(sorted(k.items())): (p, m) for k, p, m in inside}
+    from featherface_tune.tuner.api import search
+
+    res = search(target, space=sp, tolerance=tol, objective="macs", top=3)
+    assert res.solved["optimal"] and res.best[0].macs == min(m for _, _, m in inside)
+    assert [r.macs for r in res.best[:3]] == sorted(m for _, _, m in inside)[:3]
+
+
+def test_repair_by_structure_matches_the_exact_set():
+    """Without an exact set the repair visits structures by a lower bound; it finds the same distance."""
+    import random
+
+    sp = _mixed_space()
+    params = sorted(p for _, p, _ in _brute_configs(sp))
+    target, tol = params[len(params) // 2], 5000
+    proof = prove(sp, target, tol)
+    by_set = Repairer(sp, target, tol, exact=proof.exact)
+    by_structure = Repairer(sp, target, tol, structures=proof.hit_structures)
+    rng = random.Random(0)
+    for _ in range(25):
+        point = {k: rng.choice(sp.domain(k).values) for k in KNOBS}
+        a, b = by_set.repair(point), by_structure.repair(point)
+        assert a is not None and b is not None and b.method == "by structure"
+        assert b.distance == pytest.approx(a.distance) and b.macs == a.macs
+        assert abs(count_params(config_from_knobs(b.knobs)) - target) <= tol
+
+
+def test_huge_ssh_domains_are_refused_with_an_estimate():
+    sp = default_space()
+    for k in SSH_KNOBS:
+        sp = sp.with_domain(k, int_range(4, 4096, 4))
+    with pytest.raises(ConfigError, match=r"P3 x P4 x P5 combinations .* about [\d,]+ MiB") as info:
+        check_memory(sp)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError):
+        certify(sp, TARGET, 0)
+
+
+def test_repair_without_a_proof_completes_the_sampled_structure():
+    """A space too large to enumerate has no exact set: the sampled structure is completed alone."""
+    assert not certify(default_space(), TARGET, 0, max_structures=10).complete
+    rep = Repairer(default_space(), TARGET, 0)
+    k = knobs_from_config(get_preset("featherface-489k"))
+    sol = rep.repair(k)
+    assert sol is not None and sol.knobs == k and sol.params == TARGET
+    off = rep.repair({**k, "neck_channels": 43})  # no exact completion: the nearest count, infeasible
+    got = count(config_from_knobs(off.knobs), dcn_macs="full")
+    assert off.params == got.params != TARGET and off.macs == got.macs and off.knobs["neck_channels"] == 43

@@ -17,7 +17,7 @@ from featherface_tune.tuner.space import (
 
 def test_default_space_has_the_fine_budget_knobs():
     sp = default_space()
-    assert sp.solve == BUDGET_KNOBS + ("bifpn_repeats",)
+    assert sp.solve == ()  # Optuna samples every knob; the solver repairs the sample
     for k in SSH_KNOBS:
         assert sp.domain(k).values == tuple(range(16, 129, 4))
     assert sp.domain("backbone_cbam_reduction").values == (4, 8, 16, 32)
@@ -26,13 +26,14 @@ def test_default_space_has_the_fine_budget_knobs():
     assert sp.domain("bifpn_repeats").values == (1, 2, 3, 4)
     assert set(sp.domain("shuffle").values) == {"block", "plain", "none"}
     assert set(sp.domain("ssh_deformable").values) == {True, False}
-    # Optuna samples the structure, the solver the budget knobs
-    assert set(sp.sampled).isdisjoint(BUDGET_KNOBS) and "bifpn_repeats" not in sp.sampled
+    # Optuna samples every knob with more than one value, the budget knobs and BiFPN depth included
+    assert set(BUDGET_KNOBS) <= set(sp.sampled) and "bifpn_repeats" in sp.sampled
     assert "neck_channels" in sp.sampled and "backbone_width" not in sp.sampled
+    assert set(default_space().with_solve(BUDGET_KNOBS).sampled).isdisjoint(BUDGET_KNOBS)
 
 
 def test_fixed_trial_sampling_with_context_rules():
-    sp = default_space()
+    sp = default_space().with_solve(BUDGET_KNOBS)
     trial = optuna.trial.FixedTrial({"backbone_cbam": False, "neck": "fpn", "neck_channels": 40,
                                      "neck_cbam": True, "ssh_deformable": False, "shuffle": "none"})
     got = sp.sample(trial)
@@ -106,7 +107,8 @@ def test_fix():
     sp = apply_fixes(default_space(), ["ssh_channels=[56,72,72]", "neck=bifpn", "neck_channels=42"])
     assert [sp.domain(k).values for k in SSH_KNOBS] == [(56,), (72,), (72,)]
     assert sp.domain("neck").values == ("bifpn",)
-    assert set(sp.solved) == {"backbone_cbam_reduction", "neck_cbam_reduction", "bifpn_repeats"}
+    assert sp.solved == ()
+    assert {"backbone_cbam_reduction", "neck_cbam_reduction", "bifpn_repeats"} <= set(sp.sampled)
     sp = apply_fixes(default_space(), ["ssh_channels=64"])
     assert all(sp.domain(k).values == (64,) for k in SSH_KNOBS)
     for bad, match in (("foo=1", "unknown field"), ("neck_channels", "expected field=value"),

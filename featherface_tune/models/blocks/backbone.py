@@ -7,7 +7,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, conv_out
+from featherface_tune.models.blocks.cost import Cost, Parts, conv_out
 from featherface_tune.models.blocks.layers import conv_bn, conv_bn_cost, conv_dw, conv_dw_cost
 
 
@@ -40,16 +40,33 @@ class MobileNetV1Body(nn.Module):
         return [c3, c4, c5]
 
 
-@lru_cache(maxsize=256)
-def backbone_cost(width: float, h: int, w: int) -> Cost:
-    params = macs = 0
+def backbone_units(width: float, h: int, w: int):  # type: ignore[no-untyped-def]
+    """(cin, cout, output positions, whether it is the full conv) of every unit, in order."""
     for si, stage in enumerate(mobilenet_plan(width)):
         for ui, (cin, cout, stride) in enumerate(stage):
             h, w = conv_out(h, 3, stride, 1), conv_out(w, 3, stride, 1)
-            p, m = (conv_bn_cost if si == ui == 0 else conv_dw_cost)(cin, cout, h * w)
-            params += p
-            macs += m
+            yield cin, cout, h * w, si == ui == 0
+
+
+@lru_cache(maxsize=256)
+def backbone_cost(width: float, h: int, w: int) -> Cost:
+    params = macs = 0
+    for cin, cout, hw, first in backbone_units(width, h, w):
+        p, m = (conv_bn_cost if first else conv_dw_cost)(cin, cout, hw)
+        params += p
+        macs += m
     return Cost(params, macs)
+
+
+@lru_cache(maxsize=256)
+def backbone_parts(width: float, h: int, w: int) -> Parts:
+    """BatchNorms, one per full conv (cout), two per dw unit (cin, cout), each followed by a LeakyReLU."""
+    bn = bn_pos = 0
+    for cin, cout, hw, first in backbone_units(width, h, w):
+        c = cout if first else cin + cout
+        bn += c
+        bn_pos += c * hw
+    return Parts(bn_params=2 * bn, bn_macs=2 * bn_pos, leaky_elems=bn_pos)
 
 
 def level_sizes(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -16,6 +16,33 @@ class Cost(NamedTuple):
 ZERO = Cost(0, 0)
 
 
+class Parts(NamedTuple):
+    """The slices of a block's full `Cost` that counting tools disagree on (each is already inside
+    the Cost; conventions in `featherface_tune.counter.conventions` add or drop them), and the
+    element counts of the ops the Cost leaves at 0 (activations, pooling), laid out as the official
+    code lays them out: nn.ReLU / nn.LeakyReLU / nn.MaxPool2d modules vs F.relu / F.*_pool2d calls."""
+
+    bn_params: int = 0  # BatchNorm scale + shift
+    bn_macs: int = 0  # BatchNorm at 2 per element
+    bias_macs: int = 0  # bias elements x output positions (convs), x calls (linears): not in Cost's MACs
+    upsample_macs: int = 0  # nearest upsampling, 1 per output element (F.interpolate)
+    fusion_params: int = 0  # BiFPN fusion weights: nn.Parameters held by non-leaf modules
+    dcn_params: int = 0  # deformable convs' main weights (used through the functional op)
+    dcn_macs: int = 0  # ... and their dense-conv MACs
+    dcn_aux_macs: int = 0  # offset + modulator convs (inside the full Cost, outside the dense one)
+    leaky_elems: int = 0  # nn.LeakyReLU module outputs
+    relu_module_elems: int = 0  # nn.ReLU module outputs, per call
+    relu_call_elems: int = 0  # F.relu outputs
+    pool_module_in: int = 0  # nn.MaxPool2d module inputs (after padding)
+    pool_call_in: int = 0  # F.avg_pool2d / F.max_pool2d inputs
+
+    def __add__(self, other: "Parts") -> "Parts":  # type: ignore[override]
+        return Parts(*(a + b for a, b in zip(self, other)))
+
+
+NO_PARTS = Parts()
+
+
 def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 1) -> int:
     """Output length of a convolution or pooling along one axis."""
     return (n + 2 * pad - k) // stride + 1

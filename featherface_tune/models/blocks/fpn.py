@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, upsample
+from featherface_tune.models.blocks.cost import Cost, Parts, upsample
 from featherface_tune.models.blocks.layers import (
     conv_bn, conv_bn1x1, conv_bn1x1_cost, conv_bn_cost,
 )
@@ -38,3 +38,11 @@ def fpn_cost(in_channels: tuple[int, int, int], c: int, hw3: int, hw4: int, hw5:
            + conv_bn1x1_cost(in_channels[2], c, hw5))
     merge = conv_bn_cost(c, c, hw4) + conv_bn_cost(c, c, hw3)
     return lat + merge + upsample(c, hw4) + upsample(c, hw3)
+
+
+def fpn_parts(in_channels: tuple[int, int, int], c: int, hw3: int, hw4: int, hw5: int) -> Parts:
+    """Five BatchNorms + LeakyReLUs of c channels (laterals at P3/P4/P5, merges at P4/P3), two
+    upsamplings."""
+    positions = hw3 + hw4 + hw5 + hw4 + hw3
+    return Parts(bn_params=10 * c, bn_macs=2 * c * positions, upsample_macs=c * (hw4 + hw3),
+                 leaky_elems=c * positions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost
+from featherface_tune.models.blocks.cost import Cost, Parts
 
 
 class Head(nn.Module):
@@ -30,3 +30,8 @@ def heads_cost(cin: int, anchors: int, landmarks: bool, hw: int) -> Cost:
     """1x1 convs with bias to anchors x (2 + 4 [+ 10]) outputs."""
     outs = anchors * sum(head_values(landmarks))
     return Cost((cin + 1) * outs, cin * outs * hw)
+
+
+def heads_parts(cin: int, anchors: int, landmarks: bool, hw: int) -> Parts:
+    """The 1x1 convs' biases."""
+    return Parts(bias_macs=anchors * sum(head_values(landmarks)) * hw)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, ZERO
+from featherface_tune.models.blocks.cost import NO_PARTS, Cost, Parts, ZERO
 
 
 class ChannelShuffle(nn.Module):
@@ -47,3 +47,11 @@ def shuffle_cost(kind: str, c: int, hw: int) -> Cost:
     # 1x1 c->h, BN h, dw 3x3 h, BN h, 1x1 h->c, BN c: no biases, so MACs = params x positions
     params = c * h + 2 * h + 9 * h + 2 * h + h * c + 2 * c
     return Cost(params, params * hw)
+
+
+def shuffle_parts(kind: str, c: int, hw: int) -> Parts:
+    """The block's three BatchNorms (c/2, c/2, c channels) and its closing nn.ReLU."""
+    if kind != "block":
+        return NO_PARTS
+    bn = 2 * (c // 2) + c
+    return Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, relu_module_elems=c * hw)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost
+from featherface_tune.models.blocks.cost import Cost, Parts
 from featherface_tune.models.blocks.deform import DeformableConv2d, dcn_offset_macs, dcn_sampling_macs
 
 
@@ -51,6 +51,20 @@ def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
     per_pos = 9 * (cin * (cout // 2) + cin * q + 3 * q * q) + 2 * (cout // 2 + 4 * q)  # weights + BN
     params = per_pos + (243 * (2 * cin + 3 * q) + 5 * 27 if deformable else 0)
     return Cost(params, per_pos * hw)
+
+
+def ssh_parts(cin: int, cout: int, deformable: bool, hw: int) -> Parts:
+    """Five BatchNorms (cout/2 + 4 x cout/4 channels), two LeakyReLUs (cout/4 each), the closing
+    F.relu; with DCN, the five main convs' weights and MACs, and the offset/modulator convs' MACs
+    and biases (27 per conv)."""
+    q = cout // 4
+    bn = cout // 2 + 4 * q
+    plain = Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, leaky_elems=2 * q * hw, relu_call_elems=cout * hw)
+    if not deformable:
+        return plain
+    main = 9 * (cin * (cout // 2) + cin * q + 3 * q * q)
+    return plain._replace(bias_macs=5 * 27 * hw, dcn_params=main, dcn_macs=main * hw,
+                          dcn_aux_macs=ssh_dcn_extra_macs(cin, cout, True, hw)[0])
 
 
 def ssh_dcn_extra_macs(cin: int, cout: int, deformable: bool, hw: int) -> tuple[int, int]:

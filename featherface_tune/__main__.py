@@ -1,0 +1,5 @@
+"""`python -m featherface_tune`: the same command line as `featherface-tune`."""
+
+from featherface_tune.cli import main
+
+main()

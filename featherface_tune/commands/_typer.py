@@ -1,0 +1,58 @@
+"""How the command line looks and fails: flags shown without a `<bool>` value, `-h` beside `--help`,
+and usage errors (unknown option, bad value, unknown command) as one line on stderr with exit 2 instead
+of Typer's five-line box."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
+
+try:  # Typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - older Typer on real click
+    from click import exceptions as _click_exc  # type: ignore[no-redef]
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def _without_flag_types(params: list[Any]) -> list[Any]:
+    for p in params:
+        if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+            p.metavar = ""  # an empty type column; None would print `<bool>`
+    return params
+
+
+class FlagCommand(TyperCommand):
+    """A command whose on/off flags show no `<bool>` type in --help."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The root group: a usage error is one line naming the rule and where to read more."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exc.NoArgsIsHelpError:  # bare `featherface-tune`: the help page, as before
+            return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
+        except _click_exc.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "featherface-tune"
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)

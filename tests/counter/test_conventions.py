@@ -1,0 +1,145 @@
+"""Counting conventions, analytically: the paper's thop figures, the per-term API the solver sums,
+the reconciliation table, and one-line errors. (The real tools are run in test_convention_tools.)"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+
+from featherface_tune.counter.analytic import GROUPS, count, level_hws
+from featherface_tune.counter.conventions import (
+    CONVENTIONS, NAMES, cbam_levels_in, countable, get_convention, level_tail_in, reconcile,
+    reconcile_json,
+)
+from featherface_tune.errors import ConfigError
+from featherface_tune.models.builder import build_model
+from featherface_tune.models.presets import get_preset
+from strategies import configs
+
+OFFICIAL = get_preset("featherface-official")
+
+
+def test_thop_is_the_papers_count_of_the_official_code():
+    r = count(OFFICIAL, 640, 640, convention="thop")
+    assert (r.params, r.macs) == (488_661, 1_012_598_976) and r.convention == "thop"
+    true = count(OFFICIAL).modules
+    # thop misses the 15 DCN main convs (ssh) and the 30 BiFPN fusion weights (neck), nothing else
+    main_weights = 3 * 9 * (64 * 32 + 64 * 16 + 3 * 16 * 16)  # per level: 64->32, 64->16, three 16->16
+    assert main_weights == 103_680 and r.modules["ssh"].params == true["ssh"].params - main_weights
+    assert r.modules["neck"].params == true["neck"].params - 30
+    assert all(r.modules[g].params == true[g].params for g in GROUPS if g not in ("ssh", "neck"))
+
+
+def test_the_papers_489000_is_reachable_in_thop():
+    """The example in the conventions module doc: a config that thop counts at exactly 489,000."""
+    cfg = OFFICIAL.replace(neck_channels=40, backbone_cbam_reduction=4, neck_cbam_reduction=16,
+                           ssh_channels=[76, 128, 128])
+    assert (count(cfg, convention="thop").params, count(cfg).params) == (489_000, 643_713)
+
+
+def test_other_tools_figures_of_the_official_code():
+    """The figures the issue measured on the official code at 640x640 (the tools are run elsewhere)."""
+    figures = {name: count(OFFICIAL, convention=name) for name in NAMES}
+    assert figures["numel"].macs == figures["fvcore"].macs == 1_274_888_576
+    assert figures["fvcore-stock"].macs == 984_584_576
+    assert figures["torchinfo"].macs == 957_496_940
+    assert figures["ptflops-aten"].macs == 957_487_936
+    assert figures["ptflops"].macs == 1_008_929_884
+    assert figures["flops"].macs == 2_487_604_352
+    assert {f.params for n, f in figures.items() if n != "thop"} == {592_371}
+
+
+def test_default_counts_every_convolution_and_dense_is_an_option():
+    full, dense = count(OFFICIAL), count(OFFICIAL, dcn_macs="dense")
+    assert full.dcn_macs == "full" and full.macs == dense.macs + full.dcn_offset_macs
+    assert dense.macs == 915_637_376
+    assert count(OFFICIAL, convention="numel", dcn_macs="dense") == dense
+
+
+@settings(max_examples=60, deadline=None)
+@given(cfg=configs())
+def test_per_term_functions_sum_to_count_in_every_convention(cfg):
+    """base (backbone + neck groups) + CBAM terms + three level tails == count(), per convention:
+    the split a solver sums is exact."""
+    h, w = 96, 160
+    hws = level_hws(h, w)
+    chans, n = cfg.backbone_channels, cfg.neck_channels
+    for name in NAMES:
+        if CONVENTIONS[name].official_only and cfg.backbone_width != 0.25:
+            with pytest.raises(ConfigError, match="fixed at width 0.25"):
+                count(cfg, h, w, convention=name)
+            continue
+        for dcn in (("full", "dense") if name == "numel" else ("full",)):
+            r = count(cfg, h, w, dcn_macs=dcn, convention=name)
+            groups = dict(zip(GROUPS, r.groups))
+            terms = [groups["backbone"], groups["neck"]]
+            if cfg.backbone_cbam:
+                terms.append(cbam_levels_in(name, chans, cfg.backbone_cbam_reduction, hws, dcn))
+            if cfg.neck_cbam:
+                terms.append(cbam_levels_in(name, (n, n, n), cfg.neck_cbam_reduction, hws, dcn))
+            terms += [level_tail_in(name, n, s, cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell,
+                                    cfg.landmarks, hw, dcn) for s, hw in zip(cfg.ssh_widths, hws)]
+            assert (sum(t[0] for t in terms), sum(t[1] for t in terms)) == (r.params, r.macs), (name, dcn)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cfg=configs(max_width=48))
+def test_thop_params_miss_exactly_the_functional_and_non_leaf_weights(cfg):
+    """numel - thop == the deformable convs' main weights + the parameters held directly by non-leaf
+    modules (BiFPN fusion weights), read off the built model rather than the formulas."""
+    cfg = cfg.replace(backbone_width=0.25, backbone_cbam_reduction=min(cfg.backbone_cbam_reduction, 64))
+    model = build_model(cfg)
+    missed = sum(p.numel() for name, p in model.named_parameters() if ".regular_conv." in name)
+    for m in model.modules():
+        if any(True for _ in m.children()):
+            missed += sum(p.numel() for p in m.parameters(recurse=False))
+    true, thop = count(cfg, 64, 64), count(cfg, 64, 64, convention="thop")
+    assert true.params - thop.params == missed
+
+
+def test_reconciliation_table_adds_up():
+    figures = {f.name: f for f in reconcile(OFFICIAL)}
+    assert list(figures) == list(NAMES)
+    true = count(OFFICIAL)
+    for f in figures.values():
+        conv = CONVENTIONS[f.name]
+        assert f.params_delta == sum(d.params for d in f.differences) == f.params - true.params
+        assert f.macs_delta == sum(d.macs for d in f.differences) == f.macs - conv.scale * true.macs
+        for d in f.differences:
+            assert sum(p for p, _ in d.modules.values()) == d.params
+    thop = {d.what: d for d in figures["thop"].differences}
+    assert thop["DCN main convs"].modules["ssh"] == (-103_680, -290_304_000)
+    assert "not hooked" in thop["DCN main convs"].why
+    assert thop["BiFPN fusion weights"].modules == {"neck": (-30, 0)}
+    assert figures["numel"].differences == ()
+    data = reconcile_json(OFFICIAL, 640, 640)
+    assert data["true"] == {"params": 592_371, "macs": 1_274_888_576}
+    assert [c["convention"] for c in data["conventions"]] == list(NAMES)
+
+
+def test_reconciliation_marks_what_a_convention_cannot_count():
+    wide = OFFICIAL.replace(backbone_width=0.5)
+    figures = {f.name: f for f in reconcile(wide, 64, 64)}
+    assert figures["thop"].params is None and "fixed at width 0.25" in figures["thop"].error
+    assert figures["numel"].error is None
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: count(OFFICIAL, convention="paper"),
+     "convention 'paper' is unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo"),
+    (lambda: count(OFFICIAL.replace(backbone_width=0.5), convention="thop"),
+     "convention 'thop' counts the official code's modules, whose MobileNetV1 is fixed at width 0.25: "
+     "backbone_width=0.5 cannot be counted"),
+    (lambda: count(OFFICIAL, dcn_macs="dense", convention="thop"),
+     "dcn_macs='dense' applies to the numel convention only"),
+    (lambda: get_convention("numel", "both"), "dcn_macs='both' must be one of dense, full"),
+    (lambda: level_tail_in("THOP", 64, 64, True, "block", 2, True, 100), "convention 'THOP' is unknown"),
+])
+def test_bad_conventions_are_one_line_errors(call, message):
+    with pytest.raises(ConfigError, match=None) as exc:
+        call()
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_countable_accepts_every_official_width_config():
+    countable("thop", OFFICIAL.replace(neck="fpn", bifpn_repeats=0, ssh_deformable=False, shuffle="none"))

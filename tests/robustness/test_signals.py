@@ -1,0 +1,84 @@
+"""SIGTERM (`timeout`, a CI cancel, `docker stop`) is handled like Ctrl-C: the search prints what it
+found and marks the trial in flight failed, training keeps its checkpoint; both exit 143."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NARROW_SPACE
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(predicate, proc: subprocess.Popen, seconds: float = 180) -> None:  # type: ignore[no-untyped-def, type-arg]
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"ended before the signal: {proc.returncode}: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+        if predicate():
+            return
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("condition never met")
+
+
+def _complete(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigterm_during_search(tmp_path: Path):
+    (tmp_path / "narrow.toml").write_text(NARROW_SPACE, encoding="utf-8")
+    db = tmp_path / "s.db"
+    # latency is measured per trial: a slow objective, so the signal lands inside a trial
+    proc = subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", "search", "--target", "489000",
+                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency",
+                             "--input-size", "320", "320", "--trials", "10000", "--study", "t",
+                             "--storage", f"sqlite:///{db}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _wait(lambda: _complete(db) >= 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert "terminated after" in err and "rerun the same command to resume" in err
+    assert "best feasible configs" in out  # the summary is printed
+    with sqlite3.connect(db) as con:
+        states = dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    assert "RUNNING" not in states, states
+    assert states.get("FAIL", 0) <= 1 and states["COMPLETE"] >= 2
+
+
+def test_sigterm_during_training(tmp_path: Path):
+    from featherface_tune.data.demo import write_demo
+
+    write_demo(tmp_path / "d", train=8, val=1, seed=0)
+    out_dir = tmp_path / "out"
+    args = [sys.executable, "-m", "featherface_tune.cli", "train", "--data", str(tmp_path / "d"), "--epochs", "500",
+            "--image-size", "64", "--batch-size", "4", "--out", str(out_dir)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _wait(lambda: (out_dir / "last.pt").is_file(), proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "terminated" in err and "--resume" in err
+    assert (out_dir / "last.pt").is_file()
+    assert not list(out_dir.glob(".*.tmp"))
+    import torch
+
+    state = torch.load(out_dir / "last.pt", weights_only=True)
+    assert state["epoch"] >= 1

@@ -1,0 +1,72 @@
+"""The command line's conventions: --version, -h, python -m, flags without a type, one-line usage
+errors; and the package's lazy public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import featherface_tune
+from featherface_tune.cli import COMMANDS, app
+
+runner = CliRunner()
+
+
+def test_version_matches_the_package() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0
+    assert r.output.strip() == f"featherface-tune {featherface_tune.__version__}"
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    r = subprocess.run([sys.executable, "-m", "featherface_tune", "--version"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"featherface-tune {featherface_tune.__version__}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_short_help_and_untyped_flags(name: str) -> None:
+    long = runner.invoke(app, [name, "--help"], terminal_width=100)
+    short = runner.invoke(app, [name, "-h"], terminal_width=100)
+    assert long.exit_code == short.exit_code == 0
+    assert long.output == short.output
+    assert "--json" in long.output
+    assert "<bool>" not in long.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["count", "--bogus"], "No such option: --bogus"),
+    (["count", "--input-size", "a", "b"], "--input-size"),
+    (["no-such-command"], "No such command"),
+    (["search"], "--target"),
+])
+def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "featherface_tune", *args], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in r.stderr and "╭" not in r.stderr
+
+
+def test_bare_command_shows_help() -> None:
+    r = runner.invoke(app, [])
+    assert "Commands" in r.output and "search" in r.output
+
+
+def test_import_is_cheap_and_exports_resolve() -> None:
+    code = ("import sys, featherface_tune as ff; assert 'torch' not in sys.modules and 'optuna' not in sys.modules; "
+            "cfg = ff.presets()['featherface-official']; assert isinstance(cfg, ff.FeatherFaceConfig); "
+            "print(ff.count(cfg, 640, 640).params)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "592371"
+    for name in featherface_tune.__all__:
+        assert getattr(featherface_tune, name) is not None
+    with pytest.raises(AttributeError):
+        featherface_tune.no_such_name  # noqa: B018
