@@ -6,6 +6,7 @@ input size, and the downsampling max-pool pads with zeros (F.pad), as the offici
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
