@@ -61,11 +61,18 @@ def export_cmd(
 
         t = Table(title=f"{out_path}: ONNX opset {opset}, {report.bytes:,} bytes, {report.seconds:.1f} s"
                         + (", with post-processing" if with_postprocess else ""))
-        for col in ("input", "max |ORT - PyTorch|", "max |output|", "limit", "ok"):
+        cols = ["input", "max |ORT - PyTorch|", "max |output|", "limit"]
+        if with_postprocess:
+            cols.append("detections paired (unpaired)")
+        for col in cols + ["ok"]:
             t.add_column(col, justify="right")
         for c in report.checks:
-            t.add_row("x".join(map(str, c["input"])), f"{c['max_abs_diff']:.2e}", f"{c['max_abs_output']:.3g}",
-                      f"{c['limit']:.2e}", "yes" if c["ok"] else "[bold red]NO[/]")
+            row = ["x".join(map(str, c["input"])), f"{c['max_abs_diff']:.2e}", f"{c['max_abs_output']:.3g}",
+                   f"{c['limit']:.2e}"]
+            if with_postprocess:
+                d = c["detections"]
+                row.append(f"{d['paired']} ({d['unpaired']})")
+            t.add_row(*row, "yes" if c["ok"] else "[bold red]NO[/]")
         out.print(t)
     if not report.ok:
         raise fail(f"verification failed: onnxruntime differs from PyTorch by {report.max_abs_diff:.3e}, "
