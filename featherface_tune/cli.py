@@ -7,6 +7,7 @@ from typing_extensions import Annotated
 
 from featherface_tune import __version__
 from featherface_tune.commands._typer import HELP_OPTIONS, FlagCommand, OneLineErrorsGroup
+from featherface_tune.commands.calibrate import calibrate_cmd
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.demo_data import demo_data_cmd
 from featherface_tune.commands.evaluate import evaluate_cmd
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 
 COMMANDS = {
+    "calibrate": calibrate_cmd,
     "count": count_cmd,
     "demo-data": demo_data_cmd,
     "evaluate": evaluate_cmd,
@@ -44,7 +46,7 @@ COMMANDS = {
 }
 
 for _name, _fn in COMMANDS.items():
-    app.command(_name, cls=FlagCommand)(_fn)
+    app.command(_name, cls=FlagCommand)(_fn)  # type: ignore[type-var]
 
 
 def _show_version(value: bool) -> None:

@@ -3,6 +3,7 @@ errors; and the package's lazy public API."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -70,3 +71,47 @@ def test_import_is_cheap_and_exports_resolve() -> None:
         assert getattr(featherface_tune, name) is not None
     with pytest.raises(AttributeError):
         featherface_tune.no_such_name  # noqa: B018
+
+
+# ---- every table fits 100 columns, no figure cut ---------------------------------------------------
+
+def test_fit_table_compacts_then_drops_optional_columns_and_never_cuts_a_figure() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from featherface_tune.terminal import TABLE_WIDTH, fit_table, natural_width
+
+    console = Console(width=80, file=io.StringIO())
+    t = Table(title="wide")
+    figures = [f"{10**12 + i:,}" for i in range(6)]
+    for i in range(6):
+        t.add_column(f"figure {i}", justify="right")
+    t.add_column("note")
+    t.add_row(*figures, "a long note " * 3)
+    fit_table(console, t, TABLE_WIDTH, optional=("note", "figure 5"))
+    assert natural_width(console, t) <= TABLE_WIDTH
+    assert [str(c.header) for c in t.columns] == [f"figure {i}" for i in range(5)]  # "figure 5" dropped last
+    assert "not shown to fit 100 columns: note, figure 5" in str(t.caption)
+    text = io.StringIO()
+    Console(width=TABLE_WIDTH, file=text).print(t)
+    assert all(f in text.getvalue() for f in figures[:5])
+
+
+def _widest(text: str) -> int:
+    return max((len(line.rstrip()) for line in text.splitlines()), default=0)
+
+
+def test_command_tables_fit_100_columns(tmp_path) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    search = runner.invoke(app, ["search", "--target", "489000", "--storage", db], terminal_width=80)
+    assert search.exit_code == 0, search.stderr
+    assert "489,000" in search.stdout and _widest(search.stdout) <= 100
+    report = runner.invoke(app, ["report", "--storage", db], terminal_width=80)
+    assert report.exit_code == 0, report.stderr
+    assert _widest(report.stdout) <= 100
+    for args in (["gate"], ["count", "--conventions"], ["presets"],
+                 ["report", "--compare", "featherface-official", "featherface-489k", "retinaface-mnet025"]):
+        r = runner.invoke(app, args, terminal_width=80)
+        assert r.exit_code == 0, (args, r.stderr)
+        table_lines = [line for line in r.stdout.splitlines() if not line.startswith("thop:")]
+        assert _widest("\n".join(table_lines)) <= 100, args

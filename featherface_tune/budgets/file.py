@@ -46,6 +46,7 @@ from featherface_tune.budgets.schema import (
     Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
 )
 from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import NAMES as CONVENTIONS, countable, get_convention
 from featherface_tune.errors import ConfigError, FeatherFaceError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
@@ -57,7 +58,6 @@ MACS_KEYS = BOUND_KEYS + ("input_size", "dcn_macs")
 MODEL_KEYS = ("preset", "config") + FIELD_NAMES
 BASELINE_KEYS = ("input_size", "dcn_macs", "convention", "params", "macs", "modules")
 MODULE_KEYS = ("params", "macs")
-DEFAULT_INPUT = (640, 640)
 BUDGET_DIR = "budgets"
 
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")

@@ -9,13 +9,12 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from rich.console import Console
-from rich.measure import Measurement
-from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
 from featherface_tune.budgets.gate import GateReport, GateResult, ModuleDiff
 from featherface_tune.budgets.schema import BudgetFileError
+from featherface_tune.terminal import print_table
 
 FORMATS = ("text", "json", "junit", "github")
 
@@ -46,15 +45,16 @@ def _plain(v: int | None) -> str:
 def summary_table(report: GateReport) -> Table:
     verified = any(r.verification is not None for r in report.results)
     t = Table(title="budget gate", title_justify="left")
-    for col, right in (("budget", False), ("metric", False), ("convention", False), ("bound", True),
+    # the metric names its convention, e.g. "params (thop)": the convention stands beside every figure
+    for col, right in (("budget", False), ("metric", False), ("bound", True),
                        ("measured", True), ("delta", True), ("verdict", False)):
         t.add_column(col, justify="right" if right else "left")
     if verified:
-        t.add_column("cross-check")
+        t.add_column("verified")
     for r in report.results:
         for i, c in enumerate(r.checks):
             verdict = Text("pass", "green") if c.ok else Text("FAIL", "bold red")
-            row: list[Any] = [Text(r.budget.name) if i == 0 else "", _metric_label(r, c.metric), r.budget.convention,
+            row: list[Any] = [Text(r.budget.name) if i == 0 else "", _figure_label(r, c.metric),
                               c.bound.describe(), f"{c.measured:,}", f"{c.delta:+,}", verdict]
             if verified:
                 v = r.verification
@@ -78,16 +78,6 @@ def module_table(result: GateResult, only_moved: bool = True) -> Table:
     return t
 
 
-def _print_table(console: Console, table: Table) -> None:
-    """Print a table at its natural width even on a narrow or non-terminal console (CI logs)."""
-    natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
-    if natural <= console.width:
-        console.print(table)
-        return
-    segments = list(console.render(table, console.options.update(width=natural)))
-    console.print(Segments(segments), soft_wrap=True)
-
-
 def _print_convention_rules(out: Console, report: GateReport) -> None:
     """One line per counting convention other than numel that a budget uses: its rule."""
     from featherface_tune.counter.conventions import CONVENTIONS
@@ -103,7 +93,7 @@ def print_file_error(err: Console, e: BudgetFileError) -> None:
 def render_text(report: GateReport, out: Console, err: Console) -> None:
     """Table and failure details on `out`; file errors, stale-baseline notes and the summary on `err`."""
     if report.results:
-        _print_table(out, summary_table(report))
+        print_table(out, summary_table(report), optional=("delta",), elsewhere="--format json")
         _print_convention_rules(out, report)
     for r in report.results:
         if r.ok:
@@ -112,7 +102,7 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
         for reason in r.reasons():
             out.print(Text(f"  {reason}"), highlight=False)
         if r.has_baseline and r.moved:
-            _print_table(out, module_table(r))
+            print_table(out, module_table(r), elsewhere="--format json")
         else:
             out.print(Text(f"  modules: {r.moved_summary()}"), highlight=False)
     for r in report.results:

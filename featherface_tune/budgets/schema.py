@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from featherface_tune.errors import InputError
-from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 
 
 class BudgetFileError(InputError):
@@ -137,7 +137,7 @@ class Budget:
     config: FeatherFaceConfig
     params: Bound
     macs: Optional[Bound] = None
-    input_size: tuple[int, int] = (640, 640)
+    input_size: tuple[int, int] = DEFAULT_INPUT
     dcn_macs: str = "full"
     convention: str = "numel"  # counting convention of every figure (see featherface_tune.counter.conventions)
     baseline: Optional[Baseline] = None

@@ -96,3 +96,11 @@ def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[s
     from featherface_tune.models.presets import resolve_config
 
     return resolve_config(preset, config, sets or [])
+
+
+# ---- where models run (featherface_tune.training.device) ----
+from featherface_tune.training.device import AMP_HELP, DEVICE_HELP, THREADS_HELP  # noqa: E402
+
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help=THREADS_HELP)]
+AmpOpt = Annotated[str, typer.Option("--amp", help=AMP_HELP)]

@@ -12,6 +12,7 @@ from featherface_tune.commands._common import (
     ConfigOpt, InputSizeOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, input_size, out,
     print_json, resolve, styled, warn,
 )
+from featherface_tune.models.config import DEFAULT_INPUT
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -26,7 +27,7 @@ def count_cmd(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    size: InputSizeOpt = (640, 640),
+    size: InputSizeOpt = DEFAULT_INPUT,
     check: Annotated[bool, typer.Option("--check", help="Also build the model and cross-check against numel(), fvcore and torch's flop counter.")] = False,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", help="'full': every convolution counts, the DCN offset/modulator convs too; 'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (numel convention only).")] = "full",
     convention: Annotated[str, typer.Option("--convention", help="Count as a tool does: numel (true parameters, fvcore MACs), fvcore, fvcore-stock, thop (the paper's 0.49 M), torchinfo, ptflops, ptflops-aten, flops. See --conventions.")] = "numel",

@@ -9,10 +9,10 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json,
+    ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, handle_errors, out, print_json,
 )
 from featherface_tune.commands.predict import (
-    CheckpointOpt, ConfOpt, KeepOpt, NmsOpt, TopKOpt, check_thresholds, model_from_options,
+    CheckpointOpt, ConfOpt, KeepOpt, NmsOpt, TopKOpt, check_thresholds, model_from_options, place_model,
 )
 from featherface_tune.errors import InputError
 
@@ -53,6 +53,8 @@ def detect_cmd(
     top_k: TopKOpt = 5000,
     keep: KeepOpt = 750,
     save: Annotated[Optional[Path], typer.Option("--save", help="Write a copy of the image with the shown detections drawn.")] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Detect faces in one image: boxes (x1 y1 x2 y2, pixels), scores and five landmarks.
@@ -66,12 +68,14 @@ def detect_cmd(
 
     from featherface_tune.data.images import read_image_bgr
     from featherface_tune.inference.detector import detect
+    from featherface_tune.inference.nms import backend_for
 
     check_thresholds(conf, nms_iou, top_k, keep)
     img = read_image_bgr(image)
     model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+    dev = place_model(model, device, threads)
     t0 = time.perf_counter()
-    dets = detect(model, img, conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep)
+    dets = detect(model, img, conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep, nms_backend=backend_for(dev))
     seconds = time.perf_counter() - t0
     shown = dets.above(threshold)
     if save is not None:

@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, handle_errors, out, print_json, resolve,
+    ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, handle_errors, out, print_json, resolve,
 )
 from featherface_tune.errors import InputError
 
@@ -47,6 +47,26 @@ def _onnx_model(checkpoint: Path, preset: Optional[str], config: Optional[Path],
                          "--preset/--config/--set do not apply")
     model = OnnxModel.load(checkpoint)
     return model, model.config, False
+
+
+def place_model(model: Any, device: str, threads: Optional[int]) -> Any:
+    """Set torch's CPU threads and move the model to --device; returns the torch.device. An ONNX
+    model runs on onnxruntime's CPU provider, with --threads intra-op threads when given."""
+    from featherface_tune.training.device import resolve_device, set_threads
+
+    if not hasattr(model, "to"):  # featherface_tune.deploy.runtime.OnnxModel
+        if device not in ("auto", "cpu"):
+            raise InputError(f"--device {device}: an ONNX model runs on onnxruntime's CPU provider; use cpu")
+        if threads is not None:
+            model.set_threads(threads)
+        import torch
+
+        return torch.device("cpu")
+
+    dev = resolve_device(device)
+    set_threads(threads)
+    model.to(dev)
+    return dev
 
 
 def check_thresholds(conf: float, nms_iou: float, top_k: int, keep: int) -> None:
@@ -99,6 +119,8 @@ def predict_cmd(
     top_k: TopKOpt = 5000,
     keep: KeepOpt = 750,
     float_coords: Annotated[bool, typer.Option("--float-coords", help="Write box coordinates with 2 decimals instead of RetinaFace's truncated integers.")] = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Detect faces in every image of a WIDERFace-style tree and write the standard prediction files.
@@ -114,10 +136,12 @@ def predict_cmd(
 
     from featherface_tune.data.images import read_image_bgr
     from featherface_tune.inference.detector import detect
+    from featherface_tune.inference.nms import backend_for
 
     check_thresholds(conf, nms_iou, top_k, keep)
     files = find_images(images)
     model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+    dev = place_model(model, device, threads)
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)
     cfg_json = cfg.to_dict() if cfg is not None else None
@@ -132,7 +156,8 @@ def predict_cmd(
         for path in files:
             rel = path.relative_to(images)
             progress.update(task, name=str(rel))
-            dets = detect(model, read_image_bgr(path), conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep)
+            dets = detect(model, read_image_bgr(path), conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep,
+                          nms_backend=backend_for(dev))
             target = out_dir / rel.parent / (path.stem + ".txt")
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +168,7 @@ def predict_cmd(
             progress.advance(task)
     seconds = time.perf_counter() - t0
     summary = {"images": len(files), "detections": total, "out": str(out_dir), "seconds": round(seconds, 3),
-               "config_inferred": inferred, "config": cfg_json,
+               "config_inferred": inferred, "config": cfg_json, "device": str(dev),
                "settings": {"conf": conf, "nms_iou": nms_iou, "top_k": top_k, "keep": keep}}
     if json_:
         print_json(summary)

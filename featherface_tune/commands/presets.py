@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from featherface_tune.commands._common import JsonOpt, handle_errors, out, print_json
@@ -13,16 +15,16 @@ def presets_cmd(json_: JsonOpt = False) -> None:
     from featherface_tune.counter.analytic import count
     from featherface_tune.models.presets import get_preset, preset_doc, preset_names
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in preset_names():
-        r = count(get_preset(name))
-        rows.append({"name": name, "params": r.params, "macs": r.macs, "description": preset_doc(name)})
+        counted = count(get_preset(name))
+        rows.append({"name": name, "params": counted.params, "macs": counted.macs, "description": preset_doc(name)})
     if json_:
         print_json(rows)
         return
     t = Table(title="presets")
     for col in ("name", "params", "MACs @640", "description"):
         t.add_column(col, justify="right" if col in ("params", "MACs @640") else "left")
-    for r in rows:
-        t.add_row(r["name"], f"{r['params']:,}", f"{r['macs']:,}", r["description"])
+    for row in rows:
+        t.add_row(str(row["name"]), f"{row['params']:,}", f"{row['macs']:,}", str(row["description"]))
     out.print(t)

@@ -10,6 +10,7 @@ from typing_extensions import Annotated
 
 from featherface_tune.commands._common import err, handle_errors, input_size, out, warn
 from featherface_tune.errors import InputError
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import DEFAULT_DB
 
 
@@ -21,20 +22,36 @@ def _write(text: str) -> None:
 
 
 def _print_tables(items: list) -> None:  # type: ignore[type-arg]
-    """Print renderables; when stdout is not a terminal (a pipe, a file) widen the console to each
-    table's natural width rather than wrapping numbers inside cells."""
-    from rich.console import Console
-    from rich.measure import Measurement
+    """Print renderables; tables fit 100 columns (`featherface_tune.terminal`): a report drops its
+    config-field columns from the right first (all of them are in --format csv/json/html)."""
+    from rich.table import Table
+
+    from featherface_tune.terminal import print_table
 
     for item in items:
-        if out.is_terminal:
-            out.print(item)
-            continue
-        need = Measurement.get(out, out.options.update_width(10_000), item).maximum
-        if need <= out.width:
-            out.print(item)
-        else:  # rich never prints wider than its console, so a wider one for this table
-            Console(width=need, soft_wrap=True, force_terminal=False, markup=False).print(item)
+        optional = [str(c.header) for c in item.columns][1:] if isinstance(item, Table) else []
+        print_table(out, item, optional=_config_headers(optional), elsewhere="--format csv or --out")
+
+
+def _config_headers(headers: list[str]) -> list[str]:
+    """The headers of config-field columns, the least telling last (they may be left out)."""
+    from featherface_tune.models.config import FIELD_NAMES
+
+    return [h for h in headers if h in FIELD_NAMES]
+
+
+def _report_calibration(folder: Path, fmt: Optional[str]) -> None:
+    import json
+
+    from featherface_tune.training.calibrate import load_calibration, tables
+
+    data = load_calibration(folder)
+    if fmt == "json":
+        _write(json.dumps(data, indent=2) + "\n")
+    elif fmt in (None, "table"):
+        _print_tables(tables(data))
+    else:
+        raise InputError(f"--format {fmt}: a calibration folder is shown as table or json")
 
 
 @handle_errors
@@ -84,6 +101,8 @@ def report_cmd(
     if fmt is not None and fmt not in render.FORMATS:
         raise InputError(f"--format {fmt!r}: choose one of {', '.join(render.FORMATS)}")
     specs = list(compare or []) + list(extra or [])
+    if extra and not compare and len(extra) == 1 and Path(extra[0]).is_dir():
+        return _report_calibration(Path(extra[0]), fmt)  # a `calibrate --out` folder
     if extra and not compare:
         raise InputError(f"unexpected argument {extra[0]!r}; to compare configs use --compare A B")
     hw = input_size(size) if size is not None else None
@@ -93,11 +112,13 @@ def report_cmd(
             raise InputError("--compare compares configs and does not read a study; drop --study")
         if trial is not None:
             raise InputError("--trial applies to a study report, not to --compare")
-        obj = data.compare(specs, hw or data.DEFAULT_INPUT, dcn_macs or "full")
-        doc = render.compare_document(obj)
+        comparison = data.compare(specs, hw or DEFAULT_INPUT, dcn_macs or "full")
+        obj: data.StudyReport | data.Comparison = comparison
+        doc = render.compare_document(comparison)
     else:
-        obj = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)
-        doc = render.study_document(obj)
+        report = data.load_report(storage, study, top=top, trial=trial, input_size=hw, dcn_macs=dcn_macs)
+        obj = report
+        doc = render.study_document(report)
 
     for w in doc.warnings:
         warn(w)

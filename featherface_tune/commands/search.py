@@ -10,9 +10,10 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    InputSizeOpt, JsonOpt, err, fail, handle_errors, input_size, out, print_json,
+    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
 )
 from featherface_tune.errors import InputError, interrupt_exit_code
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
@@ -46,13 +47,12 @@ def search_cmd(
     target: Annotated[int, typer.Option("--target", "-t", help="Parameter target (exact unless --tolerance).")],
     tolerance: Annotated[str, typer.Option("--tolerance", help="Allowed |params - target|: N parameters or N% of the target.")] = "0",
     max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Also require MACs <= N at --input-size.")] = None,
-    size: InputSizeOpt = (640, 640),
+    size: InputSizeOpt = DEFAULT_INPUT,
     objective: Annotated[Optional[str], typer.Option("--objective", help="closest, macs, latency, or several comma-separated (a Pareto front); default closest, or proxy AP with --proxy-data.")] = None,
     reference: Annotated[str, typer.Option("--reference", help="Preset name or config file that --objective closest stays near.")] = DEFAULT_REFERENCE,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",
     convention: Annotated[str, typer.Option("--convention", help="Count params and MACs as this convention does (see `count --conventions`), e.g. thop: the paper's 0.49 M.")] = "numel",
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="Latency objective: onnxruntime (default when the deploy extra is installed) or torch.")] = None,
-    threads: Annotated[int, typer.Option("--latency-threads", help="Latency objective: intra-op threads.")] = 1,
     space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes). Solved objectives (closest, macs) ignore it.")] = DEFAULT_TRIALS,
@@ -68,6 +68,9 @@ def search_cmd(
     proxy_image_size: Annotated[Optional[int], typer.Option("--proxy-image-size", help="Proxy training image size.")] = None,
     proxy_time_budget: Annotated[Optional[float], typer.Option("--proxy-time-budget", help="Seconds of proxy training per trial.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Proxy AP subset: easy, medium or hard.")] = "hard",
+    pruner_name: Annotated[str, typer.Option("--pruner", help="Proxy searches: median (stop trials below the median AP at an epoch), hyperband (epochs as the resource) or none.")] = "median",
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Search FeatherFace configs that hit a parameter budget exactly; the objective ranks the hits.
@@ -97,7 +100,14 @@ def search_cmd(
     if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
     fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
-    proxy_fn = load_proxy(proxy_data) if proxy_data is not None else None
+    from featherface_tune.training.device import resolve_device, set_threads
+    from featherface_tune.training.proxy import PRUNERS
+
+    if pruner_name not in PRUNERS:
+        raise InputError(f"--pruner {pruner_name!r}: must be one of {', '.join(PRUNERS)}")
+    dev = resolve_device(device) if proxy_data is not None else None
+    n_threads = set_threads(threads)
+    proxy_fn = load_proxy(proxy_data, str(dev)) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -135,7 +145,8 @@ def search_cmd(
                          study=study_name,
                          storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
                          proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
-                         note=note, on_start=on_start, latency_runtime=runtime, latency_threads=threads)
+                         note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads,
+                         latency_runtime=runtime)
         finally:
             progress.stop()
     except NoConfigInWindow as exc:
@@ -172,7 +183,7 @@ def search_cmd(
     if json_:
         print_json(result)
     elif ranked:
-        _data_console().print(_table(ranked[:top], spec, res.name))
+        _print(_table(ranked[:top], spec, res.name))
     if export is not None and ranked:
         _export(export, ranked[0], spec, res.name)
         err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
@@ -196,15 +207,11 @@ def search_cmd(
                   f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
 
 
-def _data_console():  # type: ignore[no-untyped-def]
-    """stdout console; when stdout is not a terminal, wide enough that tables do not wrap."""
-    if out.is_terminal:
-        return out
-    import sys
+def _print(table: Any) -> None:
+    """A table on stdout, fitted to 100 columns (`featherface_tune.terminal`; --json has every field)."""
+    from featherface_tune.terminal import print_table
 
-    from rich.console import Console
-
-    return Console(file=sys.stdout, width=200, soft_wrap=True, markup=False)
+    print_table(out, table, optional=("shuffle", "DCN", "CBAM b/n"))
 
 
 def _better(a: float, b: float, direction: str) -> bool:
@@ -253,11 +260,11 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
     if "proxy_ap" in spec.objectives:
         t.add_column("AP", justify="right")
     if "closest" in spec.objectives:
-        t.add_column("distance", justify="right")
+        t.add_column("dist", justify="right")
     extra = [o for o in spec.objectives if o not in R.OBJECTIVES]  # Python callables
     for o in extra:
         t.add_column(o, justify="right")
-    for col in ("neck", "neck ch", "SSH P3/P4/P5", "CBAM r b/n", "DCN", "shuffle"):
+    for col in ("neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
         t.add_column(col)
     for i, r in enumerate(rows, 1):
         c = dict(r.config)
@@ -306,7 +313,7 @@ def _print_unreachable(cert: Any, as_json: bool) -> None:
 
     t = Table(title="nearest achievable parameter counts (proven by exhaustive count)",
               caption=cert.evidence())
-    for col in ("", "params", "delta", "neck", "neck ch", "SSH P3/P4/P5", "CBAM r b/n", "DCN", "shuffle"):
+    for col in ("", "params", "delta", "neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
         t.add_column(col)
     for label, wit in (("smallest", cert.smallest), ("nearest below", cert.below),
                        ("nearest above", cert.above), ("largest", cert.largest)):
@@ -317,7 +324,7 @@ def _print_unreachable(cert: Any, as_json: bool) -> None:
         cb = _cbam(c)
         t.add_row(label, f"{wit.params:,}", f"{wit.params - cert.target:+,}", neck, str(c["neck_channels"]),
                   _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"])
-    _data_console().print(t)
+    _print(t)
 
 
 __all__ = ["search_cmd", "parse_tolerance", "DEFAULT_TRIALS"]

@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, out, print_json, resolve,
+    AmpOpt, ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, fail, handle_errors, out, print_json, resolve,
 )
 
 
@@ -33,10 +33,13 @@ def train_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt (same config and options).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out (without it, an --out holding last.pt or model.pt is refused).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, data order, augmentation and --subset.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: load in the main process).")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes (0: load in the main process; default 0 on CPU, up to 4 with pinned memory on CUDA).")] = None,
     cache_images: Annotated[bool, typer.Option("--cache-images", help="Keep decoded images in memory (small data sets).")] = False,
     bn_recalibrate: Annotated[int, typer.Option("--bn-recalibrate", help="Before writing model.pt, recompute BatchNorm statistics over N fresh augmented batches (helps short runs; 0: off).")] = 0,
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip (and count) images listed but missing on disk.")] = False,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    amp: AmpOpt = "auto",
     json_: JsonOpt = False,
 ) -> None:
     """Train a FeatherFace config RetinaFace-style: random square crop, photometric distortion,
@@ -47,16 +50,21 @@ def train_cmd(
     from featherface_tune.data.readers import read_any
     from featherface_tune.errors import InputError
     from featherface_tune.training.loop import TrainOptions, prepare_out_dir, train
+    from featherface_tune.training.device import describe, resolve_amp, resolve_device, set_threads
 
     cfg = resolve(preset, config, set_)
     options = TrainOptions(epochs=epochs, image_size=image_size, batch_size=batch_size, subset=subset,
                            time_budget=time_budget, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                            warmup_epochs=warmup, pretrained=pretrained, out_dir=out_dir, resume=resume,
                            seed=seed, num_workers=workers, cache_images=cache_images,
-                           bn_recalibrate=bn_recalibrate, progress=True)
+                           bn_recalibrate=bn_recalibrate, progress=True, device=device, amp=amp)
     options.validate()
     if overwrite and out_dir is None:
         raise InputError("--overwrite needs --out")
+    dev = resolve_device(device)
+    n_threads = set_threads(threads)
+    if not json_:
+        err.print(f"training on {describe(dev, n_threads, resolve_amp(amp, dev))}", highlight=False)
     records = read_any(data, "train", skip_missing=skip_missing)
     if out_dir is not None:
         prepare_out_dir(out_dir, resume, overwrite)  # before any training: never train, then fail to save
@@ -77,6 +85,8 @@ def train_cmd(
     summary = result.to_json()
     summary["model"] = str(out_dir / "model.pt") if out_dir is not None else None
     summary["config"] = cfg.to_dict()
+    summary["device"] = str(dev)
+    summary["threads"] = n_threads
     if json_:
         print_json(summary)
         return

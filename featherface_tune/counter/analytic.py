@@ -27,7 +27,6 @@ from featherface_tune.models.blocks.ssh import ssh_cost, ssh_dcn_extra_macs, ssh
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
 
 GROUPS = ("backbone", "backbone_cbam", "neck", "neck_cbam", "ssh", "shuffle", "heads")
-DEFAULT_INPUT = (640, 640)
 DCN_CONVENTIONS = ("dense", "full")
 
 

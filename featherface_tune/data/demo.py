@@ -340,8 +340,9 @@ def write_demo(out: Path, train: int = 64, val: int = 32, seed: int = 0, force: 
             "hard": [[_keep(m.faces, HARD_H) for m in ev] for ev in per_event],
         },
         attributes={
-            "blur": [[[f.blur for f in m.faces] for m in ev] for ev in per_event],
-            "occlusion": [[[f.occlusion for f in m.faces] for m in ev] for ev in per_event],
+            # plain int lists: write_face_mat turns each into the uint8 array the real files hold
+            "blur": [[[f.blur for f in m.faces] for m in ev] for ev in per_event],  # type: ignore[misc]
+            "occlusion": [[[f.occlusion for f in m.faces] for m in ev] for ev in per_event],  # type: ignore[misc]
         },
     )
     summary = DemoSummary(

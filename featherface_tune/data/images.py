@@ -46,8 +46,8 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
     try:
         with Image.open(p) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            upright = ImageOps.exif_transpose(im)
+            rgb = np.asarray(upright.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"cannot read image {str(p)!r}: {first_line(exc, 160)}") from None
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:

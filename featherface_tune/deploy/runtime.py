@@ -79,6 +79,10 @@ class OnnxModel:
             raise InputError(f"--checkpoint {str(p)!r}: the graph has no input")
         return cls(str(p), sess, cfg, meta.get(META_POSTPROCESS) == "nms", meta)
 
+    def set_threads(self, threads: int | None) -> None:
+        """Reopen the session with `threads` intra-op threads."""
+        self.session = open_session(Path(self.path), threads, what=f"--checkpoint {self.path!r}")
+
     @property
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name

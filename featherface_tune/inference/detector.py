@@ -107,22 +107,35 @@ def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou:
            top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> Detections:
     """Detect faces in one HxWx3 uint8 BGR image at its original size (RetinaFace convention).
 
-    The model runs in eval mode (its previous mode is restored afterwards). An ONNX model loaded with
-    `featherface_tune.deploy.runtime.OnnxModel` runs in onnxruntime with the same pre- and post-processing.
+    The model runs in eval mode (its previous mode is restored afterwards), on the device of its
+    parameters. An ONNX model loaded with `featherface_tune.deploy.runtime.OnnxModel` runs in
+    onnxruntime with the same pre- and post-processing.
     """
     if not isinstance(model, nn.Module):  # an exported model (featherface_tune.deploy.runtime.OnnxModel)
         return model.detect(image_bgr, conf, nms_iou, top_k, keep, nms_backend)
-    x = preprocess(image_bgr)
-    h, w = x.shape[-2:]
+    return detect_batch(model, [image_bgr], conf, nms_iou, top_k, keep, nms_backend)[0]
+
+
+@torch.no_grad()
+def detect_batch(model: nn.Module, images_bgr: list[np.ndarray], conf: float = 0.02, nms_iou: float = 0.4,
+                 top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> list[Detections]:
+    """detect() for images of one size in a single forward pass (a GPU's batch); same results as
+    one call per image up to float rounding (the batch changes the kernels' summation order)."""
+    xs = [preprocess(img) for img in images_bgr]
+    h, w = xs[0].shape[-2:]
+    if any(x.shape[-2:] != (h, w) for x in xs):
+        raise ValueError("detect_batch needs images of one size; group them by shape first")
     device = next(model.parameters()).device
+    x = torch.cat(xs).to(device, non_blocking=device.type == "cuda")
     was_training = model.training
     model.eval()
     try:
-        loc, logits, ldm = model(x.to(device))
+        loc, logits, ldm = model(x)
     finally:
         model.train(was_training)
     anchors = getattr(getattr(model, "config", None), "anchors_per_cell", None)
     if anchors is None:
         anchors = logits.shape[1] // num_priors(int(h), int(w), 1)
-    return postprocess(loc[0], logits[0], None if ldm is None else ldm[0], (int(h), int(w)),
-                       int(anchors), conf, nms_iou, top_k, keep, nms_backend)
+    return [postprocess(loc[i], logits[i], None if ldm is None else ldm[i], (int(h), int(w)),
+                        int(anchors), conf, nms_iou, top_k, keep, nms_backend)
+            for i in range(len(xs))]

@@ -51,6 +51,12 @@ def nms_plain(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np
     return np.asarray(keep, dtype=np.int64)
 
 
+def backend_for(device: torch.device | str) -> str:
+    """The NMS backend inference uses on `device`: torchvision's kernel on a GPU when it imports
+    (the plain loop would copy boxes to the host), the plain reference on the CPU."""
+    return "auto" if torch.device(device).type == "cuda" else "plain"
+
+
 def nms(boxes: torch.Tensor | np.ndarray, scores: torch.Tensor | np.ndarray, iou_threshold: float,
         backend: str = "plain") -> torch.Tensor:
     """Kept indices (int64 tensor, descending score). backend: "plain" (default, exact
@@ -64,6 +70,6 @@ def nms(boxes: torch.Tensor | np.ndarray, scores: torch.Tensor | np.ndarray, iou
         b = torch.as_tensor(boxes, dtype=torch.float32).clone()
         b[:, 2:] += 1
         return _tv_nms(b, torch.as_tensor(scores, dtype=torch.float32), float(iou_threshold))
-    b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
-    s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
-    return torch.from_numpy(nms_plain(b, s, iou_threshold))
+    b_np = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
+    s_np = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    return torch.from_numpy(nms_plain(b_np, s_np, iou_threshold))

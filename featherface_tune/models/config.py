@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from featherface_tune.errors import ConfigError, InputError
 
 NECKS = ("bifpn", "fpn")
+DEFAULT_INPUT = (640, 640)  # (height, width) of every MAC figure unless another is asked for
 SHUFFLES = ("block", "plain", "none")
 MAX_BACKBONE_WIDTH = 4.0
 
@@ -42,10 +43,10 @@ class FeatherFaceConfig:
     def __post_init__(self) -> None:
         ssh = self.ssh_channels
         if isinstance(ssh, (list, tuple)):
-            ssh = tuple(ssh)
-            if len(ssh) == 3 and len(set(ssh)) == 1 and _is_int(ssh[0]):
-                ssh = ssh[0]  # canonical form: one int when all levels agree
-            object.__setattr__(self, "ssh_channels", ssh)
+            levels = tuple(ssh)
+            # canonical form: one int when all levels agree
+            one = len(levels) == 3 and len(set(levels)) == 1 and _is_int(levels[0])
+            object.__setattr__(self, "ssh_channels", levels[0] if one else levels)
         if _is_int(self.backbone_width):
             object.__setattr__(self, "backbone_width", float(self.backbone_width))
         validate(self)
@@ -159,6 +160,7 @@ def validate(cfg: FeatherFaceConfig) -> None:
                   f"leaves the CBAM channel-gate MLP with {width}//{r} = 0 hidden units "
                   f"(needs at least 1 at width {width})", [width])
     ssh = cfg.ssh_channels
+    items: list[tuple[str, Any]]
     if _is_int(ssh):
         items = [("ssh_channels", ssh)]
     elif isinstance(ssh, tuple) and len(ssh) == 3:

@@ -12,7 +12,7 @@ BASE_SIZES = (16, 64, 256)  # smallest anchor of each level; RetinaFace uses [[1
 
 def min_sizes(anchors_per_cell: int) -> tuple[tuple[int, ...], ...]:
     """Anchor sizes per level: for 2 anchors RetinaFace's [s, 2s]; otherwise geometric from s to 2s."""
-    out = []
+    out: list[tuple[int, ...]] = []
     for s in BASE_SIZES:
         if anchors_per_cell == 1:
             out.append((round(s * math.sqrt(2)),))

@@ -26,15 +26,15 @@ from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
 from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import (
     LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
-    as_int, is_legacy,
+    as_int, is_legacy, window_text,
 )
 from featherface_tune.tuner.ranking import config_key
 from featherface_tune.tuner.study import default_storage_url, journal_path, redact
 
 DEFAULT_TOP = 10
-DEFAULT_INPUT = (640, 640)
 # Metrics a trial may record, in display order; "higher is better" only for proxy AP.
 METRICS = ("params", "delta", "macs", "latency_ms", "proxy_ap")
 MAXIMIZED_METRICS = tuple(attr for attr, direction in OBJECTIVES.values() if direction == "maximize")
@@ -467,8 +467,7 @@ class StudyReport:
 
 
 def budget_text(r: StudyRecord) -> str:
-    text = (f"{r.window()[0]:,} .. {r.window()[1]:,} params" if r.tolerance
-            else f"exactly {r.target:,} params")
+    text = f"{'' if r.tolerance else 'exactly '}{window_text(r.target, r.tolerance)} params"
     return text + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from featherface_tune.counter.analytic import GROUPS
+from featherface_tune.tuner.records import window_text
 from featherface_tune.reports.data import Comparison, StudyReport, objective_series
 
 PNG_DPI = 150
@@ -119,7 +120,7 @@ def params_vs_macs(report: StudyReport, out_dir: Path) -> Plot:
         first = i == 0
         if rec.tolerance:
             ax.axvspan(lo, hi, color=COLORS["band"], alpha=0.14, lw=0,
-                       label=f"budget {rec.target:,} ± {rec.tolerance:,}" if first else None)
+                       label=f"budget {window_text(rec.target, rec.tolerance)}" if first else None)
         ax.axvline(rec.target, color=COLORS["band"], lw=1.4, ls="--",
                    label=(None if rec.tolerance or not first else f"target {rec.target:,} (exact)"))
         if rec.max_macs:

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from featherface_tune.models.config import FIELD_NAMES
+from featherface_tune.tuner.records import window_text
 from featherface_tune.reports.data import (
     METRICS, OBJECTIVE_ATTRS, Comparison, StudyReport, _fmt_field, value_column,
 )
@@ -162,8 +163,7 @@ def study_document(report: StudyReport) -> Document:
     objective = " then ".join(f"{o} ({'lower' if d == 'minimize' else 'higher'} is better)"
                               for o, d in zip(r.objectives, report.directions))
     c = report.counts
-    budget = (f"budget {r.target:,} ± {r.tolerance:,} params ({r.window()[0]:,} .. {r.window()[1]:,})"
-              if r.tolerance else f"budget exactly {r.target:,} params")
+    budget = f"budget {'' if r.tolerance else 'exactly '}{window_text(r.target, r.tolerance)} params"
     lines = (
         f"study {report.name!r} in {report.storage}",
         budget + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")

@@ -5,6 +5,12 @@ stops the run, atomically (temporary file + os.replace), and hold the model, opt
 position (epoch, batch), history and RNG states. Sample i of epoch e is augmented from
 Generator([seed, e, i]) and epoch e's order is a permutation seeded by (seed, e), so a resumed run
 produces the same batches, and on the same machine the same losses, as an uninterrupted one.
+
+Devices: `device` (auto/cpu/cuda/cuda:N/mps) and `amp` (auto/off/bf16/fp16) choose where and in
+which precision the steps run; checkpoints always hold CPU tensors' device-free state and load with
+map_location="cpu", so a run started on a GPU resumes on a CPU and the other way round. On CUDA the
+DataLoader pins memory and batches are copied with non_blocking=True. The loss is computed in
+float32 outside autocast.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from featherface_tune.errors import FeatherFaceError, InputError, first_line
 from featherface_tune.models.builder import FeatherFace, build_model
 from featherface_tune.models.checkpoint import load_backbone_pretrained
 from featherface_tune.models.config import FeatherFaceConfig
+from featherface_tune.training.device import autocast, grad_scaler, resolve_amp, resolve_device
 from featherface_tune.training.dataset import (
     EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
 )
@@ -73,12 +80,14 @@ class TrainOptions:
     out_dir: Path | None = None  # checkpoints; None: none written
     resume: bool = False
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # None: 0 on CPU (a worker competes with compute), min(4, cores) on CUDA
     cache_images: bool = False  # keep decoded images in memory (small data sets, proxy runs)
     augment: bool = True
     max_steps: int | None = None  # stop after this many optimizer steps in total (tests, benchmarks)
     bn_recalibrate: int = 0  # batches of BatchNorm recalibration for model.pt (see recalibrate_bn)
     progress: bool = True
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (featherface_tune.training.device)
+    amp: str = "auto"  # auto (CUDA only), off, bf16, fp16
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
@@ -108,12 +117,20 @@ class TrainOptions:
             check_finite(self.weight_decay, "--weight-decay")
         if self.bn_recalibrate < 0:
             raise InputError(f"--bn-recalibrate {self.bn_recalibrate}: must be >= 0")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise InputError(f"--workers {self.num_workers}: must be non-negative")
         if self.resume and self.out_dir is None:
             raise InputError("--resume needs --out (the folder holding last.pt)")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise InputError(f"--pretrained {str(self.pretrained)!r} does not exist")
+        resolve_amp(self.amp, torch.device("cpu"))  # validates the name; the device is checked in train()
+
+    def resolved_workers(self, device: torch.device) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        from featherface_tune.training.device import usable_cores
+
+        return min(4, usable_cores()) if device.type == "cuda" else 0
 
     def run_key(self) -> dict[str, Any]:
         """Options that must match for a checkpoint to be resumed."""
@@ -214,10 +231,25 @@ def recalibrate_bn(model: nn.Module, dataset: FaceDataset, batches: int, batch_s
         for b in range(batches):
             idx = torch.randint(len(dataset), (max(2, batch_size),), generator=g).tolist()
             images, _ = collate([dataset[(key + b, i)] for i in idx])
-            m(images)
+            m(images.to(_device_of(m)))
     for bn, mom in zip(bns, saved):
         bn.momentum = mom
     return m.eval()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A state (dict/list of tensors) with every tensor on the CPU, so checkpoints are device-free."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -291,7 +323,7 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
 def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:
     """Weights + config for prediction (`predict --checkpoint`)."""
     atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                 "state_dict": model.state_dict(), "image_size": image_size, "epochs": epochs}, path)
+                 "state_dict": _to_cpu(model.state_dict()), "image_size": image_size, "epochs": epochs}, path)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -361,6 +393,8 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     """Train `cfg` on `records`. on_epoch_end(epoch (1-based), model, dataset) runs after each completed
     epoch's checkpoint (the proxy evaluates and reports there; it may raise to stop the run)."""
     options.validate()
+    device = resolve_device(options.device)
+    amp_dtype = resolve_amp(options.amp, device)
     records = stratified_subset(records, options.subset, options.seed)
     if not records:
         raise InputError("no training images")
@@ -368,6 +402,7 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     model = build_model(cfg)
     if options.pretrained is not None:
         load_backbone_pretrained(model, Path(options.pretrained))
+    model.to(device)
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
                           cache=options.cache_images)
     bs = options.batch_size
@@ -378,8 +413,10 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     floor = options.min_lr_ratio
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total_steps, floor))
-    priors = make_priors(options.image_size, cfg.anchors_per_cell)
+    priors = make_priors(options.image_size, cfg.anchors_per_cell).to(device)
     criterion = MultiBoxLoss()
+    scaler = grad_scaler(device, amp_dtype)
+    non_blocking = device.type == "cuda"
 
     ckpt_path = Path(options.out_dir) / "last.pt" if options.out_dir is not None else None
     if ckpt_path is not None:
@@ -413,8 +450,10 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
             raise InputError(f"--resume: {str(ckpt_path)!r} was written with {k}={then!r}, "
                              f"not {now!r}; resume with the same options")
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            model.load_state_dict(state["model"])  # copies into the parameters on `device`
+            optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             scheduler.load_state_dict(state["scheduler"])
             epoch, batch0, global_step = (int(state[k]) for k in ("epoch", "batch", "global_step"))
             history = [EpochStats(**h) for h in state["history"]]
@@ -431,14 +470,17 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
         if ckpt_path is None:
             return
         atomic_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "options": options.run_key(),
-                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "model": _to_cpu(model.state_dict()), "optimizer": _to_cpu(optimizer.state_dict()),
                      "scheduler": scheduler.state_dict(), "epoch": next_epoch, "batch": next_batch,
+                     "scaler": scaler.state_dict() if scaler is not None else None,
                      "global_step": global_step, "history": [h.to_json() for h in history],
                      "step_losses": step_losses, "rng": _rng_state()}, ckpt_path)
 
     sampler = EpochSampler(len(dataset), options.seed)
+    workers = options.resolved_workers(device)
     loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate,
-                        num_workers=options.num_workers, persistent_workers=options.num_workers > 0)
+                        num_workers=workers, persistent_workers=workers > 0,
+                        pin_memory=device.type == "cuda")
     stopped = "completed"
     callback_s = 0.0
     t0 = time.perf_counter()
@@ -463,7 +505,12 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
             interrupted = False
             for images, targets in loader:
                 data_s += time.perf_counter() - t_wait
-                parts = criterion(model(images), priors, targets)
+                images = images.to(device, non_blocking=non_blocking)
+                with autocast(device, amp_dtype):
+                    outputs = model(images)
+                # the loss (matching, softmax, hard-negative sort) stays in float32
+                outputs = tuple(o.float() if o is not None else None for o in outputs)
+                parts = criterion(outputs, priors, targets)
                 value = float(parts.total.detach())
                 if not math.isfinite(value):
                     raise NonFiniteLoss(
@@ -472,8 +519,13 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
                         f"conf={float(parts.conf.detach()):.4g}, landm={float(parts.landm.detach()):.4g}; "
                         "try a lower --lr", epoch + 1, batch + 1, global_step + 1)
                 optimizer.zero_grad(set_to_none=True)
-                parts.total.backward()
-                optimizer.step()
+                if scaler is not None:
+                    scaler.scale(parts.total).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    parts.total.backward()
+                    optimizer.step()
                 scheduler.step()
                 global_step += 1
                 batch += 1

@@ -26,6 +26,7 @@ from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import BudgetObjective, Fidelity, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
     MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
@@ -77,12 +78,13 @@ class SearchResult:
 def search(target: int, *, space: SearchSpace | str | Path | None = None,
            objective: Objective | Sequence[Objective] | None = None, trials: int = DEFAULT_TRIALS,
            storage: str | None = None, tolerance: int = 0, max_macs: int | None = None,
-           input_size: tuple[int, int] = (640, 640), dcn_macs: str = "full", convention: str = "numel",
+           input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full", convention: str = "numel",
            reference: str | Path | FeatherFaceConfig = DEFAULT_REFERENCE, study: str | None = None,
            seed: int | None = None, timeout: float | None = None, top: int = 10,
            proxy: ProxyFn | None = None, proxy_data: Path | None = None, fidelity: Fidelity | None = None,
            callbacks: Sequence[Callable[[Any, Any], None]] = (), note: Callable[[str], None] | None = None,
-           on_start: Callable[[int, int], None] | None = None, latency_runtime: str | None = None,
+           on_start: Callable[[int, int], None] | None = None, pruner: str = "median",
+           latency_runtime: str | None = None,
            latency_threads: int = 1) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
@@ -96,8 +98,10 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     params and MACs are counted (`featherface_tune.counter.conventions`; "thop" lands on the figure
     thop reports for the official code, the paper's convention). `note` receives the
     one-line diagnostics (the CLI prints them on stderr); `on_start(done, total)` is called before the
-    trials run and `callbacks` after each (Optuna callbacks). `latency_runtime`: "onnxruntime" (default
-    when installed) or "torch", with `latency_threads` threads (`featherface_tune.deploy.latency`). Raises NoConfigInWindow (with `.certificate`)
+    trials run and `callbacks` after each (Optuna callbacks). `pruner`: median, hyperband (epochs as the
+    resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
+    CPU threads of the latency objective, `latency_runtime` its runtime: "onnxruntime" (default when
+    installed) or "torch" (`featherface_tune.deploy.latency`). Raises NoConfigInWindow (with `.certificate`)
     when the space provably holds no config in the window.
     """
     from featherface_tune.tuner import study as S
@@ -136,7 +140,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
-            raise InputError(f"--latency-threads {latency_threads}: must be at least 1")
+            raise InputError(f"--threads {latency_threads}: must be at least 1")
         tell(f"latency: {latency_runtime}, {latency_threads} thread(s), batch 1 at {h}x{w}, "
              "median to +/-3 % (95 %)")
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None
@@ -169,18 +173,20 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         store, info = S.open_storage(storage)
         where = f"{info.url} ({info.kind})"
     name = study or S.default_study_name(spec)
-    pruner = None
+    trial_pruner = None
     if proxy is not None and len(names) == 1:
-        import optuna
+        from featherface_tune.training.proxy import Fidelity as ProxyFidelity, make_pruner
 
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    st = S.open_study(store, name, spec, S.make_sampler(seed), pruner)
+        trial_pruner = make_pruner(pruner, (fidelity.epochs if fidelity else None) or ProxyFidelity().epochs)
+    st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
                         convention)
-    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_runtime=latency_runtime,
-                         latency_threads=latency_threads, repairer=repairer, callables=callables)
+    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
+                         latency_runtime=latency_runtime,
+                         repairer=repairer,
+                         callables=callables)
 
     before = S.counted_trials(st)
     mine: list[int] = []

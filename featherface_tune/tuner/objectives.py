@@ -97,8 +97,9 @@ class Fidelity:
 ProxyFn = Callable[[FeatherFaceConfig, Path, dict, Any], float]
 
 
-def load_proxy(data_dir: Path) -> ProxyFn:
-    """Import `proxy_objective` lazily; a one-line InputError if it or the data is missing."""
+def load_proxy(data_dir: Path, device: str = "auto") -> ProxyFn:
+    """Import `proxy_objective` lazily (bound to `device`); a one-line InputError if it or the data
+    is missing."""
     if not Path(data_dir).is_dir():
         raise InputError(f"--proxy-data {str(data_dir)!r} is not a directory")
     try:
@@ -107,7 +108,11 @@ def load_proxy(data_dir: Path) -> ProxyFn:
         raise InputError(f"--proxy-data needs proxy training (featherface_tune.training.proxy), which "
                          f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
-    return proxy_objective  # type: ignore[no-any-return]
+    if device in (None, "auto"):  # proxy_objective's own default
+        return proxy_objective  # type: ignore[no-any-return]
+    import functools
+
+    return functools.partial(proxy_objective, device=device)
 
 
 # ---- the trial function -----------------------------------------------------------------------

@@ -108,8 +108,11 @@ def is_legacy(attr: Mapping[str, Any]) -> bool:
 
 
 def window_text(target: int, tolerance: int) -> str:
-    """The parameter window as people read it: "489,000" or "489,000 +/- 2,000"."""
-    return f"{target:,}" if tolerance == 0 else f"{target:,} +/- {tolerance:,}"
+    """The parameter window as people read it, everywhere it is shown: "489,000", or
+    "489,000 ± 2,000 (487,000..491,000)"."""
+    if tolerance == 0:
+        return f"{target:,}"
+    return f"{target:,} ± {tolerance:,} ({target - tolerance:,}..{target + tolerance:,})"
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ def as_int(v: Any) -> int | None:
     if isinstance(v, numbers.Integral):
         return int(v)
     if isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v).is_integer():
-        return int(v)
+        return int(float(v))
     return None
 
 

@@ -32,7 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_hws, level_tail
+from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import cbam_levels_in, level_tail_in
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
@@ -423,7 +424,7 @@ def certify(space: SearchSpace, target: int, tolerance: int,
     return prove(space, target, tolerance, max_exact=0, max_structures=max_structures).certificate
 
 
-def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = (640, 640),
+def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = DEFAULT_INPUT,
           dcn_macs: str = "full", max_macs: int | None = None, max_exact: int = MAX_EXACT,
           max_structures: int = MAX_CERTIFY_STRUCTURES, convention: str = "numel") -> Proof:
     """Enumerate every structure of the space, count the configs within the window and, when they are
@@ -579,7 +580,7 @@ class Repairer:
     space: SearchSpace
     target: int
     tolerance: int
-    input_size: tuple[int, int] = (640, 640)
+    input_size: tuple[int, int] = DEFAULT_INPUT
     dcn_macs: str = "full"
     max_macs: int | None = None
     exact: ExactSet | None = None
@@ -686,17 +687,20 @@ class Repairer:
             sw, wd = ex.distances(point, free)
             total = sw * SWITCH_COST + wd
 
-            def best_of(keep: np.ndarray) -> Any:
-                if not keep.any():
-                    return None
-                sub = np.flatnonzero(keep)
-                i = int(sub[_pick(total[sub], macs[sub])])
-                return (float(total[i]), int(macs[i]), ex.knobs(i), int(params[i]), int(sw[i]), float(wd[i]))
-
             under = np.ones(ri.size, dtype=bool) if self.max_macs is None else macs <= self.max_macs
-            best = _better(best, best_of(under))
-            loose = _better(loose, best_of(np.ones(ri.size, dtype=bool)))
+            best = _better(best, _best_of(under, total, macs, params, sw, wd, ex))
+            loose = _better(loose, _best_of(np.ones(ri.size, dtype=bool), total, macs, params, sw, wd, ex))
         return (total_hits, best, loose)
+
+
+def _best_of(keep: np.ndarray, total: np.ndarray, macs: np.ndarray, params: np.ndarray, sw: np.ndarray,
+             wd: np.ndarray, ex: ExactSet) -> Any:
+    """(distance, MACs, knobs, params, switches, width sum) of the nearest kept config; None if none."""
+    if not keep.any():
+        return None
+    sub = np.flatnonzero(keep)
+    i = int(sub[_pick(total[sub], macs[sub])])
+    return (float(total[i]), int(macs[i]), ex.knobs(i), int(params[i]), int(sw[i]), float(wd[i]))
 
 
 def _never_valid(space: SearchSpace, used: Mapping[str, set[Any]], applying: set[str]

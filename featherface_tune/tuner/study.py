@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -192,7 +193,7 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
             rows = (session.query(models.TrialModel.trial_id)
                     .filter(models.TrialModel.study_id == study_id)
                     .filter(models.TrialModel.state == TrialState.RUNNING)
-                    .filter(start < cutoff)
+                    .filter(start < cutoff)  # type: ignore[operator]  # an SQL expression
                     .filter(~models.TrialModel.heartbeats.any())
                     .all())
         return [r[0] for r in rows]
@@ -317,7 +318,7 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
         raise InputError("--study: give a name of 1 to 512 characters")
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
-                                    directions=spec.directions(), load_if_exists=True)
+                                    directions=spec.directions(), load_if_exists=True)  # type: ignore[arg-type]
     except ValueError as exc:  # directions differ from the stored study
         raise InputError(f"study {name!r} exists with other objectives ({first_line(exc)}); "
                          "pick another --study") from None
@@ -338,7 +339,7 @@ def open_study(storage: Any, name: str, spec: R.StudySpec, sampler: optuna.sampl
             hint = (" (a legacy study: its MACs are dense; add --dcn-macs dense)"
                     if "dcn_macs" in diffs and R.is_legacy(stored) else "")
             raise InputError(f"study {name!r} was made for another search ({', '.join(diffs)} differ{hint}; it has "
-                             f"target {old.target:,} +/- {old.tolerance:,}, objectives {','.join(old.objectives)}); "
+                             f"target {R.window_text(old.target, old.tolerance)}, objectives {','.join(old.objectives)}); "
                              "pick another --study or repeat its options")
     return study
 
@@ -452,7 +453,7 @@ def rank_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str],
             pool.append(r)
     values = [[math.inf if (v := r.objective_value(o)) is None else s * v for s, o in zip(signs, objectives)]
               for r in pool]
-    order, front = rank_order(values, [r.delta if r.delta is not None else math.inf for r in pool],
+    order, front = rank_order(np.asarray(values, dtype=np.float64).reshape(len(pool), len(objectives)), [r.delta if r.delta is not None else math.inf for r in pool],
                               [r.number for r in pool])
     return [(0 if front[i] else 1, pool[i]) for i in order]
 

@@ -80,7 +80,7 @@ def test_all_pass_exit_0(project):
     r = gate()
     assert r.exit_code == 0, r.output
     assert "official" in r.stdout and "exact-489k" in r.stdout
-    assert re.search(r"│ params\s+│ numel\s+│", r.stdout)  # the convention beside every figure
+    assert re.search(r" params \(numel\)\s", r.stdout)  # the convention beside every figure
     assert "FAIL" not in r.stdout
     assert "2 passed, 0 failed" in r.stderr
 
@@ -191,7 +191,7 @@ def test_github_escapes_percent_and_newlines(project):
     (project / "budgets" / "official.toml").write_text(GOOD.replace("target = 1274888576", "target = 800000000"))
     r = gate("--format", "github", "budgets/official.toml")
     assert r.exit_code == 1
-    line = next(l for l in r.stdout.splitlines() if l.startswith("::error"))
+    line = next(x for x in r.stdout.splitlines() if x.startswith("::error"))
     assert "0.5%25" in line and "0.5% " not in line
 
 
@@ -228,7 +228,7 @@ def test_stale_baseline_on_a_passing_budget_is_a_note(project):
     assert "stale" in r.stderr and "shuffle -" in r.stderr
     r = gate("--format", "github", "budgets/loose.toml")
     assert r.exit_code == 0
-    notes = [GITHUB.match(l) for l in r.stdout.splitlines() if l.startswith("::")]
+    notes = [GITHUB.match(x) for x in r.stdout.splitlines() if x.startswith("::")]
     assert [(m.group(1), m.group(2)) for m in notes] == [("notice", "budgets/loose.toml")]
     assert "shuffle -" in notes[0].group(5)
 
@@ -256,7 +256,7 @@ def test_repo_budgets_all_pass(monkeypatch):
     assert measured["featherface-v1-489k"] == 488664
     assert measured["featherface-489k"] == 489000
     text = gate()
-    assert re.search(r"│ featherface-official-thop\s+│ params\s+│ thop\s+│", text.stdout)
+    assert re.search(r" featherface-official-thop\s+params \(thop\)\s", text.stdout)
     assert "thop: thop 0.1.1 profile" in text.stdout  # the rule of every convention other than numel
     thop = next(b for b in data["budgets"] if b["name"] == "featherface-official-thop")
     assert thop["convention"] == "thop" and [c["measured"] for c in thop["checks"]] == [488_661, 1_012_598_976]

@@ -80,7 +80,7 @@ def test_search_json_best_rows_carry_the_latency_record(tmp_path, monkeypatch) -
     sure = ["--fix", "neck=bifpn", "--fix", "bifpn_repeats=3", "--fix", "neck_channels=42", "--fix",
             "backbone_cbam=true", "--fix", "neck_cbam=true", "--fix", "ssh_deformable=true"]
     r = CliRunner().invoke(app, ["search", "--target", "489000", "--objective", "latency", "--runtime", "torch",
-                                 "--input-size", "64", "64", "--trials", "2", "--seed", "3", "--json", *sure])
+                                 "--input-size", "64", "64", "--trials", "2", "--seed", "3", "--threads", "1", "--json", *sure])
     assert r.exit_code == 0, r.output
     assert "latency: torch, 1 thread(s), batch 1 at 64x64" in r.stderr
     best = json.loads(r.stdout)["best"]

@@ -65,7 +65,7 @@ def make_study(storage: str | None, name: str = "demo", n: int = 12,
         worst = {"latency": float("inf"), "proxy_ap": 0.0}
         values = [float(attrs[ATTR[o]]) if ATTR[o] in attrs else worst[o] for o in objectives]
         study.add_trial(create_trial(state=TrialState.COMPLETE, values=values, user_attrs=attrs))
-    for j in range(failures):
+    for _ in range(failures):
         study.add_trial(create_trial(
             state=TrialState.FAIL, user_attrs={"config": {"neck_channels": 3, "ssh_channels": 6},
                                                "fail_reason": "ssh_channels=6 must be a multiple of 4"}))

@@ -127,12 +127,16 @@ def test_val_max_side_scales_boxes_back(data, monkeypatch):
 
     seen = []
 
-    def whole_image(model, img, **kw):
-        h, w = img.shape[:2]
-        seen.append(max(h, w))
-        return detector.Detections(np.array([[0, 0, w, h]], np.float32), np.array([0.9], np.float32), None, (h, w))
+    def whole_image(model, imgs, **kw):
+        out = []
+        for img in imgs:
+            h, w = img.shape[:2]
+            seen.append(max(h, w))
+            out.append(detector.Detections(np.array([[0, 0, w, h]], np.float32), np.array([0.9], np.float32),
+                                           None, (h, w)))
+        return out
 
-    monkeypatch.setattr(detector, "detect", whole_image)
+    monkeypatch.setattr(detector, "detect_batch", whole_image)
     val = load_val(data, max_side=64)
     cache: dict = {}
     for _ in range(2):  # the second pass reads the cache

@@ -103,7 +103,7 @@ class DeformableConv2d(nn.Module):
         self.modulator_conv = nn.Conv2d(cin, k * k, k, stride, padding, bias=True)
         for layer in (self.offset_conv, self.modulator_conv):
             nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            nn.init.zeros_(layer.bias)  # type: ignore[arg-type]  # both convs have a bias
         self.regular_conv = nn.Conv2d(cin, cout, k, stride, padding, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,130 @@
+"""Where training and inference run: device choice, CPU threads, mixed precision.
+
+One place resolves `--device auto|cpu|cuda|cuda:N|mps` and `--threads N` for every command (train,
+predict, detect, the search's proxy, calibrate, latency), so a bad request fails the same way
+everywhere: a one-line `InputError` naming the device.
+
+Threads: torch's default intra-op pool takes every core; with other processes on the same cores
+that oversubscribes and was measured 8-60x slower than one thread on a shared 2-core machine. The
+default is therefore OMP_NUM_THREADS when set, else the usable cores divided by the workers that
+share them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import nullcontext
+from typing import Any, ContextManager
+
+import torch
+
+from featherface_tune.errors import InputError
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps."
+THREADS_HELP = ("CPU threads for torch (default: $OMP_NUM_THREADS, else the usable cores; with several "
+                "workers on one machine give each cores / workers, or the workers oversubscribe).")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+AMP_HELP = "Mixed precision: auto (bf16 on CUDA when supported, else fp16 with a grad scaler; off on CPU/MPS), off, bf16 or fp16."
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """`auto` -> cuda:0 when CUDA is available, else cpu. An unavailable device is an InputError."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    text = (name or "auto").strip().lower()
+    m = _DEVICE_RE.match(text)
+    if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
+        raise InputError(f"--device {name!r}: must be auto, cpu, cuda, cuda:N or mps")
+    kind, index = m.group(1), m.group(2)
+    if kind == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"--device {name}: MPS (Apple GPU) is not available on this machine; use --device cpu")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        raise InputError(f"--device {name}: CUDA is not available on this machine ({build}, "
+                         f"torch {torch.__version__}); use --device cpu or auto")
+    i = int(index) if index is not None else 0
+    n = torch.cuda.device_count()
+    if i >= n:
+        raise InputError(f"--device {name}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    return torch.device("cuda", i)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(workers: int = 1, environ: dict[str, str] | None = None) -> int:
+    """OMP_NUM_THREADS when it is a positive integer, else usable cores // workers (at least 1)."""
+    env = os.environ if environ is None else environ
+    raw = env.get("OMP_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, usable_cores() // max(1, workers))
+
+
+def set_threads(threads: int | None = None, workers: int = 1) -> int:
+    """Set torch's intra-op threads (None: default_threads(workers)); returns the number set."""
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"--threads {threads}: must be a positive integer")
+    n = threads if threads is not None else default_threads(workers)
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `mode` on `device`, or None for full float32.
+
+    auto: bf16 on CUDA when the GPU supports it, else fp16 (with a grad scaler); off on CPU/MPS,
+    where float32 stays the reference. bf16/fp16 may be forced on CPU too (tests run them there).
+    """
+    if mode not in AMP_MODES:
+        raise InputError(f"--amp {mode!r}: must be one of {', '.join(AMP_MODES)}")
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        return torch.float16
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager[Any]:
+    """torch.autocast for `dtype` on `device`, or a no-op context when dtype is None."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """A GradScaler for fp16 (its range needs loss scaling), else None (bf16 and fp32 do not)."""
+    if dtype != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def describe(device: torch.device, threads: int | None = None, amp: torch.dtype | None = None) -> str:
+    """One line for logs: the device (with the GPU's name), threads, precision."""
+    what = str(device)
+    if device.type == "cuda":
+        what += f" ({torch.cuda.get_device_name(device)})"
+    parts = [what]
+    if threads is not None:
+        parts.append(f"{threads} CPU thread{'s' if threads != 1 else ''}")
+    parts.append("float32" if amp is None else f"AMP {str(amp).replace('torch.', '')}")
+    return ", ".join(parts)
