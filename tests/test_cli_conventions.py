@@ -115,3 +115,11 @@ def test_command_tables_fit_100_columns(tmp_path) -> None:
         assert r.exit_code == 0, (args, r.stderr)
         table_lines = [line for line in r.stdout.splitlines() if not line.startswith("thop:")]
         assert _widest("\n".join(table_lines)) <= 100, args
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """--help and --version stay fast: composing the commands imports neither torch nor Optuna."""
+    code = "import sys, featherface_tune.cli; print(sorted({'torch', 'optuna'} & set(sys.modules)))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

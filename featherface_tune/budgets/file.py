@@ -60,7 +60,6 @@ BASELINE_KEYS = ("input_size", "dcn_macs", "convention", "params", "macs", "modu
 MODULE_KEYS = ("params", "macs")
 BUDGET_DIR = "budgets"
 
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
 _ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
 _TOML_LINE = re.compile(r"at line (\d+)")
@@ -168,16 +167,10 @@ def _convention(ctx: _Ctx, key: str, v: Any) -> str:
 
 
 def _tolerance(ctx: _Ctx, key: str, v: Any) -> Tolerance:
-    if _is_int(v):
-        if v < 0:
-            raise ctx.error(key, f"must be non-negative, got {v}")
-        return Tolerance(Fraction(v))
-    if isinstance(v, str):
-        m = _PERCENT.match(v)
-        if m:
-            return Tolerance(Fraction(m.group(1)), percent=True)
-    raise ctx.error(key, f"must be an integer count or a percent string like \"0.5%\", "
-                         f"got {_type_name(v)} {v!r}")
+    try:
+        return Tolerance.parse(v)
+    except ValueError as exc:
+        raise ctx.error(key, f"{exc}, got {_type_name(v)} {v!r}") from None
 
 
 def _bound(ctx: _Ctx, section: str, t: Mapping[str, Any]) -> Bound:

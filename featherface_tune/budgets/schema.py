@@ -14,6 +14,7 @@ from typing import Mapping, Optional
 
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
+from featherface_tune.tolerance import Tolerance  # the one parser of a tolerance; re-exported here
 
 
 class BudgetFileError(InputError):
@@ -41,23 +42,6 @@ def line_of(lines: Mapping[str, int], key: str) -> int | None:
             return hit
         parts.pop()
     return None
-
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Allowed distance from a target: an absolute count, or a percent of the target."""
-
-    value: Fraction
-    percent: bool = False
-
-    def allowed(self, target: int) -> Fraction:
-        return self.value * target / 100 if self.percent else self.value
-
-    def describe(self) -> str:
-        if self.percent:
-            return f"{_fmt_fraction(self.value)}%"
-        return f"{int(self.value):,}"
 
 
 @dataclass(frozen=True)
@@ -159,9 +143,3 @@ class Budget:
             if hit:
                 return hit
         return 1
-
-
-def _fmt_fraction(x: Fraction) -> str:
-    if x.denominator == 1:
-        return str(x.numerator)
-    return f"{float(x):g}"

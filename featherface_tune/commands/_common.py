@@ -98,9 +98,12 @@ def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[s
     return resolve_config(preset, config, sets or [])
 
 
-# ---- where models run (featherface_tune.training.device) ----
-from featherface_tune.training.device import AMP_HELP, DEVICE_HELP, THREADS_HELP  # noqa: E402
-
-DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help=THREADS_HELP)]
-AmpOpt = Annotated[str, typer.Option("--amp", help=AMP_HELP)]
+# ---- where models run (resolved by featherface_tune.training.device, imported only when a command runs:
+# importing it here would load torch for every command, --help and --version included) ----
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help=(
+    "CPU threads for torch (default: $OMP_NUM_THREADS, else the usable cores; with several workers on one "
+    "machine give each cores / workers, or the workers oversubscribe)."))]
+AmpOpt = Annotated[str, typer.Option("--amp", help=(
+    "Mixed precision: auto (bf16 on CUDA when supported, else fp16 with a grad scaler; off on CPU/MPS), off, "
+    "bf16 or fp16."))]

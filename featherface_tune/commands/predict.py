@@ -91,19 +91,12 @@ def find_images(root: Path) -> list[Path]:
 
 
 def format_prediction(name: str, dets: Any, float_coords: bool = False) -> str:
-    """The WIDERFace prediction file of one image, as RetinaFace's test_widerface.py writes it:
-    the image name (stem), the box count, then `x y w h score` per box, best first. Coordinates are
-    truncated to integers (w = int(x2) - int(x1)) unless float_coords."""
-    import numpy as np
+    """The WIDERFace prediction file of one image, as RetinaFace's test_widerface.py writes it
+    (evaluation.widerface.prediction_text of detection_rows: best first, coordinates truncated to
+    integers unless float_coords)."""
+    from featherface_tune.evaluation.widerface import detection_rows, prediction_text
 
-    lines = [name, str(len(dets))]
-    for (x1, y1, x2, y2), s in zip(dets.boxes.tolist(), dets.scores.tolist()):
-        score = str(np.float32(s))
-        if float_coords:
-            lines.append(f"{x1:.2f} {y1:.2f} {x2 - x1:.2f} {y2 - y1:.2f} {score}")
-        else:
-            lines.append(f"{int(x1)} {int(y1)} {int(x2) - int(x1)} {int(y2) - int(y1)} {score}")
-    return "\n".join(lines) + "\n"
+    return prediction_text(name, detection_rows(dets.boxes, dets.scores, float_coords))
 
 
 @handle_errors
@@ -135,6 +128,7 @@ def predict_cmd(
     )
 
     from featherface_tune.data.images import read_image_bgr
+    from featherface_tune.evaluation.widerface import write_prediction_file
     from featherface_tune.inference.detector import detect
     from featherface_tune.inference.nms import backend_for
 
@@ -160,8 +154,7 @@ def predict_cmd(
                           nms_backend=backend_for(dev))
             target = out_dir / rel.parent / (path.stem + ".txt")
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(format_prediction(path.stem, dets, float_coords), encoding="utf-8")
+                write_prediction_file(target.parent, path.stem, format_prediction(path.stem, dets, float_coords))
             except OSError as exc:
                 raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
             total += len(dets)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -20,26 +19,12 @@ from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
 def parse_tolerance(text: str, target: int) -> int:
     """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
-    from featherface_tune.bounds import MAX_PARAMS
+    from featherface_tune.tolerance import Tolerance
 
-    t = text.strip().replace("_", "").replace(",", "")
     try:
-        if t.endswith("%"):
-            pct = float(t[:-1])
-            if not math.isfinite(pct) or pct < 0:
-                raise ValueError
-            if pct > 100:
-                raise InputError(f"--tolerance {text!r}: a percentage must be at most 100%")
-            return int(math.floor(target * pct / 100.0 + 1e-9))
-        value = int(t)
-        if value < 0:
-            raise ValueError
-    except ValueError:
-        raise InputError(f"--tolerance {text!r}: give a parameter count (e.g. 500) or a percentage "
-                         "(e.g. 0.1%), not negative") from None
-    if value > MAX_PARAMS:
-        raise InputError(f"--tolerance {text!r}: must be at most {MAX_PARAMS:,} parameters")
-    return value
+        return Tolerance.parse(text).absolute(target)
+    except ValueError as exc:
+        raise InputError(f"--tolerance {text!r}: {exc}") from None
 
 
 @handle_errors
@@ -80,7 +65,8 @@ def search_cmd(
     import optuna
 
     from featherface_tune.tuner.api import search
-    from featherface_tune.tuner.objectives import Fidelity, load_proxy
+    from featherface_tune.training.proxy import Fidelity
+    from featherface_tune.tuner.objectives import load_proxy
     from featherface_tune.tuner.solve import NoConfigInWindow
     from featherface_tune.tuner.space import build_space
     from featherface_tune.tuner.study import default_storage_url
@@ -99,7 +85,7 @@ def search_cmd(
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
-    fidelity = Fidelity(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
+    fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     from featherface_tune.training.device import resolve_device, set_threads
     from featherface_tune.training.proxy import PRUNERS
 

@@ -91,10 +91,10 @@ def train_cmd(
         print_json(summary)
         return
     h = result.history
-    first = h[0].loss if h else float("nan")
-    last = h[-1].loss if h else float("nan")
+    first_loss = h[0].loss if h else float("nan")
+    last_loss = h[-1].loss if h else float("nan")
     out.print(f"trained {result.epochs_completed}/{epochs} epochs ({result.global_step} steps, "
               f"{result.train_images} images, {result.seconds:.1f} s, stopped: {result.stopped}); "
-              f"mean loss first epoch {first:.4f}, last {last:.4f}", highlight=False)
+              f"mean loss first epoch {first_loss:.4f}, last {last_loss:.4f}", highlight=False)
     if out_dir is not None:
         out.print(f"checkpoint {out_dir / 'last.pt'}, model {out_dir / 'model.pt'}", highlight=False)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -295,20 +295,46 @@ def evaluate_dir(pred_dir: Path, gt_dir: Path, iou_thresh: float = IOU_THRESH) -
     return result
 
 
+def prediction_text(name: str, rows: Sequence[str]) -> str:
+    """One prediction file of the standard layout (RetinaFace's test_widerface.py, read back by
+    ``read_prediction_file``): the image name, the box count, then one ``x y w h score`` line per box."""
+    return "\n".join([name, str(len(rows)), *rows]) + "\n"
+
+
+def detection_rows(boxes: Any, scores: Any, float_coords: bool = False) -> list[str]:
+    """``x y w h score`` lines of corner boxes ``x1 y1 x2 y2`` as RetinaFace writes them: coordinates
+    truncated to integers (w = int(x2) - int(x1)), or with 2 decimals when ``float_coords``; the score
+    printed as a float32."""
+    rows = []
+    for (x1, y1, x2, y2), s in zip(np.asarray(boxes).tolist(), np.asarray(scores).tolist()):
+        score = str(np.float32(s))
+        if float_coords:
+            rows.append(f"{x1:.2f} {y1:.2f} {x2 - x1:.2f} {y2 - y1:.2f} {score}")
+        else:
+            rows.append(f"{int(x1)} {int(y1)} {int(x2) - int(x1)} {int(y2) - int(y1)} {score}")
+    return rows
+
+
+def write_prediction_file(folder: Path, name: str, text: str) -> Path:
+    """Write ``folder/name.txt`` (creating the folder): the one place prediction files are written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_predictions(pred_dir: Path, predictions: Predictions, sort: bool = True) -> int:
-    """Write predictions in the standard layout (name line, count line, ``x y w h score`` lines,
-    sorted by score unless ``sort`` is False). Returns the number of files written."""
+    """Write predictions in the standard layout (``prediction_text``; values exact as ``repr`` of the
+    float64, sorted by score unless ``sort`` is False). Returns the number of files written."""
     pred_dir = Path(pred_dir)
     n = 0
     for event, ev in predictions.items():
-        d = pred_dir / event
-        d.mkdir(parents=True, exist_ok=True)
         for name, arr in ev.items():
             arr = np.asarray(arr, dtype=np.float64).reshape(-1, 5)
             if sort:
                 arr = arr[np.argsort(-arr[:, 4], kind="stable")]
-            lines = [name, str(len(arr))]
-            lines += [" ".join(repr(float(v)) for v in row) for row in arr]
-            (d / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            rows = [" ".join(repr(float(v)) for v in row) for row in arr]
+            write_prediction_file(pred_dir / event, name, prediction_text(name, rows))
             n += 1
     return n

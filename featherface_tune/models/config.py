@@ -44,8 +44,8 @@ class FeatherFaceConfig:
         ssh = self.ssh_channels
         if isinstance(ssh, (list, tuple)):
             levels = tuple(ssh)
-            # canonical form: one int when all levels agree
-            one = len(levels) == 3 and len(set(levels)) == 1 and _is_int(levels[0])
+            # canonical form: one int when all levels agree (compared, not hashed: a level may be a list)
+            one = len(levels) == 3 and _is_int(levels[0]) and levels[0] == levels[1] == levels[2]
             object.__setattr__(self, "ssh_channels", levels[0] if one else levels)
         if _is_int(self.backbone_width):
             object.__setattr__(self, "backbone_width", float(self.backbone_width))
@@ -144,7 +144,8 @@ def validate(cfg: FeatherFaceConfig) -> None:
     if cfg.neck_channels < 1:
         _fail("neck_channels", cfg.neck_channels, "must be a positive width", [1])
     if cfg.neck == "bifpn" and cfg.bifpn_repeats < 1:
-        _fail("bifpn_repeats", cfg.bifpn_repeats, "must be at least 1 with neck='bifpn'", [1])
+        _fail("bifpn_repeats", cfg.bifpn_repeats,
+              "must be at least 1 with neck='bifpn' (neck='fpn' has no BiFPN)", [1])
     if cfg.neck == "fpn" and cfg.bifpn_repeats != 0:
         _fail("bifpn_repeats", cfg.bifpn_repeats,
               "only applies to neck='bifpn'; with neck='fpn' it must be 0", [0])

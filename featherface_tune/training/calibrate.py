@@ -24,11 +24,14 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from featherface_tune.errors import InputError
+
+if TYPE_CHECKING:  # the proxy imports torch: only on use
+    from featherface_tune.training.proxy import Fidelity
 
 PLAN_FILE = "plan.json"
 RUNS_FILE = "runs.jsonl"
@@ -38,7 +41,7 @@ PLAN_FORMAT = "featherface-tune/calibration"
 
 # ---- statistics (pure) -----------------------------------------------------------------------
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Kendall's tau-b between two score lists (ties handled); NaN when either is constant or n < 2."""
     from scipy.stats import kendalltau
 
@@ -199,7 +202,7 @@ class CalibrationSettings:
             raise InputError(f"--seeds {self.seeds}: must be at least 1")
         self.fidelity(self.epochs[0], 0)  # the proxy's own checks (image size, metric, subsets)
 
-    def fidelity(self, epochs: int, seed: int) -> Any:
+    def fidelity(self, epochs: int, seed: int) -> Fidelity:
         from featherface_tune.training.proxy import Fidelity
 
         return Fidelity.from_mapping({

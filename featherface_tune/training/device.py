@@ -21,11 +21,7 @@ import torch
 
 from featherface_tune.errors import InputError
 
-DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps."
-THREADS_HELP = ("CPU threads for torch (default: $OMP_NUM_THREADS, else the usable cores; with several "
-                "workers on one machine give each cores / workers, or the workers oversubscribe).")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-AMP_HELP = "Mixed precision: auto (bf16 on CUDA when supported, else fp16 with a grad scaler; off on CPU/MPS), off, bf16 or fp16."
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 

@@ -20,7 +20,8 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -141,6 +142,20 @@ class TrainOptions:
                 "seed": self.seed, "augment": self.augment}
 
 
+class StopReason(str, Enum):
+    """Why train() stopped; the value is what JSON summaries and trial attributes hold."""
+
+    COMPLETED = "completed"  # every epoch ran
+    TIME_BUDGET = "time_budget"  # --time-budget seconds of training were spent
+    MAX_STEPS = "max_steps"  # max_steps optimizer steps ran
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # 1-based
@@ -165,7 +180,7 @@ class TrainResult:
     step_losses: tuple[float, ...]  # every optimizer step of the run, resumed parts included
     epochs_completed: int
     global_step: int
-    stopped: str  # "completed", "time_budget" or "max_steps"
+    stopped: StopReason
     checkpoint: Path | None
     seconds: float  # this invocation's training time (without on_epoch_end callbacks)
     dataset: FaceDataset  # the (subset) training set, e.g. for BatchNorm recalibration
@@ -176,7 +191,7 @@ class TrainResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"epochs_completed": self.epochs_completed, "global_step": self.global_step,
-                "stopped": self.stopped, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "stopped": self.stopped.value, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "seconds": round(self.seconds, 3), "train_images": self.train_images,
                 "first_loss": self.step_losses[0] if self.step_losses else None,
                 "last_loss": self.step_losses[-1] if self.step_losses else None,
@@ -330,7 +345,7 @@ def _rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain values, so checkpoints load with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)],
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
 
 
@@ -384,14 +399,62 @@ class _Progress:
 
 
 # ---- the loop --------------------------------------------------------------------------------
+# train() = _setup (the pieces) -> _resume (the position, with --resume) -> _optimize (epochs until
+# the end, a time budget or a step cap; _run_epoch, _checkpoint) -> _save_final_model.
 
 EpochCallback = Callable[[int, FeatherFace, FaceDataset], None]
+
+
+@dataclass
+class _Run:
+    """One train() call: what _setup builds, the position (_resume restores it, the epochs advance
+    it, _checkpoint writes it) and the clock of the time budget."""
+
+    cfg: FeatherFaceConfig
+    options: TrainOptions
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    model: FeatherFace
+    dataset: FaceDataset
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Any  # torch.amp.GradScaler with fp16, else None
+    criterion: MultiBoxLoss
+    priors: torch.Tensor
+    sampler: EpochSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    total_steps: int
+    ckpt_path: Path | None
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # steps of epoch `epoch` already run (a resume mid-epoch)
+    global_step: int = 0
+    history: list[EpochStats] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    started: float = 0.0  # perf_counter when the training steps began
+    budget_end: float = math.inf  # moved back by the time spent in on_epoch_end
+    callback_seconds: float = 0.0
 
 
 def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: TrainOptions,
           on_epoch_end: EpochCallback | None = None) -> TrainResult:
     """Train `cfg` on `records`. on_epoch_end(epoch (1-based), model, dataset) runs after each completed
     epoch's checkpoint (the proxy evaluates and reports there; it may raise to stop the run)."""
+    run = _setup(cfg, records, options)
+    if options.resume:
+        _resume(run)
+    stopped = _optimize(run, on_epoch_end)
+    if run.ckpt_path is not None:
+        _save_final_model(run)
+    return TrainResult(model=run.model, history=tuple(run.history), step_losses=tuple(run.step_losses),
+                       epochs_completed=run.epoch, global_step=run.global_step, stopped=stopped,
+                       checkpoint=run.ckpt_path,
+                       seconds=time.perf_counter() - run.started - run.callback_seconds, dataset=run.dataset)
+
+
+def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: TrainOptions) -> _Run:
+    """Validate the options, then build the device, model, data, optimizer and schedule (seeded, in
+    this order: a resumed run rebuilds the same pieces before restoring their state)."""
     options.validate()
     device = resolve_device(options.device)
     amp_dtype = resolve_amp(options.amp, device)
@@ -405,177 +468,206 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     model.to(device)
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
                           cache=options.cache_images)
-    bs = options.batch_size
-    spe = math.ceil(len(dataset) / bs)
+    spe = math.ceil(len(dataset) / options.batch_size)
     total_steps = options.epochs * spe
     warmup = min(int(round(options.warmup_epochs * spe)), total_steps // 2)
     optimizer = make_optimizer(model, options)
     floor = options.min_lr_ratio
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, warmup, total_steps, floor))
-    priors = make_priors(options.image_size, cfg.anchors_per_cell).to(device)
-    criterion = MultiBoxLoss()
-    scaler = grad_scaler(device, amp_dtype)
-    non_blocking = device.type == "cuda"
-
     ckpt_path = Path(options.out_dir) / "last.pt" if options.out_dir is not None else None
     if ckpt_path is not None:
         remove_stale_temporaries(ckpt_path.parent)
-    epoch, batch0, global_step = 0, 0, 0
-    history: list[EpochStats] = []
-    step_losses: list[float] = []
-    if options.resume:
-        assert ckpt_path is not None
-        if not ckpt_path.is_file():
-            raise InputError(f"--resume: no checkpoint at {str(ckpt_path)!r}")
-        try:
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a torn or foreign file is an input problem
-            raise InputError(f"--resume: {str(ckpt_path)!r} cannot be read: "
-                             f"{first_line(exc, 160)}") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"--resume: {str(ckpt_path)!r} is not a training checkpoint")
-        missing = [k for k in RESUME_KEYS if k not in state]
-        if missing:
-            raise InputError(f"--resume: {str(ckpt_path)!r} is incomplete: no {', '.join(missing)}; "
-                             "start again with --overwrite")
-        if not isinstance(state["options"], dict):
-            raise InputError(f"--resume: {str(ckpt_path)!r} is damaged: options is not a table")
-        if state["config"] != cfg.to_dict():
-            raise InputError(f"--resume: {str(ckpt_path)!r} was trained with a different config")
-        diff = {k: (v, state["options"].get(k)) for k, v in options.run_key().items()
-                if state["options"].get(k) != v}
-        if diff:
-            k, (now, then) = next(iter(diff.items()))
-            raise InputError(f"--resume: {str(ckpt_path)!r} was written with {k}={then!r}, "
-                             f"not {now!r}; resume with the same options")
-        try:
-            model.load_state_dict(state["model"])  # copies into the parameters on `device`
-            optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            scheduler.load_state_dict(state["scheduler"])
-            epoch, batch0, global_step = (int(state[k]) for k in ("epoch", "batch", "global_step"))
-            history = [EpochStats(**h) for h in state["history"]]
-            step_losses = [float(v) for v in state["step_losses"]]
-            _set_rng_state(state["rng"])
-        except Exception as exc:  # noqa: BLE001 - any damaged part is an input problem, named in one line
-            raise InputError(f"--resume: {str(ckpt_path)!r} is damaged ({type(exc).__name__}: "
-                             f"{first_line(exc, 120)}); start again with --overwrite") from None
-        if not (0 <= epoch <= options.epochs and 0 <= batch0 <= spe and global_step >= 0):
-            raise InputError(f"--resume: {str(ckpt_path)!r} is damaged: position epoch {epoch}, batch {batch0} "
-                             f"is outside the run ({options.epochs} epochs of {spe} steps)")
-
-    def checkpoint(next_epoch: int, next_batch: int) -> None:
-        if ckpt_path is None:
-            return
-        atomic_save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "options": options.run_key(),
-                     "model": _to_cpu(model.state_dict()), "optimizer": _to_cpu(optimizer.state_dict()),
-                     "scheduler": scheduler.state_dict(), "epoch": next_epoch, "batch": next_batch,
-                     "scaler": scaler.state_dict() if scaler is not None else None,
-                     "global_step": global_step, "history": [h.to_json() for h in history],
-                     "step_losses": step_losses, "rng": _rng_state()}, ckpt_path)
-
     sampler = EpochSampler(len(dataset), options.seed)
     workers = options.resolved_workers(device)
-    loader = DataLoader(dataset, batch_size=bs, sampler=sampler, collate_fn=collate,
+    loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
-    stopped = "completed"
-    callback_s = 0.0
-    t0 = time.perf_counter()
-    budget_end = t0 + options.time_budget if options.time_budget is not None else math.inf
+    return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model, dataset=dataset,
+                optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp_dtype),
+                criterion=MultiBoxLoss(), priors=make_priors(options.image_size, cfg.anchors_per_cell).to(device),
+                sampler=sampler, loader=loader, steps_per_epoch=spe, total_steps=total_steps,
+                ckpt_path=ckpt_path)
+
+
+def _resume(run: _Run) -> None:
+    """Validate OUT/last.pt against this run (format, completeness, config, options, position) and
+    restore the model, optimizer, scaler, scheduler, position, history and RNG states from it. Every
+    problem is a one-line InputError naming the file."""
+    ckpt_path, options = run.ckpt_path, run.options
+    assert ckpt_path is not None  # validate(): --resume needs --out
+    where = repr(str(ckpt_path))
+    if not ckpt_path.is_file():
+        raise InputError(f"--resume: no checkpoint at {where}")
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a torn or foreign file is an input problem
+        raise InputError(f"--resume: {where} cannot be read: {first_line(exc, 160)}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"--resume: {where} is not a training checkpoint")
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise InputError(f"--resume: {where} is incomplete: no {', '.join(missing)}; "
+                         "start again with --overwrite")
+    if not isinstance(state["options"], dict):
+        raise InputError(f"--resume: {where} is damaged: options is not a table")
+    if state["config"] != run.cfg.to_dict():
+        raise InputError(f"--resume: {where} was trained with a different config")
+    diff = {k: (v, state["options"].get(k)) for k, v in options.run_key().items()
+            if state["options"].get(k) != v}
+    if diff:
+        k, (now, then) = next(iter(diff.items()))
+        raise InputError(f"--resume: {where} was written with {k}={then!r}, "
+                         f"not {now!r}; resume with the same options")
+    try:
+        run.model.load_state_dict(state["model"])  # copies into the parameters on `device`
+        run.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
+        if run.scaler is not None and state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        epoch, batch, global_step = (int(state[k]) for k in ("epoch", "batch", "global_step"))
+        history = [EpochStats(**h) for h in state["history"]]
+        step_losses = [float(v) for v in state["step_losses"]]
+        _set_rng_state(state["rng"])
+    except Exception as exc:  # noqa: BLE001 - any damaged part is an input problem, named in one line
+        raise InputError(f"--resume: {where} is damaged ({type(exc).__name__}: "
+                         f"{first_line(exc, 120)}); start again with --overwrite") from None
+    spe = run.steps_per_epoch
+    if not (0 <= epoch <= options.epochs and 0 <= batch <= spe and global_step >= 0):
+        raise InputError(f"--resume: {where} is damaged: position epoch {epoch}, batch {batch} "
+                         f"is outside the run ({options.epochs} epochs of {spe} steps)")
+    run.epoch, run.batch, run.global_step = epoch, batch, global_step
+    run.history, run.step_losses = history, step_losses
+
+
+def _checkpoint(run: _Run) -> None:
+    """OUT/last.pt at the run's position (the next epoch and batch to run), atomically; nothing
+    without --out."""
+    if run.ckpt_path is None:
+        return
+    atomic_save({"format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "options": run.options.run_key(),
+                 "model": _to_cpu(run.model.state_dict()), "optimizer": _to_cpu(run.optimizer.state_dict()),
+                 "scheduler": run.scheduler.state_dict(), "epoch": run.epoch, "batch": run.batch,
+                 "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                 "global_step": run.global_step, "history": [h.to_json() for h in run.history],
+                 "step_losses": run.step_losses, "rng": _rng_state()}, run.ckpt_path)
+
+
+def _stop_reason(run: _Run) -> StopReason | None:
+    """Why the run must stop before its next step (the time budget, then the step cap), or None."""
+    if time.perf_counter() >= run.budget_end:
+        return StopReason.TIME_BUDGET
+    if run.options.max_steps is not None and run.global_step >= run.options.max_steps:
+        return StopReason.MAX_STEPS
+    return None
+
+
+def _optimize(run: _Run, on_epoch_end: EpochCallback | None) -> StopReason:
+    """Run epochs from the run's position until the last one, the time budget or the step cap;
+    checkpoint after each epoch and where a stop cuts one short. Returns why it stopped."""
+    options = run.options
+    epochs, spe = options.epochs, run.steps_per_epoch
+    stopped = StopReason.COMPLETED
+    run.started = time.perf_counter()
     # the time budget counts training only: evaluation in on_epoch_end moves the end back
-    with _Progress(options.progress, total_steps, global_step) as bar:
-        while epoch < options.epochs:
-            if time.perf_counter() >= budget_end:
-                stopped = "time_budget"
+    run.budget_end = run.started + options.time_budget if options.time_budget is not None else math.inf
+    with _Progress(options.progress, run.total_steps, run.global_step) as bar:
+        while run.epoch < epochs:
+            before = _stop_reason(run)
+            if before is not None:
+                stopped = before
                 break
-            if options.max_steps is not None and global_step >= options.max_steps:
-                stopped = "max_steps"
-                break
-            model.train()
-            sampler.set_epoch(epoch, batch0 * bs)
-            sums = np.zeros(4)
-            n_steps, n_images = 0, 0
-            t_epoch = time.perf_counter()
-            data_s = 0.0
-            t_wait = time.perf_counter()
-            batch = batch0
-            interrupted = False
-            for images, targets in loader:
-                data_s += time.perf_counter() - t_wait
-                images = images.to(device, non_blocking=non_blocking)
-                with autocast(device, amp_dtype):
-                    outputs = model(images)
-                # the loss (matching, softmax, hard-negative sort) stays in float32
-                outputs = tuple(o.float() if o is not None else None for o in outputs)
-                parts = criterion(outputs, priors, targets)
-                value = float(parts.total.detach())
-                if not math.isfinite(value):
-                    raise NonFiniteLoss(
-                        f"non-finite loss ({value}) at epoch {epoch + 1}, step {batch + 1}/{spe} "
-                        f"(global step {global_step + 1}): loc={float(parts.loc.detach()):.4g}, "
-                        f"conf={float(parts.conf.detach()):.4g}, landm={float(parts.landm.detach()):.4g}; "
-                        "try a lower --lr", epoch + 1, batch + 1, global_step + 1)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(parts.total).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    parts.total.backward()
-                    optimizer.step()
-                scheduler.step()
-                global_step += 1
-                batch += 1
-                n_steps += 1
-                n_images += images.shape[0]
-                step_losses.append(value)
-                sums += (value, float(parts.loc.detach()), float(parts.conf.detach()), float(parts.landm.detach()))
-                bar.step(epoch + 1, options.epochs, value)
-                if time.perf_counter() >= budget_end:
-                    stopped, interrupted = "time_budget", True
+            stats, interrupted = _run_epoch(run, bar)
+            if interrupted is not None:
+                stopped = interrupted
+                if run.batch < spe:  # cut short mid-epoch: keep the position for --resume
+                    _checkpoint(run)
+                    where = (f"stopped by {stopped.value.replace('_', ' ')} in epoch {run.epoch + 1} "
+                             f"at step {run.batch}/{spe}")
+                    bar.log(f"{where}; checkpoint {run.ckpt_path}" if run.ckpt_path else where)
                     break
-                if options.max_steps is not None and global_step >= options.max_steps:
-                    stopped, interrupted = "max_steps", True
-                    break
-                t_wait = time.perf_counter()
-            if interrupted and batch < spe:
-                checkpoint(epoch, batch)
-                bar.log(f"stopped by {stopped.replace('_', ' ')} in epoch {epoch + 1} "
-                        f"at step {batch}/{spe}; checkpoint {ckpt_path}" if ckpt_path else
-                        f"stopped by {stopped.replace('_', ' ')} in epoch {epoch + 1} at step {batch}/{spe}")
-                break
-            mean = sums / max(1, n_steps)
-            # an epoch resumed mid-way reports the steps run since the resume
-            history.append(EpochStats(epoch=epoch + 1, steps=n_steps, loss=float(mean[0]),
-                                      loc=float(mean[1]), conf=float(mean[2]), landm=float(mean[3]),
-                                      lr=float(optimizer.param_groups[0]["lr"]),
-                                      seconds=time.perf_counter() - t_epoch, data_seconds=data_s,
-                                      images=n_images))
-            epoch += 1
-            batch0 = 0
-            checkpoint(epoch, 0)
-            h = history[-1]
-            bar.log(f"epoch {h.epoch}/{options.epochs}: loss {h.loss:.4f} (loc {h.loc:.4f}, "
-                    f"conf {h.conf:.4f}, landm {h.landm:.4f}), {h.seconds:.1f} s")
+            run.history.append(stats)
+            run.epoch += 1
+            run.batch = 0
+            _checkpoint(run)
+            bar.log(f"epoch {stats.epoch}/{epochs}: loss {stats.loss:.4f} (loc {stats.loc:.4f}, "
+                    f"conf {stats.conf:.4f}, landm {stats.landm:.4f}), {stats.seconds:.1f} s")
             if on_epoch_end is not None:
                 t_cb = time.perf_counter()
                 try:
-                    on_epoch_end(epoch, model, dataset)
+                    on_epoch_end(run.epoch, run.model, run.dataset)
                 finally:
                     dt = time.perf_counter() - t_cb
-                    callback_s += dt
-                    budget_end += dt
-                model.train()
-            if interrupted:
+                    run.callback_seconds += dt
+                    run.budget_end += dt
+                run.model.train()
+            if interrupted is not None:
                 break
-    if ckpt_path is not None:
-        final = (recalibrate_bn(model, dataset, options.bn_recalibrate, bs)
-                 if options.bn_recalibrate > 0 else model)
-        save_model(ckpt_path.with_name("model.pt"), final, options.image_size, epoch)
-    return TrainResult(model=model, history=tuple(history), step_losses=tuple(step_losses),
-                       epochs_completed=epoch, global_step=global_step, stopped=stopped,
-                       checkpoint=ckpt_path, seconds=time.perf_counter() - t0 - callback_s,
-                       dataset=dataset)
+    return stopped
+
+
+def _run_epoch(run: _Run, bar: _Progress) -> tuple[EpochStats, StopReason | None]:
+    """Steps of epoch `run.epoch` from `run.batch` on, advancing the position after each. Returns the
+    epoch's statistics (an epoch resumed mid-way reports the steps run since the resume) and the
+    reason a stop cut in after a step, if one did. Raises NonFiniteLoss on a NaN or infinite loss."""
+    options, model, device = run.options, run.model, run.device
+    spe = run.steps_per_epoch
+    non_blocking = device.type == "cuda"
+    model.train()
+    run.sampler.set_epoch(run.epoch, run.batch * options.batch_size)
+    sums = np.zeros(4)
+    n_steps, n_images = 0, 0
+    t_epoch = time.perf_counter()
+    data_s = 0.0
+    t_wait = time.perf_counter()
+    interrupted: StopReason | None = None
+    for images, targets in run.loader:
+        data_s += time.perf_counter() - t_wait
+        images = images.to(device, non_blocking=non_blocking)
+        with autocast(device, run.amp_dtype):
+            outputs = model(images)
+        # the loss (matching, softmax, hard-negative sort) stays in float32
+        outputs = tuple(o.float() if o is not None else None for o in outputs)
+        parts = run.criterion(outputs, run.priors, targets)
+        value = float(parts.total.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"non-finite loss ({value}) at epoch {run.epoch + 1}, step {run.batch + 1}/{spe} "
+                f"(global step {run.global_step + 1}): loc={float(parts.loc.detach()):.4g}, "
+                f"conf={float(parts.conf.detach()):.4g}, landm={float(parts.landm.detach()):.4g}; "
+                "try a lower --lr", run.epoch + 1, run.batch + 1, run.global_step + 1)
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.scaler is not None:
+            run.scaler.scale(parts.total).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            parts.total.backward()
+            run.optimizer.step()
+        run.scheduler.step()
+        run.global_step += 1
+        run.batch += 1
+        n_steps += 1
+        n_images += images.shape[0]
+        run.step_losses.append(value)
+        sums += (value, float(parts.loc.detach()), float(parts.conf.detach()), float(parts.landm.detach()))
+        bar.step(run.epoch + 1, options.epochs, value)
+        interrupted = _stop_reason(run)
+        if interrupted is not None:
+            break
+        t_wait = time.perf_counter()
+    mean = sums / max(1, n_steps)
+    stats = EpochStats(epoch=run.epoch + 1, steps=n_steps, loss=float(mean[0]), loc=float(mean[1]),
+                       conf=float(mean[2]), landm=float(mean[3]),
+                       lr=float(run.optimizer.param_groups[0]["lr"]),
+                       seconds=time.perf_counter() - t_epoch, data_seconds=data_s, images=n_images)
+    return stats, interrupted
+
+
+def _save_final_model(run: _Run) -> None:
+    """OUT/model.pt for prediction, its BatchNorm statistics recomputed first with --bn-recalibrate."""
+    assert run.ckpt_path is not None
+    options = run.options
+    final = (recalibrate_bn(run.model, run.dataset, options.bn_recalibrate, options.batch_size)
+             if options.bn_recalibrate > 0 else run.model)
+    save_model(run.ckpt_path.with_name("model.pt"), final, options.image_size, run.epoch)  # type: ignore[arg-type]

@@ -26,29 +26,47 @@ from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.dataset import FaceDataset, stratified_subset
-from featherface_tune.training.loop import TrainOptions, TrainResult, recalibrate_bn, train
+from featherface_tune.training.loop import StopReason, TrainOptions, TrainResult, recalibrate_bn, train
 
 
 
 @dataclass(frozen=True)
 class Fidelity:
-    """How much training a proxy run gets. Keys of the `fidelity` dict; all optional."""
+    """How much training a proxy run gets: the one description of a proxy training run, used by the
+    search (CLI and API), proxy_objective and calibration. Keys of the `fidelity` dict; all optional.
 
-    epochs: int = 5
-    subset: float = 1.0  # fraction of train images (or, above 1, an image count), stratified by event
-    image_size: int = 320  # square training crop size
-    time_budget: float | None = None  # seconds of training; the run stops cleanly and is evaluated
+    Training defaults come from TrainOptions; the fields set here differ on purpose (short runs).
+    Constructing one validates it (InputError naming the option); `train_options()` is the only way
+    a fidelity becomes a training run."""
+
+    epochs: int = 5  # TrainOptions: 10
+    subset: float = TrainOptions.subset  # fraction of train images (or, above 1, an image count), stratified
+    image_size: int = 320  # square training crop size (TrainOptions: 640)
+    time_budget: float | None = TrainOptions.time_budget  # seconds of training; stops cleanly, then evaluated
     metric: str = "hard"
-    seed: int = 0
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float | None = 3e-3  # short runs want a higher peak LR than RetinaFace's 1e-3 (None: 1e-3)
+    seed: int = TrainOptions.seed
+    batch_size: int = TrainOptions.batch_size
+    optimizer: str = TrainOptions.optimizer
+    lr: float | None = 3e-3  # short runs want a higher peak LR than RetinaFace's 1e-3 (None: DEFAULT_LR)
     val_subset: float = 1.0  # fraction of val images evaluated (stratified; the GT is cut to match)
     val_max_side: int | None = None  # shrink val images whose long side exceeds this (None: as is)
     eval_every: int = 1  # with a trial: evaluate and report every N epochs
     bn_recalibrate: int = 8  # batches to recompute BatchNorm statistics before each evaluation (0: off)
     pretrained: str | None = None  # MobileNetV1-0.25 ImageNet checkpoint
     cache_images: bool = True  # keep decoded train images in memory
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise InputError(f"--metric {self.metric!r}: must be one of {', '.join(METRICS)}")
+        if not (0 < self.val_subset <= 1):
+            raise InputError(f"fidelity val_subset={self.val_subset}: must be a fraction in (0, 1]")
+        if self.val_max_side is not None and self.val_max_side < 32:
+            raise InputError(f"fidelity val_max_side={self.val_max_side}: must be at least 32")
+        if self.bn_recalibrate < 0:
+            raise InputError(f"fidelity bn_recalibrate={self.bn_recalibrate}: must be >= 0")
+        if self.eval_every < 1:
+            raise InputError(f"fidelity eval_every={self.eval_every}: must be at least 1")
+        self.train_options().validate()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> "Fidelity":
@@ -57,29 +75,48 @@ class Fidelity:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise InputError(f"fidelity: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
-        fid = cls(**data)
-        if fid.metric not in METRICS:
-            raise InputError(f"fidelity metric={fid.metric!r}: must be one of {', '.join(METRICS)}")
-        if not (0 < fid.val_subset <= 1):
-            raise InputError(f"fidelity val_subset={fid.val_subset}: must be a fraction in (0, 1]")
-        if fid.val_max_side is not None and fid.val_max_side < 32:
-            raise InputError(f"fidelity val_max_side={fid.val_max_side}: must be at least 32")
-        if fid.bn_recalibrate < 0:
-            raise InputError(f"fidelity bn_recalibrate={fid.bn_recalibrate}: must be >= 0")
-        if fid.eval_every < 1:
-            raise InputError(f"fidelity eval_every={fid.eval_every}: must be at least 1")
-        fid.train_options().validate()
-        return fid
+        return cls(**data)
+
+    @classmethod
+    def from_search_options(cls, epochs: int | None = None, subset: float | None = None,
+                            image_size: int | None = None, time_budget: float | None = None,
+                            metric: str = "hard") -> "Fidelity":
+        """The search's --proxy-* options (None: the default), checked under their own names."""
+        for name, v in (("epochs", epochs), ("image_size", image_size)):
+            if v is not None and v < 1:
+                raise InputError(f"--proxy-{name.replace('_', '-')} {v}: must be at least 1")
+        if subset is not None and not (subset > 0):
+            raise InputError(f"--proxy-subset {subset}: must be positive (a fraction <= 1 or an image count)")
+        if time_budget is not None and not (time_budget > 0):
+            raise InputError(f"--proxy-time-budget {time_budget}: must be positive seconds")
+        given = {"epochs": epochs, "subset": subset, "image_size": image_size, "time_budget": time_budget}
+        try:
+            return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+        except InputError as exc:  # a training rule, named as the search spells the option
+            text = str(exc)
+            for name in given:
+                flag = "--" + name.replace("_", "-")
+                if text.startswith(flag + " "):
+                    text = "--proxy-" + text[2:]
+            raise InputError(text) from None
 
     def train_options(self, out_dir: Path | None = None, progress: bool = False, device: str = "auto",
                       amp: str = "auto", resume: bool = False) -> TrainOptions:
-        return TrainOptions(device=device, amp=amp, resume=resume,epochs=self.epochs, image_size=self.image_size, batch_size=self.batch_size,
+        return TrainOptions(epochs=self.epochs, image_size=self.image_size, batch_size=self.batch_size,
                             subset=self.subset, time_budget=self.time_budget, optimizer=self.optimizer,
                             lr=self.lr, seed=self.seed, cache_images=self.cache_images,
                             pretrained=Path(self.pretrained) if self.pretrained else None,
-                            out_dir=out_dir, progress=progress)
+                            out_dir=out_dir, progress=progress, device=device, amp=amp, resume=resume)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys that differ from the defaults, and the metric: the `fidelity` dict the search
+        hands to the proxy (`from_mapping(f.to_dict()) == f`)."""
+        defaults = type(self)()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name == "metric" or getattr(self, f.name) != getattr(defaults, f.name)}
 
     def to_json(self) -> dict[str, Any]:
+        """Every key, defaults included."""
         return asdict(self)
 
 
@@ -197,7 +234,7 @@ def load_val(data_dir: Path, val_subset: float = 1.0, seed: int = 0, max_side: i
     from featherface_tune.data.readers import read_any
 
     data_dir = Path(data_dir)
-    records = read_any(data_dir, "val")
+    records: list[ImageRecord] = list(read_any(data_dir, "val"))
     gt_dir = next((p for p in (data_dir / "ground_truth", data_dir / "val" / "ground_truth") if p.is_dir()),
                   None)
     if gt_dir is None:
@@ -266,7 +303,7 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
 
     result = train(cfg, train_records, fid.train_options(out_dir, progress, device, amp, resume),
                    on_epoch_end=on_epoch_end)
-    if history and history[-1][0] == result.epochs_completed and result.stopped == "completed":
+    if history and history[-1][0] == result.epochs_completed and result.stopped is StopReason.COMPLETED:
         ap = history[-1][1]
     else:
         ap = evaluate(result.epochs_completed, result.model, result.dataset)
@@ -277,7 +314,7 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
         # "proxy_ap" itself (a float) belongs to the search's records; these are extra details
         trial.set_user_attr("proxy_ap_settings", ap)
         trial.set_user_attr("proxy_epochs", result.epochs_completed)
-        trial.set_user_attr("proxy_stopped", result.stopped)
+        trial.set_user_attr("proxy_stopped", result.stopped.value)
         trial.set_user_attr("proxy_train_seconds", round(result.seconds, 2))
         trial.set_user_attr("proxy_final_loss", result.history[-1].loss if result.history else None)
     return ProxyResult(ap=ap, value=value, train=result, seconds=time.perf_counter() - t0,

@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
-from featherface_tune.tuner.objectives import BudgetObjective, Fidelity, ProxyFn, parse_objectives
+from featherface_tune.training.proxy import Fidelity
+from featherface_tune.tuner.objectives import BudgetObjective, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import DCN_CONVENTIONS
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
@@ -175,9 +176,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     name = study or S.default_study_name(spec)
     trial_pruner = None
     if proxy is not None and len(names) == 1:
-        from featherface_tune.training.proxy import Fidelity as ProxyFidelity, make_pruner
+        from featherface_tune.training.proxy import make_pruner
 
-        trial_pruner = make_pruner(pruner, (fidelity.epochs if fidelity else None) or ProxyFidelity().epochs)
+        trial_pruner = make_pruner(pruner, (fidelity or Fidelity()).epochs)
     st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from featherface_tune.counter.analytic import count
-from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.solve import Repairer, distance, prove
+from featherface_tune.training.proxy import Fidelity  # the one description of a proxy training run
 from featherface_tune.tuner.space import SearchSpace, config_from_knobs, knobs_from_config
 
 OBJECTIVE_ALIASES = {"macs": "macs", "latency": "latency", "proxy": "proxy_ap", "proxy_ap": "proxy_ap", "ap": "proxy_ap",
@@ -65,34 +65,6 @@ def measure_latency(cfg: FeatherFaceConfig, h: int, w: int, runtime: str | None 
 
 
 # ---- proxy training ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How much proxy training a trial gets; passed to `proxy_objective` as a dict."""
-
-    epochs: int | None = None
-    subset: float | None = None
-    image_size: int | None = None
-    time_budget: float | None = None
-    metric: str = "hard"
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise InputError(f"--metric {self.metric!r}: use one of {', '.join(METRICS)}")
-        for name in ("epochs", "image_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise InputError(f"--proxy-{name.replace('_', '-')} {v}: must be at least 1")
-        if self.subset is not None and not (self.subset > 0):
-            raise InputError(f"--proxy-subset {self.subset}: must be positive (a fraction <= 1 or an image count)")
-        if self.time_budget is not None and not (self.time_budget > 0):
-            raise InputError(f"--proxy-time-budget {self.time_budget}: must be positive seconds")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"epochs": self.epochs, "subset": self.subset, "image_size": self.image_size,
-             "time_budget": self.time_budget, "metric": self.metric}
-        return {k: v for k, v in d.items() if v is not None}
-
 
 ProxyFn = Callable[[FeatherFaceConfig, Path, dict, Any], float]
 
@@ -142,9 +114,10 @@ class BudgetObjective:
     def __post_init__(self) -> None:
         spec = self.spec
         if self.repairer is None:
-            proof = prove(self.space, spec.target, spec.tolerance, input_size=tuple(spec.input_size),
+            size = (spec.input_size[0], spec.input_size[1])
+            proof = prove(self.space, spec.target, spec.tolerance, input_size=size,
                           dcn_macs=spec.dcn_macs, max_macs=spec.max_macs, convention=spec.convention)
-            self.repairer = Repairer(self.space, spec.target, spec.tolerance, tuple(spec.input_size),
+            self.repairer = Repairer(self.space, spec.target, spec.tolerance, size,
                                      spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures,
                                      spec.convention)
         self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))

@@ -271,30 +271,36 @@ def default_space() -> SearchSpace:
 
 # ---- parsing domains from files and --fix ---------------------------------------------------
 
+# The other fields of the config a value is checked in: off where they could interact with it (CBAM
+# off, no shuffle) and BiFPN on (where `bifpn_repeats` applies), so a value is rejected only for a
+# rule it breaks on its own; the rules that tie it to other knobs (a CBAM ratio vs the width it
+# divides, the shuffle groups vs the SSH widths) are the certificate's (`check_values`).
+_PROBE = {"backbone_cbam": False, "neck_cbam": False, "shuffle": "none", "neck": "bifpn"}
+
+
 def _check_value(knob: str, v: Any, where: str) -> Any:
-    if knob in BOOL_KNOBS:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{where}: {knob}: {v!r} must be true or false")
-        return v
-    if knob in STR_KNOBS:
-        if v not in STR_KNOBS[knob]:
-            raise ConfigError(f"{where}: {knob}: {v!r} must be one of {', '.join(STR_KNOBS[knob])}")
-        return v
-    if knob in FLOAT_KNOBS:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{where}: {knob}: {v!r} must be a positive number")
-        return float(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{where}: {knob}: {v!r} must be an integer")
-    if knob == "bifpn_repeats" and v < 1:
-        raise ConfigError(f"{where}: bifpn_repeats={v} must be at least 1 (it only applies to "
-                          "neck='bifpn'; use neck=\"fpn\" for no BiFPN)")
-    if v < 1:
-        raise ConfigError(f"{where}: {knob}={v} must be at least 1")
-    if knob in SSH_KNOBS and v % 4:
-        raise ConfigError(f"{where}: {knob}={v} must be a multiple of 4 (SSH splits it 1/2+1/4+1/4); "
-                          f"nearest valid: {max(4, v // 4 * 4)}, {v // 4 * 4 + 4}")
-    return v
+    """`v` if the config accepts it for `knob` (in the context where the knob applies), else a
+    ConfigError naming where it came from, the knob and the config's rule."""
+    fields: dict[str, Any] = dict(_PROBE)
+    if knob in SSH_KNOBS:
+        widths: list[Any] = [64, 64, 64]
+        widths[SSH_KNOBS.index(knob)] = v
+        fields["ssh_channels"] = tuple(widths)
+        own = "ssh_channels"
+    else:
+        fields[knob] = v
+        own = knob
+    for other, rule in CONTEXT.items():  # e.g. neck="fpn" needs bifpn_repeats=0
+        if rule.on == knob and rule.forced and not applies(other, fields):
+            fields[other] = rule.off
+    try:
+        FeatherFaceConfig(**fields)
+    except ConfigError as exc:
+        if exc.field == own:
+            msg = str(exc)
+            raise ConfigError(f"{where}: {msg}" if msg.startswith(f"{knob}=") else f"{where}: {knob}: {msg}",
+                              field=own) from None
+    return float(v) if knob in FLOAT_KNOBS else v  # as the config holds it (1 -> 1.0)
 
 
 def parse_domain(knob: str, spec: Any, where: str) -> Domain:
@@ -354,7 +360,7 @@ def apply_settings(space: SearchSpace, data: Mapping[str, Any], where: str) -> S
 
 
 def _check_solve(names: Sequence[str], where: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for s in names:
         if s == "ssh_channels":
             out.extend(SSH_KNOBS)
@@ -411,8 +417,3 @@ def build_space(space_file: str | Path | None = None, fixes: Sequence[str] = ())
     """The default space, changed by a space file, then by `--fix` items."""
     space = load_space(space_file) if space_file is not None else default_space()
     return apply_fixes(space, fixes)
-
-
-def space_from_dict(data: Mapping[str, Any]) -> SearchSpace:
-    """Rebuild a space from `SearchSpace.to_dict()` (as stored in a study)."""
-    return apply_settings(default_space(), data, "stored space")

@@ -261,3 +261,30 @@ def test_recalibrate_bn_averages_batch_statistics(synth):
         with torch.no_grad():
             means.append(model.body.stage1[0][0](x).mean((0, 2, 3)))
     torch.testing.assert_close(cal_bn.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_stop_reasons_keep_their_strings() -> None:
+    """The enum's values are the strings summaries, trial attributes and checkpoints always held."""
+    import json
+
+    from featherface_tune.training.loop import StopReason
+
+    assert [r.value for r in StopReason] == ["completed", "time_budget", "max_steps"]
+    assert json.dumps({"stopped": StopReason.TIME_BUDGET}) == '{"stopped": "time_budget"}'
+    assert f"stopped: {StopReason.MAX_STEPS}" == "stopped: max_steps" and StopReason.COMPLETED == "completed"
+
+
+def test_train_cli_defaults_are_train_options_defaults() -> None:
+    """`featherface-tune train` states its option defaults for --help; they must be TrainOptions'."""
+    import inspect
+
+    from featherface_tune.commands.train import train_cmd
+
+    params = inspect.signature(train_cmd).parameters
+    base = TrainOptions()
+    pairs = {"epochs": "epochs", "image_size": "image_size", "batch_size": "batch_size", "subset": "subset",
+             "time_budget": "time_budget", "optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay",
+             "warmup": "warmup_epochs", "pretrained": "pretrained", "seed": "seed", "workers": "num_workers",
+             "cache_images": "cache_images", "bn_recalibrate": "bn_recalibrate", "device": "device", "amp": "amp"}
+    for cli, field_name in pairs.items():
+        assert params[cli].default == getattr(base, field_name), cli

@@ -193,3 +193,28 @@ def test_bifpn_repeats_is_sampled_and_kept_when_the_budget_allows(repairer):
         assert "bifpn_repeats" in trial.params and trial.user_attrs[R.DELTA] == 0
         assert trial.user_attrs[R.CONFIG] == ex.config(i).to_dict()
         assert trial.user_attrs[R.SOLVER]["distance"] == 0.0
+
+
+def test_one_fidelity_for_search_and_proxy():
+    """tuner.objectives.Fidelity is the proxy's Fidelity; its training defaults are TrainOptions'
+    where it does not set its own, and to_dict() is the shape the search hands to the proxy."""
+    from featherface_tune.training.loop import TrainOptions
+    from featherface_tune.training.proxy import Fidelity as ProxyFidelity
+
+    assert Fidelity is ProxyFidelity
+    assert Fidelity().to_dict() == {"metric": "hard"}
+    fid = Fidelity.from_search_options(2, 0.1, None, None, "easy")
+    assert fid.to_dict() == {"epochs": 2, "subset": 0.1, "metric": "easy"}
+    assert Fidelity.from_mapping(fid.to_dict()) == fid
+    opts, base = Fidelity().train_options(), TrainOptions()
+    for name in ("subset", "time_budget", "seed", "batch_size", "optimizer", "weight_decay", "momentum",
+                 "warmup_epochs", "min_lr_ratio", "augment"):
+        assert getattr(opts, name) == getattr(base, name), name
+    assert (opts.epochs, opts.image_size, opts.lr, opts.cache_images) == (5, 320, 3e-3, True)
+    for kwargs, message in (({"epochs": 0}, "--proxy-epochs 0"), ({"image_size": 0}, "--proxy-image-size 0"),
+                            ({"subset": 0.0}, "--proxy-subset"), ({"time_budget": -1.0}, "--proxy-time-budget")):
+        with pytest.raises(InputError, match=message):
+            Fidelity.from_search_options(**kwargs)
+    with pytest.raises(InputError, match="--proxy-image-size 100"):  # the training rules apply up front
+        Fidelity.from_search_options(image_size=100)
+

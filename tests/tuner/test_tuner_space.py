@@ -10,8 +10,8 @@ import pytest
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, KNOBS, SSH_KNOBS, apply_fixes, build_space, config_from_knobs, default_space,
-    knobs_from_config, load_space, space_from_dict,
+    BUDGET_KNOBS, KNOBS, SSH_KNOBS, apply_fixes, apply_settings, build_space, config_from_knobs,
+    default_space, knobs_from_config, load_space,
 )
 
 
@@ -74,7 +74,7 @@ def test_space_file_ranges_lists_and_fixed(tmp_path: Path):
     assert sp.domain("ssh_deformable").fixed
     assert sp.solve == ("ssh_channels_p5", "neck_cbam_reduction")
     assert "ssh_channels_p3" in sp.sampled
-    assert space_from_dict(sp.to_dict()) == sp
+    assert apply_settings(default_space(), sp.to_dict(), "stored space") == sp  # to_dict reads back
 
 
 @pytest.mark.parametrize("text, match", [
@@ -116,6 +116,21 @@ def test_fix():
                        ("neck_channels=[1,2]", "one value")):
         with pytest.raises(ConfigError, match=match):
             apply_fixes(default_space(), [bad])
+
+
+def test_values_are_checked_by_the_configs_own_rules():
+    # a rule a value breaks on its own: the config's message, with where it came from and the knob
+    with pytest.raises(ConfigError, match=r"^--fix backbone_width: backbone_width=0.3 must be a multiple of 1/32"):
+        apply_fixes(default_space(), ["backbone_width=0.3"])
+    with pytest.raises(ConfigError, match=r"ssh_channels_p4: ssh_channels\[1\]=50 must be a multiple of 4"):
+        apply_fixes(default_space(), ["ssh_channels=[48,50,52]"])
+    with pytest.raises(ConfigError, match=r"ssh_channels_p3: .* must be an integer"):
+        apply_fixes(default_space(), ["ssh_channels=[[4],8,12]"])
+    assert apply_fixes(default_space(), ["backbone_width=1"]).domain("backbone_width").values == (1.0,)
+    # rules that tie a value to other knobs are left to the certificate: valid in some config
+    sp = apply_fixes(default_space(), ["shuffle_groups=3", "backbone_cbam_reduction=128", "neck=fpn"])
+    assert sp.domain("shuffle_groups").values == (3,)
+    assert sp.domain("backbone_cbam_reduction").values == (128,)
 
 
 def test_build_space_combines_file_and_fix(tmp_path: Path):

@@ -25,15 +25,13 @@ BACKENDS = ("plain",) + (("torchvision",) if _tv_deform_conv2d is not None else 
 _state = {"backend": "torchvision" if _tv_deform_conv2d is not None else "plain"}
 
 
-def set_backend(name: str) -> None:
-    """Choose the kernel behind the op: "plain" always works, "torchvision" when it imports."""
+def set_backend(name: str) -> str:
+    """Choose the kernel behind the op: "plain" always works, "torchvision" when it imports.
+    Returns the backend it replaced, so a caller can put it back."""
     if name not in BACKENDS:
         raise ValueError(f"deformable-conv backend {name!r} unavailable; available: {', '.join(BACKENDS)}")
-    _state["backend"] = name
-
-
-def get_backend() -> str:
-    return _state["backend"]
+    previous, _state["backend"] = _state["backend"], name
+    return previous
 
 
 def deform_conv2d_plain(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,

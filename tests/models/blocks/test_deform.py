@@ -101,16 +101,25 @@ def test_torchvision_backend_equal():  # pragma: no cover - runs on GPU machines
     w = torch.randn(5, 4, 3, 3, generator=g)
     off = 3 * torch.randn(2, 18, 10, 9, generator=g)
     mask = torch.rand(2, 9, 10, 9, generator=g)
-    deform.set_backend("plain")
-    plain = deform_conv2d(x, off, mask, w)
-    deform.set_backend("torchvision")
+    old = deform.set_backend("plain")
     try:
+        plain = deform_conv2d(x, off, mask, w)
+        deform.set_backend("torchvision")
         tv = deform_conv2d(x, off, mask, w)
     finally:
-        deform.set_backend("plain")
+        deform.set_backend(old)  # the machine's default again, not "plain"
     assert torch.allclose(plain, tv, atol=1e-4)
 
 
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unavailable"):
         deform.set_backend("cuda-magic")
+
+
+def test_set_backend_returns_the_one_it_replaced():
+    old = deform.set_backend("plain")
+    try:
+        assert old in deform.BACKENDS
+        assert deform.set_backend("plain") == "plain"
+    finally:
+        deform.set_backend(old)
