@@ -11,6 +11,7 @@ from featherface_tune.commands.calibrate import calibrate_cmd
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.demo_data import demo_data_cmd
 from featherface_tune.commands.evaluate import evaluate_cmd
+from featherface_tune.commands.export import export_cmd
 from featherface_tune.commands.detect import detect_cmd
 from featherface_tune.commands.gate import gate_cmd
 from featherface_tune.commands.predict import predict_cmd
@@ -34,6 +35,7 @@ COMMANDS = {
     "count": count_cmd,
     "demo-data": demo_data_cmd,
     "evaluate": evaluate_cmd,
+    "export": export_cmd,
     "detect": detect_cmd,
     "gate": gate_cmd,
     "predict": predict_cmd,

@@ -14,7 +14,7 @@ from featherface_tune.commands._common import (
 )
 from featherface_tune.errors import InputError
 
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="State dict saved by featherface-tune, the official FeatherFace code or RetinaFace.")]
+CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="State dict saved by featherface-tune, the official FeatherFace code or RetinaFace, or an ONNX file from `export` (runs in onnxruntime).")]
 ConfOpt = Annotated[float, typer.Option("--conf", help="Confidence threshold (scores strictly above it are kept).")]
 NmsOpt = Annotated[float, typer.Option("--nms", help="NMS IoU threshold (py_cpu_nms convention).")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Best-scoring boxes that go into NMS.")]
@@ -25,6 +25,10 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
                        sets: Optional[list[str]]) -> tuple[Any, Any, bool]:
     """(model, config, inferred): the config comes from --preset/--config/--set when one of
     --preset/--config is given, else it is inferred from the checkpoint (then --set applies)."""
+    from featherface_tune.deploy.runtime import is_onnx_file
+
+    if is_onnx_file(checkpoint):  # an exported model runs in onnxruntime; its config is stored in it
+        return _onnx_model(checkpoint, preset, config, sets)
     from featherface_tune.models.checkpoint import check_finite, load_model, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
@@ -34,9 +38,30 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
     return load_model(ck, resolve(preset, config, sets))
 
 
+def _onnx_model(checkpoint: Path, preset: Optional[str], config: Optional[Path],
+                sets: Optional[list[str]]) -> tuple[Any, Any, bool]:
+    from featherface_tune.deploy.runtime import OnnxModel
+
+    if preset is not None or config is not None or sets:
+        raise InputError(f"--checkpoint {str(checkpoint)!r} is an ONNX model: its config is stored in it, so "
+                         "--preset/--config/--set do not apply")
+    model = OnnxModel.load(checkpoint)
+    return model, model.config, False
+
+
 def place_model(model: Any, device: str, threads: Optional[int]) -> Any:
-    """Set torch's CPU threads and move the model to --device; returns the torch.device."""
+    """Set torch's CPU threads and move the model to --device; returns the torch.device. An ONNX
+    model runs on onnxruntime's CPU provider, with --threads intra-op threads when given."""
     from featherface_tune.training.device import resolve_device, set_threads
+
+    if not hasattr(model, "to"):  # featherface_tune.deploy.runtime.OnnxModel
+        if device not in ("auto", "cpu"):
+            raise InputError(f"--device {device}: an ONNX model runs on onnxruntime's CPU provider; use cpu")
+        if threads is not None:
+            model.set_threads(threads)
+        import torch
+
+        return torch.device("cpu")
 
     dev = resolve_device(device)
     set_threads(threads)
@@ -113,6 +138,7 @@ def predict_cmd(
     dev = place_model(model, device, threads)
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)
+    cfg_json = cfg.to_dict() if cfg is not None else None
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
     total, t0 = 0, time.perf_counter()
@@ -135,7 +161,7 @@ def predict_cmd(
             progress.advance(task)
     seconds = time.perf_counter() - t0
     summary = {"images": len(files), "detections": total, "out": str(out_dir), "seconds": round(seconds, 3),
-               "config_inferred": inferred, "config": cfg.to_dict(), "device": str(dev),
+               "config_inferred": inferred, "config": cfg_json, "device": str(dev),
                "settings": {"conf": conf, "nms_iou": nms_iou, "top_k": top_k, "keep": keep}}
     if json_:
         print_json(summary)

@@ -37,6 +37,7 @@ def search_cmd(
     reference: Annotated[str, typer.Option("--reference", help="Preset name or config file that --objective closest stays near.")] = DEFAULT_REFERENCE,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",
     convention: Annotated[str, typer.Option("--convention", help="Count params and MACs as this convention does (see `count --conventions`), e.g. thop: the paper's 0.49 M.")] = "numel",
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Latency objective: onnxruntime (default when the deploy extra is installed) or torch.")] = None,
     space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes). Solved objectives (closest, macs) ignore it.")] = DEFAULT_TRIALS,
@@ -130,7 +131,8 @@ def search_cmd(
                          study=study_name,
                          storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
                          proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
-                         note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads)
+                         note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads,
+                         latency_runtime=runtime)
         finally:
             progress.stop()
     except NoConfigInWindow as exc:

@@ -108,8 +108,11 @@ def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou:
     """Detect faces in one HxWx3 uint8 BGR image at its original size (RetinaFace convention).
 
     The model runs in eval mode (its previous mode is restored afterwards), on the device of its
-    parameters.
+    parameters. An ONNX model loaded with `featherface_tune.deploy.runtime.OnnxModel` runs in
+    onnxruntime with the same pre- and post-processing.
     """
+    if not isinstance(model, nn.Module):  # an exported model (featherface_tune.deploy.runtime.OnnxModel)
+        return model.detect(image_bgr, conf, nms_iou, top_k, keep, nms_backend)
     return detect_batch(model, [image_bgr], conf, nms_iou, top_k, keep, nms_backend)[0]
 
 

@@ -85,6 +85,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
            proxy: ProxyFn | None = None, proxy_data: Path | None = None, fidelity: Fidelity | None = None,
            callbacks: Sequence[Callable[[Any, Any], None]] = (), note: Callable[[str], None] | None = None,
            on_start: Callable[[int, int], None] | None = None, pruner: str = "median",
+           latency_runtime: str | None = None,
            latency_threads: int = 1) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
@@ -100,7 +101,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     one-line diagnostics (the CLI prints them on stderr); `on_start(done, total)` is called before the
     trials run and `callbacks` after each (Optuna callbacks). `pruner`: median, hyperband (epochs as the
     resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
-    CPU threads of the latency objective. Raises NoConfigInWindow (with `.certificate`)
+    CPU threads of the latency objective, `latency_runtime` its runtime: "onnxruntime" (default when
+    installed) or "torch" (`featherface_tune.deploy.latency`). Raises NoConfigInWindow (with `.certificate`)
     when the space provably holds no config in the window.
     """
     from featherface_tune.tuner import study as S
@@ -134,6 +136,14 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     h, w = input_size
     sp = _space(space)
     names, callables = _objectives(objective, proxy is not None)
+    if "latency" in names:
+        from featherface_tune.deploy.latency import check_runtime
+
+        latency_runtime = check_runtime(latency_runtime)
+        if latency_threads < 1:
+            raise InputError(f"--threads {latency_threads}: must be at least 1")
+        tell(f"latency: {latency_runtime}, {latency_threads} thread(s), batch 1 at {h}x{w}, "
+             "median to +/-3 % (95 %)")
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None
 
     proof = prove(sp, target, tolerance, input_size=(h, w), dcn_macs=dcn_macs, max_macs=max_macs,
@@ -175,6 +185,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
                         convention)
     fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
+                         latency_runtime=latency_runtime,
                          repairer=repairer,
                          callables=callables)
 

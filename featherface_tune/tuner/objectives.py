@@ -1,7 +1,8 @@
 """Objectives of the budget search, and the trial function that ties space, solver and objectives.
 
 Objectives: `closest` (distance to a reference config, `solve.distance`, minimise), `macs` (analytic,
-minimise), `latency` (measured CPU forward time in ms, minimise), `proxy_ap` (validation AP after
+minimise), `latency` (median CPU forward time in ms in
+onnxruntime or torch, minimise; `featherface_tune.deploy.latency`), `proxy_ap` (validation AP after
 proxy training, maximise; `featherface_tune.training.proxy`) and Python callables `f(config) -> float`
 (minimise). The budget itself is a constraint (`trial.set_constraint`), never an objective: a trial is
 feasible when |params - target| <= tolerance (and MACs <= max_macs). Expensive objectives are only
@@ -12,8 +13,6 @@ constraint.
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -56,28 +55,13 @@ def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
 
 # ---- latency ----------------------------------------------------------------------------------
 
-def measure_latency(cfg: FeatherFaceConfig, h: int, w: int, repeats: int = 3, warmup: int = 1,
-                    threads: int = 1) -> float:
-    """Median wall time in ms of one forward pass (batch 1, eval mode, CPU, `threads` threads)."""
-    import torch
+def measure_latency(cfg: FeatherFaceConfig, h: int, w: int, runtime: str | None = None,
+                    threads: int = 1, rel_ci: float = 0.03, max_seconds: float = 30.0) -> Any:
+    """Forward latency of `cfg` at h x w (`featherface_tune.deploy.latency.measure`): a `Latency`
+    with the median, its 95 % interval and the spread, in onnxruntime (default when installed) or torch."""
+    from featherface_tune.deploy.latency import measure
 
-    from featherface_tune.models.builder import build_model
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        model = build_model(cfg).eval()
-        x = torch.randn(1, 3, h, w)
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                t0 = time.perf_counter()
-                model(x)
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1000.0)
-        return float(statistics.median(times))
-    finally:
-        torch.set_num_threads(old)
+    return measure(cfg, h, w, runtime, threads, rel_ci, max_seconds)
 
 
 # ---- proxy training ----------------------------------------------------------------------------
@@ -121,11 +105,11 @@ class BudgetObjective:
     proxy: ProxyFn | None = None
     proxy_data: Path | None = None
     fidelity: Fidelity = field(default_factory=Fidelity)
-    latency_repeats: int = 3
+    latency_runtime: str | None = None  # onnxruntime (default when installed) or torch
     latency_threads: int = 1
     repairer: Repairer | None = None
     callables: dict[str, Callable_] = field(default_factory=dict)
-    _cache: dict[FeatherFaceConfig, dict[str, float]] = field(default_factory=dict)
+    _cache: dict[FeatherFaceConfig, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -212,12 +196,14 @@ class BudgetObjective:
                 values.append(expensive.get(name, math.inf))
         return values[0] if len(values) == 1 else values
 
-    def _expensive(self, trial: Any, cfg: FeatherFaceConfig) -> dict[str, float]:
+    def _expensive(self, trial: Any, cfg: FeatherFaceConfig) -> dict[str, Any]:
         """Latency / proxy AP of a feasible config (reused when this worker already measured it)."""
         got = dict(self._cache.get(cfg, {}))
         h, w = self.spec.input_size
         if "latency" in self.spec.objectives and "latency" not in got:
-            got["latency"] = measure_latency(cfg, h, w, self.latency_repeats, threads=self.latency_threads)
+            lat = measure_latency(cfg, h, w, self.latency_runtime, self.latency_threads)
+            got.update({"latency": lat.median_ms, "latency_spread": lat.iqr_ms, "latency_ci": lat.rel_ci,
+                        "latency_runtime": lat.runtime, "latency_threads": lat.threads})
         if "proxy_ap" in self.spec.objectives and "proxy_ap" not in got:
             if self.proxy is None or self.proxy_data is None:
                 raise TrialFailed("proxy objective without proxy training")
@@ -239,6 +225,10 @@ class BudgetObjective:
         self._cache[cfg] = got
         if "latency" in got:
             trial.set_user_attr(R.LATENCY_MS, got["latency"])
+            trial.set_user_attr(R.LATENCY_SPREAD_MS, got["latency_spread"])
+            trial.set_user_attr(R.LATENCY_CI, got["latency_ci"])
+            trial.set_user_attr(R.LATENCY_RUNTIME, got["latency_runtime"])
+            trial.set_user_attr(R.LATENCY_THREADS, got["latency_threads"])
         if "proxy_ap" in got:
             trial.set_user_attr(R.PROXY_AP, got["proxy_ap"])
         mine = {k: v for k, v in got.items() if k in self.callables}

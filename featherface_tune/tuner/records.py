@@ -25,7 +25,12 @@ Every trial's user attributes (`TRIAL_KEYS`):
     delta       int, params - target
     feasible    bool, within the tolerance window (and under max_macs if set)
     modules     {group: {"params": int, "macs": int}}
-    latency_ms  float, only with the latency objective (feasible trials)
+    latency_ms  float, only with the latency objective (feasible trials): median forward time, batch 1,
+                at input_size (featherface_tune.deploy.latency)
+    latency_spread_ms  float, with latency_ms: interquartile range of the timed runs
+    latency_ci  float, with latency_ms: half-width of the median's 95 % confidence interval / median
+    latency_runtime  str, with latency_ms: "onnxruntime" or "torch"
+    latency_threads  int, with latency_ms: intra-op threads used
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
     closest     float, only with the `closest` objective: distance of config to the reference
@@ -67,6 +72,11 @@ DELTA = "delta"
 FEASIBLE = "feasible"
 MODULES = "modules"
 LATENCY_MS = "latency_ms"
+LATENCY_SPREAD_MS = "latency_spread_ms"
+LATENCY_CI = "latency_ci"
+LATENCY_RUNTIME = "latency_runtime"
+LATENCY_THREADS = "latency_threads"
+LATENCY_DETAIL = (LATENCY_SPREAD_MS, LATENCY_CI, LATENCY_RUNTIME, LATENCY_THREADS)
 PROXY_AP = "proxy_ap"
 FAIL_REASON = "fail_reason"
 SOLVER = "solver"
@@ -74,7 +84,7 @@ CLOSEST = "closest"
 CALLABLES = "callables"
 SAMPLED = "sampled"
 ENQUEUED = "enqueued"
-TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, PROXY_AP, FAIL_REASON)
+TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, *LATENCY_DETAIL, PROXY_AP, FAIL_REASON)
 
 # objective name -> (user attribute holding its value, Optuna direction)
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -172,6 +182,7 @@ class TrialRecord:
     callables: Mapping[str, float] = field(default_factory=dict)
     sampled: Mapping[str, Any] | None = None
     objectives: tuple[str, ...] = ()  # the study's objectives, in the order of `values`
+    latency: Mapping[str, Any] = field(default_factory=dict)  # LATENCY_DETAIL keys present on the trial
 
     @classmethod
     def from_trial(cls, t: Any, spec: "StudySpec | None" = None) -> "TrialRecord":
@@ -197,7 +208,8 @@ class TrialRecord:
                    fail_reason=str(a[FAIL_REASON]) if a.get(FAIL_REASON) else None,
                    modules=_mapping(a.get(MODULES)) or {}, seconds=secs, closest=as_float(a.get(CLOSEST)),
                    callables=_mapping(a.get(CALLABLES)) or {}, sampled=_mapping(a.get(SAMPLED)),
-                   objectives=tuple(spec.objectives) if spec is not None else ())
+                   objectives=tuple(spec.objectives) if spec is not None else (),
+                   latency={k: a[k] for k in LATENCY_DETAIL if k in a})
 
     def objective_value(self, name: str) -> float | None:
         """The value the search ranks by: the measured attribute (`OBJECTIVES`, `latency_ms` too, a
@@ -216,6 +228,7 @@ class TrialRecord:
                                "delta": self.delta, "macs": self.macs, "feasible": self.feasible}
         if self.latency_ms is not None:
             out["latency_ms"] = self.latency_ms
+            out.update(self.latency)
         if self.proxy_ap is not None:
             out["proxy_ap"] = self.proxy_ap
         if self.closest is not None:

@@ -61,7 +61,7 @@ def test_exact_trial_records_everything(repairer):
     assert a[R.CONFIG]["ssh_channels"] == [56, 72, 72] and a[R.CONFIG]["neck_cbam_reduction"] == 8
     assert a[R.SAMPLED] == OFFICIAL and a[R.SOLVER]["distance"] == 0.0
     assert trial.constraints == {"params": 0.0}
-    assert set(R.TRIAL_KEYS) - set(a) == {R.LATENCY_MS, R.PROXY_AP, R.FAIL_REASON}
+    assert set(R.TRIAL_KEYS) - set(a) == {R.LATENCY_MS, *R.LATENCY_DETAIL, R.PROXY_AP, R.FAIL_REASON}
 
 
 def test_a_far_sample_is_repaired_into_the_window(repairer):

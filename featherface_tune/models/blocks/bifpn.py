@@ -16,10 +16,17 @@ from torch import nn
 from featherface_tune.models.blocks.cost import Cost, Parts
 
 
+def _same_total(n: int, k: int, s: int) -> int:
+    """TensorFlow's total "same" padding (ceil(n / s) - 1) * s - n + k, written without ceil:
+    ceil(n / s) * s - n is (-n) mod s. Equal for every n >= 1; the ceil-free form keeps the
+    symbolic sizes of an exported graph (any input height and width) short enough to reason about."""
+    return k - s + (-n) % s
+
+
 def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
     h, w = x.shape[-2:]
-    extra_w = (math.ceil(w / s) - 1) * s - w + k
-    extra_h = (math.ceil(h / s) - 1) * s - h + k
+    extra_w = _same_total(w, k, s)
+    extra_h = _same_total(h, k, s)
     left, top = extra_w // 2, extra_h // 2
     return F.pad(x, [left, extra_w - left, top, extra_h - top])
 
@@ -39,8 +46,19 @@ class SameConv(nn.Module):
 class SameMaxPool(nn.Module):
     """3x3 stride-2 max-pool with zero "same" padding."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(_same_pad(x, 3, 2), 3, 2)
+    def forward(self, x: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+        """`size`: the output (h, w) when the caller knows it (the next level's, ceil(n / 2)). The
+        same padding is then written in terms of it (left n mod 2, right 2 * out + 1 - n - left, which
+        is 1), so an exported graph's output has that level's size by construction instead of a size
+        expression the exporter cannot prove equal to it."""
+        if size is None:
+            return F.max_pool2d(_same_pad(x, 3, 2), 3, 2)
+        h, w = x.shape[-2:]
+        out_h, out_w = size
+        if not torch.compiler.is_compiling() and (out_h, out_w) != ((h + 1) // 2, (w + 1) // 2):
+            raise ValueError(f"same max-pool of {h}x{w} gives {(h + 1) // 2}x{(w + 1) // 2}, not {out_h}x{out_w}")
+        left, top = w % 2, h % 2
+        return F.max_pool2d(F.pad(x, [left, 2 * out_w + 1 - w - left, top, 2 * out_h + 1 - h - top]), 3, 2)
 
 
 class SeparableConvBlock(nn.Module):
@@ -109,8 +127,10 @@ class BiFPNCell(nn.Module):
                                      F.interpolate(p4_up, size=p3_in.shape[-2:], mode="nearest")))
         if self.first:
             p4_in, p5_in = self.p4_down_channel_2(p4), self.p5_down_channel_2(p5)
-        p4_out = self.conv4_down(_fuse(self.p4_w2, self.eps, p4_in, p4_up, self.p4_downsample(p3_out)))
-        p5_out = self.conv5_down(_fuse(self.p5_w2, self.eps, p5_in, self.p5_downsample(p4_out)))
+        p4_out = self.conv4_down(_fuse(self.p4_w2, self.eps, p4_in, p4_up,
+                                       self.p4_downsample(p3_out, p4_in.shape[-2:])))
+        p5_out = self.conv5_down(_fuse(self.p5_w2, self.eps, p5_in,
+                                       self.p5_downsample(p4_out, p5_in.shape[-2:])))
         return [p3_out, p4_out, p5_out]
 
 

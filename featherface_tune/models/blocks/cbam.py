@@ -8,7 +8,6 @@ from __future__ import annotations
 
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from featherface_tune.models.blocks.cost import Cost, Parts
@@ -23,9 +22,10 @@ class ChannelGate(nn.Module):
                                  nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (x.size(2), x.size(3))
-        avg = self.mlp(F.avg_pool2d(x, size, stride=size))
-        mx = self.mlp(F.max_pool2d(x, size, stride=size))
+        # global average and max pooling (the official code pools with a kernel of the input's
+        # size; a reduction is the same and exports for any input size)
+        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
+        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
         return x * torch.sigmoid(avg + mx)[:, :, None, None]
 
 
