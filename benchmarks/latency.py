@@ -70,7 +70,7 @@ def main() -> None:
                             runs[rt].append(measure_fn(fns[rt][0], rt, args.threads, (size, size), args.rel_ci,
                                                        args.max_seconds))
                 finally:
-                    for fn, cleanup in fns.values():
+                    for _fn, cleanup in fns.values():
                         cleanup()
                 cells = []
                 for rt in args.runtimes:

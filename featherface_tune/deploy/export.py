@@ -141,7 +141,7 @@ def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True), warnings.catch_warnings():
+        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True), warnings.catch_warnings():  # type: ignore[attr-defined]
             warnings.simplefilter("ignore")
             program = torch.export.export(model, (x,), dynamic_shapes=dims, strict=False,
                                           prefer_deferred_runtime_asserts_over_guards=True)
@@ -150,6 +150,8 @@ def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
                                              custom_translation_table=_deform_translation(), optimize=True)
     finally:
         quiet.setLevel(level)
+    if onnx_program is None:  # pragma: no cover - torch returns None only when asked to write a file itself
+        raise RuntimeError("torch.onnx.export returned no program")
     return onnx_program.model_proto
 
 

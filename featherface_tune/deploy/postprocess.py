@@ -100,7 +100,7 @@ def append_postprocess(proto: Any, cfg: FeatherFaceConfig) -> Any:
         fh = g.op("Cast", [g.op("Ceil", [g.op("Div", [h, g.const(float(step))])])], to=TensorProto.INT64)
         fw = g.op("Cast", [g.op("Ceil", [g.op("Div", [w, g.const(float(step))])])], to=TensorProto.INT64)
 
-        def centres(n: str, extent: str) -> str:
+        def centres(n: str, extent: str, step: int = step) -> str:
             r = g.op("Cast", [g.op("Range", [g.const(0, np.int64), n, g.const(1, np.int64)])], to=TensorProto.FLOAT)
             return g.op("Div", [g.op("Mul", [g.op("Add", [r, g.const(0.5)]), g.const(float(step))]), extent])
 
@@ -223,8 +223,8 @@ def reference(raw: dict[str, np.ndarray], h: int, w: int, cfg: FeatherFaceConfig
     parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUTS}
     for i in range(loc.shape[0]):
         d = postprocess(loc[i], logits[i], None if ldm is None else ldm[i], (h, w), anchors,
-                        DEFAULTS["score_threshold"], DEFAULTS["iou_threshold"], DEFAULTS["top_k"],
-                        DEFAULTS["max_detections"])
+                        DEFAULTS["score_threshold"], DEFAULTS["iou_threshold"], int(DEFAULTS["top_k"]),
+                        int(DEFAULTS["max_detections"]))
         parts["boxes"].append(d.boxes)
         parts["scores"].append(d.scores)
         if d.landmarks is not None:
