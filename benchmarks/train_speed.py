@@ -63,12 +63,10 @@ def step_fn(model, optimizer, criterion, priors, device=CPU, amp=None):  # type:
     return step
 
 
-def compute_throughput(records, preset: str, size: int, batch: int, steps: int, warmup: int,
-                       device=CPU, amp=None) -> dict:  # type: ignore[no-untyped-def]
-    """Training images/s on in-memory batches (no data loading): the median step of `steps`."""
+def make_step(preset: str, size: int, device=CPU, amp=None):  # type: ignore[no-untyped-def]
+    """One training step of a fresh `preset` model at `size` (seeded, AdamW), on `device`."""
     from featherface_tune.models.builder import build_model
     from featherface_tune.models.presets import get_preset
-    from featherface_tune.training.dataset import FaceDataset, preload
     from featherface_tune.training.loss import MultiBoxLoss
     from featherface_tune.training.match import make_priors
 
@@ -76,8 +74,15 @@ def compute_throughput(records, preset: str, size: int, batch: int, steps: int, 
     cfg = get_preset(preset)
     model = build_model(cfg).train().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    step = step_fn(model, optimizer, MultiBoxLoss(), make_priors(size, cfg.anchors_per_cell).to(device),
-                   device, amp)
+    return step_fn(model, optimizer, MultiBoxLoss(), make_priors(size, cfg.anchors_per_cell).to(device), device, amp)
+
+
+def compute_throughput(records, preset: str, size: int, batch: int, steps: int, warmup: int,
+                       device=CPU, amp=None) -> dict:  # type: ignore[no-untyped-def]
+    """Training images/s on in-memory batches (no data loading): the median step of `steps`."""
+    from featherface_tune.training.dataset import FaceDataset, preload
+
+    step = make_step(preset, size, device, amp)
     x, t = preload(FaceDataset(records, size, seed=0), batch)
     x = x.to(device)
     times = []
@@ -96,17 +101,9 @@ def compute_throughput(records, preset: str, size: int, batch: int, steps: int, 
 def bench_threads(records, preset: str, size: int, batch: int, steps: int, rounds: int, warmup: int,
                   counts: list[int]) -> dict:  # type: ignore[no-untyped-def]
     """Median compute seconds per step at each thread count, in alternating blocks."""
-    from featherface_tune.models.builder import build_model
-    from featherface_tune.models.presets import get_preset
     from featherface_tune.training.dataset import FaceDataset, preload
-    from featherface_tune.training.loss import MultiBoxLoss
-    from featherface_tune.training.match import make_priors
 
-    torch.manual_seed(0)
-    cfg = get_preset(preset)
-    model = build_model(cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    step = step_fn(model, optimizer, MultiBoxLoss(), make_priors(size, cfg.anchors_per_cell))
+    step = make_step(preset, size)
     x, t = preload(FaceDataset(records, size, seed=0), batch)
     old = torch.get_num_threads()
     times: dict[int, list[float]] = {n: [] for n in counts}
@@ -129,18 +126,9 @@ def bench_threads(records, preset: str, size: int, batch: int, steps: int, round
 
 def bench_size(records, preset: str, size: int, batch: int, steps: int, rounds: int, warmup: int,
                workers: int, device=CPU, amp=None) -> dict:  # type: ignore[no-untyped-def]
-    from featherface_tune.models.builder import build_model
-    from featherface_tune.models.presets import get_preset
     from featherface_tune.training.dataset import EpochSampler, FaceDataset, collate, preload
-    from featherface_tune.training.loss import MultiBoxLoss
-    from featherface_tune.training.match import make_priors
 
-    torch.manual_seed(0)
-    cfg = get_preset(preset)
-    model = build_model(cfg).train().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    step = step_fn(model, optimizer, MultiBoxLoss(), make_priors(size, cfg.anchors_per_cell).to(device),
-                   device, amp)
+    step = make_step(preset, size, device, amp)
 
     ds = FaceDataset(records, size, seed=0)
     n_mem = batch * 4
