@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
-ARGS = ["search", "--target", "489000", "--tolerance", "5%", "--objective", "latency", "--input-size", "640", "640",
+ARGS = ["search", "--target", "489000", "--tolerance", "5%", "--objective", "latency", "--runtime", "torch",
+        "--input-size", "640", "640",
         "--study", "hb", "--seed", "0"]
 
 
