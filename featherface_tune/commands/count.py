@@ -89,8 +89,10 @@ def print_conventions(cfg: "FeatherFaceConfig", h: int, w: int, title: str, json
         return
     from featherface_tune.counter.analytic import count
 
+    from featherface_tune.terminal import print_table
+
     for table in conventions_tables(reconcile(cfg, h, w), count(cfg, h, w), title):
-        out.print(table)
+        print_table(out, table)
 
 
 def conventions_tables(figures: Sequence["Figure"], true: "CountResult", title: str = "") -> list["RenderableType"]:

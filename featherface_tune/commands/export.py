@@ -40,6 +40,11 @@ def export_cmd(
     check_writable(out_path)
     if checkpoint is not None:
         from featherface_tune.commands.predict import model_from_options
+        from featherface_tune.deploy.runtime import is_onnx_file
+
+        if is_onnx_file(checkpoint):
+            raise InputError(f"--checkpoint {str(checkpoint)!r} is already an ONNX model; export needs "
+                             "PyTorch weights (a .pth/.pt checkpoint)")
 
         model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
     else:

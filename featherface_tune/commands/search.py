@@ -138,7 +138,7 @@ def search_cmd(
     except NoConfigInWindow as exc:
         cert = getattr(exc, "certificate", None)
         if cert is not None:
-            _print_unreachable(cert, json_)
+            _print_unreachable(cert, json_, max_macs if cert.in_window else None)
         raise
 
     spec, cert = res.spec, res.certificate
@@ -289,11 +289,17 @@ def _export(path: Path, best: Any, spec: Any, name: str) -> None:
         raise InputError(f"--export {str(path)!r}: cannot write: {exc.strerror or exc}") from None
 
 
-def _print_unreachable(cert: Any, as_json: bool) -> None:
+def _print_unreachable(cert: Any, as_json: bool, max_macs: int | None = None) -> None:
+    """What the proof says when nothing is feasible: the window is empty, or (`max_macs` given) every
+    config in it costs more MACs than allowed (the error line names the fewest)."""
     data = {"status": "unreachable", "target": cert.target, "tolerance": cert.tolerance,
             "certificate": cert.to_json()}
+    if max_macs is not None:
+        data.update(status="over_max_macs", max_macs=max_macs)
     if as_json:
         print_json(data)
+        return
+    if max_macs is not None:  # the window is not empty: the nearest-counts table would mislead
         return
     from rich.table import Table
 

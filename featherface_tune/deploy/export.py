@@ -100,9 +100,14 @@ class ExportReport:
         return all(c["ok"] for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-safe: a difference that is not finite (outputs of another shape) is null."""
+        def finite(v: Any) -> Any:
+            return v if not isinstance(v, float) or math.isfinite(v) else None
+
+        checks = [{k: finite(v) for k, v in c.items()} for c in self.checks]
         return {"path": self.path, "opset": self.opset, "postprocess": self.postprocess, "bytes": self.bytes,
                 "seconds": round(self.seconds, 2), "tolerance": self.tolerance,
-                "max_abs_diff": self.max_abs_diff, "verified": self.ok, "checks": self.checks,
+                "max_abs_diff": finite(self.max_abs_diff), "verified": self.ok, "checks": checks,
                 "config": self.config}
 
 
@@ -185,6 +190,7 @@ def _save(proto: Any, out: Path) -> int:
     import onnx
 
     out = Path(out)
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.resolve().parent)
         os.close(fd)
@@ -192,6 +198,9 @@ def _save(proto: Any, out: Path) -> int:
         os.replace(tmp, out)
     except OSError as exc:
         raise InputError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):  # a failed write leaves nothing behind
+            os.unlink(tmp)
     return out.stat().st_size
 
 

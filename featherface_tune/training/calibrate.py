@@ -433,11 +433,16 @@ def load_calibration(folder: Path, min_tau: float | None = None) -> dict[str, An
     path = folder / PLAN_FILE
     if not path.is_file():
         raise InputError(f"{str(folder)!r} holds no calibration ({PLAN_FILE} missing)")
-    plan = json.loads(path.read_text(encoding="utf-8"))
-    s = dict(plan["settings"])
-    s["epochs"] = tuple(s["epochs"])
-    settings = CalibrationSettings(**s)
-    configs = [from_mapping(c) for c in plan["configs"]]
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        if plan.get("format") != PLAN_FORMAT:
+            raise ValueError("not a calibration plan")
+        s = dict(plan["settings"])
+        s["epochs"] = tuple(s["epochs"])
+        settings = CalibrationSettings(**s)
+        configs = [from_mapping(c) for c in plan["configs"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(f"{str(folder)!r}: {PLAN_FILE} is damaged or not a calibration plan ({exc})") from None
     runs = read_runs(folder)
     if min_tau is None and (folder / RESULT_FILE).is_file():
         try:

@@ -332,6 +332,9 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if held and not resume and not overwrite:
         raise InputError(f"--out {str(out_dir)!r} already holds a training run ({', '.join(held)}); "
                          "pass --resume to continue it or --overwrite to replace it")
+    if overwrite:  # the old run goes now: an early stop must not leave its last.pt for --resume to pick up
+        for name in held:
+            (out_dir / name).unlink()
     remove_stale_temporaries(out_dir)
 
 

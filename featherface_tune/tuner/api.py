@@ -230,7 +230,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         if runs is None:
             S.run(st, fn, trials, timeout, [on_trial, *callbacks])
         elif runs:
-            _run_enqueued(st, fn, runs, [on_trial, *callbacks])
+            S.run_queued(st, fn, runs, [on_trial, *callbacks])
     except KeyboardInterrupt:
         interrupted = True
 
@@ -363,22 +363,6 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
         st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs)}})
         waiting += 1
     return waiting
-
-
-def _run_enqueued(st: Any, fn: Any, n: int, callbacks: Sequence[Any]) -> None:
-    """Run the waiting (enqueued) trials; stop once none is left, so that several workers sharing the
-    study each take some and none samples new trials after the queue is empty."""
-    from optuna.trial import TrialState
-
-    from featherface_tune.tuner.objectives import TrialFailed
-    from featherface_tune.tuner.study import _quiet
-
-    def stop_when_empty(study: Any, _t: Any) -> None:
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.stop()
-
-    _quiet()
-    st.optimize(fn, n_trials=n, catch=(TrialFailed,), callbacks=[*callbacks, stop_when_empty], gc_after_trial=False)
 
 
 def _row(r: R.TrialRecord, names: Sequence[str]) -> Row:

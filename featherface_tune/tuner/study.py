@@ -358,22 +358,51 @@ def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int,
     """Add trials until the study holds `total_trials` counted ones (shared by all workers) or the
     timeout ends. Ctrl-C and SIGTERM propagate after the trial in flight is marked FAIL (by Optuna when
     the interrupt lands in the objective, here when it lands in sampling or bookkeeping)."""
-    import logging
     import time
 
-    _quiet()
     stop = optuna.study.MaxTrialsCallback(total_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
     deadline = time.monotonic() + timeout if timeout is not None else None
-    lost = 0
-    while True:
+
+    def batch() -> tuple[int, float | None] | None:
         remaining = total_trials - counted_trials(study)
         left = deadline - time.monotonic() if deadline is not None else None
         if remaining <= 0 or (left is not None and left <= 0):
-            return
+            return None
+        return remaining + max(5, remaining // 10), left  # extra attempts cover failed trials (not counted)
+
+    _optimize_guarded(study, objective, batch, [stop, *callbacks])
+
+
+def run_queued(study: optuna.Study, objective: Callable[[Any], Any], n_trials: int,
+               callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> None:
+    """Run the waiting (enqueued) trials and stop once none is left, so that several workers sharing
+    the study each take some and none samples new trials after the queue is empty; the same interrupt
+    and lost-trial guards as `run`."""
+    def stop_when_empty(st: optuna.Study, _t: Any) -> None:
+        if not st.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            st.stop()
+
+    def batch() -> tuple[int, float | None] | None:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return (min(n_trials, len(waiting)), None) if waiting else None
+
+    _optimize_guarded(study, objective, batch, [*callbacks, stop_when_empty])
+
+
+def _optimize_guarded(study: optuna.Study, objective: Callable[[Any], Any],
+                      batch: Callable[[], tuple[int, float | None] | None], callbacks: Sequence[Any]) -> None:
+    """`study.optimize` in batches (`batch()`: (trials, timeout), or None when done). Ctrl-C and SIGTERM
+    fail this worker's trial in flight, then propagate; a trial another worker failed as stale is lost
+    and the worker goes on (up to MAX_LOST_TRIALS)."""
+    import logging
+
+    _quiet()
+    lost = 0
+    while (todo := batch()) is not None:
+        n, left = todo
         try:
-            # a few extra attempts cover failed trials, which do not count towards the total
-            study.optimize(objective, n_trials=remaining + max(5, remaining // 10), timeout=left,
-                           catch=(TrialFailed,), callbacks=[stop, *callbacks], gc_after_trial=False)
+            study.optimize(objective, n_trials=n, timeout=left, catch=(TrialFailed,), callbacks=list(callbacks),
+                           gc_after_trial=False)
             return
         except KeyboardInterrupt:
             fail_own_running(study)

@@ -116,3 +116,12 @@ def test_bad_opset_and_missing_model(tmp_path: Path) -> None:
     line = _one_line_error(_run("export", "--out", str(tmp_path / "m.onnx")))
     assert "--preset" in line
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_exporting_an_onnx_file_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read: the suffix decides")
+    line = _one_line_error(_run("export", "--checkpoint", str(model), "--out", str(tmp_path / "again.onnx")))
+    assert "already an ONNX model" in line

@@ -203,3 +203,11 @@ def test_calibrate_bad_input_is_one_line(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "must exceed" in r.output
     r = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert r.exit_code != 0 and "no calibration" in r.output
+
+
+@pytest.mark.parametrize("text", ['{"format": "featherface-tune/calibration", "sett', "[1, 2]", '{"format": "x"}'])
+def test_a_damaged_plan_is_one_line(tmp_path: Path, text: str) -> None:
+    (tmp_path / C.PLAN_FILE).write_text(text, encoding="utf-8")
+    r = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "plan.json is damaged or not a calibration plan" in r.stderr

@@ -184,6 +184,16 @@ def test_unreachable_window_reports_the_nearest_counts(tmp_path: Path):
     assert res.exit_code == 0 and json.loads(res.stdout)["best"]
 
 
+def test_a_max_macs_nothing_meets_is_not_called_an_empty_window():
+    res = runner.invoke(app, ["search", "--target", "489000", "--max-macs", "1000", "--storage", "sqlite:///:memory:",
+                              "--json"])
+    assert res.exit_code == 1
+    data = json.loads(res.stdout)
+    assert data["status"] == "over_max_macs" and data["max_macs"] == 1000
+    assert data["certificate"]["in_window"] == 4082
+    assert "has MACs <= 1,000" in res.stderr and "nearest achievable" not in res.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--target", "0"], "must be a positive parameter count"),
     (["--target", "-5"], "must be a positive parameter count"),
