@@ -10,7 +10,6 @@ from featherface_tune.errors import InputError
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
 MAX_PARAMS = 10**12  # parameter targets and tolerances: a trillion is beyond any face detector
 MAX_BUILD_SIDE = 4096  # models are built and run (--check, gate --verify, train) at most 4096 px a side
-MAX_BUILD_PIXELS = MAX_BUILD_SIDE * MAX_BUILD_SIDE
 MAX_BUILD_PARAMS = 500_000_000  # 2 GB of float32 weights: a thousand times FeatherFace
 
 

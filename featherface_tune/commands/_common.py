@@ -19,8 +19,8 @@ from featherface_tune.errors import FeatherFaceError, Terminated, interrupt_exit
 # Markup is off by default on both consoles: file names, study and preset names and any other
 # user-supplied text print literally (a name holding "[/x]" or "[bold]" neither crashes rich nor
 # restyles the line). Styled output uses `styled()` or rich Text objects.
-out = Console(soft_wrap=True, markup=False)  # data
-err = Console(stderr=True, markup=False)  # diagnostics, progress
+out = Console(soft_wrap=True, markup=False, emoji=False)  # data; names print literally (no markup, no :emoji:)
+err = Console(stderr=True, markup=False, emoji=False)  # diagnostics, progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,6 +15,8 @@ try:  # Typer >= 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - older Typer on real click
     from click import exceptions as _click_exc  # type: ignore[no-redef]
 
+# click < 8.2 has no NoArgsIsHelpError (it prints the help itself): an empty tuple catches nothing
+_NO_ARGS_IS_HELP = getattr(_click_exc, "NoArgsIsHelpError", ())
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 
@@ -44,7 +46,7 @@ class OneLineErrorsGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except _click_exc.NoArgsIsHelpError:  # bare `featherface-tune`: the help page, as before
+        except _NO_ARGS_IS_HELP:  # bare `featherface-tune`: the help page, as before
             return super().main(args, prog_name, complete_var, standalone_mode=True, **extra)
         except _click_exc.ClickException as exc:
             ctx = getattr(exc, "ctx", None)

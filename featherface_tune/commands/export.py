@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
@@ -77,7 +78,7 @@ def export_cmd(
             if with_postprocess:
                 d = c["detections"]
                 row.append(f"{d['paired']} ({d['unpaired']})")
-            t.add_row(*row, "yes" if c["ok"] else "[bold red]NO[/]")
+            t.add_row(*row, "yes" if c["ok"] else Text("NO", style="bold red"))
         out.print(t)
     if not report.ok:
         raise fail(f"verification failed: onnxruntime differs from PyTorch by {report.max_abs_diff:.3e}, "

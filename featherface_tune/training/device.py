@@ -72,10 +72,13 @@ def default_threads(workers: int = 1, environ: dict[str, str] | None = None) -> 
     return max(1, usable_cores() // max(1, workers))
 
 
+MAX_THREADS = 1024  # beyond any machine this runs on; torch would try to start them all
+
+
 def set_threads(threads: int | None = None, workers: int = 1) -> int:
     """Set torch's intra-op threads (None: default_threads(workers)); returns the number set."""
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"--threads {threads}: must be a positive integer")
+    if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
+        raise InputError(f"--threads {threads}: must be an integer from 1 to {MAX_THREADS}")
     n = threads if threads is not None else default_threads(workers)
     torch.set_num_threads(n)
     return n
