@@ -107,7 +107,13 @@ class GateResult:
         for c in self.checks:
             if not c.ok:
                 what = "params" if c.metric == "params" else f"MACs at {_size(self.budget.input_size)}"
-                out.append(f"{what} ({self.budget.convention}) {c.measured:,} outside budget {c.bound.describe()} (delta {c.delta:+,})")
+                hint = ""
+                if c.metric != "params" and self.budget.dcn_macs == "full" and "macs.dcn_macs" not in self.budget.lines:
+                    # budgets written before 0.2.0 meant dense MACs without saying so
+                    hint = ("; MACs count every convolution by default since 0.2.0 (the DCN offset and modulator "
+                            "convs too): add dcn_macs = \"dense\" under [macs] for the old figures")
+                out.append(f"{what} ({self.budget.convention}) {c.measured:,} outside budget {c.bound.describe()} "
+                           f"(delta {c.delta:+,}){hint}")
         if self.verification is not None and not self.verification.ok:
             out.append("cross-check failed: " + "; ".join(self.verification.mismatches))
         return out

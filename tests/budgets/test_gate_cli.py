@@ -294,3 +294,15 @@ def test_verify_mismatch_fails_with_exit_1(project, monkeypatch):
     assert data["budgets"][0]["verdict"] == "fail"
     assert data["budgets"][0]["checks"][0]["verdict"] == "pass"  # the budget itself holds
     assert any("cross-check failed" in reason for reason in data["budgets"][0]["reasons"])
+
+
+def test_a_budget_written_for_dense_macs_says_how_to_keep_them(project):
+    """Before 0.2.0 a [macs] bound without dcn_macs meant dense MACs: the failure names the fix, and
+    stating dcn_macs = "dense" restores the old figures."""
+    old = GOOD.replace("target = 1274888576", "target = 915637376")
+    p = project / "budgets" / "official.toml"
+    p.write_text(old)
+    r = gate("budgets/official.toml")
+    assert r.exit_code == 1 and 'add dcn_macs = "dense" under [macs]' in r.stdout + r.stderr
+    p.write_text(old.replace('tolerance = "0.5%"', 'tolerance = "0.5%"\ndcn_macs = "dense"'))
+    assert gate("budgets/official.toml").exit_code == 0
