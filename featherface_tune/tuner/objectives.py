@@ -55,13 +55,36 @@ def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
 
 # ---- latency ----------------------------------------------------------------------------------
 
+LATENCY_SECONDS_ENV = "FEATHERFACE_TUNE_LATENCY_SECONDS"  # the time cap of one config's measurement
+
+
+def latency_time_cap() -> float:
+    """Seconds one config's latency measurement may take (default 30): $FEATHERFACE_TUNE_LATENCY_SECONDS
+    lowers it, e.g. where latency only needs to rank roughly, or a test needs a sampled objective."""
+    import math
+    import os
+
+    text = os.environ.get(LATENCY_SECONDS_ENV, "").strip()
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise InputError(f"{LATENCY_SECONDS_ENV}={text!r}: give seconds, more than 0 and at most 3600")
+    return value
+
+
 def measure_latency(cfg: FeatherFaceConfig, h: int, w: int, runtime: str | None = None,
-                    threads: int = 1, rel_ci: float = 0.03, max_seconds: float = 30.0) -> Any:
+                    threads: int = 1, rel_ci: float = 0.03, max_seconds: float | None = None) -> Any:
     """Forward latency of `cfg` at h x w (`featherface_tune.deploy.latency.measure`): a `Latency`
-    with the median, its 95 % interval and the spread, in onnxruntime (default when installed) or torch."""
+    with the median, its 95 % interval and the spread, in onnxruntime (default when installed) or torch.
+    `max_seconds` caps the measurement (default: `latency_time_cap()`)."""
     from featherface_tune.deploy.latency import measure
 
-    return measure(cfg, h, w, runtime, threads, rel_ci, max_seconds)
+    cap = latency_time_cap() if max_seconds is None else max_seconds
+    return measure(cfg, h, w, runtime, threads, rel_ci, cap)
 
 
 # ---- proxy training ----------------------------------------------------------------------------

@@ -218,3 +218,17 @@ def test_one_fidelity_for_search_and_proxy():
     with pytest.raises(InputError, match="--proxy-image-size 100"):  # the training rules apply up front
         Fidelity.from_search_options(image_size=100)
 
+
+
+def test_latency_time_cap_from_the_environment(monkeypatch):
+    from featherface_tune.errors import InputError
+    from featherface_tune.tuner.objectives import latency_time_cap
+
+    monkeypatch.delenv("FEATHERFACE_TUNE_LATENCY_SECONDS", raising=False)
+    assert latency_time_cap() == 30.0
+    monkeypatch.setenv("FEATHERFACE_TUNE_LATENCY_SECONDS", "2.5")
+    assert latency_time_cap() == 2.5
+    for bad in ("0", "-1", "nan", "1e9", "soon"):
+        monkeypatch.setenv("FEATHERFACE_TUNE_LATENCY_SECONDS", bad)
+        with pytest.raises(InputError, match="FEATHERFACE_TUNE_LATENCY_SECONDS"):
+            latency_time_cap()
