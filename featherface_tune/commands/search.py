@@ -87,10 +87,9 @@ def search_cmd(
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
     fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     from featherface_tune.training.device import resolve_device, set_threads
-    from featherface_tune.training.proxy import PRUNERS
+    from featherface_tune.training.proxy import check_pruner
 
-    if pruner_name not in PRUNERS:
-        raise InputError(f"--pruner {pruner_name!r}: must be one of {', '.join(PRUNERS)}")
+    check_pruner(pruner_name)
     dev = resolve_device(device) if proxy_data is not None else None
     n_threads = set_threads(threads)
     proxy_fn = load_proxy(proxy_data, str(dev)) if proxy_data is not None else None

@@ -111,6 +111,15 @@ def _bifpn(chans: tuple[int, int, int], n: int, repeats: int, hws: tuple[int, in
 
 
 
+def check_dcn_macs(value: str, option: str = "--dcn-macs") -> str:
+    """A user's MAC convention, or a one-line InputError naming `option` and the choices."""
+    if value not in DCN_CONVENTIONS:
+        from featherface_tune.errors import InputError
+
+        raise InputError(f"{option} {value!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    return value
+
+
 def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "full",
           convention: str = "numel") -> CountResult:
     """Total and per-group params and MACs for an h x w input (see the module doc for `dcn_macs`),

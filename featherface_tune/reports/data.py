@@ -25,7 +25,7 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
-from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.counter.analytic import DCN_CONVENTIONS, check_dcn_macs
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import (
     LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
@@ -503,9 +503,7 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     """Everything the report shows about one loaded Optuna study. `dcn_macs`: the MAC convention of
     the breakdown (default: the study's own)."""
     record = parse_record(study.study_name, study.user_attrs)
-    conv = dcn_macs or record.dcn_macs
-    if conv not in DCN_CONVENTIONS:
-        raise InputError(f"--dcn-macs {conv!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    conv = check_dcn_macs(dcn_macs or record.dcn_macs)
     trials = study.get_trials(deepcopy=False)
     if not trials:
         raise InputError(f"study {study.study_name!r} is empty (no trials yet); run "
@@ -671,8 +669,7 @@ def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
     """Resolve each spec (preset name or config file) and count it at `input_size` (`dcn_macs` MACs)."""
     if len(specs) < 2:
         raise InputError("--compare needs at least two configs (preset names or config files)")
-    if dcn_macs not in DCN_CONVENTIONS:
-        raise InputError(f"--dcn-macs {dcn_macs!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    check_dcn_macs(dcn_macs)
     entries = [resolve_entry(s, input_size, dcn_macs) for s in specs]
     seen: Counter[str] = Counter()
     named = []

@@ -335,7 +335,6 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if overwrite:  # the old run goes now: an early stop must not leave its last.pt for --resume to pick up
         for name in held:
             (out_dir / name).unlink()
-    remove_stale_temporaries(out_dir)
 
 
 def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:

@@ -338,6 +338,13 @@ def proxy_objective(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[st
 PRUNERS = ("median", "hyperband", "none")
 
 
+def check_pruner(name: str) -> str:
+    """A pruner name, or a one-line InputError listing the choices (checked before any work)."""
+    if name not in PRUNERS:
+        raise InputError(f"--pruner {name!r}: must be one of {', '.join(PRUNERS)}")
+    return name
+
+
 def make_pruner(name: str, max_epochs: int | None = None) -> Any:
     """Optuna pruner for a proxy search. median: stop a trial whose AP at an epoch is below the
     median of earlier trials at that epoch (after 5 trials, from epoch 2). hyperband: successive
@@ -345,14 +352,13 @@ def make_pruner(name: str, max_epochs: int | None = None) -> Any:
     none: every trial trains to the end."""
     import optuna
 
+    check_pruner(name)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs or "auto",
                                               reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise InputError(f"--pruner {name!r}: must be one of {', '.join(PRUNERS)}")
+    return optuna.pruners.NopPruner()
 
 
 @lru_cache(maxsize=2)

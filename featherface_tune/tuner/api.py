@@ -26,7 +26,7 @@ from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
 from featherface_tune.training.proxy import Fidelity
 from featherface_tune.tuner.objectives import BudgetObjective, ProxyFn, parse_objectives
-from featherface_tune.counter.analytic import DCN_CONVENTIONS
+from featherface_tune.counter.analytic import check_dcn_macs
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
@@ -127,8 +127,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         raise InputError(f"--timeout {timeout}: must be positive seconds")
     if top < 1:
         raise InputError(f"--top {top}: must be at least 1")
-    if dcn_macs not in DCN_CONVENTIONS:
-        raise InputError(f"--dcn-macs {dcn_macs!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    check_dcn_macs(dcn_macs)
     try:
         get_convention(convention, dcn_macs)
     except ConfigError as exc:
