@@ -42,6 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping
 
+from featherface_tune.atomic import atomic_write_text
 from featherface_tune.budgets.schema import (
     Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
 )
@@ -368,7 +369,5 @@ def write_baseline(path: str | Path, baseline: Mapping[str, Any]) -> bool:
                          "rest of the file; edit its [baseline] by hand")  # pragma: no cover - tomlkit guard
     if new_text == text:
         return False
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, new_text)
     return True

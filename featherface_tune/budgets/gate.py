@@ -11,7 +11,7 @@ from typing import Any, Iterable, Optional
 
 from featherface_tune.budgets.file import load_budget
 from featherface_tune.budgets.schema import Bound, Budget, BudgetFileError
-from featherface_tune.counter.analytic import GROUPS, CountResult, count
+from featherface_tune.counter.analytic import CountResult, count
 
 PASS = "pass"
 FAIL = "fail"
@@ -178,7 +178,7 @@ def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff,
     comparable = (same_convention and base.input_size == result.input_size
                   and base.dcn_macs == result.dcn_macs)
     diffs = []
-    for name, (params, macs) in zip(GROUPS, result.groups):  # baselines name no other module
+    for name, (params, macs) in result.modules.items():  # baselines name no other module
         rec = base.modules.get(name)
         diffs.append(ModuleDiff(
             module=name,

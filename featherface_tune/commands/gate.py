@@ -46,6 +46,11 @@ def gate_cmd(
                    "(name files on the command line)")
 
     if verify:
+        try:
+            import torch  # noqa: F401  (the gate itself is torch-free; --verify builds each model)
+        except ImportError:
+            raise fail("--verify builds each model and needs torch, which does not import here; "
+                       "the gate without --verify does not need it") from None
         with err.status(f"building {len(paths)} model(s) and cross-checking with fvcore..."):
             report = run_gate(paths, with_verify=True)
     else:

@@ -2,11 +2,6 @@
 tools, and cross-checks on a built model."""
 
 from featherface_tune.counter.analytic import GROUPS, CountResult, count, count_params
-from featherface_tune.counter.conventions import (
-    CONVENTIONS, cbam_levels_in, countable, get_convention, level_tail_in, reconcile,
-)
+from featherface_tune.counter.conventions import CONVENTIONS, countable, get_convention, reconcile
 
-__all__ = [
-    "CONVENTIONS", "GROUPS", "CountResult", "cbam_levels_in", "count", "count_params", "countable",
-    "get_convention", "level_tail_in", "reconcile",
-]
+__all__ = ["CONVENTIONS", "GROUPS", "CountResult", "count", "count_params", "countable", "get_convention", "reconcile"]

@@ -2,7 +2,7 @@
 analytically from each tool's own rules (no model is built; nothing is fitted).
 
 Every figure starts from the true count with every convolution (`count(cfg, h, w, dcn_macs="full")`)
-and each block's `Parts` (`featherface_tune.models.blocks.cost.Parts`: the slices tools disagree on -
+and each block's `Parts` (`featherface_tune.models.arch.cost.Parts`: the slices tools disagree on -
 BatchNorms, biases, upsampling, BiFPN fusion weights, the deformable convs' main and offset convs). A
 `Convention` is a tuple of `Rule`s, one small pure function of the Parts per op it treats differently,
 each giving a change to (params, MACs); its figure is the true count plus its rules' changes, times
@@ -34,21 +34,17 @@ Conventions (`CONVENTIONS[name].summary` is the one-line rule; `--conventions` p
 - `flops`: `torch.utils.flop_counter.FlopCounterMode`: 2 x the multiply-adds of convolutions and
   matrix products (the DCN main convs included); BatchNorm, upsampling and biases count 0.
 
-API for code that sums per-term costs (a solver): every function returns (params, MACs) in the
-convention and takes `dcn_macs` ("full" or "dense"; "dense" only with `numel`).
+API for code that sums per-term costs (a solver): `get_convention(name, dcn_macs).total(prices)`
+restates block prices (`featherface_tune.models.arch.term_price`, `block_price`) in the convention and
+adds them; `dcn_macs` is "full" or "dense" ("dense" only with `numel`). `countable(convention, cfg)`
+raises `ConfigError` when the convention cannot count the config; `get_convention` raises it listing
+the known ones.
 
-- `count(cfg, h, w, dcn_macs=..., convention=...)` (in `analytic`): totals and per-group figures;
-  the base terms (backbone, neck) are its `groups` entries.
-- `level_tail_in(convention, n, s, deformable, shuffle, anchors, landmarks, hw, dcn_macs)`: one
-  level's SSH + shuffle + heads (the arguments of `analytic.level_tail`).
-- `cbam_levels_in(convention, chans, r, hws, dcn_macs)`: three CBAMs (those of `analytic.cbam_levels`).
-- `countable(convention, cfg)`: raises `ConfigError` when the convention cannot count the config.
-- `get_convention(name, dcn_macs)`: the `Convention` (raises `ConfigError` listing the known ones).
-
-A config's figure in a convention is exactly base + CBAM terms + the three level tails, as with the
-true count (tested on random configs). E.g. under `thop`, official FeatherFace with `neck_channels=40`,
-`backbone_cbam_reduction=4`, `neck_cbam_reduction=16`, `ssh_channels=[76, 128, 128]` counts 489,000
-(643,713 true parameters). Under `flops` the second figure is FLOPs.
+A config's figure in a convention is exactly the sum of its search terms' figures (base, the three
+levels, the CBAM terms), as with the true count (tested on random configs). E.g. under `thop`, official
+FeatherFace with `neck_channels=40`, `backbone_cbam_reduction=4`, `neck_cbam_reduction=16`,
+`ssh_channels=[76, 128, 128]` counts 489,000 (643,713 true parameters). Under `flops` the second figure
+is FLOPs.
 
 `reconcile(cfg, h, w)` puts every convention side by side with what each leaves out, per module.
 """
@@ -58,17 +54,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
-from featherface_tune.counter.analytic import (
-    DCN_CONVENTIONS, GROUPS, CountResult, cbam_levels, cbam_levels_parts, count, group_parts,
-    level_tail, level_tail_parts,
-)
-from featherface_tune.errors import ConfigError
-from featherface_tune.models.blocks.cost import Parts
+from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.models.arch import GROUPS, Parts, Priced, priced_groups
 from featherface_tune.models.config import FeatherFaceConfig
 
 OFFICIAL_BACKBONE_WIDTH = 0.25
+DCN_CONVENTIONS = ("dense", "full")  # MACs without / with the deformable convs' offset and modulator convs
+
+
+def check_dcn_macs(value: str, option: str = "--dcn-macs") -> str:
+    """A user's MAC convention, or a one-line InputError naming `option` and the choices."""
+    if value not in DCN_CONVENTIONS:
+        raise InputError(f"{option} {value!r}: use {' or '.join(DCN_CONVENTIONS)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,23 @@ class Convention:
             dm += m
         return dp, dm
 
+    def total(self, prices: Iterable[Priced]) -> tuple[int, int]:
+        """(params, MACs) of several block prices in this convention: each restated, then added (the
+        rules are linear, so this is the convention's figure of their sum)."""
+        params = macs = 0
+        if not self.rules:  # the true count: the costs alone
+            for cost, _ in prices:
+                params, macs = params + cost[0], macs + cost[1]
+            return params, macs * self.scale
+        for cost, parts in prices:
+            p, m = self.apply(cost, parts)
+            params, macs = params + p, macs + m
+        return params, macs
+
     def apply(self, cost: tuple[int, int], parts: Parts) -> tuple[int, int]:
         """A true (params, MACs with every convolution) and its Parts, restated in this convention."""
+        if not self.rules:
+            return cost[0], cost[1] * self.scale
         dp, dm = self.delta(parts)
         return cost[0] + dp, (cost[1] + dm) * self.scale
 
@@ -162,8 +177,10 @@ CONVENTIONS: dict[str, Convention] = {c.name: c for c in (
                (BN_NO_MATMUL, UPSAMPLE_NO_MATMUL), unit="FLOPs", scale=2),
 )}
 NAMES = tuple(CONVENTIONS)
+TRUE = CONVENTIONS["numel"]  # every parameter, every convolution: the figure the others differ from
 
 
+@lru_cache(maxsize=64)
 def get_convention(name: str, dcn_macs: str = "full") -> Convention:
     """The convention called `name`; with `dcn_macs="dense"` (numel only) the offset convs left out."""
     conv = CONVENTIONS.get(name)
@@ -185,34 +202,6 @@ def countable(conv: Convention | str, cfg: FeatherFaceConfig) -> None:
     if c.official_only and cfg.backbone_width != OFFICIAL_BACKBONE_WIDTH:
         raise ConfigError(f"convention {c.name!r} counts the official code's modules, whose MobileNetV1 "
                           f"is fixed at width 0.25: backbone_width={cfg.backbone_width:g} cannot be counted")
-
-
-def count_in(name: str, cfg: FeatherFaceConfig, h: int = 640, w: int = 640,
-             dcn_macs: str = "full") -> CountResult:
-    """`count` in convention `name` (what `count(..., convention=name)` returns)."""
-    conv = get_convention(name, dcn_macs)
-    countable(conv, cfg)
-    full = count(cfg, h, w, dcn_macs="full")
-    groups = tuple(conv.apply(g, p) for g, p in zip(full.groups, group_parts(cfg, h, w)))
-    return full._replace(params=sum(g[0] for g in groups), macs=sum(g[1] for g in groups), groups=groups,
-                         dcn_macs=dcn_macs, convention=name)
-
-
-@lru_cache(maxsize=65536)
-def level_tail_in(name: str, n: int, s: int, deformable: bool, shuffle: str, anchors: int,
-                  landmarks: bool, hw: int, dcn_macs: str = "full") -> tuple[int, int]:
-    """(params, MACs) of one level's SSH + shuffle + heads in convention `name`."""
-    t = level_tail(n, s, deformable, shuffle, anchors, landmarks, hw)
-    ssh, shuf, heads = level_tail_parts(n, s, deformable, shuffle, anchors, landmarks, hw)
-    true = (t[0] + t[2] + t[4], t[1] + t[3] + t[5] + t[6])  # t[6]: offset/modulator convs
-    return get_convention(name, dcn_macs).apply(true, ssh + shuf + heads)
-
-
-@lru_cache(maxsize=8192)
-def cbam_levels_in(name: str, chans: tuple[int, int, int], r: int, hws: tuple[int, int, int],
-                   dcn_macs: str = "full") -> tuple[int, int]:
-    """(params, MACs) of three CBAMs in convention `name`."""
-    return get_convention(name, dcn_macs).apply(cbam_levels(chans, r, hws), cbam_levels_parts(chans, r, hws))
 
 
 # ---- the reconciliation table ------------------------------------------------------------------
@@ -251,40 +240,38 @@ class Figure:
                 "error": self.error}
 
 
-def _figure(conv: Convention, cfg: FeatherFaceConfig, full: CountResult, parts: tuple[Parts, ...]) -> Figure:
+def _figure(conv: Convention, cfg: FeatherFaceConfig, priced: Mapping[str, tuple[Priced, ...]]) -> Figure:
     try:
         countable(conv, cfg)
     except ConfigError as exc:
         return Figure(conv.name, conv.summary, conv.unit, error=str(exc))
-    groups = [conv.apply(g, p) for g, p in zip(full.groups, parts)]
+    groups = [conv.total(priced[g]) for g in GROUPS]
     params, macs = sum(g[0] for g in groups), sum(g[1] for g in groups)
+    true_params, true_macs = TRUE.total(p for g in GROUPS for p in priced[g])
     diffs = []
     for rule in conv.rules:
         mods = {}
-        for g, p in zip(GROUPS, parts):
-            dp, dm = rule.delta(p)
+        for g in GROUPS:
+            dp = dm = 0
+            for price in priced[g]:
+                p, m = rule.delta(price.parts)
+                dp, dm = dp + p, dm + m
             if dp or dm:
                 mods[g] = (dp, dm * conv.scale)
         if mods:
             diffs.append(Difference(rule.what, rule.why, sum(v[0] for v in mods.values()),
                                     sum(v[1] for v in mods.values()), mods))
-    return Figure(conv.name, conv.summary, conv.unit, params, macs, params - full.params,
-                  macs - full.macs * conv.scale, tuple(diffs))
+    return Figure(conv.name, conv.summary, conv.unit, params, macs, params - true_params,
+                  macs - true_macs * conv.scale, tuple(diffs))
 
 
 def reconcile(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> tuple[Figure, ...]:
     """Every convention's figures for `cfg` at h x w, with what each leaves out or adds, per module."""
-    full = count(cfg, h, w, dcn_macs="full")
-    parts = group_parts(cfg, h, w)
-    return tuple(_figure(c, cfg, full, parts) for c in CONVENTIONS.values())
+    priced = priced_groups(cfg, h, w)
+    return tuple(_figure(c, cfg, priced) for c in CONVENTIONS.values())
 
 
 def reconcile_json(cfg: FeatherFaceConfig, h: int = 640, w: int = 640) -> dict[str, Any]:
-    full = count(cfg, h, w, dcn_macs="full")
-    return {"input_size": [h, w], "true": {"params": full.params, "macs": full.macs},
+    params, macs = TRUE.total(p for prices in priced_groups(cfg, h, w).values() for p in prices)
+    return {"input_size": [h, w], "true": {"params": params, "macs": macs},
             "conventions": [f.to_json() for f in reconcile(cfg, h, w)]}
-
-
-def clear_caches() -> None:
-    for f in (level_tail_in, cbam_levels_in):
-        f.cache_clear()

@@ -15,7 +15,8 @@ import torch
 
 from featherface_tune.counter.analytic import GROUPS, count
 from featherface_tune.models.blocks.deform import FVCORE_HANDLES
-from featherface_tune.models.builder import build_model, group_of
+from featherface_tune.models.arch import key_groups
+from featherface_tune.models.builder import build_model
 from featherface_tune.models.config import FeatherFaceConfig
 
 TORCH_FLOP_CONVENTION = ("torch.utils.flop_counter: FLOPs = 2 x multiply-adds of convolutions and "
@@ -62,10 +63,20 @@ class CheckResult:
         }
 
 
+def _key_groups(model: torch.nn.Module) -> dict[str, str]:
+    """Top-level attribute -> breakdown group of a built FeatherFace model (from its config)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, FeatherFaceConfig):
+        raise TypeError("the cross-check needs a model built by featherface_tune (it has a .config)")
+    return key_groups(config)
+
+
 def numel_by_group(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters of a built model per breakdown group (groups by the model's own config)."""
+    group = _key_groups(model)
     out = dict.fromkeys(GROUPS, 0)
     for name, p in model.named_parameters():
-        out[group_of(name)] += p.numel()
+        out[group[name.split(".", 1)[0]]] += p.numel()
     return out
 
 
@@ -79,10 +90,11 @@ def fvcore_by_group(model: torch.nn.Module, x: torch.Tensor, dcn_macs: str = "fu
     fa.unsupported_ops_warnings(False)
     fa.uncalled_modules_warnings(False)
     by_mod = fa.by_module()
+    group = _key_groups(model)
     groups = dict.fromkeys(GROUPS, 0)
     for name, macs in by_mod.items():
         if name and "." not in name:
-            groups[group_of(name)] += int(macs)
+            groups[group[name]] += int(macs)
     if dcn_macs == "dense":  # offset/modulator convs live outside the total in this convention
         extra = sum(int(v) for k, v in by_mod.items()
                     if k.endswith(".offset_conv") or k.endswith(".modulator_conv"))

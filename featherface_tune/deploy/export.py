@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import warnings
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +36,7 @@ from torch import nn
 
 from featherface_tune import __version__
 from featherface_tune.deploy import require
+from featherface_tune.atomic import atomic_write
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 
@@ -186,21 +186,14 @@ def check_writable(out: Path) -> None:
 
 
 def _save(proto: Any, out: Path) -> int:
-    """Write atomically (a temporary file beside `out`, then rename): no half-written model."""
+    """Write atomically (`atomic_write`): no half-written model, no temporary left on failure."""
     import onnx
 
     out = Path(out)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.resolve().parent)
-        os.close(fd)
-        onnx.save(proto, tmp)
-        os.replace(tmp, out)
+        atomic_write(out, lambda f: onnx.save(proto, f))
     except OSError as exc:
         raise InputError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):  # a failed write leaves nothing behind
-            os.unlink(tmp)
     return out.stat().st_size
 
 

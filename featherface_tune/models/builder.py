@@ -1,40 +1,25 @@
-"""Build the PyTorch model of a config. Attribute names follow the official FeatherFace code, so
+"""Build the PyTorch model of a config by walking the architecture's description
+(`featherface_tune.models.arch.BLOCKS`). Attribute names follow the official FeatherFace code, so
 official and RetinaFace state dicts load with strict key checking."""
 
 from __future__ import annotations
 
+import importlib
+from functools import lru_cache
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.backbone import MobileNetV1Body
-from featherface_tune.models.blocks.bifpn import BiFPN
-from featherface_tune.models.blocks.cbam import CBAM
-from featherface_tune.models.blocks.fpn import FPN
-from featherface_tune.models.blocks.heads import Head
-from featherface_tune.models.blocks.shuffle import shuffle_module
-from featherface_tune.models.blocks.ssh import SSH
+from featherface_tune.models.arch import layout
 from featherface_tune.models.config import FeatherFaceConfig
 
-# Breakdown group -> attribute-name prefixes of the model (used by the cross-checks).
-MODULE_GROUPS: dict[str, tuple[str, ...]] = {
-    "backbone": ("body",),
-    "backbone_cbam": ("bacbkbone_0_cbam", "bacbkbone_1_cbam", "bacbkbone_2_cbam"),
-    "neck": ("bifpn", "fpn"),
-    "neck_cbam": ("bif_cbam_0", "bif_cbam_1", "bif_cbam_2"),
-    "ssh": ("ssh1", "ssh2", "ssh3"),
-    "shuffle": ("ssh1_cs", "ssh2_cs", "ssh3_cs"),
-    "heads": ("ClassHead", "BboxHead", "LandmarkHead"),
-}
 
-
-def group_of(name: str) -> str:
-    """Breakdown group of a parameter or module name such as `ssh1.conv3X3.0.weight`."""
-    top = name.split(".", 1)[0]
-    for group, prefixes in MODULE_GROUPS.items():
-        if top in prefixes:
-            return group
-    raise KeyError(name)
+@lru_cache(maxsize=None)
+def _factory(path: str) -> Callable[..., nn.Module]:
+    """The callable a block's `module` names ("package.module:attribute")."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
 class FeatherFace(nn.Module):
@@ -43,49 +28,51 @@ class FeatherFace(nn.Module):
     forward(x) returns (boxes [B, N, 4], class logits [B, N, 2], landmarks [B, N, 10] or None).
     """
 
+    # the head blocks' nn.ModuleLists (one 1x1 conv per level), read by forward
+    ClassHead: nn.ModuleList
+    BboxHead: nn.ModuleList
+    LandmarkHead: nn.ModuleList
+
     def __init__(self, config: FeatherFaceConfig):
         super().__init__()
         self.config = config
-        c3, c4, c5 = config.backbone_channels
-        self.body = MobileNetV1Body(config.backbone_width)
-        if config.backbone_cbam:
-            r = config.backbone_cbam_reduction
-            self.bacbkbone_0_cbam, self.bacbkbone_1_cbam, self.bacbkbone_2_cbam = (
-                CBAM(c3, r), CBAM(c4, r), CBAM(c5, r))
-        n = config.neck_channels
-        if config.neck == "bifpn":
-            self.bifpn = BiFPN((c3, c4, c5), n, config.bifpn_repeats)
-        else:
-            self.fpn = FPN((c3, c4, c5), n)
-        if config.neck_cbam:
-            r = config.neck_cbam_reduction
-            self.bif_cbam_0, self.bif_cbam_1, self.bif_cbam_2 = CBAM(n, r), CBAM(n, r), CBAM(n, r)
-        s = config.ssh_widths
-        self.ssh1, self.ssh2, self.ssh3 = (SSH(n, w, config.ssh_deformable) for w in s)
-        g = config.shuffle_groups
-        self.ssh1_cs, self.ssh2_cs, self.ssh3_cs = (shuffle_module(config.shuffle, w, g) for w in s)
-        a = config.anchors_per_cell
-        self.ClassHead = nn.ModuleList(Head(w, a, 2) for w in s)
-        self.BboxHead = nn.ModuleList(Head(w, a, 4) for w in s)
-        if config.landmarks:
-            self.LandmarkHead = nn.ModuleList(Head(w, a, 10) for w in s)
+        stages: list[tuple[str, tuple[str, ...]]] = []
+        for block, instances in layout(config):
+            make = _factory(block.module)
+            for inst in instances:
+                self._attach(inst.key, make(*inst.args))
+            if block.role != "head":  # the heads are read by forward, whose outputs have fixed names
+                stages.append((block.role, tuple(i.key for i in instances)))
+        # attribute names, not modules: a replica (nn.DataParallel) resolves its own
+        self._stages = tuple(stages)
 
-    @staticmethod
-    def _cbam_residual(cbams: tuple[nn.Module, ...], feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [torch.relu(cbam(f) + f) for cbam, f in zip(cbams, feats)]
+    def _attach(self, key: str, module: nn.Module) -> None:
+        """Register `module` as attribute `key`; "Name.i" appends to the nn.ModuleList `Name`."""
+        name, _, index = key.partition(".")
+        if not index:
+            setattr(self, name, module)
+            return
+        if not hasattr(self, name):
+            setattr(self, name, nn.ModuleList())
+        modules = getattr(self, name)
+        if int(index) != len(modules):
+            raise ValueError(f"block instance {key!r} comes out of order ({name} has {len(modules)})")
+        modules.append(module)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The three per-level features the heads read."""
-        cfg = self.config
-        feats = self.body(x)
-        if cfg.backbone_cbam:
-            feats = self._cbam_residual((self.bacbkbone_0_cbam, self.bacbkbone_1_cbam,
-                                         self.bacbkbone_2_cbam), feats)
-        feats = self.bifpn(feats) if cfg.neck == "bifpn" else self.fpn(feats)
-        if cfg.neck_cbam:
-            feats = self._cbam_residual((self.bif_cbam_0, self.bif_cbam_1, self.bif_cbam_2), list(feats))
-        feats = [ssh(f) for ssh, f in zip((self.ssh1, self.ssh2, self.ssh3), feats)]
-        return [cs(f) for cs, f in zip((self.ssh1_cs, self.ssh2_cs, self.ssh3_cs), feats)]
+        """The three per-level features the heads read, each block applied by its role."""
+        feats: Any = x
+        for role, keys in self._stages:
+            mods = [getattr(self, k) for k in keys]
+            if role == "body":
+                feats = mods[0](feats)
+            elif role == "neck":
+                feats = list(mods[0](feats))
+            elif role == "residual":
+                feats = [torch.relu(m(f) + f) for m, f in zip(mods, feats)]
+            else:  # "level"
+                feats = [m(f) for m, f in zip(mods, feats)]
+        return feats  # type: ignore[no-any-return]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         feats = self.features(x)

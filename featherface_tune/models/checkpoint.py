@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from featherface_tune.errors import ConfigError, InputError
-from featherface_tune.models.config import (
-    FIELD_NAMES, FeatherFaceConfig, apply_overrides, backbone_channels, from_mapping,
-)
+from featherface_tune.models.arch import infer_fields
+from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, apply_overrides, from_mapping
 
 # Keys under which training scripts commonly store the state dict, tried in this order.
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net", "state", "weights",
@@ -177,93 +176,17 @@ def count_learnable(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 # ---- inferring the config -----------------------------------------------------------------
 
-def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
-    return tuple(sd[key].shape)
-
-
-def _need(sd: Mapping[str, torch.Tensor], key: str, what: str) -> tuple[int, ...]:
-    if key not in sd:
-        raise InputError(f"cannot infer {what}: key {key!r} is missing; not a FeatherFace/RetinaFace checkpoint?")
-    return _shape(sd, key)
-
-
-def _infer_reduction(channels: Sequence[int], hidden: Sequence[int], name: str) -> int:
-    """The CBAM reduction r with channels[i] // r == hidden[i] at every level (prefer 16, then 8,
-    then channels[0] // hidden[0], then the smallest). Every such r builds the same network."""
-    ok = [r for r in range(1, max(channels) + 1) if all(c // r == h for c, h in zip(channels, hidden))]
-    if not ok:
-        raise ConfigError(f"cannot infer {name}: CBAM hidden widths {list(hidden)} fit no common "
-                          f"reduction of widths {list(channels)}")
-    for pref in (16, 8, channels[0] // max(hidden[0], 1)):
-        if pref in ok:
-            return pref
-    return ok[0]
-
-
-def _levels_agree(values: Sequence[int], what: str) -> int:
-    if len(set(values)) != 1:
-        raise ConfigError(f"cannot infer {what}: levels disagree ({list(values)})")
-    return values[0]
-
-
 def infer_config(state_dict: Mapping[str, torch.Tensor], shuffle_hint: str | None = None) -> FeatherFaceConfig:
     """The config whose model has exactly this state dict's keys and shapes.
 
-    Widths come from tensor shapes, block presence from key presence. `shuffle_hint` decides plain
-    vs none when the checkpoint has no shuffle-block keys (see the module docstring for the default).
-    Raises InputError when the keys are not those of a FeatherFace-family detector.
+    Each block of the architecture reads its fields off the key shapes (`arch.infer_fields`): widths
+    from tensor shapes, block presence from key presence. `shuffle_hint` decides plain vs none when
+    the checkpoint has no shuffle-block keys (see the module docstring for the default). Raises
+    InputError when the keys are not those of a FeatherFace-family detector.
     """
     sd, _ = strip_prefix(state_dict)
-    fields: dict[str, Any] = {}
-    m = _need(sd, "body.stage1.0.0.weight", "the backbone width")[0]
-    fields["backbone_width"] = m / 32
-    c3, c4, c5 = backbone_channels(m / 32)
-    bifpn_idx = {int(mt.group(1)) for k in sd if (mt := re.match(r"bifpn\.(\d+)\.", k))}
-    if bifpn_idx:
-        if bifpn_idx != set(range(len(bifpn_idx))):
-            raise InputError(f"cannot infer bifpn_repeats: BiFPN cells {sorted(bifpn_idx)} are not 0..n-1")
-        fields["neck"] = "bifpn"
-        fields["neck_channels"] = _need(sd, "bifpn.0.p3_down_channel.0.conv.weight", "the BiFPN width")[0]
-        fields["bifpn_repeats"] = len(bifpn_idx)
-    elif any(k.startswith("fpn.") for k in sd):
-        fields["neck"] = "fpn"
-        fields["neck_channels"] = _need(sd, "fpn.output1.0.weight", "the FPN width")[0]
-        fields["bifpn_repeats"] = 0
-    else:
-        raise InputError("cannot infer the neck: no `bifpn.*` or `fpn.*` keys; not a FeatherFace/RetinaFace checkpoint?")
-    n = fields["neck_channels"]
-
-    fields["backbone_cbam"] = "bacbkbone_0_cbam.ChannelGate.mlp.1.weight" in sd
-    if fields["backbone_cbam"]:
-        hidden = [_need(sd, f"bacbkbone_{i}_cbam.ChannelGate.mlp.1.weight", "backbone CBAM")[0] for i in range(3)]
-        fields["backbone_cbam_reduction"] = _infer_reduction((c3, c4, c5), hidden, "backbone_cbam_reduction")
-    fields["neck_cbam"] = "bif_cbam_0.ChannelGate.mlp.1.weight" in sd
-    if fields["neck_cbam"]:
-        hidden = [_need(sd, f"bif_cbam_{i}.ChannelGate.mlp.1.weight", "neck CBAM")[0] for i in range(3)]
-        fields["neck_cbam_reduction"] = _infer_reduction((n, n, n), hidden, "neck_cbam_reduction")
-
-    deformable = "ssh1.conv3X3.0.offset_conv.weight" in sd
-    fields["ssh_deformable"] = deformable
-    conv = "0.regular_conv.weight" if deformable else "0.weight"
-    widths = []
-    for i in (1, 2, 3):
-        half = _need(sd, f"ssh{i}.conv3X3.{conv}", f"the SSH{i} width")[0]
-        widths.append(2 * half)
-    fields["ssh_channels"] = tuple(widths)
-
-    if any(k.startswith("ssh1_cs.") for k in sd):
-        fields["shuffle"] = "block"
-    elif shuffle_hint is not None:
-        fields["shuffle"] = shuffle_hint
-    else:
-        fields["shuffle"] = "none" if (fields["neck"] == "fpn" and not deformable) else "plain"
-
-    cls = [_need(sd, f"ClassHead.{i}.conv1x1.weight", "anchors_per_cell")[0] for i in range(3)]
-    per = _levels_agree(cls, "anchors_per_cell (ClassHead outputs)")
-    if per % 2:
-        raise ConfigError(f"cannot infer anchors_per_cell: ClassHead has {per} outputs, not 2 per anchor")
-    fields["anchors_per_cell"] = per // 2
-    fields["landmarks"] = "LandmarkHead.0.conv1x1.weight" in sd
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    fields = infer_fields(shapes, {"shuffle": shuffle_hint} if shuffle_hint is not None else None)
     try:
         return FeatherFaceConfig(**fields)
     except ConfigError as exc:

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from featherface_tune.models import arch
+
 STEPS = (8, 16, 32)
 BASE_SIZES = (16, 64, 256)  # smallest anchor of each level; RetinaFace uses [[16,32],[64,128],[256,512]]
 
@@ -23,7 +25,9 @@ def min_sizes(anchors_per_cell: int) -> tuple[tuple[int, ...], ...]:
 
 
 def feature_maps(h: int, w: int) -> list[tuple[int, int]]:
-    return [(math.ceil(h / s), math.ceil(w / s)) for s in STEPS]
+    """The (height, width) of the P3, P4, P5 maps the heads run on: the architecture's level sizes
+    (ceil(h / step) each, as RetinaFace computes its priors)."""
+    return list(arch.sizes(h, w).levels)
 
 
 def num_priors(h: int, w: int, anchors_per_cell: int) -> int:

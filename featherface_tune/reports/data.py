@@ -643,7 +643,7 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     def cost(e: CompareEntry, g: str) -> tuple[int, int]:
         if g == "total":
             return e.result.params, e.result.macs
-        return e.result.groups[GROUPS.index(g)]
+        return e.result.modules[g]
 
     total_dp = entries[-1].result.params - base.result.params if two else 0
     for g in names:

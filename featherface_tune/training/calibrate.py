@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from featherface_tune.atomic import atomic_write_text
 from featherface_tune.errors import InputError
 
 if TYPE_CHECKING:  # the proxy imports torch: only on use
@@ -223,12 +224,6 @@ class CalibrationSettings:
         return d
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_runs(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Finished runs by key (a torn last line from a kill is ignored)."""
     path = Path(out_dir) / RUNS_FILE
@@ -276,7 +271,7 @@ def open_plan(out_dir: Path, settings: CalibrationSettings, make_configs: Callab
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
     configs = make_configs()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps({"format": PLAN_FORMAT, "settings": settings.to_json(),
+    atomic_write_text(path, json.dumps({"format": PLAN_FORMAT, "settings": settings.to_json(),
                                          "configs": [c.to_dict() for c in configs]}, indent=2))
     return configs
 
@@ -421,7 +416,7 @@ def run_calibration(settings: CalibrationSettings, out_dir: Path, configs: Seque
     runs = [done[r.key] for r in plan if r.key in done]
     result = CalibrationResult(settings, list(configs), runs, summary, time.perf_counter() - t0, resumed, device,
                                {"synthetic": _is_synthetic(data_dir)})
-    _atomic_write_text(out_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2))
+    atomic_write_text(out_dir / RESULT_FILE, json.dumps(result.to_json(), indent=2))
     return result
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from featherface_tune.atomic import atomic_write, remove_stale_temporaries
 from featherface_tune.bounds import check_build_size, check_finite, check_seed
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
@@ -268,46 +269,9 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, then os.replace: a reader (or a crash)
-    sees the old file or the new one, never a torn one."""
+    """torch.save through `atomic_write`: a reader (or a crash) sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete `.NAME.<pid>.tmp` files that `atomic_save` left in `folder` when its process died
-    mid-save (kill -9, power cut): only those whose process no longer runs. Returns what was removed."""
-    removed: list[Path] = []
-    if not Path(folder).is_dir():
-        return removed
-    for tmp in Path(folder).glob(".*.tmp"):
-        parts = tmp.name.rsplit(".", 2)  # [".last.pt", "<pid>", "tmp"]
-        if len(parts) != 3 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                continue  # still running: its save may be in progress
-            except ProcessLookupError:
-                pass
-            except (PermissionError, OverflowError, OSError):
-                continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass
-    return removed
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:

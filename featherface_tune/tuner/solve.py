@@ -4,9 +4,11 @@ The parameter count is a sum of terms, each depending on few knobs:
 
     params = base(structure) + level(s_P3) + level(s_P4) + level(s_P5) + cbam_b(r_b) + cbam_n(r_n)
 
-where `level(s)` is one level's SSH + shuffle + head with output width s (its parameters do not depend
-on the level; its MACs do), `cbam_*` the CBAM blocks at a ratio, and `base` everything else (backbone,
-neck) - all given the *structure* (the non-budget knobs). MACs split the same way. So:
+the architecture's search terms (`featherface_tune.models.arch.TERMS`: each block names the term its
+cost belongs to): `level(s)` is the price of one level's blocks of the "level" term (SSH, shuffle,
+heads) at width s (its parameters do not depend on the level; its MACs do), `cbam_*` the blocks of a
+ratio's term at that ratio, and `base` the blocks of the "base" term (backbone, neck) - all given the
+*structure* (the non-budget knobs). MACs split the same way. So:
 
 * `prove` runs these sums over *every* structure of the space (sorted sums of the three SSH tables +
   binary search), which proves whether any config of the space lies within the window, how many do,
@@ -16,7 +18,7 @@ neck) - all given the *structure* (the non-budget knobs). MACs split the same wa
   nearest to it under `distance` (MACs break ties): over the `ExactSet` when there is one, else
   structure by structure in order of a lower bound (`_nearest_by_structure`).
 
-The per-term costs come from the same block cost functions as `featherface_tune.counter.analytic`;
+The per-term costs come from the same block prices as `featherface_tune.counter.analytic`;
 each solution is re-counted with `count()` by the caller, and tests check the split on random configs.
 MACs follow `dcn_macs` ("full" counts the DCN offset and modulator convs, "dense" leaves them out), and
 params and MACs follow `convention` (`featherface_tune.counter.conventions`: "numel" by default; e.g.
@@ -28,15 +30,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from featherface_tune.counter.analytic import GROUPS, cbam_levels, count, level_hws, level_tail
-from featherface_tune.models.config import DEFAULT_INPUT
-from featherface_tune.counter.conventions import cbam_levels_in, level_tail_in
+from featherface_tune.counter.conventions import countable, get_convention
 from featherface_tune.errors import ConfigError, InputError
-from featherface_tune.models.config import FeatherFaceConfig, backbone_channels
+from featherface_tune.models.arch import (
+    NO_SIZE, Sizes, block_price, fields_of, get_block, sizes, term_blocks, term_price, term_reads,
+)
+from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tuner.records import window_text
 from featherface_tune.tuner.space import (
     BUDGET_KNOBS, CONTEXT, RATIO_KNOBS, SSH_KNOBS, STR_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, applies, config_from_knobs,
@@ -93,57 +97,81 @@ def _valid_ssh(values: tuple[int, ...], shuffle: str, groups: int) -> tuple[int,
                            backbone_cbam=False, neck_cbam=False) is not None)
 
 
+@lru_cache(maxsize=16384)
+def _block_table(name: str, knob: str, values: tuple[Any, ...], fixed: tuple[tuple[str, Any], ...], at: Sizes,
+                 level: int | None, dcn_macs: str, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """(params, MACs) of one block at each value of `knob` (its instance at `level`, or all), the other
+    fields it reads held at `fixed`: cached by exactly what the block reads."""
+    b, conv = get_block(name), get_convention(convention, dcn_macs)
+    fields = dict(fixed)
+    pm = []
+    for v in values:
+        fields[knob] = v
+        pm.append(conv.total(block_price(b, fields, at, level)) if b.present(fields) else (0, 0))
+    return (np.array([p for p, _ in pm], dtype=np.int64).reshape(-1),
+            np.array([m for _, m in pm], dtype=np.int64).reshape(-1))
+
+
+@lru_cache(maxsize=16384)
+def _term_table(term: str, knob: str, values: tuple[Any, ...], fixed: tuple[Any, ...], at: Sizes,
+                level: int | None, dcn_macs: str, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """(params, MACs) of a search term's blocks at each value of `knob`, the other fields the term
+    reads held at `fixed` (values in `_held(term, knob)` order): the sum of the blocks' tables."""
+    held = dict(zip(_held(term, knob), fixed))
+    params, macs = np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=np.int64)
+    for b in term_blocks(term):
+        p, m = _block_table(b.name, knob, values, tuple((k, held[k]) for k in b.reads if k != knob), at, level,
+                            dcn_macs, convention)
+        params, macs = params + p, macs + m
+    return params, macs
+
+
+@lru_cache(maxsize=None)
+def _held(term: str, knob: str) -> tuple[str, ...]:
+    """The fields a term's prices read, but `knob` (the one its table varies)."""
+    return tuple(k for k in term_reads(term) if k != knob)
+
+
+@lru_cache(maxsize=None)
+def _held_values(term: str, knob: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A function taking a structure to its values of `_held(term, knob)` (a C itemgetter: it runs
+    once per structure and table)."""
+    keys = _held(term, knob)
+    get = itemgetter(*keys)
+    return (lambda s: (get(s),)) if len(keys) == 1 else get  # type: ignore[return-value]
+
+
+def _ratio_probe(knob: str, width: float | int, r: int) -> FeatherFaceConfig | None:
+    """The smallest config with this CBAM on at ratio `r` (None when the ratio breaks a rule)."""
+    if knob == "backbone_cbam_reduction":
+        return _probe(backbone_width=float(width), backbone_cbam=True, backbone_cbam_reduction=r, neck_cbam=False,
+                      shuffle="none")
+    return _probe(neck_channels=int(width), neck_cbam=True, neck_cbam_reduction=r, backbone_cbam=False,
+                  shuffle="none")
+
+
 @lru_cache(maxsize=4096)
-def _valid_ratios(values: tuple[int, ...], which: str, width: float | int) -> tuple[int, ...]:
-    if which == "backbone":
-        ok = [r for r in values if _probe(backbone_width=float(width), backbone_cbam=True,
-                                          backbone_cbam_reduction=r, neck_cbam=False, shuffle="none")]
-    else:
-        ok = [r for r in values if _probe(neck_channels=int(width), neck_cbam=True, neck_cbam_reduction=r,
-                                          backbone_cbam=False, shuffle="none")]
-    return tuple(ok)
-
-
-@lru_cache(maxsize=8192)
-def _ssh_table(values: tuple[int, ...], n: int, dcn: bool, shuffle: str, anchors: int, landmarks: bool,
-               hw: int, dcn_macs: str, convention: str = "numel") -> tuple[np.ndarray, np.ndarray]:
-    # SSH + shuffle + heads of one level, as count() sums them (t[6]: the DCN offset/modulator convs)
-    if convention != "numel":
-        pm = [level_tail_in(convention, n, s, dcn, shuffle, anchors, landmarks, hw, dcn_macs) for s in values]
-        return (np.array([p for p, _ in pm], dtype=np.int64), np.array([m for _, m in pm], dtype=np.int64))
-    tails = [level_tail(n, s, dcn, shuffle, anchors, landmarks, hw) for s in values]
-    full = dcn_macs == "full"
-    return (np.array([t[0] + t[2] + t[4] for t in tails], dtype=np.int64),
-            np.array([t[1] + t[3] + t[5] + (t[6] if full else 0) for t in tails], dtype=np.int64))
-
-
-@lru_cache(maxsize=4096)
-def _cbam_table(values: tuple[int, ...], on: bool, chans: tuple[int, int, int], hws: tuple[int, int, int],
-                convention: str = "numel") -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
-    if not on:
-        return values[:1], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
-    costs = [cbam_levels(chans, r, hws) if convention == "numel" else cbam_levels_in(convention, chans, r, hws)
-             for r in values]
-    return (values, np.array([p for p, _ in costs], dtype=np.int64),
-            np.array([m for _, m in costs], dtype=np.int64))
+def _valid_ratios(values: tuple[int, ...], knob: str, width: float | int) -> tuple[int, ...]:
+    """The ratios that break no rule at this width (checked by the config's own validation)."""
+    return tuple(r for r in values if _ratio_probe(knob, width, r) is not None)
 
 
 @lru_cache(maxsize=8192)
 def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int, convention: str = "numel"
           ) -> tuple[int, int] | None:
-    """(params, MACs) of the backbone and neck, read off the count of a probe config (None when the
-    structure breaks a rule, or the convention cannot count it)."""
+    """(params, MACs) of the "base"-term blocks (backbone, neck) of a structure (None when it breaks
+    a rule, or the convention cannot count it)."""
     probe = _probe(backbone_width=bw, neck=neck, bifpn_repeats=reps, neck_channels=n,
                    backbone_cbam=False, neck_cbam=False, ssh_channels=4, ssh_deformable=False,
                    shuffle="none", anchors_per_cell=1, landmarks=False)
     if probe is None:
         return None
+    conv = get_convention(convention)
     try:
-        groups = dict(zip(GROUPS, count(probe, h, w, convention=convention).groups))
-    except ConfigError:  # e.g. thop counts only the official backbone width
+        countable(conv, probe)  # e.g. thop counts only the official backbone width
+    except ConfigError:
         return None
-    (bp, bm), (np_, nm) = groups["backbone"], groups["neck"]
-    return bp + np_, bm + nm
+    return conv.total(term_price(fields_of(probe), "base", sizes(h, w)))
 
 
 def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
@@ -152,26 +180,24 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
     """Tables for the five budget knobs given structure `s` (domains default to the space's);
     values that break a rule in this structure are left out. `params_only`: MACs left at 0;
     `dcn_macs`, `convention`: how params and MACs are counted (see `count`)."""
-    hws = (0, 0, 0) if params_only else level_hws(h, w)
+    at = NO_SIZE if params_only else sizes(h, w)
     doms = {k: (tuple(domains[k]) if domains and k in domains else space.domain(k).values)
             for k in BUDGET_KNOBS}
     out = []
-    n = s["neck_channels"]
-    for k, hw in zip(SSH_KNOBS, hws):
+    level = _held_values("level", "ssh_channels")(s)
+    for i, k in enumerate(SSH_KNOBS):
         vals = _valid_ssh(doms[k], s["shuffle"], s["shuffle_groups"])
-        p, m = _ssh_table(vals, n, s["ssh_deformable"], s["shuffle"], s["anchors_per_cell"],
-                          s["landmarks"], hw, dcn_macs, convention)
+        p, m = _term_table("level", "ssh_channels", vals, level, at, i, dcn_macs, convention)
         out.append(Table(k, vals, p, m))
-    bw = float(s["backbone_width"])
-    for knob, which, width, chans in (("backbone_cbam_reduction", "backbone", bw, backbone_channels(bw)),
-                                      ("neck_cbam_reduction", "neck", n, (n, n, n))):
-        on = applies(knob, s)
-        vals = _valid_ratios(doms[knob], which, width) if on else (inactive_value(knob, s, Domain(doms[knob])),)
-        if not vals:
-            out.append(Table(knob, (), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    widths = {"backbone_cbam_reduction": float(s["backbone_width"]), "neck_cbam_reduction": s["neck_channels"]}
+    for knob in RATIO_KNOBS:
+        if not applies(knob, s):  # its CBAM is off: one inactive value that costs nothing
+            zero = np.zeros(1, dtype=np.int64)
+            out.append(Table(knob, (inactive_value(knob, s, Domain(doms[knob])),), zero, zero))
             continue
-        v2, p, m = _cbam_table(vals, on, chans, hws, convention)
-        out.append(Table(knob, v2, p, m))
+        vals = _valid_ratios(doms[knob], knob, widths[knob])
+        p, m = _term_table(knob, knob, vals, _held_values(knob, knob)(s), at, None, dcn_macs, convention)
+        out.append(Table(knob, vals, p, m))
     return out
 
 

@@ -98,11 +98,18 @@ def test_deformable_conv_is_never_zero_in_fvcore():
 
 def test_crosscheck_detects_a_wrong_count(monkeypatch):
     """The check must be able to fail: perturb one block's formula and see it caught."""
-    import featherface_tune.counter.analytic as analytic
-    from featherface_tune.models.blocks.cost import Cost
+    import dataclasses
 
-    real = analytic.shuffle_cost
-    monkeypatch.setattr(analytic, "shuffle_cost", lambda kind, c, hw: real(kind, c, hw) + Cost(1, 1))
+    import featherface_tune.counter.analytic as analytic
+    from featherface_tune.models import arch
+    from featherface_tune.models.arch.cost import Cost, Priced
+
+    def wrong(kind, c, groups, hw):
+        cost, parts = arch.shuffle.price_shuffle(kind, c, groups, hw)
+        return Priced(cost + Cost(1, 1), parts)
+
+    monkeypatch.setattr(arch, "BLOCKS", tuple(dataclasses.replace(b, price=wrong) if b.name == "shuffle" else b
+                                              for b in arch.BLOCKS))
     analytic.clear_caches()
     try:
         result = check(get_preset("featherface-official"), 64, 64)

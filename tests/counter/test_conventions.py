@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from featherface_tune.counter.analytic import GROUPS, count, level_hws
+from featherface_tune.counter.analytic import GROUPS, count
 from featherface_tune.counter.conventions import (
-    CONVENTIONS, NAMES, cbam_levels_in, countable, get_convention, level_tail_in, reconcile,
-    reconcile_json,
+    CONVENTIONS, NAMES, countable, get_convention, reconcile, reconcile_json,
 )
+from featherface_tune.models.arch import TERMS, fields_of, sizes, term_price
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.builder import build_model
 from featherface_tune.models.presets import get_preset
@@ -58,12 +58,10 @@ def test_default_counts_every_convolution_and_dense_is_an_option():
 
 @settings(max_examples=60, deadline=None)
 @given(cfg=configs())
-def test_per_term_functions_sum_to_count_in_every_convention(cfg):
-    """base (backbone + neck groups) + CBAM terms + three level tails == count(), per convention:
-    the split a solver sums is exact."""
+def test_search_terms_sum_to_count_in_every_convention(cfg):
+    """The terms a solver sums (base, the three levels, the CBAM ratios), each restated in a
+    convention, add up to count(): every block is in exactly one term and the rules are linear."""
     h, w = 96, 160
-    hws = level_hws(h, w)
-    chans, n = cfg.backbone_channels, cfg.neck_channels
     for name in NAMES:
         if CONVENTIONS[name].official_only and cfg.backbone_width != 0.25:
             with pytest.raises(ConfigError, match="fixed at width 0.25"):
@@ -71,14 +69,8 @@ def test_per_term_functions_sum_to_count_in_every_convention(cfg):
             continue
         for dcn in (("full", "dense") if name == "numel" else ("full",)):
             r = count(cfg, h, w, dcn_macs=dcn, convention=name)
-            groups = dict(zip(GROUPS, r.groups))
-            terms = [groups["backbone"], groups["neck"]]
-            if cfg.backbone_cbam:
-                terms.append(cbam_levels_in(name, chans, cfg.backbone_cbam_reduction, hws, dcn))
-            if cfg.neck_cbam:
-                terms.append(cbam_levels_in(name, (n, n, n), cfg.neck_cbam_reduction, hws, dcn))
-            terms += [level_tail_in(name, n, s, cfg.ssh_deformable, cfg.shuffle, cfg.anchors_per_cell,
-                                    cfg.landmarks, hw, dcn) for s, hw in zip(cfg.ssh_widths, hws)]
+            conv = get_convention(name, dcn)
+            terms = [conv.total(term_price(fields_of(cfg), t, sizes(h, w))) for t in TERMS]
             assert (sum(t[0] for t in terms), sum(t[1] for t in terms)) == (r.params, r.macs), (name, dcn)
 
 
@@ -133,7 +125,7 @@ def test_reconciliation_marks_what_a_convention_cannot_count():
     (lambda: count(OFFICIAL, dcn_macs="dense", convention="thop"),
      "dcn_macs='dense' applies to the numel convention only"),
     (lambda: get_convention("numel", "both"), "dcn_macs='both' must be one of dense, full"),
-    (lambda: level_tail_in("THOP", 64, 64, True, "block", 2, True, 100), "convention 'THOP' is unknown"),
+    (lambda: get_convention("THOP"), "convention 'THOP' is unknown"),
 ])
 def test_bad_conventions_are_one_line_errors(call, message):
     with pytest.raises(ConfigError, match=None) as exc:

@@ -1,25 +1,13 @@
-"""MobileNetV1 backbone (stages 1-3, as RetinaFace/FeatherFace use it) and its cost."""
+"""MobileNetV1 backbone (stages 1-3, as RetinaFace/FeatherFace use it); its plan and cost are in
+`featherface_tune.models.arch.backbone`."""
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import torch
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, Parts, conv_out
-from featherface_tune.models.blocks.layers import conv_bn, conv_bn_cost, conv_dw, conv_dw_cost
-
-
-def mobilenet_plan(width: float) -> tuple[tuple[tuple[int, int, int], ...], ...]:
-    """(cin, cout, stride) of every unit per stage; the first unit of stage 1 is the full conv."""
-    m = round(width * 32)  # channels per 1/32 of width: 8 at width 0.25
-    c = lambda base: base * m // 32  # noqa: E731 - exact for width multiples of 1/32
-    stage1 = ((3, c(32), 2), (c(32), c(64), 1), (c(64), c(128), 2), (c(128), c(128), 1),
-              (c(128), c(256), 2), (c(256), c(256), 1))
-    stage2 = ((c(256), c(512), 2),) + ((c(512), c(512), 1),) * 5
-    stage3 = ((c(512), c(1024), 2), (c(1024), c(1024), 1))
-    return stage1, stage2, stage3
+from featherface_tune.models.arch.backbone import mobilenet_plan
+from featherface_tune.models.blocks.layers import conv_bn, conv_dw
 
 
 class MobileNetV1Body(nn.Module):
@@ -38,41 +26,3 @@ class MobileNetV1Body(nn.Module):
         c4 = self.stage2(c3)
         c5 = self.stage3(c4)
         return [c3, c4, c5]
-
-
-def backbone_units(width: float, h: int, w: int):  # type: ignore[no-untyped-def]
-    """(cin, cout, output positions, whether it is the full conv) of every unit, in order."""
-    for si, stage in enumerate(mobilenet_plan(width)):
-        for ui, (cin, cout, stride) in enumerate(stage):
-            h, w = conv_out(h, 3, stride, 1), conv_out(w, 3, stride, 1)
-            yield cin, cout, h * w, si == ui == 0
-
-
-@lru_cache(maxsize=256)
-def backbone_cost(width: float, h: int, w: int) -> Cost:
-    params = macs = 0
-    for cin, cout, hw, first in backbone_units(width, h, w):
-        p, m = (conv_bn_cost if first else conv_dw_cost)(cin, cout, hw)
-        params += p
-        macs += m
-    return Cost(params, macs)
-
-
-@lru_cache(maxsize=256)
-def backbone_parts(width: float, h: int, w: int) -> Parts:
-    """BatchNorms, one per full conv (cout), two per dw unit (cin, cout), each followed by a LeakyReLU."""
-    bn = bn_pos = 0
-    for cin, cout, hw, first in backbone_units(width, h, w):
-        c = cout if first else cin + cout
-        bn += c
-        bn_pos += c * hw
-    return Parts(bn_params=2 * bn, bn_macs=2 * bn_pos, leaky_elems=bn_pos)
-
-
-def level_sizes(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Spatial sizes of the stride-8/16/32 feature maps for an h x w input."""
-    sizes = []
-    for _ in range(5):
-        h, w = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
-        sizes.append((h, w))
-    return sizes[2], sizes[3], sizes[4]

@@ -1,4 +1,5 @@
-"""EfficientDet BiFPN cell (three levels, fast normalised fusion) as FeatherFace uses it, and its cost.
+"""EfficientDet BiFPN cell (three levels, fast normalised fusion) as FeatherFace uses it (its cost:
+`featherface_tune.models.arch.bifpn`).
 
 TensorFlow-style "same" padding is reproduced exactly: padding is computed per forward from the
 input size, and the downsampling max-pool pads with zeros (F.pad), as the official code does.
@@ -6,14 +7,11 @@ input size, and the downsampling max-pool pads with zeros (F.pad), as the offici
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from featherface_tune.models.blocks.cost import Cost, Parts
 
 
 def _same_total(n: int, k: int, s: int) -> int:
@@ -139,36 +137,3 @@ class BiFPN(nn.Sequential):
 
     def __init__(self, in_channels: Sequence[int], c: int, repeats: int):
         super().__init__(*(BiFPNCell(c, in_channels, first=(i == 0)) for i in range(repeats)))
-
-
-def bifpn_cost(in_channels: tuple[int, int, int], c: int, repeats: int,
-               hw3: int, hw4: int, hw5: int) -> Cost:
-    """Per cell: four separable blocks (dw 3x3, pw 1x1 + bias, BN) at P4, P3, P4, P5, two nearest
-    upsamplings (to P4, P3) and 10 fusion weights. The first cell adds five 1x1 projections
-    (bias + BN): P3, P4 twice, P5 twice."""
-    sep_macs = 9 * c + c * c + 2 * c  # per position
-    cell_params = 4 * (sep_macs + c) + 10
-    cell_macs = sep_macs * (2 * hw4 + hw3 + hw5) + c * (hw4 + hw3)
-    c3, c4, c5 = in_channels
-    proj_params = (c3 + 2 * c4 + 2 * c5) * c + 5 * 3 * c
-    proj_macs = (c3 + 2) * c * hw3 + 2 * (c4 + 2) * c * hw4 + 2 * (c5 + 2) * c * hw5
-    return Cost(cell_params * repeats + proj_params, cell_macs * repeats + proj_macs)
-
-
-def same_pool_in(h: int, w: int) -> int:
-    """Positions of the zero-padded input of the 3x3 stride-2 "same" max-pool on an h x w map."""
-    return ((math.ceil(h / 2) - 1) * 2 + 3) * ((math.ceil(w / 2) - 1) * 2 + 3)
-
-
-def bifpn_parts(in_channels: tuple[int, int, int], c: int, repeats: int,
-                hw3: int, hw4: int, hw5: int, pool3: int = 0, pool4: int = 0) -> Parts:
-    """Per cell: four BatchNorms and pointwise biases at P4, P3, P4, P5, two upsamplings, 10 fusion
-    weights (each through an nn.ReLU in the official code), max-pools on the padded P3 and P4 maps
-    (`pool3`, `pool4`: `same_pool_in` positions); the first cell's five projections each add a bias
-    and a BatchNorm (P3, P4 x2, P5 x2)."""
-    cell_pos = 2 * hw4 + hw3 + hw5
-    proj_pos = hw3 + 2 * hw4 + 2 * hw5
-    return Parts(bn_params=2 * c * (4 * repeats + 5), bn_macs=2 * c * (cell_pos * repeats + proj_pos),
-                 bias_macs=c * (cell_pos * repeats + proj_pos), upsample_macs=c * (hw4 + hw3) * repeats,
-                 fusion_params=10 * repeats, relu_module_elems=10 * repeats,
-                 pool_module_in=c * (pool3 + pool4) * repeats)

@@ -1,4 +1,5 @@
-"""CBAM (channel gate, then spatial gate) as in the official FeatherFace code, and its cost.
+"""CBAM (channel gate, then spatial gate) as in the official FeatherFace code (its cost:
+`featherface_tune.models.arch.cbam`).
 
 FeatherFace applies it as `relu(cbam(x) + x)`; `ResidualCBAM` is not a module of its own there, so
 the model applies the residual and ReLU itself to keep the official key names.
@@ -6,11 +7,8 @@ the model applies the residual and ReLU itself to keep the official key names.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
-
-from featherface_tune.models.blocks.cost import Cost, Parts
 
 
 class ChannelGate(nn.Module):
@@ -59,18 +57,3 @@ class CBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.SpatialGate(self.ChannelGate(x))
-
-
-def cbam_cost(channels: int, reduction: int, hw: int) -> Cost:
-    """The MLP runs twice (avg- and max-pooled vectors); pooling and gating multiply are free."""
-    m = channels // reduction
-    # MLP c->m->c with biases (run twice), 7x7 conv 2->1 (98 weights) + BN(1) (2 params)
-    return Cost(2 * channels * m + m + channels + 100, 4 * channels * m + 100 * hw)
-
-
-def cbam_parts(channels: int, reduction: int, hw: int) -> Parts:
-    """The spatial gate's BatchNorm(1); the MLP's two biases and its ReLU, run twice; the average
-    and max pooling calls; the residual ReLU module the official code applies after it."""
-    m = channels // reduction
-    return Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (m + channels),
-                 relu_module_elems=2 * m + channels * hw, pool_call_in=2 * channels * hw)

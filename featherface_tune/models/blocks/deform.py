@@ -1,4 +1,5 @@
-"""Modulated deformable convolution (DCNv2) in plain PyTorch, as a traceable custom op, and its cost.
+"""Modulated deformable convolution (DCNv2) in plain PyTorch, as a traceable custom op, and its
+fvcore handle (its cost: `featherface_tune.models.arch.ssh`).
 
 `torch.ops.featherface_tune.deform_conv2d` follows `torchvision.ops.deform_conv2d`: offsets are laid
 out as (dy, dx) pairs per kernel position in row-major order, the mask multiplies each sampled value,
@@ -109,16 +110,6 @@ class DeformableConv2d(nn.Module):
         mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
         return deform_conv2d(x, offset, mask, self.regular_conv.weight, self.regular_conv.bias,
                              self.stride, self.padding)
-
-
-def dcn_offset_macs(cin: int, hw: int) -> int:
-    """MACs of the offset (18 ch) and modulator (9 ch) 3x3 convs."""
-    return 27 * 9 * cin * hw
-
-
-def dcn_sampling_macs(cin: int, hw: int) -> int:
-    """Bilinear sampling: 4 multiply-adds per sampled value, cin x 9 values per output position."""
-    return 4 * cin * 9 * hw
 
 
 def deform_conv_flop_jit(weight_index: int) -> Any:

@@ -1,11 +1,9 @@
-"""Per-level 1x1 prediction heads (class, box, landmarks) and their cost."""
+"""Per-level 1x1 prediction heads (class, box, landmarks); their cost: `featherface_tune.models.arch.heads`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from featherface_tune.models.blocks.cost import Cost, Parts
 
 
 class Head(nn.Module):
@@ -19,19 +17,3 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1x1(x).permute(0, 2, 3, 1).contiguous()
         return out.view(out.shape[0], -1, self.values)
-
-
-def head_values(landmarks: bool) -> tuple[int, ...]:
-    """Values per anchor of each head: class (2), box (4), and landmarks (10) if present."""
-    return (2, 4, 10) if landmarks else (2, 4)
-
-
-def heads_cost(cin: int, anchors: int, landmarks: bool, hw: int) -> Cost:
-    """1x1 convs with bias to anchors x (2 + 4 [+ 10]) outputs."""
-    outs = anchors * sum(head_values(landmarks))
-    return Cost((cin + 1) * outs, cin * outs * hw)
-
-
-def heads_parts(cin: int, anchors: int, landmarks: bool, hw: int) -> Parts:
-    """The 1x1 convs' biases."""
-    return Parts(bias_macs=anchors * sum(head_values(landmarks)) * hw)

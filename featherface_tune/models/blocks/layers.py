@@ -1,10 +1,8 @@
-"""Conv + BatchNorm (+ LeakyReLU) stacks used by the backbone, FPN and SSH, with their costs."""
+"""Conv + BatchNorm (+ LeakyReLU) stacks used by the backbone, FPN and SSH."""
 
 from __future__ import annotations
 
 from torch import nn
-
-from featherface_tune.models.blocks.cost import Cost, bn, conv
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, leaky: float | None = 0.0) -> nn.Sequential:
@@ -15,20 +13,10 @@ def conv_bn(cin: int, cout: int, stride: int = 1, leaky: float | None = 0.0) -> 
     return nn.Sequential(*layers)
 
 
-def conv_bn_cost(cin: int, cout: int, hw_out: int) -> Cost:
-    """3x3 conv without bias + BN: every parameter is one MAC per output position."""
-    p = 9 * cin * cout + 2 * cout
-    return Cost(p, p * hw_out)
-
-
 def conv_bn1x1(cin: int, cout: int, leaky: float = 0.0) -> nn.Sequential:
     """1x1 conv (no bias), BatchNorm, LeakyReLU."""
     return nn.Sequential(nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout),
                          nn.LeakyReLU(negative_slope=leaky, inplace=True))
-
-
-def conv_bn1x1_cost(cin: int, cout: int, hw: int) -> Cost:
-    return conv(cin, cout, 1, hw) + bn(cout, hw)
 
 
 def conv_dw(cin: int, cout: int, stride: int, leaky: float = 0.1) -> nn.Sequential:
@@ -39,10 +27,3 @@ def conv_dw(cin: int, cout: int, stride: int, leaky: float = 0.1) -> nn.Sequenti
         nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout),
         nn.LeakyReLU(negative_slope=leaky, inplace=True),
     )
-
-
-def conv_dw_cost(cin: int, cout: int, hw_out: int) -> Cost:
-    """dw 3x3 (9 cin) + BN (2 cin) + pw 1x1 (cin cout) + BN (2 cout), no biases: every parameter is
-    one MAC per output position."""
-    p = 11 * cin + cin * cout + 2 * cout
-    return Cost(p, p * hw_out)

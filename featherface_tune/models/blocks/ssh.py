@@ -1,14 +1,13 @@
-"""SSH context module (3x3 / 5x5 / 7x7 branches by stacked 3x3 convs), plain or deformable, and its cost."""
+"""SSH context module (3x3 / 5x5 / 7x7 branches by stacked 3x3 convs), plain or deformable
+(its cost: `featherface_tune.models.arch.ssh`)."""
 
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface_tune.models.blocks.cost import Cost, Parts
-from featherface_tune.models.blocks.deform import DeformableConv2d, dcn_offset_macs, dcn_sampling_macs
+from featherface_tune.models.blocks.deform import DeformableConv2d
 
 
 def _unit(cin: int, cout: int, deformable: bool, leaky: float | None) -> nn.Sequential:
@@ -41,36 +40,3 @@ class SSH(nn.Module):
         c5 = self.conv5X5_2(c5_1)
         c7 = self.conv7x7_3(self.conv7X7_2(c5_1))
         return F.relu(torch.cat([c3, c5, c7], dim=1))
-
-
-def ssh_cost(cin: int, cout: int, deformable: bool, hw: int) -> Cost:
-    """Closed form of the five 3x3 conv + BN units (cin->cout/2, cin->q, then three q->q, with
-    q = cout/4); with DCN, each unit adds its
-    offset (18 ch) and modulator (9 ch) conv params: 243 per input channel + 27 biases."""
-    q = cout // 4
-    per_pos = 9 * (cin * (cout // 2) + cin * q + 3 * q * q) + 2 * (cout // 2 + 4 * q)  # weights + BN
-    params = per_pos + (243 * (2 * cin + 3 * q) + 5 * 27 if deformable else 0)
-    return Cost(params, per_pos * hw)
-
-
-def ssh_parts(cin: int, cout: int, deformable: bool, hw: int) -> Parts:
-    """Five BatchNorms (cout/2 + 4 x cout/4 channels), two LeakyReLUs (cout/4 each), the closing
-    F.relu; with DCN, the five main convs' weights and MACs, and the offset/modulator convs' MACs
-    and biases (27 per conv)."""
-    q = cout // 4
-    bn = cout // 2 + 4 * q
-    plain = Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, leaky_elems=2 * q * hw, relu_call_elems=cout * hw)
-    if not deformable:
-        return plain
-    main = 9 * (cin * (cout // 2) + cin * q + 3 * q * q)
-    return plain._replace(bias_macs=5 * 27 * hw, dcn_params=main, dcn_macs=main * hw,
-                          dcn_aux_macs=ssh_dcn_extra_macs(cin, cout, True, hw)[0])
-
-
-def ssh_dcn_extra_macs(cin: int, cout: int, deformable: bool, hw: int) -> tuple[int, int]:
-    """(offset+modulator conv MACs, bilinear-sampling MACs) of the SSH's deformable convs: the five
-    convs read cin, cin, q, q, q channels (q = cout/4)."""
-    if not deformable:
-        return 0, 0
-    ins = 2 * cin + 3 * (cout // 4)
-    return dcn_offset_macs(ins, hw), dcn_sampling_macs(ins, hw)

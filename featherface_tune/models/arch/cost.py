@@ -1,4 +1,5 @@
-"""The `Cost` record and the per-op cost formulas shared by all blocks (fvcore's convention)."""
+"""`Cost`, `Parts` and the per-op formulas every block's cost is written in (fvcore's convention:
+one fused multiply-add counts 1). Torch-free, like the rest of `featherface_tune.models.arch`."""
 
 from __future__ import annotations
 
@@ -35,12 +36,27 @@ class Parts(NamedTuple):
     relu_call_elems: int = 0  # F.relu outputs
     pool_module_in: int = 0  # nn.MaxPool2d module inputs (after padding)
     pool_call_in: int = 0  # F.avg_pool2d / F.max_pool2d inputs
+    dcn_sampling_macs: int = 0  # bilinear sampling of the deformable convs: outside every Cost, reported apart
 
     def __add__(self, other: "Parts") -> "Parts":  # type: ignore[override]
         return Parts(*(a + b for a, b in zip(self, other)))
 
 
 NO_PARTS = Parts()
+
+
+class Priced(NamedTuple):
+    """A block's full cost (every convolution counted) and its Parts: what a counting convention
+    restates (`Convention.apply`)."""
+
+    cost: Cost
+    parts: Parts
+
+    def __add__(self, other: "Priced") -> "Priced":  # type: ignore[override]
+        return Priced(self.cost + other.cost, self.parts + other.parts)
+
+
+FREE = Priced(ZERO, NO_PARTS)
 
 
 def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 1) -> int:
@@ -62,3 +78,21 @@ def bn(c: int, hw: int) -> Cost:
 def upsample(c: int, hw_out: int) -> Cost:
     """Nearest upsampling: one per output element."""
     return Cost(0, c * hw_out)
+
+
+def conv_bn_cost(cin: int, cout: int, hw_out: int) -> Cost:
+    """3x3 conv without bias + BN: every parameter is one MAC per output position."""
+    p = 9 * cin * cout + 2 * cout
+    return Cost(p, p * hw_out)
+
+
+def conv_bn1x1_cost(cin: int, cout: int, hw: int) -> Cost:
+    """1x1 conv without bias + BN."""
+    return conv(cin, cout, 1, hw) + bn(cout, hw)
+
+
+def conv_dw_cost(cin: int, cout: int, hw_out: int) -> Cost:
+    """dw 3x3 (9 cin) + BN (2 cin) + pw 1x1 (cin cout) + BN (2 cout), no biases: every parameter is
+    one MAC per output position."""
+    p = 11 * cin + cin * cout + 2 * cout
+    return Cost(p, p * hw_out)

@@ -1,0 +1,112 @@
+"""The architecture's one description (`featherface_tune.models.arch`): every walker agrees with it,
+instance by instance, and a new block type needs no change to the walkers."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from torch import nn
+
+from featherface_tune.counter.analytic import clear_caches, count
+from featherface_tune.models import arch
+from featherface_tune.models.arch import BLOCKS, GROUPS, TERMS, Block, Priced, fields_of, layout
+from featherface_tune.models.arch.block import ssh_width
+from featherface_tune.models.arch.cost import Parts, conv
+from featherface_tune.models.builder import build_model
+from featherface_tune.models.checkpoint import infer_config
+from featherface_tune.models.presets import get_preset
+from strategies import configs
+
+
+class OnlyReads(dict):  # type: ignore[type-arg]
+    """A config's fields, refusing any a block did not declare in `reads`."""
+
+    def __init__(self, fields: Any, allowed: tuple[str, ...]) -> None:
+        super().__init__(fields)
+        self.allowed = allowed
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.allowed:
+            raise AssertionError(f"reads {key!r}, not declared")
+        return super().__getitem__(key)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cfg=configs(max_width=48))
+def test_each_instance_costs_what_its_module_holds(cfg):
+    """Block by block, instance by instance: the price's parameters are the built module's numel(),
+    and a block reads only the fields it declares (the solver's cache keys rely on it)."""
+    model = build_model(cfg)
+    at = arch.sizes(64, 96)
+    for block, instances in layout(cfg):
+        f = OnlyReads(fields_of(cfg), block.reads)
+        assert block.present(f)
+        assert block.instances(f) == instances
+        for inst in instances:
+            module = model.get_submodule(inst.key)
+            price = arch.block_price(block, f, at, inst.level)
+            assert len(price) == 1 and price[0].cost.params == sum(p.numel() for p in module.parameters()), inst
+    built = {name for name, _ in model.named_children()}
+    assert built == set(arch.key_groups(cfg))
+
+
+def test_blocks_are_described_once():
+    with pytest.raises(ValueError, match="described twice"):
+        arch._registry(BLOCKS + (BLOCKS[0],))
+    assert {b.group for b in BLOCKS} == set(GROUPS) and {b.term for b in BLOCKS} <= set(TERMS)
+    with pytest.raises(ValueError, match="role 'stem'"):
+        dataclasses.replace(BLOCKS[0], role="stem")
+    with pytest.raises(KeyError, match="no block 'csp'"):
+        arch.get_block("csp")
+
+
+@pytest.mark.parametrize("name", ["featherface-official", "retinaface-mnet025", "featherface-489k"])
+def test_inference_walks_the_same_blocks(name):
+    """Each block reads its own fields back off the state dict of the model built from them."""
+    cfg = get_preset(name)
+    assert infer_config(build_model(cfg).state_dict()) == cfg
+
+
+# ---- a block type the tool has never seen: a 1x1 conv after each SSH ----------------------------
+
+@lru_cache(maxsize=64)
+def _price_mixer(c: int, hw: int) -> Priced:
+    return Priced(conv(c, c, 1, hw), Parts())
+
+
+def _mixer(c: int) -> nn.Module:
+    return nn.Conv2d(c, c, 1, bias=False)
+
+
+MIXER = Block("mixer", "ssh", "level", f"{__name__}:_mixer", ("mix1", "mix2", "mix3"),
+              args=lambda f, i: (ssh_width(f, i),), reads=("ssh_channels",), price=_price_mixer,
+              term="level")
+
+
+def test_a_new_block_is_one_entry(monkeypatch):
+    """Appending one Block (its module, its price) is all it takes: the builder builds and applies
+    it, the counter counts it, checkpoint keys name it; nothing else changes."""
+    cfg = get_preset("featherface-official")
+    before = count(cfg, 64, 64)
+    at = BLOCKS.index(arch.get_block("ssh")) + 1
+    monkeypatch.setattr(arch, "BLOCKS", BLOCKS[:at] + (MIXER,) + BLOCKS[at:])
+    clear_caches()
+    try:
+        model = build_model(cfg)
+        after = count(cfg, 64, 64)
+        assert sum(p.numel() for p in model.parameters()) == after.params == before.params + 3 * 64 * 64
+        assert after.modules["ssh"].macs - before.modules["ssh"].macs == 64 * 64 * (8 * 8 + 4 * 4 + 2 * 2)
+        assert {"mix1.weight", "mix2.weight", "mix3.weight"} <= set(model.state_dict())
+        calls: list[int] = []
+        model.mix2.register_forward_hook(lambda m, i, o: calls.append(o.shape[-1]))
+        model.eval()(torch.zeros(1, 3, 64, 64))
+        assert calls == [4]  # applied to P4 (64 / 16), in forward order
+    finally:
+        monkeypatch.undo()
+        clear_caches()
+    assert count(cfg, 64, 64) == before
