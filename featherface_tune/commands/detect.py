@@ -72,7 +72,7 @@ def detect_cmd(
 
     check_thresholds(conf, nms_iou, top_k, keep)
     img = read_image_bgr(image)
-    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_, threads)
     dev = place_model(model, device, threads)
     t0 = time.perf_counter()
     dets = detect(model, img, conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep, nms_backend=backend_for(dev))

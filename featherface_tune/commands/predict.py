@@ -22,13 +22,14 @@ KeepOpt = Annotated[int, typer.Option("--keep", help="Boxes kept after NMS.")]
 
 
 def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional[Path],
-                       sets: Optional[list[str]]) -> tuple[Any, Any, bool]:
+                       sets: Optional[list[str]], threads: Optional[int] = None) -> tuple[Any, Any, bool]:
     """(model, config, inferred): the config comes from --preset/--config/--set when one of
-    --preset/--config is given, else it is inferred from the checkpoint (then --set applies)."""
+    --preset/--config is given, else it is inferred from the checkpoint (then --set applies). An ONNX
+    model's session opens with `threads` (--threads) at once."""
     from featherface_tune.deploy.runtime import is_onnx_file
 
     if is_onnx_file(checkpoint):  # an exported model runs in onnxruntime; its config is stored in it
-        return _onnx_model(checkpoint, preset, config, sets)
+        return _onnx_model(checkpoint, preset, config, sets, threads)
     from featherface_tune.models.checkpoint import check_finite, load_model, read_checkpoint
 
     ck = read_checkpoint(checkpoint)
@@ -39,13 +40,13 @@ def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional
 
 
 def _onnx_model(checkpoint: Path, preset: Optional[str], config: Optional[Path],
-                sets: Optional[list[str]]) -> tuple[Any, Any, bool]:
+                sets: Optional[list[str]], threads: Optional[int]) -> tuple[Any, Any, bool]:
     from featherface_tune.deploy.runtime import OnnxModel
 
     if preset is not None or config is not None or sets:
         raise InputError(f"--checkpoint {str(checkpoint)!r} is an ONNX model: its config is stored in it, so "
                          "--preset/--config/--set do not apply")
-    model = OnnxModel.load(checkpoint)
+    model = OnnxModel.load(checkpoint, threads)
     return model, model.config, False
 
 
@@ -134,7 +135,7 @@ def predict_cmd(
 
     check_thresholds(conf, nms_iou, top_k, keep)
     files = find_images(images)
-    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_, threads)
     dev = place_model(model, device, threads)
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)

@@ -56,6 +56,7 @@ class OnnxModel:
     config: FeatherFaceConfig | None
     postprocess: bool
     metadata: dict[str, str]
+    threads: int | None = None  # the session's intra-op threads (None: onnxruntime's default)
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> "OnnxModel":
@@ -77,11 +78,14 @@ class OnnxModel:
         names = [i.name for i in sess.get_inputs()]
         if not names:
             raise InputError(f"--checkpoint {str(p)!r}: the graph has no input")
-        return cls(str(p), sess, cfg, meta.get(META_POSTPROCESS) == "nms", meta)
+        return cls(str(p), sess, cfg, meta.get(META_POSTPROCESS) == "nms", meta, threads)
 
     def set_threads(self, threads: int | None) -> None:
-        """Reopen the session with `threads` intra-op threads."""
+        """Reopen the session with `threads` intra-op threads (nothing to do when it has them)."""
+        if threads == self.threads:
+            return
         self.session = open_session(Path(self.path), threads, what=f"--checkpoint {self.path!r}")
+        self.threads = threads
 
     @property
     def input_name(self) -> str:
