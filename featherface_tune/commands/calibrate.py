@@ -81,8 +81,9 @@ def calibrate_cmd(
                 bar.update(task, completed=done, info=f"{spec.key}: {metric} AP {rec['value']:.4f} "
                                                       f"({rec['seconds']:.0f} s)")
 
-        C.run_calibration(settings, out_dir, cfgs, device=str(dev), amp=amp, min_tau=min_tau, on_run=on_run)
-    data = C.load_calibration(out_dir, min_tau)
+        result = C.run_calibration(settings, out_dir, cfgs, device=str(dev), amp=amp, min_tau=min_tau,
+                                   on_run=on_run)
+    data = C.calibration_json(result)  # the analysis just made, not a second one from the files
     if json_:
         print_json(data)
         return

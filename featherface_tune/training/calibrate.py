@@ -446,8 +446,13 @@ def load_calibration(folder: Path, min_tau: float | None = None) -> dict[str, An
             min_tau = None
     summary = analyse(settings, len(configs), runs, min_tau)
     order = [r.key for r in settings.runs(len(configs))]
-    res = CalibrationResult(settings, configs, [runs[k] for k in order if k in runs], summary, 0.0,
-                            extra={"synthetic": _is_synthetic(Path(settings.data))})
+    return calibration_json(CalibrationResult(settings, configs, [runs[k] for k in order if k in runs], summary,
+                                              0.0, extra={"synthetic": _is_synthetic(Path(settings.data))}))
+
+
+def calibration_json(res: CalibrationResult) -> dict[str, Any]:
+    """What `calibrate` and `report` show of a calibration: its result, timed by its runs' own seconds
+    (the same whether it ran now, resumed, or is read back)."""
     d = res.to_json()
     d.pop("wall_seconds")
     d.pop("resumed_runs")

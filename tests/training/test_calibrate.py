@@ -184,7 +184,7 @@ def test_calibrate_json_report_and_resume_after_kill(demo: Path, tmp_path: Path)
 
     rep = CliRunner().invoke(app, ["report", str(out), "--json"])
     assert rep.exit_code == 0, rep.output
-    assert json.loads(rep.stdout)["kendall_tau"] == data["kendall_tau"]
+    assert json.loads(rep.stdout) == data  # the run's own analysis is what the folder reads back
     rep = CliRunner().invoke(app, ["report", str(out)])
     assert rep.exit_code == 0 and "proxy vs reference" in rep.stdout
 
