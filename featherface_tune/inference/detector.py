@@ -116,6 +116,11 @@ def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou:
     return detect_batch(model, [image_bgr], conf, nms_iou, top_k, keep, nms_backend)[0]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's parameters live (the CPU for a model without any)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
 @torch.no_grad()
 def detect_batch(model: nn.Module, images_bgr: list[np.ndarray], conf: float = 0.02, nms_iou: float = 0.4,
                  top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> list[Detections]:
@@ -125,7 +130,7 @@ def detect_batch(model: nn.Module, images_bgr: list[np.ndarray], conf: float = 0
     h, w = xs[0].shape[-2:]
     if any(x.shape[-2:] != (h, w) for x in xs):
         raise ValueError("detect_batch needs images of one size; group them by shape first")
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = torch.cat(xs).to(device, non_blocking=device.type == "cuda")
     was_training = model.training
     model.eval()

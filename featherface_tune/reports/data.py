@@ -95,9 +95,9 @@ def _quiet_optuna() -> Any:
     return optuna
 
 
-def open_storage(url: str) -> Any:
-    """The Optuna storage behind a URL, opened the way `featherface-tune search` opens it, after
-    checking that a file storage exists (a report never creates one)."""
+def _existing_storage(url: str) -> Any:
+    """The Optuna storage behind a URL, opened the way `featherface-tune search` opens it
+    (`tuner.study.open_storage`), after checking that a file storage exists (a report never creates one)."""
     from featherface_tune.tuner.study import open_storage as tuner_open_storage
 
     _check_storage_file(url)
@@ -115,9 +115,10 @@ def study_names(storage: Any, url: str = "") -> list[str]:
         raise InputError(f"cannot read storage {redact(url)}: {first_line(exc)}") from None
 
 
-def open_study(url: str, name: str | None = None) -> Any:
-    """Load a study by name; without a name, the storage's only study."""
-    storage = open_storage(url)
+def load_study(url: str, name: str | None = None) -> Any:
+    """Load an existing study by name; without a name, the storage's only study. (The search's
+    `tuner.study.open_study` creates or resumes one; a report only reads.)"""
+    storage = _existing_storage(url)
     names = study_names(storage, url)
     where = redact(url)
     if name is None:
@@ -562,7 +563,7 @@ def load_report(storage: str | None = None, name: str | None = None, *, top: int
     """Open the storage (None: the search's default, `featherface-tune.db` in the working directory),
     load the study and build its report (one-line InputErrors on failure)."""
     storage = storage or default_storage_url()
-    study = open_study(storage, name)
+    study = load_study(storage, name)
     return build_report(study, storage, top=top, trial=trial, input_size=input_size, dcn_macs=dcn_macs)
 
 

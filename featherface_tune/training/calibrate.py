@@ -125,11 +125,7 @@ def pick_configs(space: Any, target: int, k: int, tolerance: int = 0, seed: int 
     if len(chosen) < k:
         raise InputError(f"--configs {k}: only {len(chosen)} configs with {target:,} params "
                          f"(tolerance {tolerance}) found; lower --configs or widen --space")
-    return sorted(chosen, key=lambda c: _p3(c))
-
-
-def _p3(cfg: Any) -> int:
-    return cfg.ssh_channels[0] if isinstance(cfg.ssh_channels, tuple) else cfg.ssh_channels
+    return sorted(chosen, key=lambda c: c.ssh_widths[0])
 
 
 def _pick_from_exact_set(space: Any, target: int, tolerance: int, k: int, rng: random.Random,
@@ -143,7 +139,8 @@ def _pick_from_exact_set(space: Any, target: int, tolerance: int, k: int, rng: r
         return None if exact is None else []
     p3 = np.asarray(exact.budget)[:, BUDGET_KNOBS.index("ssh_channels_p3")]
     widths = sorted({int(v) for v in p3})
-    order = spread_values(widths, k) + [v for v in widths if v not in spread_values(widths, k)]
+    spread = spread_values(widths, k)
+    order = spread + [v for v in widths if v not in spread]
     chosen: list[Any] = []
     for w in order:
         if len(chosen) == k:

@@ -34,6 +34,7 @@ from featherface_tune.atomic import atomic_write, remove_stale_temporaries
 from featherface_tune.bounds import check_build_size, check_finite, check_seed
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
+from featherface_tune.inference.detector import model_device
 from featherface_tune.models.builder import FeatherFace, build_model
 from featherface_tune.models.checkpoint import load_backbone_pretrained
 from featherface_tune.models.config import FeatherFaceConfig
@@ -247,14 +248,10 @@ def recalibrate_bn(model: nn.Module, dataset: FaceDataset, batches: int, batch_s
         for b in range(batches):
             idx = torch.randint(len(dataset), (max(2, batch_size),), generator=g).tolist()
             images, _ = collate([dataset[(key + b, i)] for i in idx])
-            m(images.to(_device_of(m)))
+            m(images.to(model_device(m)))
     for bn, mom in zip(bns, saved):
         bn.momentum = mom
     return m.eval()
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -159,10 +159,10 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
     batch_size: images of the same size predicted in one forward pass (None: 8 on CUDA, 1 elsewhere;
     each image keeps its original size, so only equal shapes share a batch).
     """
-    from featherface_tune.inference.detector import detect_batch
+    from featherface_tune.inference.detector import detect_batch, model_device
     from featherface_tune.inference.nms import backend_for
 
-    device = next(iter(model.parameters()), torch.empty(0)).device if model is not None else torch.device("cpu")
+    device = model_device(model) if model is not None else torch.device("cpu")
     bs = batch_size if batch_size is not None else (8 if device.type == "cuda" else 1)
     backend = backend_for(device)
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -94,7 +94,8 @@ def test_resume_continues_the_same_study(tmp_path: Path):
     assert again["worker"]["trials"] == [] and again["study_trials"] == 10
 
 
-def test_interrupt_loses_at_most_the_trial_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _interrupt_trial(monkeypatch: pytest.MonkeyPatch, n: int):
+    """Ctrl-C in the n-th trial evaluated; returns the real evaluation, to put back."""
     from featherface_tune.tuner import objectives
 
     real = objectives.BudgetObjective._evaluate
@@ -102,11 +103,18 @@ def test_interrupt_loses_at_most_the_trial_in_flight(tmp_path: Path, monkeypatch
 
     def flaky(self, trial):
         calls["n"] += 1
-        if calls["n"] == 6:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real(self, trial)
 
     monkeypatch.setattr(objectives.BudgetObjective, "_evaluate", flaky)
+    return real
+
+
+def test_interrupt_loses_at_most_the_trial_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from featherface_tune.tuner import objectives
+
+    real = _interrupt_trial(monkeypatch, 6)
     res = runner.invoke(app, ["search", "--target", "489000", "--trials", "10", "--seed", "5", "--study", "ctrl-c", *SAMPLED])
     assert res.exit_code == 130 and "rerun the same command" in res.stderr and "Traceback" not in res.stderr
     monkeypatch.setattr(objectives.BudgetObjective, "_evaluate", real)
@@ -123,16 +131,7 @@ def test_interrupt_loses_at_most_the_trial_in_flight(tmp_path: Path, monkeypatch
 def test_interrupted_solved_search_finishes_on_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from featherface_tune.tuner import objectives
 
-    real = objectives.BudgetObjective._evaluate
-    calls = {"n": 0}
-
-    def flaky(self, trial):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(self, trial)
-
-    monkeypatch.setattr(objectives.BudgetObjective, "_evaluate", flaky)
+    real = _interrupt_trial(monkeypatch, 4)
     res = runner.invoke(app, ["search", "--target", "489000", "--objective", "macs", "--study", "s"])
     assert res.exit_code == 130
     monkeypatch.setattr(objectives.BudgetObjective, "_evaluate", real)
