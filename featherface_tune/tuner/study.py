@@ -183,7 +183,9 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb.storage import _create_scoped_session
 
         grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
-        start = getattr(models.TrialModel, "_datetime_start_utc", None)
+        # Any: a column attribute whose `<` builds an SQL expression; its static type differs across
+        # SQLAlchemy releases (2.1.9 reads it as `Any | bool`), so no release's stubs are relied on
+        start: Any = getattr(models.TrialModel, "_datetime_start_utc", None)
         if start is not None:
             now = datetime.now(timezone.utc).replace(tzinfo=None)
         else:  # pragma: no cover - Optuna < 5 stores local time in `datetime_start`
@@ -193,7 +195,7 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
             rows = (session.query(models.TrialModel.trial_id)
                     .filter(models.TrialModel.study_id == study_id)
                     .filter(models.TrialModel.state == TrialState.RUNNING)
-                    .filter(start < cutoff)  # type: ignore[operator]  # an SQL expression
+                    .filter(start < cutoff)
                     .filter(~models.TrialModel.heartbeats.any())
                     .all())
         return [r[0] for r in rows]
