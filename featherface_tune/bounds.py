@@ -31,12 +31,57 @@ def check_finite(value: float, option: str, minimum: float = 0.0) -> None:
         raise InputError(f"{option} {value}: must be a finite number >= {minimum:g}")
 
 
-def check_build_size(height: int, width: int, what: str) -> None:
-    """A model built and run on an HxW input must fit in memory: at most MAX_BUILD_SIDE a side.
-    `what` names the option and the reason, e.g. "--input-size with --check"."""
+# Memory of a model run, estimated before allocating (as the proof estimates its tables): a forward
+# of the official FeatherFace with the cross-check's tracing peaks at ~520 MB at 512x512 and ~1.08 GB
+# at 1024x1024 (maxrss, this machine): ~330 MB of interpreter and weights plus ~720 bytes a pixel;
+# `train` on batches of 8 peaks at 1.12 GB at 320 px and 3.04 GB at 640 px: ~480 MB plus ~780 bytes
+# a pixel of each image. Other configs scale by their MACs relative to the official's (activations
+# grow with width, MACs faster: an overestimate for wide configs, never a crash).
+RUN_BASE_BYTES = 330_000_000
+RUN_BYTES_PER_PIXEL = 720
+TRAIN_BASE_BYTES = 480_000_000
+TRAIN_BYTES_PER_PIXEL = 780
+MAX_RUN_BYTES = 8 * 2**30  # the most a run may take; less on a machine with under 16 GiB (half of it)
+
+
+def run_memory_limit() -> int:
+    import os
+
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return MAX_RUN_BYTES
+    return min(MAX_RUN_BYTES, physical // 2)
+
+
+def estimate_run_bytes(cfg: object, height: int, width: int, batch: int = 1, training: bool = False) -> int:
+    """Bytes a forward (training: forward and backward) of `cfg` on `batch` HxW images takes, roughly."""
+    from featherface_tune.counter.analytic import count
+    from featherface_tune.models.config import FeatherFaceConfig
+
+    scale = 1.0
+    if isinstance(cfg, FeatherFaceConfig):
+        scale = max(0.25, count(cfg, 64, 64).macs / count(FeatherFaceConfig(), 64, 64).macs)
+    base, per_pixel = (TRAIN_BASE_BYTES, TRAIN_BYTES_PER_PIXEL) if training else (RUN_BASE_BYTES, RUN_BYTES_PER_PIXEL)
+    return int(base + per_pixel * height * width * scale * batch)
+
+
+def check_build_size(height: int, width: int, what: str, cfg: object = None, batch: int = 1,
+                     training: bool = False) -> None:
+    """A model built and run on an HxW input must fit in memory: at most MAX_BUILD_SIDE a side and,
+    with `cfg`, an estimated peak (`estimate_run_bytes`) within `run_memory_limit()`. `what` names
+    the option and the reason, e.g. "--input-size with --check"."""
     if height > MAX_BUILD_SIDE or width > MAX_BUILD_SIDE:
         raise InputError(f"{what}: {height}x{width} is beyond the {MAX_BUILD_SIDE}x{MAX_BUILD_SIDE} input "
                          "the tool builds and runs a model on in memory (the analytic count alone has no limit)")
+    if cfg is None:
+        return
+    need, limit = estimate_run_bytes(cfg, height, width, batch, training), run_memory_limit()
+    if need > limit:
+        run = f"batches of {batch} at " if batch > 1 else ""
+        raise InputError(f"{what}: {'training' if training else 'running'} this model on {run}{height}x{width} "
+                         f"needs about {need / 1e9:,.1f} GB (estimated), more than the {limit / 1e9:,.1f} GB "
+                         "allowed on this machine; use a smaller size" + (" or batch" if training else ""))
 
 
 def check_build_params(params: int) -> None:
@@ -44,3 +89,74 @@ def check_build_params(params: int) -> None:
     if params > MAX_BUILD_PARAMS:
         raise InputError(f"the model has {params:,} parameters ({params * 4 / 1e9:,.1f} GB of float32 weights), "
                          f"beyond the {MAX_BUILD_PARAMS:,} the tool builds in memory; count it without building")
+
+
+# ---- integers from anywhere (options, config and budget files, checkpoint/ONNX metadata, plans) ----
+
+MAX_WIDTH = 16_384  # channels of any config width: 16x MobileNetV1's widest stage; counts stay in int64
+MAX_REPEATS = 64  # bifpn_repeats: FeatherFace uses 3; each repeat is a whole BiFPN layer
+MAX_ANCHORS = 64  # anchors_per_cell: RetinaFace uses 2; the heads grow linearly with it
+MAX_INPUT_SIDE = 65_536  # --input-size of the analytic count (no model is built)
+MAX_TRIALS = 1_000_000  # --trials: a study of a million trials is far past any useful search
+MAX_TOP = 1_000  # --top: optima enqueued (and evaluated) by a solved search, rows of a report
+MAX_EPOCHS = 100_000  # --epochs, --reference-epochs: years of training on this machine
+MAX_SEEDS = 1_000  # calibrate --seeds: runs per config
+MAX_BATCH = 4_096  # --batch-size before the memory estimate (training.loop) is even asked
+MAX_WORKERS = 256  # --workers: data-loader processes; each is a Python process with its own memory
+# a config field's limit; widths not named here take MAX_WIDTH
+FIELD_LIMITS = {"bifpn_repeats": MAX_REPEATS, "anchors_per_cell": MAX_ANCHORS}
+
+
+def shown_int(value: int) -> str:
+    """An integer for a message: whole when short, else its first digits and its length (str() of an
+    integer of more than 4,300 digits raises ValueError)."""
+    if value.bit_length() <= 64:
+        return str(value)
+    digits = int(value.bit_length() * 0.30103) + 1
+    return f"<{'-' if value < 0 else ''}an integer of about {digits:,} digits>"
+
+
+def check_int(value: object, name: str, minimum: int, maximum: int, what: str = "") -> int:
+    """`value` as an int in minimum..maximum, else InputError naming `name` (a CLI flag such as
+    "--trials" or the API's parameter name such as "trials") and the rule; a bool, a float or a
+    string is refused (the API is typed; the CLI parses its text first). `what` explains the bound."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name} {value!r}: must be an integer in {minimum:,}..{maximum:,}, "
+                         f"not {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise InputError(f"{name} {shown_int(value)}: must be in {minimum:,}..{maximum:,}"
+                         + (f" ({what})" if what else ""))
+    return value
+
+
+def check_config_numbers(values: dict[str, object]) -> None:
+    """Every integer of a config (`FeatherFaceConfig` fields, SSH levels included) within its limit
+    before any arithmetic: an integer too big for a float or a C long used to raise OverflowError deep
+    in the counter or the solver, from --set, --config, budgets, --reference, checkpoint or ONNX
+    metadata and plan files alike. Raises ConfigError naming the field."""
+    from featherface_tune.errors import ConfigError
+
+    for name, v in values.items():
+        items = list(enumerate(v)) if isinstance(v, (list, tuple)) else [(None, v)]
+        for i, x in items:
+            if isinstance(x, bool) or not isinstance(x, int):
+                continue
+            limit = FIELD_LIMITS.get(name, MAX_WIDTH)
+            if name == "backbone_width":
+                limit = 1_000  # beyond MAX_BACKBONE_WIDTH anyway; refused here before float() overflows
+            if abs(x) > limit:
+                label = name if i is None else f"{name}[{i}]"
+                raise ConfigError(f"{label}={shown_int(x)} must be at most {limit:,} (the tool's bound on a "
+                                  f"config {'width' if limit == MAX_WIDTH else 'value'})", field=name)
+
+
+def check_input_side(height: object, width: object, name: str = "--input-size") -> tuple[int, int]:
+    """An input size (H, W) for the analytic count: positive integers up to MAX_INPUT_SIDE."""
+    for v in (height, width):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InputError(f"{name} {height!r} {width!r}: height and width must be integers")
+    assert isinstance(height, int) and isinstance(width, int)
+    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
+        raise InputError(f"{name} {shown_int(height)} {shown_int(width)}: height and width must be in "
+                         f"1..{MAX_INPUT_SIDE:,}")
+    return height, width

@@ -220,7 +220,7 @@ def _check_verifiable(budget: Budget) -> None:
 
     h, w = budget.input_size
     try:
-        check_build_size(h, w, f"--verify at macs.input_size [{h}, {w}]")
+        check_build_size(h, w, f"--verify at macs.input_size [{h}, {w}]", budget.config)
     except InputError as exc:
         raise BudgetFileError(budget.shown, str(exc), "macs.input_size", budget.line("macs.input_size")) from None
 

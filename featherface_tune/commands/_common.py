@@ -86,12 +86,9 @@ InputSizeOpt = Annotated[Tuple[int, int], typer.Option("--input-size", metavar="
 
 
 def input_size(values: Tuple[int, int]) -> tuple[int, int]:
-    from featherface_tune.errors import InputError
+    from featherface_tune.bounds import check_input_side
 
-    h, w = values
-    if h < 1 or w < 1:
-        raise InputError(f"--input-size {h} {w}: height and width must be positive")
-    return (h, w)
+    return check_input_side(*values)
 
 
 def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[str]]):  # type: ignore[no-untyped-def]

@@ -57,7 +57,7 @@ def count_cmd(
         from featherface_tune.bounds import check_build_size
         from featherface_tune.counter.crosscheck import check as run_check
 
-        check_build_size(h, w, f"--input-size {h} {w} with --check")
+        check_build_size(h, w, f"--input-size {h} {w} with --check", cfg)
 
         with err.status("building the model and running fvcore..."):
             checked = run_check(cfg, h, w, dcn_macs=dcn_macs if convention == "numel" else "full")

@@ -72,10 +72,15 @@ def search_cmd(
     from featherface_tune.tuner.study import default_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
-    from featherface_tune.bounds import check_build_size, check_count, check_seed
+    from featherface_tune.bounds import MAX_TOP, MAX_TRIALS, check_build_size, check_count, check_int, check_seed
 
     check_count(target, "--target")
     check_seed(seed)
+    check_int(trials, "--trials", 1, MAX_TRIALS)
+    check_int(top, "--top", 1, MAX_TOP, "each of the top optima of a solved search is evaluated as a trial")
+    for flag, text in (("--study", study_name), ("--storage", storage)):
+        if text is not None and not text.strip():
+            raise InputError(f"{flag} '': empty; leave it out for the default")
     tol = parse_tolerance(tolerance, target)
     h, w = input_size(size)
     if export is not None and not export.resolve().parent.is_dir():

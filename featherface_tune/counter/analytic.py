@@ -14,8 +14,9 @@ offset and modulator convs out of `macs`; they (`dcn_offset_macs`) and the bilin
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
+from featherface_tune.bounds import MAX_INPUT_SIDE
 from featherface_tune.counter.conventions import DCN_CONVENTIONS, check_dcn_macs, countable, get_convention
 from featherface_tune.models.arch import GROUPS, Cost, priced_groups
 from featherface_tune.models.arch import clear_caches as _clear_arch
@@ -55,15 +56,38 @@ class CountResult(NamedTuple):
         }
 
 
-@lru_cache(maxsize=8192)
-def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "full",
+def count(cfg: FeatherFaceConfig | Mapping[str, Any], h: int = 640, w: int = 640, dcn_macs: str = "full",
           convention: str = "numel") -> CountResult:
     """Total and per-group params and MACs for an h x w input (see the module doc for `dcn_macs`),
-    in a counting convention (default: true parameters, fvcore MACs).
+    in a counting convention (default: true parameters, fvcore MACs). `cfg` may be a mapping of
+    config fields; anything else, or a size beyond the bounds, raises InputError/ConfigError.
 
         >>> count(FeatherFaceConfig()).params
         592371
     """
+    if not isinstance(cfg, FeatherFaceConfig) or not (type(h) is int and type(w) is int and h <= MAX_INPUT_SIDE
+                                                      and w <= MAX_INPUT_SIDE):
+        cfg, (h, w) = _checked(cfg, h, w)
+    return _count(cfg, h, w, dcn_macs, convention)
+
+
+def _checked(cfg: Any, h: Any, w: Any) -> tuple[FeatherFaceConfig, tuple[int, int]]:
+    """`count`'s arguments as the API documents them, or the project's one-line errors."""
+    from featherface_tune.bounds import check_input_side
+    from featherface_tune.errors import InputError
+    from featherface_tune.models.config import from_mapping
+
+    if isinstance(cfg, Mapping):
+        cfg = from_mapping(dict(cfg), source="cfg")
+    elif not isinstance(cfg, FeatherFaceConfig):
+        raise InputError(f"cfg {cfg!r}: give a FeatherFaceConfig or a mapping of its fields, not {type(cfg).__name__}")
+    if type(h) is int and type(w) is int and (h < 1 or w < 1):
+        return cfg, (h, w)  # the counter's own rule: "input size HxW must be positive"
+    return cfg, check_input_side(h, w, "h, w")
+
+
+@lru_cache(maxsize=8192)
+def _count(cfg: FeatherFaceConfig, h: int, w: int, dcn_macs: str, convention: str) -> CountResult:
     conv = get_convention(convention, dcn_macs)
     countable(conv, cfg)
     priced = priced_groups(cfg, h, w)
@@ -83,5 +107,5 @@ def count_params(cfg: FeatherFaceConfig) -> int:
 
 def clear_caches() -> None:
     """Forget every memoised count and block price (for cold-start timing)."""
-    count.cache_clear()
+    _count.cache_clear()
     _clear_arch()

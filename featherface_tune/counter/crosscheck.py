@@ -115,7 +115,7 @@ def check(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "f
     """Build (or take) the model and compare every figure with the analytic count."""
     from featherface_tune.bounds import check_build_size
 
-    check_build_size(h, w, "input size of the cross-check")
+    check_build_size(h, w, "input size of the cross-check", cfg)
     analytic = count(cfg, h, w, dcn_macs=dcn_macs)
     model = model if model is not None else build_model(cfg)
     was_training = model.training

@@ -306,6 +306,13 @@ def load_model(source: str | Path | Checkpoint, config: FeatherFaceConfig | None
     """
     from featherface_tune.models.builder import build_model
 
+    if not isinstance(source, (Checkpoint, str, Path)):
+        raise InputError(f"source: give a checkpoint file path (str or Path) or a Checkpoint, not "
+                         f"{type(source).__name__} (a state dict is loaded with model.load_state_dict)")
+    if config is not None and not isinstance(config, FeatherFaceConfig):
+        config = from_mapping(dict(config), source="config") if isinstance(config, Mapping) else config
+        if not isinstance(config, FeatherFaceConfig):
+            raise InputError(f"config: give a FeatherFaceConfig or a mapping of its fields, not {type(config).__name__}")
     ck = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     inferred = config is None
     if config is None:

@@ -41,6 +41,9 @@ class FeatherFaceConfig:
     landmarks: bool = True
 
     def __post_init__(self) -> None:
+        from featherface_tune.bounds import check_config_numbers
+
+        check_config_numbers(self.__dict__)  # before float() or any sum: no OverflowError from any source
         ssh = self.ssh_channels
         if isinstance(ssh, (list, tuple)):
             levels = tuple(ssh)
@@ -209,6 +212,8 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text.strip()
+    except ValueError:  # an integer of more than 4,300 digits (Python's int-from-text limit)
+        raise ConfigError(f"value {text[:40]!r}...: an integer too long to read") from None
     except RecursionError:
         raise ConfigError(f"value {text[:40]!r}...: arrays nested too deeply") from None
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from featherface_tune.atomic import atomic_write_text
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, first_line
 
 if TYPE_CHECKING:  # the proxy imports torch: only on use
     from featherface_tune.training.proxy import Fidelity
@@ -189,10 +189,16 @@ class CalibrationSettings:
     space: Mapping[str, Any] | None = None
 
     def validate(self) -> None:
+        from featherface_tune.bounds import MAX_EPOCHS, MAX_SEEDS, check_count, check_int
+
         if not self.epochs or any(e < 1 for e in self.epochs):
             raise InputError(f"--epochs {list(self.epochs)}: give one or more positive epoch counts")
-        if self.reference_epochs < 1:
-            raise InputError(f"--reference-epochs {self.reference_epochs}: must be positive")
+        for e in self.epochs:
+            check_int(e, "--epochs", 1, MAX_EPOCHS)
+        check_int(self.reference_epochs, "--reference-epochs", 1, MAX_EPOCHS)
+        check_int(self.seeds, "--seeds", 1, MAX_SEEDS)
+        check_count(self.target, "--target")  # bounded as search --target is
+        check_int(self.tolerance, "--tolerance", 0, self.target)
         if self.reference_epochs <= max(self.epochs):
             raise InputError(f"--reference-epochs {self.reference_epochs}: must exceed the proxy "
                              f"--epochs ({max(self.epochs)})")
@@ -222,52 +228,91 @@ class CalibrationSettings:
 
 
 def read_runs(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Finished runs by key (a torn last line from a kill is ignored)."""
+    """Finished runs by key. A line that is not a whole run record (a torn last line from a kill, a
+    hand edit: no `seconds`, a list, bytes that are not UTF-8) is ignored: that run is redone."""
     path = Path(out_dir) / RUNS_FILE
     runs: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return runs
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    for line in text.splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
-        if isinstance(rec, dict) and "key" in rec:
+        if _is_run_record(rec):
             runs[rec["key"]] = rec
     return runs
 
 
+def _is_run_record(rec: Any) -> bool:
+    """A dict with what `analyse` and the tables read: a str key, a role, finite value and seconds."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    return (isinstance(rec, dict) and isinstance(rec.get("key"), str) and rec.get("role") in ("proxy", "reference")
+            and number(rec.get("value")) and number(rec.get("seconds")) and rec["seconds"] >= 0
+            and isinstance(rec.get("ap", {}), dict))
+
+
+def read_plan(folder: Path, shown: str) -> tuple[dict[str, Any], CalibrationSettings, list[Any]]:
+    """(settings as stored, as read, configs) of FOLDER/plan.json, or InputError naming `shown` and what is wrong:
+    not UTF-8, not JSON, nested too deeply, not a plan, settings beyond the bounds, bad configs."""
+    from featherface_tune.models.config import from_mapping
+    from featherface_tune.textfile import parse_json, read_text
+
+    plan = parse_json(read_text(Path(folder) / PLAN_FILE, f"{shown}: {PLAN_FILE}"), f"{shown}: {PLAN_FILE}")
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        raise InputError(f"{shown}: {PLAN_FILE} is not a calibration plan")
+    stored, configs = plan.get("settings"), plan.get("configs")
+    if not isinstance(stored, dict) or not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise InputError(f"{shown}: {PLAN_FILE} is damaged (settings must be an object, configs a list of objects)")
+    try:
+        settings = CalibrationSettings(**{**stored, "epochs": tuple(stored.get("epochs") or ())})
+        try:
+            settings.validate()  # a hand-edited plan meets the bounds the options do (seeds, epochs, target)
+        except InputError as exc:
+            raise InputError(f"{shown}: {PLAN_FILE} holds settings beyond the bounds: {exc}") from None
+        return stored, settings, [from_mapping(c, source=f"{shown}: {PLAN_FILE} config") for c in configs]
+    except (TypeError, ValueError) as exc:  # unknown or missing settings, unhashable values
+        raise InputError(f"{shown}: {PLAN_FILE} is damaged ({first_line(exc, 160)})") from None
+
+
 def _append_run(out_dir: Path, rec: Mapping[str, Any]) -> None:
-    with open(Path(out_dir) / RUNS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(out_dir) / RUNS_FILE
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # a full disk: the run is redone on resume (a torn line is ignored)
+        raise InputError(f"cannot record a finished run in {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def open_plan(out_dir: Path, settings: CalibrationSettings, make_configs: Callable[[], list[Any]]) -> list[Any]:
     """The plan's configs: read from OUT/plan.json when it exists (settings must match), else picked
     now and written there."""
-    from featherface_tune.models.config import from_mapping
 
     out_dir = Path(out_dir)
     path = out_dir / PLAN_FILE
     if path.is_file():
-        try:
-            plan = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"--out {str(out_dir)!r}: {PLAN_FILE} cannot be read ({exc})") from None
-        if plan.get("format") != PLAN_FORMAT:
-            raise InputError(f"--out {str(out_dir)!r}: {PLAN_FILE} is not a calibration plan")
-        old, new = plan["settings"], settings.to_json()
+        old, _, configs = read_plan(out_dir, f"--out {str(out_dir)!r}")
+        new = settings.to_json()
         for key in new:
             if old.get(key) != new[key]:
                 raise InputError(f"--out {str(out_dir)!r} holds a calibration with {key}={old.get(key)!r}, "
                                  f"not {new[key]!r}; use another --out or the same options to resume")
-        return [from_mapping(c) for c in plan["configs"]]
+        return configs
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
     configs = make_configs()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or full disk
+        raise InputError(f"--out {str(out_dir)!r}: cannot create the folder: {exc.strerror or exc}") from None
     atomic_write_text(path, json.dumps({"format": PLAN_FORMAT, "settings": settings.to_json(),
                                          "configs": [c.to_dict() for c in configs]}, indent=2))
     return configs
@@ -419,27 +464,17 @@ def run_calibration(settings: CalibrationSettings, out_dir: Path, configs: Seque
 
 def load_calibration(folder: Path, min_tau: float | None = None) -> dict[str, Any]:
     """The results of a calibration folder (finished or not), recomputed from plan.json + runs.jsonl."""
-    from featherface_tune.models.config import from_mapping
-
     folder = Path(folder)
     path = folder / PLAN_FILE
     if not path.is_file():
         raise InputError(f"{str(folder)!r} holds no calibration ({PLAN_FILE} missing)")
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-        if plan.get("format") != PLAN_FORMAT:
-            raise ValueError("not a calibration plan")
-        s = dict(plan["settings"])
-        s["epochs"] = tuple(s["epochs"])
-        settings = CalibrationSettings(**s)
-        configs = [from_mapping(c) for c in plan["configs"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-        raise InputError(f"{str(folder)!r}: {PLAN_FILE} is damaged or not a calibration plan ({exc})") from None
+    _, settings, configs = read_plan(folder, repr(str(folder)))
     runs = read_runs(folder)
     if min_tau is None and (folder / RESULT_FILE).is_file():
         try:
-            min_tau = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8")).get("min_tau")
-        except (OSError, json.JSONDecodeError):
+            found = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8")).get("min_tau")
+            min_tau = float(found) if isinstance(found, (int, float)) and -1 <= found <= 1 else None
+        except (OSError, ValueError, RecursionError, AttributeError):  # damaged: recomputed without it
             min_tau = None
     summary = analyse(settings, len(configs), runs, min_tau)
     order = [r.key for r in settings.runs(len(configs))]

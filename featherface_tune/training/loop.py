@@ -31,7 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from featherface_tune.atomic import atomic_write, remove_stale_temporaries
-from featherface_tune.bounds import check_build_size, check_finite, check_seed
+from featherface_tune.bounds import (
+    MAX_BATCH, MAX_EPOCHS, MAX_WORKERS, check_build_size, check_finite, check_int, check_seed,
+)
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
 from featherface_tune.inference.detector import model_device
@@ -99,13 +101,11 @@ class TrainOptions:
         return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
 
     def validate(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise InputError(f"--epochs {self.epochs}: must be a positive integer")
+        check_int(self.epochs, "--epochs", 1, MAX_EPOCHS)
         if self.image_size < 32 or self.image_size % 32:
             raise InputError(f"--image-size {self.image_size}: must be a positive multiple of 32")
         check_build_size(self.image_size, self.image_size, f"--image-size {self.image_size}")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
+        check_int(self.batch_size, "--batch-size", 1, MAX_BATCH)
         check_subset(self.subset)
         if self.time_budget is not None and not (self.time_budget > 0):
             raise InputError(f"--time-budget {self.time_budget}: must be a positive number of seconds")
@@ -116,12 +116,16 @@ class TrainOptions:
             raise InputError(f"--lr {lr}: must be a positive number")
         check_seed(self.seed)
         check_finite(self.warmup_epochs, "--warmup")
+        if self.warmup_epochs > self.epochs:  # the schedule caps it at half the run: more is a typo
+            raise InputError(f"--warmup {self.warmup_epochs:g}: must be at most --epochs ({self.epochs}); "
+                             "the warm-up takes at most half the run")
         if self.weight_decay is not None:
             check_finite(self.weight_decay, "--weight-decay")
         if self.bn_recalibrate < 0:
             raise InputError(f"--bn-recalibrate {self.bn_recalibrate}: must be >= 0")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise InputError(f"--workers {self.num_workers}: must be non-negative")
+        if self.num_workers is not None:  # each worker is a process: a few per core at most
+            check_int(self.num_workers, "--workers", 0, min(MAX_WORKERS, 4 * (os.cpu_count() or 1)),
+                      "data-loader processes: at most 4 per core of this machine")
         if self.resume and self.out_dir is None:
             raise InputError("--resume needs --out (the folder holding last.pt)")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
@@ -421,9 +425,17 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     options.validate()
     device = resolve_device(options.device)
     amp_dtype = resolve_amp(options.amp, device)
+    if options.subset > 1 and options.subset > len(records):
+        raise InputError(f"--subset {options.subset:g}: more than the {len(records)} training images")
     records = stratified_subset(records, options.subset, options.seed)
     if not records:
         raise InputError("no training images")
+    # the memory of a training step, estimated before anything is allocated
+    check_build_size(options.image_size, options.image_size, f"--image-size {options.image_size}", cfg,
+                     batch=min(options.batch_size, len(records)), training=True)
+    if len(records) == 1 and options.image_size == 32:
+        raise InputError("one training image at --image-size 32: BatchNorm needs two values per channel, and "
+                         "the deepest map is 1x1; add images or train larger")
     _seed_all(options.seed)
     model = build_model(cfg)
     if options.pretrained is not None:
@@ -431,7 +443,10 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     model.to(device)
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
                           cache=options.cache_images)
-    spe = math.ceil(len(dataset) / options.batch_size)
+    # a last batch of one image fails BatchNorm where a map is 1x1 ("Expected more than 1 value per
+    # channel"): that image is left out of the epoch (the sampler draws another order every epoch)
+    drop_last = len(dataset) > options.batch_size and len(dataset) % options.batch_size == 1
+    spe = len(dataset) // options.batch_size if drop_last else math.ceil(len(dataset) / options.batch_size)
     total_steps = options.epochs * spe
     warmup = min(int(round(options.warmup_epochs * spe)), total_steps // 2)
     optimizer = make_optimizer(model, options)
@@ -444,7 +459,7 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     sampler = EpochSampler(len(dataset), options.seed)
     workers = options.resolved_workers(device)
     loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=workers, persistent_workers=workers > 0,
+                        drop_last=drop_last, num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
     return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model, dataset=dataset,
                 optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp_dtype),

@@ -78,7 +78,7 @@ class SearchResult:
 
 def search(target: int, *, space: SearchSpace | str | Path | None = None,
            objective: Objective | Sequence[Objective] | None = None, trials: int = DEFAULT_TRIALS,
-           storage: str | None = None, tolerance: int = 0, max_macs: int | None = None,
+           storage: str | None = None, tolerance: int | str = 0, max_macs: int | None = None,
            input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full", convention: str = "numel",
            reference: str | Path | FeatherFaceConfig = DEFAULT_REFERENCE, study: str | None = None,
            seed: int | None = None, timeout: float | None = None, top: int = 10,
@@ -115,25 +115,19 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         notes.append(text)
         say(text)
 
-    if isinstance(target, bool) or not isinstance(target, int) or target <= 0:
-        raise InputError(f"--target {target}: must be a positive parameter count")
-    if tolerance < 0:
-        raise InputError(f"--tolerance {tolerance}: must not be negative")
-    if max_macs is not None and max_macs <= 0:
-        raise InputError(f"--max-macs {max_macs}: must be positive")
-    if trials < 1:
-        raise InputError(f"--trials {trials}: must be at least 1")
-    if timeout is not None and not timeout > 0:
-        raise InputError(f"--timeout {timeout}: must be positive seconds")
-    if top < 1:
-        raise InputError(f"--top {top}: must be at least 1")
+    tolerance, (h, w) = check_arguments(target=target, tolerance=tolerance, max_macs=max_macs, trials=trials,
+                                        timeout=timeout, top=top, seed=seed, storage=storage, study=study,
+                                        input_size=input_size, proxy_data=proxy_data)
     check_dcn_macs(dcn_macs)
     try:
         get_convention(convention, dcn_macs)
     except ConfigError as exc:
         raise InputError(f"--convention: {exc}") from None
-    h, w = input_size
     sp = _space(space)
+    if proxy is None and proxy_data is not None:  # proxy training on the data given (it was ignored)
+        from featherface_tune.tuner.objectives import load_proxy
+
+        proxy = load_proxy(Path(proxy_data))
     names, callables = _objectives(objective, proxy is not None)
     if "latency" in names:
         from featherface_tune.deploy.latency import check_runtime
@@ -244,6 +238,49 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
 
 # ---- pieces ------------------------------------------------------------------------------------
+
+def check_arguments(*, target: Any, tolerance: Any, max_macs: Any, trials: Any, timeout: Any, top: Any, seed: Any,
+                    storage: Any, study: Any, input_size: Any, proxy_data: Any) -> tuple[int, tuple[int, int]]:
+    """The checks the CLI makes of its options, made of `search`'s arguments: InputError naming the
+    parameter (`trials "5"`, not a TypeError deep inside). Returns the tolerance in parameters (a
+    percent string such as "0.1%" is read as the CLI reads it) and the input size."""
+    import math
+
+    from featherface_tune.bounds import (
+        MAX_PARAMS, MAX_TOP, MAX_TRIALS, check_count, check_input_side, check_int, check_seed,
+    )
+    from featherface_tune.tolerance import Tolerance
+
+    if isinstance(target, bool) or not isinstance(target, int):
+        raise InputError(f"target {target!r}: must be a positive parameter count (an int)")
+    check_count(target, "target")
+    if isinstance(tolerance, str):
+        try:
+            tolerance = Tolerance.parse(tolerance).absolute(target)
+        except ValueError as exc:
+            raise InputError(f"tolerance {tolerance!r}: {exc}") from None
+    tolerance = check_int(tolerance, "tolerance", 0, MAX_PARAMS, 'a count, or a percent string such as "0.1%"')
+    if max_macs is not None:
+        check_int(max_macs, "max_macs", 1, 10**18)
+    check_int(trials, "trials", 1, MAX_TRIALS)
+    check_int(top, "top", 1, MAX_TOP, "each of the top optima of a solved search is evaluated as a trial")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not (math.isfinite(timeout) and timeout > 0)):
+        raise InputError(f"timeout {timeout!r}: must be a positive, finite number of seconds")
+    if seed is not None:
+        check_int(seed, "seed", 0, 2**32 - 1)
+        check_seed(seed, "seed")
+    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+        raise InputError(f"storage {storage!r}: give an Optuna storage URL (a non-empty string), or None for memory")
+    if study is not None and (not isinstance(study, str) or not study.strip() or len(study) > 512):
+        raise InputError(f"study {study!r}: give a name of 1 to 512 characters, or None for the default")
+    if not isinstance(input_size, (tuple, list)) or len(input_size) != 2:
+        raise InputError(f"input_size {input_size!r}: give (height, width), two integers")
+    hw = check_input_side(input_size[0], input_size[1], "input_size")
+    if proxy_data is not None and not Path(proxy_data).is_dir():
+        raise InputError(f"proxy_data {str(proxy_data)!r}: not a folder (a WIDERFace-layout dataset)")
+    return tolerance, hw
+
 
 def _space(space: SearchSpace | str | Path | None) -> SearchSpace:
     if space is None:

@@ -36,16 +36,19 @@ class TrialFailed(Exception):
 
 def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
     """`closest`, `macs`, `latency`, `macs,latency`, ... (default: `closest`, or `proxy_ap` with proxy data)."""
-    if text is None or not text.strip():
+    if text is None:
         return ("proxy_ap",) if proxy else ("closest",)
+    if not text.strip():
+        raise InputError("objective '': empty; use closest, macs, latency or proxy (or leave it out for the default)")
     out: list[str] = []
     for part in text.split(","):
         name = OBJECTIVE_ALIASES.get(part.strip().lower())
         if name is None:
             raise InputError(f"--objective {part.strip()!r}: unknown objective; use closest, macs, latency or proxy "
                              "(comma-separated for several)")
-        if name not in out:
-            out.append(name)
+        if name in out:
+            raise InputError(f"objective {text.strip()!r}: {name} is named twice")
+        out.append(name)
     if "proxy_ap" in out and not proxy:
         raise InputError("--objective proxy needs --proxy-data DIR")
     if proxy and "proxy_ap" not in out:
