@@ -48,6 +48,20 @@ META_CONFIG = "featherface_tune.config"
 META_CONVENTION = "featherface_tune.convention"
 META_POSTPROCESS = "featherface_tune.postprocess"
 META_VERSION = "featherface_tune.version"
+META_WEIGHTS = "featherface_tune.weights_sha256"  # digest of the initializers, checked when the file is opened
+
+
+def initializers_digest(proto: Any) -> str:
+    """SHA-256 of an ONNX graph's weights: each initializer's name, type, dims and bytes, in order."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    h = hashlib.sha256()
+    for init in proto.graph.initializer:
+        h.update(f"{init.name}\0{init.data_type}\0{tuple(init.dims)}\0".encode())
+        h.update(numpy_helper.to_array(init).tobytes())
+    return h.hexdigest()
 # (batch, height, width) of the random verification inputs: even, odd and the 32-pixel minimum
 VERIFY_SIZES: tuple[tuple[int, int, int], ...] = ((2, 64, 96), (1, 37, 53), (1, 32, 32), (1, 131, 100))
 TOLERANCE = 1e-4
@@ -182,7 +196,8 @@ def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
 
 def _set_metadata(proto: Any, cfg: FeatherFaceConfig, postprocess: bool) -> None:
     meta = {META_CONFIG: json.dumps(cfg.to_dict()), META_CONVENTION: json.dumps(convention(cfg, postprocess)),
-            META_POSTPROCESS: "nms" if postprocess else "none", META_VERSION: __version__}
+            META_POSTPROCESS: "nms" if postprocess else "none", META_VERSION: __version__,
+            META_WEIGHTS: initializers_digest(proto)}
     keep = [p for p in proto.metadata_props if p.key not in meta]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)

@@ -12,10 +12,28 @@ import numpy as np
 import torch
 
 from featherface_tune.deploy import require
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, first_line
 from featherface_tune.models.config import FeatherFaceConfig
 
 ONNX_SUFFIXES = (".onnx",)
+
+
+def _check_weights(path: Path, stored: str) -> None:
+    """The digest of the file's initializers against the one written at export: changed bytes in the
+    weights are named, not used (without onnx installed the check is skipped: onnxruntime runs alone)."""
+    try:
+        import onnx
+
+        from featherface_tune.deploy.export import initializers_digest
+    except ImportError:  # pragma: no cover - runtime-only installs
+        return
+    try:
+        actual = initializers_digest(onnx.load(str(path)))
+    except Exception as exc:  # noqa: BLE001 - a damaged protobuf is an input problem
+        raise InputError(f"--checkpoint {str(path)!r}: cannot read its weights: {first_line(exc)}") from None
+    if actual != stored:
+        raise InputError(f"--checkpoint {str(path)!r}: its weights do not match the digest stored at export "
+                         "(bytes of the file changed: a damaged copy or an edit); refusing to use them")
 
 
 def is_onnx_file(path: Path) -> bool:
@@ -65,16 +83,23 @@ class OnnxModel:
             raise InputError(f"--checkpoint {str(p)!r}: no such file")
         sess = open_session(p, threads, what=f"--checkpoint {str(p)!r}")
         meta = dict(sess.get_modelmeta().custom_metadata_map)
-        from featherface_tune.deploy.export import META_CONFIG, META_POSTPROCESS
+        from featherface_tune.deploy.export import META_CONFIG, META_POSTPROCESS, META_WEIGHTS
 
+        if META_WEIGHTS in meta:
+            _check_weights(p, meta[META_WEIGHTS])
         cfg = None
         if META_CONFIG in meta:
             from featherface_tune.models.config import from_mapping
 
             try:
-                cfg = from_mapping(json.loads(meta[META_CONFIG]))
-            except (ValueError, TypeError) as exc:
-                raise InputError(f"--checkpoint {str(p)!r}: its stored config is invalid: {exc}") from None
+                stored = json.loads(meta[META_CONFIG])
+                if not isinstance(stored, dict):
+                    raise TypeError(f"a {type(stored).__name__}, not a table of config fields")
+                cfg = from_mapping(stored)
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise InputError(f"--checkpoint {str(p)!r}: its stored config is invalid: "
+                                 f"{first_line(exc) if not isinstance(exc, RecursionError) else 'nested too deeply'}"
+                                 ) from None
         names = [i.name for i in sess.get_inputs()]
         if not names:
             raise InputError(f"--checkpoint {str(p)!r}: the graph has no input")

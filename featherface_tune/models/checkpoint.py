@@ -131,6 +131,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise InputError(f"checkpoint {str(p)!r} holds no state dict (found {what}; looked for a "
                          f"mapping of tensors, plain or under {', '.join(repr(k) for k in WRAPPER_KEYS)})")
     sd, wrapper = found
+    _check_tensors(sd, p)
+    stored_digest = obj.get(DIGEST_KEY) if isinstance(obj, Mapping) and wrapper is not None else None
+    if stored_digest is not None and stored_digest != weights_digest(sd):
+        raise InputError(f"checkpoint {str(p)!r}: its weights do not match the digest stored when it was saved "
+                         "(bytes of the file changed: a damaged copy or an edit); refusing to use them")
     sd, prefix = strip_prefix(sd)
     extra: dict[str, str] = {}
     if wrapper is not None:
@@ -140,6 +145,32 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not (isinstance(stored, Mapping) and stored and set(stored) <= set(FIELD_NAMES)):
         stored = None
     return Checkpoint(str(p), sd, wrapper, prefix, extra, dict(stored) if stored else None)
+
+
+DIGEST_KEY = "weights_sha256"  # beside the state dict in the files the tool writes (train's model.pt)
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: every key with its tensor's dtype, shape and bytes, in key order. Written
+    when the tool saves weights and checked when it reads them, so a flipped byte is named, not used."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_tensors(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Only dense tensors with data: a sparse, quantized or meta tensor (no data) cannot be loaded into
+    the model's parameters and used to raise deep inside load_state_dict."""
+    for key, t in state_dict.items():
+        if t.layout != torch.strided or t.is_meta or t.is_quantized:
+            kind = "a meta tensor (no data)" if t.is_meta else f"a {t.layout} tensor" if t.layout != torch.strided \
+                else "a quantized tensor"
+            raise InputError(f"checkpoint {str(path)!r}: {key} is {kind}; only dense weights can be loaded")
 
 
 def check_finite(ck: Checkpoint) -> None:
@@ -314,6 +345,7 @@ def load_model(source: str | Path | Checkpoint, config: FeatherFaceConfig | None
         if not isinstance(config, FeatherFaceConfig):
             raise InputError(f"config: give a FeatherFaceConfig or a mapping of its fields, not {type(config).__name__}")
     ck = source if isinstance(source, Checkpoint) else read_checkpoint(source)
+    check_finite(ck)  # what a digest cannot vouch for (a foreign file): at least no NaN or infinity
     inferred = config is None
     if config is None:
         config = (from_mapping(ck.stored_config, source=f"{ck.path} [config]") if ck.stored_config

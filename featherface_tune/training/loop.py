@@ -304,8 +304,11 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:
     """Weights + config for prediction (`predict --checkpoint`)."""
-    atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                 "state_dict": _to_cpu(model.state_dict()), "image_size": image_size, "epochs": epochs}, path)
+    from featherface_tune.models.checkpoint import DIGEST_KEY, weights_digest
+
+    weights = _to_cpu(model.state_dict())
+    atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(), "state_dict": weights,
+                 DIGEST_KEY: weights_digest(weights), "image_size": image_size, "epochs": epochs}, path)
 
 
 def _rng_state() -> dict[str, Any]:
