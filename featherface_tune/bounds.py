@@ -4,6 +4,7 @@ rule instead of reaching numpy, torch or the allocator. One place for every such
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from featherface_tune.errors import InputError
 
@@ -103,8 +104,27 @@ MAX_EPOCHS = 100_000  # --epochs, --reference-epochs: years of training on this 
 MAX_SEEDS = 1_000  # calibrate --seeds: runs per config
 MAX_BATCH = 4_096  # --batch-size before the memory estimate (training.loop) is even asked
 MAX_WORKERS = 256  # --workers: data-loader processes; each is a Python process with its own memory
+MAX_PREDICTION_BOXES = 20_000  # boxes in one prediction file: predict keeps 750 (top-k 5000 before NMS)
+MAX_PREDICTION_BYTES = 8 * 2**20  # one prediction file: 20,000 boxes take about 1 MB
 # a config field's limit; widths not named here take MAX_WIDTH
 FIELD_LIMITS = {"bifpn_repeats": MAX_REPEATS, "anchors_per_cell": MAX_ANCHORS}
+
+
+def check_regular_file(path: Path, what: str, max_bytes: int) -> None:
+    """`path` (links followed) is a regular file of at most `max_bytes`: a FIFO would block a reader
+    for ever, a link to /dev/zero would feed it gigabytes. InputError naming `what` otherwise."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{what} {str(path)!r} is not a regular file (a FIFO, device or socket); refusing to read it")
+    if st.st_size > max_bytes:
+        raise InputError(f"{what} {str(path)!r} holds {st.st_size:,} bytes, more than the {max_bytes:,} "
+                         "such a file can hold; is it the right file?")
 
 
 def shown_int(value: int) -> str:

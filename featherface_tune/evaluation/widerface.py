@@ -90,6 +90,11 @@ def _parse_pred_text(text: str, path: Path) -> np.ndarray:
         count = -1
     if count < 0:
         raise InputError(f"{path}:2: malformed box-count line {count_text[:40]!r} (expected an integer)")
+    from featherface_tune.bounds import MAX_PREDICTION_BOXES
+
+    if count > MAX_PREDICTION_BOXES:  # the evaluation pairs every box with every face: memory grows with it
+        raise InputError(f"{path}:2: {count:,} boxes, more than the {MAX_PREDICTION_BOXES:,} a prediction file "
+                         "may hold (predict keeps 750 per image); lower --keep")
     body = lines[2:]
     tokens = " ".join(body).split()
     if len(tokens) == 5 * count:
@@ -121,6 +126,9 @@ def _parse_pred_text(text: str, path: Path) -> np.ndarray:
 
 def read_prediction_file(path: Path) -> np.ndarray:
     """One ``PRED_DIR/<event>/<stem>.txt``: name line, count line, ``x y w h score`` lines -> [n, 5]."""
+    from featherface_tune.bounds import MAX_PREDICTION_BYTES, check_regular_file
+
+    check_regular_file(Path(path), "prediction file", MAX_PREDICTION_BYTES)  # not a FIFO, not /dev/zero
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -171,3 +171,27 @@ def test_train_whose_last_batch_is_one_image(cli, tmp_path: Path):
             "--subset", "3")
     assert r.exit_code == 0, r.output
     assert_one_line_error(cli("train", "--data", tmp_path / "d", "--subset", "1e9"), 2, "--subset")
+
+
+@pytest.mark.parametrize("kind,needle", [("fifo", "not a regular file"), ("zero", "not a regular file"),
+                                         ("boxes", "200,000 boxes"), ("big", "bytes")])
+def test_evaluate_refuses_predictions_it_cannot_hold(tmp_path: Path, kind: str, needle: str):
+    import os
+
+    from featherface_tune.bounds import MAX_PREDICTION_BYTES
+    from featherface_tune.evaluation.widerface import read_predictions
+
+    ev = tmp_path / "pred" / "0--Parade"
+    ev.mkdir(parents=True)
+    f = ev / "x.txt"
+    if kind == "fifo":
+        os.mkfifo(f)  # a reader would wait for ever
+    elif kind == "zero":
+        f.symlink_to("/dev/zero")  # a reader would take gigabytes
+    elif kind == "boxes":
+        f.write_text("x\n200000\n", encoding="utf-8")
+    else:
+        with open(f, "wb") as out:
+            out.truncate(MAX_PREDICTION_BYTES + 1)
+    with pytest.raises(InputError, match=needle):
+        read_predictions(tmp_path / "pred")
