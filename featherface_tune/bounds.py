@@ -110,6 +110,28 @@ MAX_PREDICTION_BYTES = 8 * 2**20  # one prediction file: 20,000 boxes take about
 FIELD_LIMITS = {"bifpn_repeats": MAX_REPEATS, "anchors_per_cell": MAX_ANCHORS}
 
 
+# The proof enumerates every structure of a search space (1-2 s for the default space's 13,560, whose
+# structure knobs multiply out to 21,696 before context rules drop the inapplicable ones) and sorts the
+# SSH-level sums of each (29^3 = 24,389 for the default space). neck_channels 1..4096 (786,432) or SSH
+# 4..1024 on every level (16.8 million) never finished; ten times the default space still does.
+MAX_SPACE_STRUCTURES = 250_000  # product of the structure knobs' value counts (an upper bound)
+MAX_SSH_COMBINATIONS = 4_000_000  # product of the three SSH levels' value counts
+
+
+def check_space_size(sizes: dict[str, int], structure_knobs: tuple[str, ...], ssh_knobs: tuple[str, ...]) -> None:
+    """A search space whose proof finishes: InputError naming the largest knobs otherwise, estimated
+    from the value counts before anything is enumerated (`sizes`: knob -> number of values)."""
+    structures = math.prod(sizes.get(k, 1) for k in structure_knobs)
+    ssh = math.prod(sizes.get(k, 1) for k in ssh_knobs)
+    for total, limit, knobs, what in ((structures, MAX_SPACE_STRUCTURES, structure_knobs, "structures"),
+                                      (ssh, MAX_SSH_COMBINATIONS, ssh_knobs, "SSH width combinations")):
+        if total > limit:
+            widest = sorted(knobs, key=lambda k: -sizes.get(k, 1))[:2]
+            named = ", ".join(f"{k} ({sizes.get(k, 1):,} values)" for k in widest)
+            raise InputError(f"space: {total:,} {what}, beyond the {limit:,} the proof enumerates in reasonable "
+                             f"time on this machine; narrow {named} or take a larger step")
+
+
 def check_regular_file(path: Path, what: str, max_bytes: int) -> None:
     """`path` (links followed) is a regular file of at most `max_bytes`: a FIFO would block a reader
     for ever, a link to /dev/zero would feed it gigabytes. InputError naming `what` otherwise."""

@@ -283,13 +283,19 @@ def check_arguments(*, target: Any, tolerance: Any, max_macs: Any, trials: Any, 
 
 
 def _space(space: SearchSpace | str | Path | None) -> SearchSpace:
+    from featherface_tune.bounds import check_space_size
+    from featherface_tune.tuner.space import SSH_KNOBS, STRUCTURE_KNOBS
+
     if space is None:
-        return default_space()
-    if isinstance(space, SearchSpace):
-        return space
-    if isinstance(space, (str, Path)):
-        return load_space(space)
-    raise InputError(f"space: give a SearchSpace or a TOML file path, not {type(space).__name__}")
+        sp = default_space()
+    elif isinstance(space, SearchSpace):
+        sp = space
+    elif isinstance(space, (str, Path)):
+        sp = load_space(space)
+    else:
+        raise InputError(f"space: give a SearchSpace or a TOML file path, not {type(space).__name__}")
+    check_space_size({k: len(sp.domain(k).values) for k in KNOBS}, STRUCTURE_KNOBS, SSH_KNOBS)
+    return sp
 
 
 def _objectives(objective: Any, proxy: bool) -> tuple[tuple[str, ...], dict[str, Callable[..., float]]]:

@@ -195,3 +195,24 @@ def test_evaluate_refuses_predictions_it_cannot_hold(tmp_path: Path, kind: str, 
             out.truncate(MAX_PREDICTION_BYTES + 1)
     with pytest.raises(InputError, match=needle):
         read_predictions(tmp_path / "pred")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("neck_channels = { min = 1, max = 4096 }\n", "786,432 structures"),
+    ("neck_channels = [" + ",".join(str(i) for i in range(1, 5001)) + "]\n", "structures"),
+    ("ssh_channels = { min = 4, max = 1024, step = 4 }\n", "SSH width combinations"),
+    ("anchors_per_cell = { min = 1, max = 4096 }\n", "anchors_per_cell"),
+], ids=["neck-4096", "list-5000", "ssh-1024", "anchors-4096"])
+def test_spaces_that_never_finished_are_refused_at_once(cli, tmp_path: Path, text: str, needle: str):
+    import time
+
+    from featherface_tune import search
+
+    space = tmp_path / "s.toml"
+    space.write_text(text, encoding="utf-8")
+    t0 = time.perf_counter()
+    with pytest.raises(FeatherFaceError, match=needle):
+        search(489_000, space=space)
+    assert_one_line_error(cli("search", "--target", "489000", "--space", space, "--storage",
+                              f"sqlite:///{tmp_path / 's.db'}"), 2, needle)
+    assert time.perf_counter() - t0 < 20
