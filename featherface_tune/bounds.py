@@ -166,8 +166,8 @@ def check_int(value: object, name: str, minimum: int, maximum: int, what: str = 
         raise InputError(f"{name} {value!r}: must be an integer in {minimum:,}..{maximum:,}, "
                          f"not {type(value).__name__}")
     if not minimum <= value <= maximum:
-        raise InputError(f"{name} {shown_int(value)}: must be in {minimum:,}..{maximum:,}"
-                         + (f" ({what})" if what else ""))
+        rule = f"must be at least {minimum:,}" if value < minimum else f"must be at most {maximum:,}"
+        raise InputError(f"{name} {shown_int(value)}: {rule}" + (f" ({what})" if what else ""))
     return value
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from featherface_tune.bounds import MAX_PARAMS
+from featherface_tune.errors import InputError
 
 _COUNT = re.compile(r"\+?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)")  # commas only as thousands separators
 _PERCENT = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")  # exponent bounded
@@ -69,3 +70,19 @@ def _fmt_fraction(x: Fraction) -> str:
     if x.denominator == 1:
         return str(x.numerator)
     return f"{float(x):g}"
+
+
+def search_window(value: object, target: int, name: str = "--tolerance") -> int:
+    """A search's tolerance (a count or a percent string) in whole parameters, at most half the target:
+    a wider window is no budget (at +/-10 % the default space already holds 410 million configs, and
+    the sampled search that follows takes minutes). InputError names `name` ("--tolerance" on the
+    command line, "tolerance" in the API) and the rule."""
+    try:
+        tol = Tolerance.parse(value)  # type: ignore[arg-type]  # anything else raises the syntax error
+    except ValueError as exc:
+        raise InputError(f"{name} {value!r}: {exc}") from None
+    allowed = tol.absolute(target)
+    if 2 * allowed > target:
+        raise InputError(f"{name} {value!r}: {allowed:,} parameters is more than half the target {target:,}; "
+                         "a window that wide is no budget")
+    return allowed

@@ -19,12 +19,9 @@ from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
 def parse_tolerance(text: str, target: int) -> int:
     """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
-    from featherface_tune.tolerance import Tolerance
+    from featherface_tune.tolerance import search_window
 
-    try:
-        return Tolerance.parse(text).absolute(target)
-    except ValueError as exc:
-        raise InputError(f"--tolerance {text!r}: {exc}") from None
+    return search_window(text, target)
 
 
 @handle_errors

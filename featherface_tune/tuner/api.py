@@ -246,20 +246,13 @@ def check_arguments(*, target: Any, tolerance: Any, max_macs: Any, trials: Any, 
     percent string such as "0.1%" is read as the CLI reads it) and the input size."""
     import math
 
-    from featherface_tune.bounds import (
-        MAX_PARAMS, MAX_TOP, MAX_TRIALS, check_count, check_input_side, check_int, check_seed,
-    )
-    from featherface_tune.tolerance import Tolerance
+    from featherface_tune.bounds import MAX_TOP, MAX_TRIALS, check_count, check_input_side, check_int, check_seed
+    from featherface_tune.tolerance import search_window
 
     if isinstance(target, bool) or not isinstance(target, int):
         raise InputError(f"target {target!r}: must be a positive parameter count (an int)")
     check_count(target, "target")
-    if isinstance(tolerance, str):
-        try:
-            tolerance = Tolerance.parse(tolerance).absolute(target)
-        except ValueError as exc:
-            raise InputError(f"tolerance {tolerance!r}: {exc}") from None
-    tolerance = check_int(tolerance, "tolerance", 0, MAX_PARAMS, 'a count, or a percent string such as "0.1%"')
+    tolerance = search_window(tolerance, target, "tolerance")  # a count, or a percent string such as "0.1%"
     if max_macs is not None:
         check_int(max_macs, "max_macs", 1, 10**18)
     check_int(trials, "trials", 1, MAX_TRIALS)

@@ -18,7 +18,8 @@ HUGE = 10**40
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    ({"tolerance": "0.1%x"}, "tolerance"), ({"tolerance": 0.5}, "tolerance"), ({"tolerance": "1e2%x"}, "tolerance"),
+    ({"tolerance": "0.1%x"}, "tolerance"), ({"tolerance": 0.5}, "tolerance"), ({"tolerance": "1e2%"}, "half the target"),
+    ({"tolerance": 300_000}, "half the target"),
     ({"trials": "5"}, "trials"), ({"trials": HUGE}, "trials"), ({"seed": -1}, "seed"), ({"storage": 5}, "storage"),
     ({"storage": ""}, "storage"), ({"study": ""}, "study"), ({"input_size": "640"}, "input_size"),
     ({"input_size": (640.5, 640.5)}, "input_size"), ({"input_size": (HUGE, 640)}, "input_size"),
@@ -98,6 +99,7 @@ def test_a_set_integer_of_5000_digits_is_one_line(cli):
 @pytest.mark.parametrize("args,needle", [
     (("count", "--input-size", "4096", str(10**23)), "--input-size"),
     (("search", "--target", "489000", "--top", "5000"), "--top"),
+    (("search", "--target", "489000", "--tolerance", "1e2%"), "half the target"),
     (("search", "--target", "489000", "--study", ""), "--study"),
     (("search", "--target", "489000", "--storage", " "), "--storage"),
     (("search", "--target", "489000", "--objective", ""), "empty"),
