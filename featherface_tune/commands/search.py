@@ -86,7 +86,10 @@ def search_cmd(
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
     if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
-        check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
+        from featherface_tune.models.config import FeatherFaceConfig
+
+        # memory estimated on the reference FeatherFace (configs of the space vary around it)
+        check_build_size(h, w, f"--input-size {h} {w} with --objective latency", FeatherFaceConfig())
     fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
     from featherface_tune.training.device import resolve_device, set_threads
     from featherface_tune.training.proxy import check_pruner

@@ -103,6 +103,11 @@ class OnnxModel:
         names = [i.name for i in sess.get_inputs()]
         if not names:
             raise InputError(f"--checkpoint {str(p)!r}: the graph has no input")
+        outputs = {o.name for o in sess.get_outputs()}
+        needed = {"boxes", "scores"} if meta.get(META_POSTPROCESS) == "nms" else {"boxes", "logits"}
+        if not needed <= outputs:  # renamed or missing outputs: not a model this tool exported
+            raise InputError(f"--checkpoint {str(p)!r}: the graph's outputs are {sorted(outputs)}, not the "
+                             f"{sorted(needed)} an exported FeatherFace has")
         return cls(str(p), sess, cfg, meta.get(META_POSTPROCESS) == "nms", meta, threads)
 
     def set_threads(self, threads: int | None) -> None:
@@ -136,11 +141,20 @@ class OnnxModel:
         return "raw_" if self.postprocess else ""
 
     def anchors_per_cell(self, logits: np.ndarray, h: int, w: int) -> int:
-        if self.config is not None:
-            return self.config.anchors_per_cell
         from featherface_tune.models.priors import num_priors
 
-        return int(logits.shape[1] // num_priors(h, w, 1))
+        cells = num_priors(h, w, 1)
+        if self.config is not None:
+            # the stored config must describe the graph (tampered metadata: anchors_per_cell=7)
+            if logits.ndim != 3 or logits.shape[1] != cells * self.config.anchors_per_cell:
+                raise InputError(f"--checkpoint {self.path!r}: its stored config says anchors_per_cell="
+                                 f"{self.config.anchors_per_cell}, but the graph gives {logits.shape[1]:,} "
+                                 f"anchors for {cells:,} cells; the metadata does not match the model")
+            return self.config.anchors_per_cell
+        if logits.ndim != 3 or cells == 0 or logits.shape[1] % cells:
+            raise InputError(f"--checkpoint {self.path!r}: the graph's logits {tuple(logits.shape)} do not "
+                             f"match the {cells:,} prior cells of a {h}x{w} input")
+        return int(logits.shape[1] // cells)
 
     def detect(self, image_bgr: np.ndarray, conf: float = 0.02, nms_iou: float = 0.4, top_k: int = 5000,
                keep: int = 750, nms_backend: str = "plain") -> Any:

@@ -82,26 +82,67 @@ def test_a_changed_onnx_initializer_is_named(tmp_path: Path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
 
     from featherface_tune.deploy.export import META_WEIGHTS, initializers_digest
     from featherface_tune.deploy.runtime import OnnxModel
 
-    w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(1, 16), "w")
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [w])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    weights = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    path = tmp_path / "m.onnx"
+    _tiny_onnx(path, {"boxes": weights, "logits": np.zeros((1, 4, 2), np.float32)}, {})
+    proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_WEIGHTS, initializers_digest(proto)
-    path = tmp_path / "m.onnx"
     onnx.save(proto, str(path))
     assert OnnxModel.load(path).config is None  # intact: opens
     data = bytearray(path.read_bytes())
-    at = data.index(np.arange(16, dtype=np.float32).tobytes()) + 20
-    data[at] ^= 0x01
+    data[data.index(weights.tobytes()) + 20] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="do not match the digest"):
         OnnxModel.load(path)
     assert DIGEST_KEY == "weights_sha256"
+
+
+def _tiny_onnx(path: Path, outputs: dict, meta: dict) -> None:  # type: ignore[type-arg]
+    """A graph with one image input and constant outputs (name -> array), with metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, infos, inits = [], [], []
+    for name, arr in outputs.items():
+        inits.append(numpy_helper.from_array(arr, f"{name}_c"))
+        nodes.append(helper.make_node("Identity", [f"{name}_c"], [name]))
+        infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(arr.shape)))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                         [1, 3, None, None])], infos, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    for k, v in meta.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(proto, str(path))
+
+
+@pytest.mark.parametrize("case", ["renamed", "anchors", "deep"])
+def test_tampered_onnx_metadata_and_outputs_are_one_line(tmp_path: Path, case: str):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import numpy as np
+
+    from featherface_tune.deploy.export import META_CONFIG
+    from featherface_tune.deploy.runtime import OnnxModel
+    from featherface_tune.models.priors import num_priors
+
+    cells = num_priors(64, 64, 1)
+    outs = {"boxes": np.zeros((1, cells * 2, 4), np.float32), "logits": np.zeros((1, cells * 2, 2), np.float32)}
+    meta = {META_CONFIG: json.dumps({"anchors_per_cell": 7})}
+    if case == "renamed":
+        outs = {"b0xes": outs["boxes"], "logits": outs["logits"]}
+    elif case == "deep":
+        meta = {META_CONFIG: "[" * 100_000 + "]" * 100_000}
+    path = tmp_path / "m.onnx"
+    _tiny_onnx(path, outs, meta)
+    needle = {"renamed": "outputs", "anchors": "anchors_per_cell=7", "deep": "stored config"}[case]
+    with pytest.raises(InputError, match=needle):
+        OnnxModel.load(path).detect(np.zeros((64, 64, 3), np.uint8))
