@@ -314,7 +314,6 @@ def journal_path(url: str) -> Path | None:
 
 
 def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
-    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     if not path.resolve().parent.is_dir():
@@ -328,11 +327,34 @@ def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
     # writer waited for ever); JOURNAL_LOCK_GRACE: a lock is held for one append or read, never seconds
     absolute = str(path.resolve())
     try:
-        storage = JournalStorage(JournalFileBackend(absolute, JournalFileSymlinkLock(absolute, JOURNAL_LOCK_GRACE)))
+        storage = TrackedJournalStorage(JournalFileBackend(absolute, JournalFileSymlinkLock(absolute, JOURNAL_LOCK_GRACE)))
     except Exception as exc:
         raise InputError(f"--storage {url!r}: cannot open the journal: {first_line(exc)}") from None
     setattr(storage, LOCK_FILE_ATTR, Path(absolute))
     return storage, StorageInfo(str(path), "journal", False)
+
+
+class TrackedJournalStorage(optuna.storages.JournalStorage):
+    """Optuna's JournalStorage that remembers the trials this process started (`started`, as
+    `HeartbeatStorage` does), so an interrupt landing while Optuna samples fails this worker's trial
+    instead of leaving it RUNNING for ever (a journal has no heartbeats to fail it later)."""
+
+    started: list[int]
+
+    def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is None or template_trial.state == TrialState.RUNNING:
+            self._started(trial_id)
+        return trial_id
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            self._started(trial_id)
+        return changed
+
+    def _started(self, trial_id: int) -> None:
+        self.started = [*getattr(self, "started", [])[-7:], trial_id]
 
 
 # ---- studies ------------------------------------------------------------------------------------
@@ -443,6 +465,12 @@ def run_queued(study: optuna.Study, objective: Callable[[Any], Any], n_trials: i
     except KeyboardInterrupt:
         fail_own_running(study)
         raise
+    except Exception as exc:
+        interrupt = interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        fail_own_running(study)
+        raise interrupt from None
 
 
 def _claim_waiting(study: optuna.Study) -> int | None:
@@ -572,7 +600,13 @@ def _optimize_guarded(study: optuna.Study, objective: Callable[[Any], Any],
         except KeyboardInterrupt:
             fail_own_running(study)
             raise
-        except ValueError as exc:
+        except Exception as exc:
+            interrupt = interrupt_behind(exc)
+            if interrupt is not None:  # Optuna's bookkeeping turned the interrupt into another error
+                fail_own_running(study)
+                raise interrupt from None
+            if not isinstance(exc, ValueError):
+                raise
             # another worker judged this worker's trial stale and failed it (a heartbeat missed under
             # load): Optuna refuses to record its result. The trial is lost, the worker is not.
             if not str(exc).startswith("Cannot tell a FAIL trial"):
@@ -587,14 +621,29 @@ def _optimize_guarded(study: optuna.Study, objective: Callable[[Any], Any],
                 "stale); the trial is lost and will be retried; continuing")
 
 
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM an exception was raised while handling, if any: a signal landing in
+    Optuna's `tell` makes its `finally` fail with UnboundLocalError ('updated_state'), which hid the
+    interrupt (exit 1 instead of 143)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
 def fail_own_running(study: optuna.Study, reason: str = "interrupted") -> list[int]:
     """Mark FAIL the trials this process started that are still RUNNING (an interrupt outside the
-    objective, e.g. while Optuna samples, leaves them so); returns their numbers. RDB storages only:
-    a journal storage does not record who started a trial."""
+    objective, e.g. while Optuna samples, leaves them so); returns their numbers (RDB and journal
+    storages: `HeartbeatStorage`, `TrackedJournalStorage`)."""
     storage = study._storage
     backend = getattr(storage, "_backend", storage)
     failed: list[int] = []
-    for trial_id in list(getattr(backend, "started", ())):
+    started: list[int] = getattr(storage, "started", None) or getattr(backend, "started", [])
+    for trial_id in list(started):
         try:
             trial = storage.get_trial(trial_id)
             if trial.state != TrialState.RUNNING:

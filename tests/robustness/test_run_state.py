@@ -101,6 +101,7 @@ def _nan_model(trained: Path, tmp_path: Path) -> Path:
     ck = torch.load(trained / "model.pt", weights_only=True)
     key = next(k for k, v in ck["state_dict"].items() if v.is_floating_point() and v.ndim == 4)
     ck["state_dict"][key] = torch.full_like(ck["state_dict"][key], float("nan"))
+    ck.pop("weights_sha256")  # a diverged run saved as such, not an edit of a good file (that is refused)
     path = tmp_path / "nan.pt"
     torch.save(ck, path)
     return path

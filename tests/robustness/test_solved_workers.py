@@ -107,3 +107,49 @@ def test_sigterm_in_a_checkpoint_write_waits_for_the_write(tmp_path: Path):
     assert interrupt_exit_code(caught.value) == 143
     assert torch.equal(torch.load(target, weights_only=True)["w"], state["w"])  # the whole checkpoint
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+SAMPLED_WORKER = """
+import sys, time
+from featherface_tune.errors import sigterm_as_interrupt
+from featherface_tune.tuner.api import search
+
+def slow(cfg):  # a sampled objective: the signal lands in it or in Optuna's sampling
+    time.sleep(0.02)
+    return float(cfg.neck_channels)
+
+with sigterm_as_interrupt():
+    try:
+        res = search(489000, tolerance="5%", space=sys.argv[1], objective=slow, trials=100000,
+                     storage=sys.argv[2], study="t", seed=0)
+    except KeyboardInterrupt:  # before the trials (the proof, opening the storage): as the CLI does
+        sys.exit(143)
+sys.exit(143 if res.interrupted else 0)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["sqlite:///s.db", "sub/s.log"])
+def test_sigterm_leaves_no_trial_running(tmp_path: Path, narrow_space: Path, storage: str):
+    import optuna
+
+    from featherface_tune.tuner.study import open_storage
+
+    (tmp_path / "sub").mkdir()
+    rng = random.Random(143)
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-c", SAMPLED_WORKER, str(narrow_space), storage], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        time.sleep(rng.uniform(4.0, 8.0))
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 143, err[-2000:]
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        trials = optuna.load_study(study_name="t", storage=open_storage(storage)[0]).get_trials(deepcopy=False)
+    finally:
+        os.chdir(old)
+    states = collections.Counter(t.state.name for t in trials)
+    assert states["COMPLETE"] > 0 and not states["RUNNING"], states
