@@ -209,7 +209,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         t0 = time.perf_counter()
         picks = _optima(proof, names, ref_cfg, top)
         solved = {"exact_configs": len(proof.exact), "optimal": True, "seconds": round(time.perf_counter() - t0, 3)}
-        todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum")
+        with S.exclusive(st):  # workers starting together enqueue each optimum once
+            todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum")
         tell(f"{' and '.join(names)}: optimal over all {len(proof.exact):,} exact configs "
              f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
              + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
@@ -344,6 +345,9 @@ def _optima(proof: Proof, names: Sequence[str], ref: FeatherFaceConfig | None, t
 def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str) -> int:
     """Enqueue the exact configs the study neither holds complete nor has waiting; returns how many
     trials are waiting afterwards (an interrupted run leaves some for the rerun)."""
+    from optuna.trial import TrialState
+
+    from featherface_tune.tuner import study as S
     from featherface_tune.tuner.ranking import config_key
     from featherface_tune.tuner.space import config_from_knobs
 
@@ -351,8 +355,12 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
     for t in st.get_trials(deepcopy=False):
         if t.state.name == "COMPLETE" and R.CONFIG in t.user_attrs:
             have.add(config_key(t.user_attrs[R.CONFIG]))
-        elif t.state.name == "WAITING":
-            waiting += 1
+        elif t.state.name in ("WAITING", "RUNNING"):  # RUNNING: another worker evaluates it now
+            if S.abandoned(t):  # its worker was killed (a journal has no heartbeat to tell): redo it
+                st._storage.set_trial_user_attr(t._trial_id, R.FAIL_REASON, "its worker died")
+                st._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                continue
+            waiting += t.state.name == "WAITING"
             if R.ENQUEUED in t.user_attrs:
                 have.add(config_key(config_from_knobs(t.user_attrs[R.ENQUEUED]["knobs"]).to_dict()))
     for knobs in knob_sets:
