@@ -58,8 +58,13 @@ def train_cmd(
     from featherface_tune.training.device import describe, resolve_amp, resolve_device, set_threads
     from featherface_tune.training.recipe import get_recipe, resolve_backbone
 
+    from featherface_tune.training.distributed import launched_world
+
     cfg = resolve(preset, config, set_)
     chosen = get_recipe(recipe)
+    world = launched_world()  # several processes under torchrun: rank 0 writes and reports
+    if world.distributed and out_dir is None:
+        raise InputError(f"--out is needed with {world.size} processes (torchrun): one folder they all resume from")
     if resume and out_dir is None:
         raise InputError("--resume needs --out (the folder holding last.pt)")
     if overwrite and out_dir is None:
@@ -79,7 +84,7 @@ def train_cmd(
     dev = resolve_device(device)
     options = replace(options, pretrained=resolve_backbone(chosen, pretrained))
     n_threads = set_threads(threads)
-    if not json_:
+    if not json_ and world.writes:
         err.print(f"training on {describe(dev, n_threads, resolve_amp(amp, dev))}, recipe {chosen.name}",
                   highlight=False)
     records = read_any(data, "train", skip_missing=skip_missing)
@@ -91,7 +96,8 @@ def train_cmd(
         out_dir = fresh_run_dir()
         options = replace(options, out_dir=out_dir)
         err.print(f"writing the run to {out_dir} (--out names the folder)", highlight=False)
-    prepare_out_dir(out_dir, resume, overwrite)  # before any training: never train, then fail to save
+    if world.writes:
+        prepare_out_dir(out_dir, resume, overwrite)  # before any training: never train, then fail to save
     try:
         result = _train(cfg, records, options, out_dir)
     except BaseException:
@@ -107,6 +113,8 @@ def train_cmd(
     summary["batch_size"] = options.batch_size
     summary["pretrained"] = str(options.pretrained) if options.pretrained is not None else None
     summary["threads"] = n_threads
+    if not world.writes:
+        return
     if json_:
         print_json(summary)
         return

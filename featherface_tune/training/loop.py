@@ -39,6 +39,9 @@ from featherface_tune.models.builder import FeatherFace, build_model
 from featherface_tune.models.checkpoint import load_backbone_pretrained
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.device import autocast, grad_scaler, resolve_amp, resolve_device
+from featherface_tune.training.distributed import (
+    ShardedBatches, World, any_rank, check_batches, global_batch_norm, join, launched_world, sum_over_ranks, wrap,
+)
 from featherface_tune.training.dataset import (
     EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
 )
@@ -190,6 +193,7 @@ class TrainResult:
     checkpoint: Path | None
     seconds: float  # this invocation's training time (without on_epoch_end callbacks)
     dataset: FaceDataset  # the (subset) training set, e.g. for BatchNorm recalibration
+    world_size: int = 1  # processes of a data-parallel run (torchrun)
 
     @property
     def train_images(self) -> int:
@@ -198,7 +202,7 @@ class TrainResult:
     def to_json(self) -> dict[str, Any]:
         return {"epochs_completed": self.epochs_completed, "global_step": self.global_step,
                 "stopped": self.stopped.value, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "seconds": round(self.seconds, 3), "train_images": self.train_images,
+                "seconds": round(self.seconds, 3), "train_images": self.train_images, "world_size": self.world_size,
                 "first_loss": self.step_losses[0] if self.step_losses else None,
                 "last_loss": self.step_losses[-1] if self.step_losses else None,
                 "history": [h.to_json() for h in self.history]}
@@ -435,6 +439,8 @@ class _Run:
     device: torch.device
     amp_dtype: torch.dtype | None
     model: FeatherFace
+    step_model: nn.Module  # what the steps run: the model, or DDP over it in a data-parallel run
+    world: World
     dataset: FaceDataset
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -463,20 +469,30 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     run = _setup(cfg, records, options)
     if options.resume:
         _resume(run)
-    stopped = _optimize(run, on_epoch_end)
-    if run.ckpt_path is not None:
+    global_batch_norm(run.model, run.world.distributed)
+    try:
+        stopped = _optimize(run, on_epoch_end)
+    finally:
+        global_batch_norm(run.model, False)
+    if run.ckpt_path is not None and run.world.writes:
         _save_final_model(run)
     return TrainResult(model=run.model, history=tuple(run.history), step_losses=tuple(run.step_losses),
                        epochs_completed=run.epoch, global_step=run.global_step, stopped=stopped,
                        checkpoint=run.ckpt_path,
-                       seconds=time.perf_counter() - run.started - run.callback_seconds, dataset=run.dataset)
+                       seconds=time.perf_counter() - run.started - run.callback_seconds, dataset=run.dataset,
+                       world_size=run.world.size)
 
 
 def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: TrainOptions) -> _Run:
     """Validate the options, then build the device, model, data, optimizer and schedule (seeded, in
     this order: a resumed run rebuilds the same pieces before restoring their state)."""
     options.validate()
+    world = launched_world()
     device = resolve_device(options.device)
+    if world.distributed and device.type == "cuda":  # torchrun: one GPU per process
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    join(world, device)
     amp_dtype = resolve_amp(options.amp, device)
     records = stratified_subset(records, options.subset, options.seed)
     if not records:
@@ -489,6 +505,7 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     recipe = get_recipe(options.recipe)
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
                           cache=options.cache_images, image_ops=recipe.image_ops)
+    check_batches(len(dataset), options.batch_size, world)
     spe = math.ceil(len(dataset) / options.batch_size)
     total_steps = options.epochs * spe
     optimizer = make_optimizer(model, options)
@@ -498,10 +515,12 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
         remove_stale_temporaries(ckpt_path.parent)
     sampler = EpochSampler(len(dataset), options.seed)
     workers = options.resolved_workers(device)
-    loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, collate_fn=collate,
+    # global batches of the epoch order; in a data-parallel run this process's piece of each
+    loader = DataLoader(dataset, batch_sampler=ShardedBatches(sampler, options.batch_size, world), collate_fn=collate,
                         num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
-    return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model, dataset=dataset,
+    return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model,
+                step_model=wrap(model, world, device), world=world, dataset=dataset,
                 optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp_dtype),
                 criterion=MultiBoxLoss(official_match=recipe.official_match), priors=make_priors(options.image_size, cfg.anchors_per_cell).to(device),
                 sampler=sampler, loader=loader, steps_per_epoch=spe, total_steps=total_steps,
@@ -565,7 +584,7 @@ def _resume(run: _Run) -> None:
 def _checkpoint(run: _Run) -> None:
     """OUT/last.pt at the run's position (the next epoch and batch to run), atomically; nothing
     without --out."""
-    if run.ckpt_path is None:
+    if run.ckpt_path is None or not run.world.writes:
         return
     atomic_save({"format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "options": run.options.run_key(),
                  "model": _to_cpu(run.model.state_dict()), "optimizer": _to_cpu(run.optimizer.state_dict()),
@@ -577,7 +596,7 @@ def _checkpoint(run: _Run) -> None:
 
 def _stop_reason(run: _Run) -> StopReason | None:
     """Why the run must stop before its next step (the time budget, then the step cap), or None."""
-    if time.perf_counter() >= run.budget_end:
+    if any_rank(time.perf_counter() >= run.budget_end):  # every process stops at the same step
         return StopReason.TIME_BUDGET
     if run.options.max_steps is not None and run.global_step >= run.options.max_steps:
         return StopReason.MAX_STEPS
@@ -593,7 +612,7 @@ def _optimize(run: _Run, on_epoch_end: EpochCallback | None) -> StopReason:
     run.started = time.perf_counter()
     # the time budget counts training only: evaluation in on_epoch_end moves the end back
     run.budget_end = run.started + options.time_budget if options.time_budget is not None else math.inf
-    with _Progress(options.progress, run.total_steps, run.global_step) as bar:
+    with _Progress(options.progress and run.world.writes, run.total_steps, run.global_step) as bar:
         while run.epoch < epochs:
             before = _stop_reason(run)
             if before is not None:
@@ -636,7 +655,7 @@ def _run_epoch(run: _Run, bar: _Progress) -> tuple[EpochStats, StopReason | None
     spe = run.steps_per_epoch
     non_blocking = device.type == "cuda"
     model.train()
-    run.sampler.set_epoch(run.epoch, run.batch * options.batch_size)
+    run.sampler.set_epoch(run.epoch, run.batch * options.batch_size)  # global positions
     sums = np.zeros(4)
     n_steps, n_images = 0, 0
     t_epoch = time.perf_counter()
@@ -647,32 +666,37 @@ def _run_epoch(run: _Run, bar: _Progress) -> tuple[EpochStats, StopReason | None
         data_s += time.perf_counter() - t_wait
         images = images.to(device, non_blocking=non_blocking)
         with autocast(device, run.amp_dtype):
-            outputs = model(images)
+            outputs = run.step_model(images)
         # the loss (matching, softmax, hard-negative sort) stays in float32
         outputs = tuple(o.float() if o is not None else None for o in outputs)
         parts = run.criterion(outputs, run.priors, targets)
-        value = float(parts.total.detach())
+        # this process's shares summed over the processes: the global batch's loss (as is, in one process)
+        shares = torch.stack([parts.total.detach(), parts.loc.detach(), parts.conf.detach(), parts.landm.detach(),
+                              parts.total.new_tensor(float(images.shape[0]))])
+        total, loc, conf, landm, batch_images = (float(v) for v in sum_over_ranks(shares))
+        value = total
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"non-finite loss ({value}) at epoch {run.epoch + 1}, step {run.batch + 1}/{spe} "
-                f"(global step {run.global_step + 1}): loc={float(parts.loc.detach()):.4g}, "
-                f"conf={float(parts.conf.detach()):.4g}, landm={float(parts.landm.detach()):.4g}; "
+                f"(global step {run.global_step + 1}): loc={loc:.4g}, conf={conf:.4g}, landm={landm:.4g}; "
                 "try a lower --lr", run.epoch + 1, run.batch + 1, run.global_step + 1)
         run.optimizer.zero_grad(set_to_none=True)
+        # DDP averages gradients over the processes; the shares' gradients must add up instead
+        objective = parts.total * run.world.size if run.world.distributed else parts.total
         if run.scaler is not None:
-            run.scaler.scale(parts.total).backward()
+            run.scaler.scale(objective).backward()
             run.scaler.step(run.optimizer)
             run.scaler.update()
         else:
-            parts.total.backward()
+            objective.backward()
             run.optimizer.step()
         run.scheduler.step()
         run.global_step += 1
         run.batch += 1
         n_steps += 1
-        n_images += images.shape[0]
+        n_images += int(batch_images)
         run.step_losses.append(value)
-        sums += (value, float(parts.loc.detach()), float(parts.conf.detach()), float(parts.landm.detach()))
+        sums += (value, loc, conf, landm)
         bar.step(run.epoch + 1, options.epochs, value)
         interrupted = _stop_reason(run)
         if interrupted is not None:

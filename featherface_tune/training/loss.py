@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from featherface_tune.training.distributed import sum_over_ranks
 from featherface_tune.training.match import MATCH_THRESHOLD, VARIANCES, MatchTargets, match
 
 
@@ -59,7 +60,8 @@ class MultiBoxLoss(torch.nn.Module):
                              "were matched (image size or anchors_per_cell differ)")
         pos = m.labels > 0
         npos = pos.sum()
-        n = npos.clamp(min=1).to(loc_p.dtype)
+        # over every process of a data-parallel run (training.distributed): each loss is its share
+        n = sum_over_ranks(npos.to(loc_p.dtype)).clamp(min=1)
         loss_l = F.smooth_l1_loss(loc_p[pos], m.loc[pos], reduction="sum") / n
         per_prior = F.cross_entropy(conf_p.reshape(-1, 2), m.labels.reshape(-1),
                                     reduction="none").reshape(pos.shape)
@@ -67,7 +69,7 @@ class MultiBoxLoss(torch.nn.Module):
         loss_c = per_prior[pos | neg].sum() / n
         if ldm_p is not None:
             has = m.has_landmarks
-            n1 = has.sum().clamp(min=1).to(loc_p.dtype)
+            n1 = sum_over_ranks(has.sum().to(loc_p.dtype)).clamp(min=1)
             loss_m = F.smooth_l1_loss(ldm_p[has], m.landmarks[has], reduction="sum") / n1
         else:
             loss_m = loc_p.new_zeros(())
