@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
+from featherface_tune.tuner import registry
 from featherface_tune.training.proxy import Fidelity
 from featherface_tune.tuner.objectives import BudgetObjective, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import check_dcn_macs
@@ -36,6 +37,8 @@ from featherface_tune.tuner.solve import (
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
 
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
+DEFAULT_FINALISTS = 5  # best latency predictions timed whole (plus the macs optimum and the closest answer)
+LATENCY_MODES = ("model", "sampled")
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE
 Objective = str | Callable[[FeatherFaceConfig], float]
 
@@ -86,7 +89,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
            callbacks: Sequence[Callable[[Any, Any], None]] = (), note: Callable[[str], None] | None = None,
            on_start: Callable[[int, int], None] | None = None, pruner: str = "median",
            latency_runtime: str | None = None,
-           latency_threads: int = 1) -> SearchResult:
+           latency_threads: int = 1, latency_mode: str = "model", finalists: int = DEFAULT_FINALISTS,
+           latency_model: Any = None,
+           latency_progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
     `space`: a SearchSpace, a TOML space file, or None (the default space). `objective`: "closest"
@@ -102,7 +107,13 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     trials run and `callbacks` after each (Optuna callbacks). `pruner`: median, hyperband (epochs as the
     resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
     CPU threads of the latency objective, `latency_runtime` its runtime: "onnxruntime" (default when
-    installed) or "torch" (`featherface_tune.deploy.latency`). Raises NoConfigInWindow (with `.certificate`)
+    installed) or "torch" (`featherface_tune.deploy.latency`). `latency_mode`: "model" (default)
+    predicts latency with the per-block latency model (`deploy.latency_table`, built on first use in
+    the user's cache; `latency_model` gives one), solves it over the exact set, then times the
+    `finalists` best predictions plus the `macs` optimum and the `closest` answer side by side
+    (`deploy.latency.compare`) and ranks them by measured median; "sampled" measures every sampled
+    trial (for windows too large to list). `latency_progress(what, done, total)` follows a table
+    build. Raises NoConfigInWindow (with `.certificate`)
     when the space provably holds no config in the window.
     """
     from featherface_tune.tuner import study as S
@@ -141,8 +152,12 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
             raise InputError(f"--threads {latency_threads}: must be at least 1")
+        if latency_mode not in LATENCY_MODES:
+            raise InputError(f"latency mode {latency_mode!r}: use {' or '.join(LATENCY_MODES)}")
+        if finalists < 1:
+            raise InputError(f"--finalists {finalists}: must be at least 1")
         tell(f"latency: {latency_runtime}, {latency_threads} thread(s), batch 1 at {h}x{w}, "
-             "median to +/-3 % (95 %)")
+             + ("median to +/-3 % (95 %)" if latency_mode == "sampled" else "per-block latency model, finalists timed"))
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None
 
     proof = prove(sp, target, tolerance, input_size=(h, w), dcn_macs=dcn_macs, max_macs=max_macs,
@@ -183,10 +198,16 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
                         convention)
+    model = None
+    if "latency" in names and latency_mode == "model":
+        if proof.exact is None:
+            tell("latency: the window holds too many configs to list; measuring sampled trials instead")
+        else:
+            model = latency_model if latency_model is not None else _latency_model(
+                proof, latency_runtime or "torch", latency_threads, (h, w), tell, latency_progress)
     fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
-                         latency_runtime=latency_runtime,
-                         repairer=repairer,
-                         callables=callables)
+                         latency_runtime=latency_runtime, repairer=repairer, callables=callables,
+                         latency_model=model)
 
     before = S.counted_trials(st)
     mine: list[int] = []
@@ -202,15 +223,26 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             first_hit.update({"trial": t.number, "seconds": round(time.perf_counter() - t_start, 3),
                               "resumed": False})
 
-    analytic = all(n in R.ANALYTIC for n in names)
-    solved = None
+    objs = [registry.get(n) for n in names]
+    analytic = all(o is not None and (o.kind == "analytic" or (o.kind == "model" and model is not None))
+                   for o in objs)
+    solved: dict[str, Any] | None = None
     interrupted = False
     if analytic and proof.exact is not None:
         t0 = time.perf_counter()
-        picks = _optima(proof, names, ref_cfg, top)
+        ctx = registry.Context((h, w), dcn_macs, convention,
+                               knobs_from_config(ref_cfg) if ref_cfg is not None else None, model)
+        picks, front = _optima(proof, names, ctx, top)
         solved = {"exact_configs": len(proof.exact), "optimal": True, "seconds": round(time.perf_counter() - t0, 3)}
-        todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum")
-        tell(f"{' and '.join(names)}: optimal over all {len(proof.exact):,} exact configs "
+        if len(names) > 1:
+            solved["front"] = front
+        extras: list[dict[str, Any]] = [{} for _ in picks]
+        if names == ("latency",) and model is not None:
+            picks, extras, solved["finalists"] = _finalists(proof, picks, ctx, sp, reference, finalists, latency_runtime or "torch",
+                                              latency_threads, (h, w), tell)
+        todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum", extras)
+        under = " under the latency model" if model is not None else ""
+        tell(f"{' and '.join(names)}: optimal{under} over all {len(proof.exact):,} exact configs "
              f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
              + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
         runs = todo
@@ -271,7 +303,7 @@ def _objectives(objective: Any, proxy: bool) -> tuple[tuple[str, ...], dict[str,
         elif callable(item):
             base = getattr(item, "__name__", "objective").strip("<>") or "objective"
             n, i = base, 2
-            while n in names or n in R.OBJECTIVES:
+            while n in names or registry.get(n) is not None:
                 n, i = f"{base}_{i}", i + 1
             names.append(n)
             fns[n] = item
@@ -317,31 +349,90 @@ def _check_max_macs(proof: Proof, max_macs: int | None) -> None:
                            f"the fewest in the window: {proof.least_macs:,} (proof: {c.evidence()})")
 
 
-def _optima(proof: Proof, names: Sequence[str], ref: FeatherFaceConfig | None, top: int) -> list[int]:
-    """Indices of the top exact configs under the analytic objectives (ranking rule of `ranking`)."""
+def _optima(proof: Proof, names: Sequence[str], ctx: registry.Context, top: int) -> tuple[list[int], int]:
+    """(indices of the exact configs to record, size of the Pareto front): the whole front and the
+    `top` best by the ranking rule of `ranking`, over the registered objectives' values rounded as
+    each says (`registry`: equal values tie)."""
     import numpy as np
 
     from featherface_tune.tuner.ranking import rank_order
-    from featherface_tune.tuner.solve import SWITCH_COST
 
     ex = proof.exact
     assert ex is not None
     cols = []
     for n in names:
-        if n == "macs":
-            cols.append(ex.macs.astype("float64"))
-        else:
-            assert ref is not None
-            sw, wd = ex.distances(knobs_from_config(ref))
-            cols.append(sw * SWITCH_COST + wd)
+        obj = registry.get(n)
+        assert obj is not None
+        v = np.asarray(obj.exact_values(ex, ctx), dtype="float64")
+        v = v if obj.decimals is None else np.round(v, obj.decimals)
+        cols.append(v if obj.direction == "minimize" else -v)
     values = np.stack(cols, axis=1)
     # ties go to fewer MACs: the enqueue order (hence the trial numbers the study ranks by) follows MACs
     by_macs = np.argsort(np.argsort(ex.macs, kind="stable"), kind="stable")
-    order, _ = rank_order(values, (ex.params - proof.certificate.target).tolist(), by_macs.tolist())
-    return order[:top]
+    order, front = rank_order(values, (ex.params - proof.certificate.target).tolist(), by_macs.tolist())
+    n_front = int(front.sum()) if len(names) > 1 else 0
+    return order[:max(top, n_front)], n_front
 
 
-def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str) -> int:
+def _latency_model(proof: Proof, runtime: str, threads: int, size: tuple[int, int], tell: Callable[[str], None],
+                   progress: Callable[[str, int, int], None] | None) -> Any:
+    """The latency model covering every exact config (the cached table, extended and validated on
+    first use)."""
+    from featherface_tune.deploy.latency_table import LatencyModel, get_table
+
+    ex = proof.exact
+    assert ex is not None
+    cfgs = [ex.config(i) for i in range(len(ex))]
+    return LatencyModel(get_table(cfgs, runtime, threads, size, note=tell, progress=progress))
+
+
+def _finalists(proof: Proof, picks: list[int], ctx: registry.Context, space: SearchSpace, reference: Any,
+               k: int, runtime: str, threads: int, size: tuple[int, int], tell: Callable[[str], None]
+               ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time the `k` best predictions, the macs optimum and the closest answer side by side
+    (`deploy.latency.compare`); (their indices fastest first, the enqueue extras with each timing,
+    a summary per finalist)."""
+    import numpy as np
+
+    from featherface_tune.deploy.latency import compare, indistinguishable
+
+    ex = proof.exact
+    assert ex is not None
+    why: dict[int, list[str]] = {}
+    for i in picks[:k]:
+        why.setdefault(int(i), []).append("predicted fastest")
+    macs_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention)
+    (i_macs,), _ = _optima(proof, ("macs",), macs_ctx, 1)
+    why.setdefault(int(i_macs), []).append("macs optimum")
+    ref = _reference(reference, space, tell)
+    close_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention, knobs_from_config(ref))
+    (i_close,), _ = _optima(proof, ("closest",), close_ctx, 1)
+    why.setdefault(int(i_close), []).append("closest answer")
+    idx = list(why)
+    cfgs = [ex.config(i) for i in idx]
+    tell(f"latency: timing {len(idx)} finalists side by side (interleaved rounds, one process)")
+    from featherface_tune.tuner.objectives import latency_time_cap
+
+    lats = compare(cfgs, size[0], size[1], runtime, threads, max_seconds=2 * latency_time_cap())
+    same = indistinguishable(lats)
+    predicted = np.asarray(ctx.latency_model.predict_exact(ex.subset(np.isin(np.arange(len(ex)), idx))))
+    pred_by = dict(zip(sorted(idx), predicted.tolist()))
+    order = sorted(range(len(idx)), key=lambda j: (round(lats[j].median_ms, 3), int(ex.macs[idx[j]])))
+    summary = []
+    for j in order:
+        lat = lats[j]
+        summary.append({"config": cfgs[j].to_dict(), "why": why[idx[j]], "macs": int(ex.macs[idx[j]]),
+                        "latency_predicted_ms": round(pred_by[idx[j]], 4), "latency_ms": round(lat.median_ms, 4),
+                        "latency_ci_ms": [round(v, 4) for v in lat.ci_ms], "indistinguishable_from_best": same[j]})
+    ties = sum(1 for j in order if same[j]) - 1
+    tell(f"latency: fastest measured {lats[order[0]].median_ms:.2f} ms ({', '.join(why[idx[order[0]]])}); "
+         + (f"{ties} other finalist(s) cannot be told apart from it (95 % intervals overlap)" if ties
+            else "every other finalist is measurably slower"))
+    return [idx[j] for j in order], [{"latency": lats[j].to_json()} for j in order], summary
+
+
+def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str,
+             extras: Sequence[Mapping[str, Any]] | None = None) -> int:
     """Enqueue the exact configs the study neither holds complete nor has waiting; returns how many
     trials are waiting afterwards (an interrupted run leaves some for the rerun)."""
     from featherface_tune.tuner.ranking import config_key
@@ -355,11 +446,12 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
             waiting += 1
             if R.ENQUEUED in t.user_attrs:
                 have.add(config_key(config_from_knobs(t.user_attrs[R.ENQUEUED]["knobs"]).to_dict()))
-    for knobs in knob_sets:
+    for j, knobs in enumerate(knob_sets):
         if config_key(config_from_knobs(knobs).to_dict()) in have:
             continue
         params = {k: knobs[k] for k in space.sampled if applies(k, knobs)}
-        st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs)}})
+        extra = dict(extras[j]) if extras is not None else {}
+        st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs), **extra}})
         waiting += 1
     return waiting
 
