@@ -450,3 +450,55 @@ class LatencyModel:
     def summary(self) -> dict[str, Any]:
         return self.table.summary()
 
+
+
+# ---- one config: predicted and measured ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """A config's predicted latency (the table) and, when measured, its whole-model timing."""
+
+    config: FeatherFaceConfig
+    runtime: str
+    threads: int
+    input_size: tuple[int, int]
+    predicted_ms: float
+    measured: Any  # a `deploy.latency.Latency`, or None
+    table: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"runtime": self.runtime, "threads": self.threads, "input_size": list(self.input_size),
+                               "predicted_ms": round(self.predicted_ms, 4), "measured_ms": None,
+                               "measured_ci_ms": None}
+        if self.measured is not None:
+            out.update(measured_ms=round(self.measured.median_ms, 4),
+                       measured_ci_ms=[round(v, 4) for v in self.measured.ci_ms],
+                       error_pct=round((self.predicted_ms - self.measured.median_ms) / self.measured.median_ms * 100, 2),
+                       measurement=self.measured.to_json())
+        out["table"] = self.table
+        out["config"] = self.config.to_dict()
+        return out
+
+
+def table_configs(extra: Sequence[FeatherFaceConfig] = ()) -> list[FeatherFaceConfig]:
+    """`extra` and the named presets: configs of every kind a table is validated on by default."""
+    from featherface_tune.models.presets import presets
+
+    return list(dict.fromkeys([*extra, *presets().values()]))
+
+
+def latency(cfg: FeatherFaceConfig, *, runtime: str | None = None, threads: int = 1,
+            input_size: tuple[int, int] = (640, 640), measure: bool = True, rel_ci: float = 0.03,
+            max_seconds: float = 30.0, validate: int = VALIDATION_CONFIGS, block_seconds: float = BLOCK_SECONDS,
+            note: Callable[[str], None] | None = None, progress: Progress | None = None) -> LatencyEstimate:
+    """Predicted forward time of `cfg` from the cached latency table (built on first use, validated
+    on the presets) and, with `measure`, its whole-model timing (`deploy.latency.measure`)."""
+    from featherface_tune.deploy.latency import check_runtime
+    from featherface_tune.deploy.latency import measure as measure_config
+
+    runtime = check_runtime(runtime)
+    table = get_table(table_configs([cfg]), runtime, threads, input_size, validate=validate,
+                      block_seconds=block_seconds, note=note, progress=progress)
+    measured = measure_config(cfg, input_size[0], input_size[1], runtime, threads, rel_ci, max_seconds) if measure else None
+    return LatencyEstimate(cfg, runtime, threads, (int(input_size[0]), int(input_size[1])), table.predict(cfg),
+                           measured, table.summary())
