@@ -289,12 +289,32 @@ def _pick(total: np.ndarray, macs: np.ndarray) -> int:
     return int(near[np.argmin(macs[near])])
 
 
-def _param_grid(tables: list[Table], base_params: int) -> np.ndarray:
-    """Params of every combination of the tables' values (one axis per table)."""
-    P = np.full([len(t.values) for t in tables], base_params, dtype=np.int64)
-    for i, t in enumerate(tables):
-        P = P + t.params.reshape([-1 if j == i else 1 for j in range(len(tables))])
-    return P
+def _nearest_combo(tables: list[Table], base_params: int, want: int) -> tuple[int, tuple[int, ...]]:
+    """(|params - want|, grid index) of the combination of the tables' values (P3, P4, P5, backbone
+    ratio, neck ratio) whose params are nearest `want` (the first such). Never materialises the whole
+    grid: per ratio pair, the P3 x P4 sums (memory n3 * n4, within `check_memory`'s bound on
+    n3 * n4 * n5) and a binary search in the sorted P5 table."""
+    t3, t4, t5, tb, tn = tables
+    o5 = np.argsort(t5.params, kind="stable")
+    s5 = t5.params[o5]
+    pair = (t3.params[:, None] + t4.params[None, :]).ravel()
+    best: tuple[int, tuple[int, ...]] | None = None
+    for ib in range(len(tb.values)):
+        for i_n in range(len(tn.values)):
+            need = want - base_params - int(tb.params[ib]) - int(tn.params[i_n]) - pair
+            pos = np.searchsorted(s5, need)
+            lo, hi = np.clip(pos - 1, 0, s5.size - 1), np.clip(pos, 0, s5.size - 1)
+            d_lo, d_hi = np.abs(need - s5[lo]), np.abs(need - s5[hi])
+            k = np.where(d_hi < d_lo, hi, lo)
+            d = np.minimum(d_lo, d_hi)
+            j = int(np.argmin(d))
+            if best is None or int(d[j]) < best[0]:
+                i3, i4 = divmod(j, len(t4.values))
+                best = (int(d[j]), (i3, i4, int(o5[k[j]]), ib, i_n))
+                if best[0] == 0:
+                    return best
+    assert best is not None
+    return best
 
 
 def _knobs_at(s: Mapping[str, Any], tables: list[Table], ix: tuple[Any, ...]) -> dict[str, Any]:
@@ -439,8 +459,8 @@ def _find(space: SearchSpace, s: Mapping[str, Any], value: int, convention: str 
     tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
     base = base_cost(s, tables, 32, 32, convention)
     assert base is not None
-    P = _param_grid(tables, base[0])
-    ix = np.unravel_index(int(np.flatnonzero(P.ravel() == value)[0]), P.shape)
+    dist, ix = _nearest_combo(tables, base[0], value)
+    assert dist == 0, "witness search: the proof's count has no combination"
     return Witness(value, config_from_knobs(_knobs_at(s, tables, ix)).to_dict())
 
 
@@ -664,12 +684,11 @@ class Repairer:
             base = base_cost(s, tables, h, w, self.convention)
             if base is None:
                 continue
-            P = _param_grid(tables, base[0])
-            flat = int(np.argmin(np.abs(P - self.target)))
-            ix = np.unravel_index(flat, P.shape)
+            dist, ix = _nearest_combo(tables, base[0], self.target)
             knobs = _knobs_at(s, tables, ix)
+            params = base[0] + sum(int(t.params[i]) for t, i in zip(tables, ix))
             macs = base[1] + sum(int(t.macs[int(i)]) for t, i in zip(tables, ix))
-            cand = (abs(int(P[ix]) - self.target), macs, knobs, int(P[ix]))
+            cand = (dist, macs, knobs, params)
             if best is None or cand[:2] < best[:2]:
                 best = cand
         return None if best is None else Solution(best[2], best[3], best[1], 0, 0.0, 0, "sampled structure")
