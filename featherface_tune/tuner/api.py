@@ -31,7 +31,7 @@ from featherface_tune.counter.analytic import check_dcn_macs
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
-    MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
+    MAX_EXACT, Certificate, ExactSet, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
     prove,
 )
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
@@ -232,7 +232,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         t0 = time.perf_counter()
         ctx = registry.Context((h, w), dcn_macs, convention,
                                knobs_from_config(ref_cfg) if ref_cfg is not None else None, model)
-        picks, front = _optima(proof, names, ctx, top)
+        picks, front = _optima(proof.exact, target, names, ctx, top)
         solved = {"exact_configs": len(proof.exact), "optimal": True, "seconds": round(time.perf_counter() - t0, 3)}
         if len(names) > 1:
             solved["front"] = front
@@ -246,12 +246,28 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
              f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
              + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
         runs = todo
+    elif analytic and cert.complete:  # too many to list: solved structure by structure, still proven
+        t0 = time.perf_counter()
+        ctx = registry.Context((h, w), dcn_macs, convention,
+                               knobs_from_config(ref_cfg) if ref_cfg is not None else None)
+        kept, picks, front, seen = _optima_by_structure(repairer, names, ctx, top)
+        solved = {"exact_configs": seen, "optimal": True, "seconds": round(time.perf_counter() - t0, 3),
+                  "method": "by structure"}
+        if len(names) > 1:
+            solved["front"] = front
+        todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
+        tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window, more than the "
+             f"{MAX_EXACT:,} listed explicitly: solved structure by structure in {solved['seconds']:.1f} s; "
+             f"{todo} optimum trials to record" + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
+        runs = todo
     else:
         if analytic:
-            tell(f"the window holds {cert.in_window:,} configs, more than the {MAX_EXACT:,} listed explicitly: "
-                 "sampling instead (no proof of optimality)")
-        if cert.example is not None and hit is None:  # witness first: a provably feasible trial
-            _enqueue(st, [knobs_from_config(FeatherFaceConfig(**cert.example.config))], sp, "witness")
+            tell("the space is too large to prove: sampling instead (no proof of optimality)")
+        if hit is None:  # a provably feasible start: the witness, then the proven analytic optima
+            first = ([knobs_from_config(FeatherFaceConfig(**cert.example.config))]
+                     if cert.example is not None else [])
+            first += _analytic_optima(proof, repairer, ref_cfg, (h, w), dcn_macs, convention) if tolerance else []
+            _enqueue(st, first, sp, "witness")
         runs = None
     total = trials if runs is None else before + runs
     tell(f"study {name!r} on {where}: {_summary(spec)}; {before} of {total} trials done")
@@ -349,16 +365,15 @@ def _check_max_macs(proof: Proof, max_macs: int | None) -> None:
                            f"the fewest in the window: {proof.least_macs:,} (proof: {c.evidence()})")
 
 
-def _optima(proof: Proof, names: Sequence[str], ctx: registry.Context, top: int) -> tuple[list[int], int]:
-    """(indices of the exact configs to record, size of the Pareto front): the whole front and the
+def _optima(ex: ExactSet, target: int, names: Sequence[str], ctx: registry.Context, top: int
+            ) -> tuple[list[int], int]:
+    """(indices of the configs of `ex` to record, size of the Pareto front): the whole front and the
     `top` best by the ranking rule of `ranking`, over the registered objectives' values rounded as
-    each says (`registry`: equal values tie)."""
+    each says (`registry`: equal values tie, and ties go to fewer MACs)."""
     import numpy as np
 
     from featherface_tune.tuner.ranking import rank_order
 
-    ex = proof.exact
-    assert ex is not None
     cols = []
     for n in names:
         obj = registry.get(n)
@@ -369,9 +384,49 @@ def _optima(proof: Proof, names: Sequence[str], ctx: registry.Context, top: int)
     values = np.stack(cols, axis=1)
     # ties go to fewer MACs: the enqueue order (hence the trial numbers the study ranks by) follows MACs
     by_macs = np.argsort(np.argsort(ex.macs, kind="stable"), kind="stable")
-    order, front = rank_order(values, (ex.params - proof.certificate.target).tolist(), by_macs.tolist())
+    order, front = rank_order(values, (ex.params - target).tolist(), by_macs.tolist())
     n_front = int(front.sum()) if len(names) > 1 else 0
     return order[:max(top, n_front)], n_front
+
+
+def _optima_by_structure(repairer: Repairer, names: Sequence[str], ctx: registry.Context, top: int
+                         ) -> tuple[ExactSet, list[int], int, int]:
+    """`_optima` over a window too large to list: its configs stream in chunks, structure by
+    structure (`Repairer.window`), and only the front and the `top` best so far are kept (the front
+    of a union is the front of the parts' fronts). (kept configs, their order, front size, configs
+    compared)."""
+    import numpy as np
+
+    kept: ExactSet | None = None
+    picks: list[int] = []
+    front = seen = 0
+    for chunk in repairer.window():
+        seen += len(chunk)
+        pool = chunk if kept is None else kept.concat(chunk)
+        order, front = _optima(pool, repairer.target, names, ctx, top)
+        kept = pool.subset(np.asarray(order, dtype=np.int64)).compact()
+        picks = list(range(len(order)))
+    if kept is None:
+        raise NoConfigInWindow(f"no config with {R.window_text(repairer.target, repairer.tolerance)} params")
+    return kept, picks, front, seen
+
+
+def _analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | None, size: tuple[int, int],
+                     dcn_macs: str, convention: str) -> list[dict[str, Any]]:
+    """The proven `macs` optimum and (with a reference) `closest` optimum of the window, as knobs:
+    the first trials of a sampled search in a window (empty when the space was too large to prove)."""
+    if not proof.certificate.complete or not proof.certificate.in_window:
+        return []
+    out = []
+    for name in ("macs", "closest") if ref is not None else ("macs",):
+        ctx = registry.Context(size, dcn_macs, convention, knobs_from_config(ref) if ref is not None else None)
+        if proof.exact is not None:
+            (i,), _ = _optima(proof.exact, proof.certificate.target, (name,), ctx, 1)
+            out.append(proof.exact.knobs(i))
+        else:
+            kept, picks, _, _ = _optima_by_structure(repairer, (name,), ctx, 1)
+            out.append(kept.knobs(picks[0]))
+    return out
 
 
 def _latency_model(proof: Proof, runtime: str, threads: int, size: tuple[int, int], tell: Callable[[str], None],
@@ -402,11 +457,12 @@ def _finalists(proof: Proof, picks: list[int], ctx: registry.Context, space: Sea
     for i in picks[:k]:
         why.setdefault(int(i), []).append("predicted fastest")
     macs_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention)
-    (i_macs,), _ = _optima(proof, ("macs",), macs_ctx, 1)
+    target = proof.certificate.target
+    (i_macs,), _ = _optima(ex, target, ("macs",), macs_ctx, 1)
     why.setdefault(int(i_macs), []).append("macs optimum")
     ref = _reference(reference, space, tell)
     close_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention, knobs_from_config(ref))
-    (i_close,), _ = _optima(proof, ("closest",), close_ctx, 1)
+    (i_close,), _ = _optima(ex, target, ("closest",), close_ctx, 1)
     why.setdefault(int(i_close), []).append("closest answer")
     idx = list(why)
     cfgs = [ex.config(i) for i in idx]

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -358,9 +358,22 @@ class ExactSet:
     def config(self, i: int) -> FeatherFaceConfig:
         return config_from_knobs(self.knobs(i))
 
+    def concat(self, other: "ExactSet") -> "ExactSet":
+        """This set and `other` (a chunk of the window) as one set."""
+        return ExactSet(self.structures + other.structures,
+                        np.concatenate([self.sid, other.sid + len(self.structures)]),
+                        np.concatenate([self.budget, other.budget]), np.concatenate([self.params, other.params]),
+                        np.concatenate([self.macs, other.macs]), self.dcn_macs)
+
     def subset(self, keep: np.ndarray) -> "ExactSet":
         return ExactSet(self.structures, self.sid[keep], self.budget[keep], self.params[keep], self.macs[keep],
                         self.dcn_macs)
+
+    def compact(self) -> "ExactSet":
+        """The same configs with only the structures they use."""
+        used, local = np.unique(self.sid, return_inverse=True)
+        return ExactSet(tuple(self.structures[int(i)] for i in used), local.astype(np.int64).reshape(-1),
+                        self.budget, self.params, self.macs, self.dcn_macs)
 
     def distances(self, point: Mapping[str, Any], free: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         """(switches, width sum) of every config to `point`."""
@@ -693,13 +706,14 @@ class Repairer:
                 best = cand
         return None if best is None else Solution(best[2], best[3], best[1], 0, 0.0, 0, "sampled structure")
 
-    def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
-                         ) -> tuple[Any, ...]:
+    def _window_chunks(self, s: Mapping[str, Any]) -> Iterator[tuple[int, ExactSet]]:
+        """(in-window completions of structure `s`, a chunk of at most about _CHUNK of them as an
+        ExactSet) pairs: the structure's whole window, never all at once."""
         h, w = self.input_size
         tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
         base = base_cost(s, tables, h, w, self.convention)
         if base is None:
-            return (0, None, None)
+            return
         t3, t4, t5, tb, tn = tables
         key = t3.params.tobytes() + t4.params.tobytes() + t5.params.tobytes()
         if key not in self._sums:
@@ -713,7 +727,6 @@ class Repairer:
         left, right = _hit_bounds(sums, rest, self.target - self.tolerance, self.target + self.tolerance)
         ends = np.cumsum(right - left)
         total_hits = int(ends[-1]) if ends.size else 0
-        best = loose = None
         a = 0
         while a < rest.size and total_hits:  # chunks of at most _CHUNK hits (a single entry may exceed it)
             done = int(ends[a - 1]) if a else 0
@@ -728,13 +741,28 @@ class Repairer:
             budget = np.stack([np.asarray(t.values, dtype=np.int64)[ix] for t, ix in zip(tables, idx)], axis=1)
             params = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
             macs = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
-            ex = ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+            yield total_hits, ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+
+    def window(self) -> Iterator[ExactSet]:
+        """Every config of the window (under max_macs, if set), in chunks (`_window_chunks`) over the
+        structures the proof found hits in: what analytic objectives are solved over when the window
+        holds too many configs to list (`MAX_EXACT`)."""
+        for s in self.structures:
+            for _, ex in self._window_chunks(s):
+                yield ex if self.max_macs is None else ex.subset(ex.macs <= self.max_macs)
+
+    def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
+                         ) -> tuple[Any, ...]:
+        best = loose = None
+        total_hits = 0
+        for hits, ex in self._window_chunks(s):
+            total_hits = hits
             sw, wd = ex.distances(point, free)
             total = sw * SWITCH_COST + wd
-
-            under = np.ones(ri.size, dtype=bool) if self.max_macs is None else macs <= self.max_macs
-            best = _better(best, _best_of(under, total, macs, params, sw, wd, ex))
-            loose = _better(loose, _best_of(np.ones(ri.size, dtype=bool), total, macs, params, sw, wd, ex))
+            every = np.ones(len(ex), dtype=bool)
+            under = every if self.max_macs is None else ex.macs <= self.max_macs
+            best = _better(best, _best_of(under, total, ex.macs, ex.params, sw, wd, ex))
+            loose = _better(loose, _best_of(every, total, ex.macs, ex.params, sw, wd, ex))
         return (total_hits, best, loose)
 
 

@@ -102,3 +102,43 @@ def test_equal_distances_go_to_fewer_macs_under_thop() -> None:
     rows = [(r.value, r.macs) for r in res.best]
     assert rows == sorted(rows)  # by distance (rounded), then fewer MACs
     assert len({v for v, _ in rows}) < len(rows)  # there are ties to order
+
+
+def _space_small():
+    """Three structures (neck widths 40, 42, 44): the streamed window merges chunks across them."""
+    from featherface_tune.tuner.space import choice
+
+    return build_space(None, ["neck=bifpn", "bifpn_repeats=3", "backbone_cbam=true", "neck_cbam=true",
+                              "ssh_deformable=true", "shuffle=block"]).with_domain("neck_channels", choice(40, 42, 44))
+
+
+@pytest.mark.parametrize("objective", ["macs", "closest", "macs,closest"])
+def test_a_window_too_large_to_list_is_still_solved_exactly(monkeypatch, objective) -> None:
+    """Solved structure by structure (the window streamed in chunks) = solved over the listed set."""
+    import featherface_tune.tuner.api as api
+    from featherface_tune import search
+
+    listed = search(489_000, space=_space_small(), tolerance=2000, objective=objective, top=5)
+    real = api.prove
+    monkeypatch.setattr(api, "prove", lambda *a, **k: real(*a, **{**k, "max_exact": 10}))
+    notes: list[str] = []
+    streamed = search(489_000, space=_space_small(), tolerance=2000, objective=objective, top=5,
+                      note=notes.append)
+    assert streamed.solved is not None and streamed.solved["method"] == "by structure"
+    assert streamed.solved["exact_configs"] == listed.solved["exact_configs"]  # type: ignore[index]
+    assert any("structure by structure" in n for n in notes)
+    assert len({r.config.neck_channels for r in listed.best}) > 1 or objective != "macs,closest"
+    assert [(r.config, r.value) for r in streamed.best] == [(r.config, r.value) for r in listed.best]
+    assert [r.config for r in streamed.pareto] == [r.config for r in listed.pareto]
+
+
+def test_a_sampled_search_in_a_window_starts_with_the_witness_and_the_proven_optimum() -> None:
+    from featherface_tune import search
+
+    def p3(cfg: Any) -> float:
+        return float(cfg.ssh_widths[0])
+
+    res = search(489_000, space=_space_small(), tolerance=2000, objective=p3, trials=3, seed=1)
+    macs = search(489_000, space=_space_small(), tolerance=2000, objective="macs", top=1)
+    first = sorted(res.records, key=lambda r: r.number)[:2]
+    assert first[1].config == macs.best[0].record.config
