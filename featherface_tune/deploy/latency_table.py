@@ -126,14 +126,6 @@ def instances(cfg: FeatherFaceConfig, h: int, w: int) -> list[tuple[Group, Block
     return out
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    from scipy.stats import kendalltau
-
-    if len(x) < 2:
-        return math.nan
-    return float(kendalltau(np.asarray(x, dtype=float), np.asarray(y, dtype=float)).statistic)
-
-
 # ---- the table ------------------------------------------------------------------------------------
 
 @dataclass
@@ -187,6 +179,8 @@ class LatencyTable:
         pred = [v["blocks_ms"] + self.overhead_ms for v in self.validation]
         meas = [v["measured_ms"] for v in self.validation]
         err = [abs(p - m) / m * 100 for p, m in zip(pred, meas)]
+        from featherface_tune.training.calibrate import kendall_tau
+
         tau = kendall_tau(pred, meas)
         return {"configs": len(meas), "median_abs_pct_error": round(float(np.median(err)), 2),
                 "kendall_tau": None if math.isnan(tau) else round(tau, 3)}
