@@ -241,3 +241,17 @@ def test_latency_table_command_covers_a_targets_exact_configs(cache) -> None:  #
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["points"] > 0 and data["groups"] > 0 and data["configs"] == 0 and data["path"].startswith(str(cache))
+
+
+def test_a_mixed_front_under_the_model_holds_the_proven_macs_optimum() -> None:
+    from featherface_tune import search
+    from featherface_tune.tuner.space import build_space
+
+    space = build_space(None, ["neck=bifpn", "bifpn_repeats=3", "backbone_cbam=true", "neck_cbam=true",
+                               "ssh_deformable=true", "shuffle=block"])
+    res = search(489_000, space=space, objective="macs,latency", latency_model=_Model(), top=2)
+    macs = search(489_000, space=space, objective="macs", top=1)
+    assert res.solved is not None and res.solved["front"] == len(res.pareto) >= 2
+    assert min(r.macs for r in res.pareto) == macs.best[0].macs  # the low-MAC end is the proven optimum
+    fastest = min(r.record.latency_predicted_ms for r in res.pareto)  # type: ignore[type-var]
+    assert fastest == min(sum(r.config.ssh_widths) for r in res.best)
