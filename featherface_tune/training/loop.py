@@ -44,6 +44,7 @@ from featherface_tune.training.dataset import (
 )
 from featherface_tune.training.loss import MultiBoxLoss
 from featherface_tune.training.match import make_priors
+from featherface_tune.training.recipe import get_recipe
 
 CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
 RESUME_KEYS = ("config", "options", "model", "optimizer", "scheduler", "epoch", "batch", "global_step",
@@ -91,6 +92,7 @@ class TrainOptions:
     progress: bool = True
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (featherface_tune.training.device)
     amp: str = "auto"  # auto (CUDA only), off, bf16, fp16
+    recipe: str = "short"  # featherface_tune.training.recipe.RECIPES: schedule, decay, image library, matching
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
@@ -127,6 +129,7 @@ class TrainOptions:
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise InputError(f"--pretrained {str(self.pretrained)!r} does not exist")
         resolve_amp(self.amp, torch.device("cpu"))  # validates the name; the device is checked in train()
+        get_recipe(self.recipe)
 
     def resolved_workers(self, device: torch.device) -> int:
         if self.num_workers is not None:
@@ -136,8 +139,9 @@ class TrainOptions:
         return min(4, usable_cores()) if device.type == "cuda" else 0
 
     def run_key(self) -> dict[str, Any]:
-        """Options that must match for a checkpoint to be resumed."""
-        return {"epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
+        """Options that must match for a checkpoint to be resumed (but epochs: --resume --epochs N
+        extends a run)."""
+        return {"recipe": self.recipe, "epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
                 "subset": self.subset, "optimizer": self.optimizer, "lr": self.resolved_lr(),
                 "weight_decay": self.resolved_weight_decay(), "momentum": self.momentum,
                 "warmup_epochs": self.warmup_epochs, "min_lr_ratio": self.min_lr_ratio,
@@ -213,15 +217,43 @@ def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
 
 
 def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and norm parameters (1-d tensors)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": options.resolved_weight_decay()},
-              {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW or SGD. The official recipe decays every tensor (one group, as `AdamW(net.parameters())`);
+    the short recipe spares biases and norm parameters (1-d tensors)."""
+    if get_recipe(options.recipe).decay_every_tensor:
+        groups = [{"params": list(model.parameters()), "weight_decay": options.resolved_weight_decay()}]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.ndim > 1],
+                   "weight_decay": options.resolved_weight_decay()},
+                  {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
     lr = options.resolved_lr()
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=options.momentum)
     return torch.optim.AdamW(groups, lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, options: TrainOptions,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's schedule, stepped once per batch: OneCycleLR (official: torch's defaults, momentum
+    or Adam's beta1 cycling 0.95 -> 0.85 -> 0.95) or linear warm-up then cosine (short)."""
+    total = options.epochs * steps_per_epoch
+    if get_recipe(options.recipe).schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.resolved_lr(), epochs=options.epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    warmup = min(int(round(options.warmup_epochs * steps_per_epoch)), total // 2)
+    floor = options.min_lr_ratio
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total, floor))
+
+
+def fast_forward(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> None:
+    """Put the schedule (learning rates, and OneCycle's momentum) at optimizer step `step`. Both
+    schedules are closed forms of the step, so this equals stepping `step` times, also after the
+    run's length changed (--resume --epochs N recomputes the schedule for the new length)."""
+    import warnings
+
+    scheduler.last_epoch = step - 1
+    with warnings.catch_warnings():  # "step() before optimizer.step()": no optimizer step is due here
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 def recalibrate_bn(model: nn.Module, dataset: FaceDataset, batches: int, batch_size: int,
@@ -296,6 +328,31 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if overwrite:  # the old run goes now: an early stop must not leave its last.pt for --resume to pick up
         for name in held:
             (out_dir / name).unlink()
+
+
+def fresh_run_dir(root: Path = Path("runs"), prefix: str = "train") -> Path:
+    """A new, empty folder root/prefix-<n> (the first free n from 1), created here so that two runs
+    started at once never share one: training without --out still keeps its model."""
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1 + max((int(p.name[len(prefix) + 1:]) for p in root.glob(f"{prefix}-*")
+                 if p.name[len(prefix) + 1:].isdigit()), default=0)
+    while True:
+        path = root / f"{prefix}-{n}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def checkpoint_epochs(out_dir: Path) -> int | None:
+    """The epochs a resumable run in out_dir was started with (None when last.pt is absent or does
+    not say; --resume then reports the problem)."""
+    try:
+        state = torch.load(Path(out_dir) / "last.pt", map_location="cpu", weights_only=True)
+        return int(state["options"]["epochs"])
+    except Exception:  # noqa: BLE001 - any problem is _resume's to name
+        return None
 
 
 def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:
@@ -380,7 +437,7 @@ class _Run:
     model: FeatherFace
     dataset: FaceDataset
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: Any  # torch.amp.GradScaler with fp16, else None
     criterion: MultiBoxLoss
     priors: torch.Tensor
@@ -429,15 +486,13 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     if options.pretrained is not None:
         load_backbone_pretrained(model, Path(options.pretrained))
     model.to(device)
+    recipe = get_recipe(options.recipe)
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
-                          cache=options.cache_images)
+                          cache=options.cache_images, image_ops=recipe.image_ops)
     spe = math.ceil(len(dataset) / options.batch_size)
     total_steps = options.epochs * spe
-    warmup = min(int(round(options.warmup_epochs * spe)), total_steps // 2)
     optimizer = make_optimizer(model, options)
-    floor = options.min_lr_ratio
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total_steps, floor))
+    scheduler = make_scheduler(optimizer, options, spe)
     ckpt_path = Path(options.out_dir) / "last.pt" if options.out_dir is not None else None
     if ckpt_path is not None:
         remove_stale_temporaries(ckpt_path.parent)
@@ -448,7 +503,7 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
                         pin_memory=device.type == "cuda")
     return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model, dataset=dataset,
                 optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp_dtype),
-                criterion=MultiBoxLoss(), priors=make_priors(options.image_size, cfg.anchors_per_cell).to(device),
+                criterion=MultiBoxLoss(official_match=recipe.official_match), priors=make_priors(options.image_size, cfg.anchors_per_cell).to(device),
                 sampler=sampler, loader=loader, steps_per_epoch=spe, total_steps=total_steps,
                 ckpt_path=ckpt_path)
 
@@ -476,8 +531,9 @@ def _resume(run: _Run) -> None:
         raise InputError(f"--resume: {where} is damaged: options is not a table")
     if state["config"] != run.cfg.to_dict():
         raise InputError(f"--resume: {where} was trained with a different config")
-    diff = {k: (v, state["options"].get(k)) for k, v in options.run_key().items()
-            if state["options"].get(k) != v}
+    diff = {k: (v, state["options"].get(k, "short" if k == "recipe" else None))
+            for k, v in options.run_key().items()
+            if k != "epochs" and state["options"].get(k, "short" if k == "recipe" else None) != v}
     if diff:
         k, (now, then) = next(iter(diff.items()))
         raise InputError(f"--resume: {where} was written with {k}={then!r}, "
@@ -487,7 +543,6 @@ def _resume(run: _Run) -> None:
         run.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         if run.scaler is not None and state.get("scaler"):
             run.scaler.load_state_dict(state["scaler"])
-        run.scheduler.load_state_dict(state["scheduler"])
         epoch, batch, global_step = (int(state[k]) for k in ("epoch", "batch", "global_step"))
         history = [EpochStats(**h) for h in state["history"]]
         step_losses = [float(v) for v in state["step_losses"]]
@@ -496,9 +551,13 @@ def _resume(run: _Run) -> None:
         raise InputError(f"--resume: {where} is damaged ({type(exc).__name__}: "
                          f"{first_line(exc, 120)}); start again with --overwrite") from None
     spe = run.steps_per_epoch
-    if not (0 <= epoch <= options.epochs and 0 <= batch <= spe and global_step >= 0):
+    if not (0 <= batch <= spe and global_step >= 0 and epoch >= 0):
         raise InputError(f"--resume: {where} is damaged: position epoch {epoch}, batch {batch} "
-                         f"is outside the run ({options.epochs} epochs of {spe} steps)")
+                         f"is outside the run ({spe} steps an epoch)")
+    if epoch + (batch > 0) > options.epochs:
+        raise InputError(f"--epochs {options.epochs}: the run in {where} is past it (epoch {epoch}, "
+                         f"step {batch}); extend it with a larger --epochs")
+    fast_forward(run.scheduler, global_step)
     run.epoch, run.batch, run.global_step = epoch, batch, global_step
     run.history, run.step_losses = history, step_losses
 

@@ -41,8 +41,9 @@ def hard_negatives(conf_loss: torch.Tensor, pos: torch.Tensor, neg_pos: int) -> 
 
 class MultiBoxLoss(torch.nn.Module):
     def __init__(self, neg_pos: int = 7, loc_weight: float = 2.0, threshold: float = MATCH_THRESHOLD,
-                 variances: tuple[float, float] = VARIANCES):
+                 variances: tuple[float, float] = VARIANCES, official_match: bool = False):
         super().__init__()
+        self.official_match = official_match  # see match.match_one
         self.neg_pos = neg_pos
         self.loc_weight = loc_weight
         self.threshold = threshold
@@ -52,7 +53,7 @@ class MultiBoxLoss(torch.nn.Module):
                 priors: torch.Tensor, targets: list[torch.Tensor] | MatchTargets) -> LossParts:
         loc_p, conf_p, ldm_p = predictions
         m = targets if isinstance(targets, MatchTargets) else match(
-            targets, priors, self.threshold, self.variances)
+            targets, priors, self.threshold, self.variances, self.official_match)
         if m.labels.shape != conf_p.shape[:2]:
             raise ValueError(f"the model predicts {conf_p.shape[1]} priors but {m.labels.shape[1]} "
                              "were matched (image size or anchors_per_cell differ)")

@@ -6,11 +6,14 @@
     res.best[0].config, res.best[0].macs                    # a FeatherFaceConfig and its MACs
     res = search(489_000, objective=lambda cfg: -min(cfg.ssh_widths), trials=60)  # maximise: negate
 
-Analytic objectives (`macs`, `closest`) are solved over every exact config of the space (the proof lists
-them) and the top ones are enqueued as the study's trials, whatever `trials` is. Other objectives
-(`latency`, `proxy_ap`, callables, and Pareto fronts that include one) are sampled: Optuna samples every
-knob, the solver repairs each sample to the nearest exact config (`solve.Repairer`), and the
-certificate's witness is the first trial. `featherface-tune search` is a thin layer over `search`.
+Analytic objectives (`macs`, `closest`; `tuner.registry`) are solved over every exact config of the
+space (the proof lists them; a window too large to list is streamed structure by structure) and the
+top ones (the whole front, with several) are enqueued as the study's trials, whatever `trials` is.
+`latency` is solved the same way under the per-block latency model, then its finalists are timed side
+by side. Other objectives (`proxy_ap`, callables, sampled latency, and Pareto fronts that include one)
+are sampled: Optuna samples every knob, the solver repairs each sample to the nearest exact config
+(`solve.Repairer`), and the certificate's witness (then, in a window, the proven analytic optima) are
+the first trials. `featherface-tune search` is a thin layer over `search`.
 """
 
 from __future__ import annotations
@@ -240,7 +243,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         if names == ("latency",) and model is not None:
             picks, extras, solved["finalists"] = _finalists(proof, picks, ctx, sp, reference, finalists, latency_runtime or "torch",
                                               latency_threads, (h, w), tell)
-        todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum", extras)
+        with S.exclusive(st):  # workers starting together enqueue each optimum once
+            todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum", extras)
         under = " under the latency model" if model is not None else ""
         tell(f"{' and '.join(names)}: optimal{under} over all {len(proof.exact):,} exact configs "
              f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
@@ -255,7 +259,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
                   "method": "by structure"}
         if len(names) > 1:
             solved["front"] = front
-        todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
+        with S.exclusive(st):  # workers starting together enqueue each optimum once
+            todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
         tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window, more than the "
              f"{MAX_EXACT:,} listed explicitly: solved structure by structure in {solved['seconds']:.1f} s; "
              f"{todo} optimum trials to record" + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
@@ -491,6 +496,9 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
              extras: Sequence[Mapping[str, Any]] | None = None) -> int:
     """Enqueue the exact configs the study neither holds complete nor has waiting; returns how many
     trials are waiting afterwards (an interrupted run leaves some for the rerun)."""
+    from optuna.trial import TrialState
+
+    from featherface_tune.tuner import study as S
     from featherface_tune.tuner.ranking import config_key
     from featherface_tune.tuner.space import config_from_knobs
 
@@ -498,8 +506,12 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
     for t in st.get_trials(deepcopy=False):
         if t.state.name == "COMPLETE" and R.CONFIG in t.user_attrs:
             have.add(config_key(t.user_attrs[R.CONFIG]))
-        elif t.state.name == "WAITING":
-            waiting += 1
+        elif t.state.name in ("WAITING", "RUNNING"):  # RUNNING: another worker evaluates it now
+            if S.abandoned(t):  # its worker was killed (a journal has no heartbeat to tell): redo it
+                st._storage.set_trial_user_attr(t._trial_id, R.FAIL_REASON, "its worker died")
+                st._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                continue
+            waiting += t.state.name == "WAITING"
             if R.ENQUEUED in t.user_attrs:
                 have.add(config_key(config_from_knobs(t.user_attrs[R.ENQUEUED]["knobs"]).to_dict()))
     for j, knobs in enumerate(knob_sets):

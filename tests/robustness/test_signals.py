@@ -67,7 +67,7 @@ def test_sigterm_during_training(tmp_path: Path):
     write_demo(tmp_path / "d", train=8, val=1, seed=0)
     out_dir = tmp_path / "out"
     args = [sys.executable, "-m", "featherface_tune.cli", "train", "--data", str(tmp_path / "d"), "--epochs", "500",
-            "--image-size", "64", "--batch-size", "4", "--out", str(out_dir)]
+            "--image-size", "64", "--batch-size", "4", "--pretrained", "none", "--out", str(out_dir)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     _wait(lambda: (out_dir / "last.pt").is_file(), proc)
