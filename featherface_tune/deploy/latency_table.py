@@ -7,7 +7,7 @@ constructor arguments and its price (MACs), so the model needs no block-specific
 
 * **groups**: instances of one block type at one level with the same settings (the non-integer
   arguments: DCN on/off, the shuffle kind, the backbone width, ...). Within a group only widths
-  vary, and time is fitted as `a + b * MACs` (least squares, b >= 0) through the points measured.
+  vary, and time is fitted as `a + b * MACs` (Theil-Sen, b >= 0) through the points measured.
 * **points**: for each group the space gives, up to `POINTS_PER_GROUP` instances spread over its
   MACs are timed in isolation (each timing kept as its 20th percentile, `low_time`) (inputs captured from a forward pass of a model that has them) in the
   chosen runtime: eager torch, or onnxruntime on a small ONNX graph of the block alone (a whole-model
@@ -216,16 +216,15 @@ class LatencyTable:
 
 
 def _fit(pts: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """(a, b) of ms = a + b * MACs through the points (least squares, b >= 0; the mean when the
-    points do not vary in MACs)."""
+    """(a, b) of ms = a + b * MACs through the points, robustly (Theil-Sen: b the median of the
+    pairwise slopes, at least 0; a the median of ms - b * MACs), so one timing a burst of load hit
+    does not tilt the line; the median when the points do not vary in MACs."""
     x = np.array([p[0] for p in pts], dtype=float)
     y = np.array([p[1] for p in pts], dtype=float)
-    if len(set(x.tolist())) < 2:
-        return float(y.mean()), 0.0
-    b, a = np.polyfit(x, y, 1)
-    if b < 0:
-        return float(y.mean()), 0.0
-    return float(a), float(b)
+    i, j = np.triu_indices(len(x), 1)
+    apart = x[i] != x[j]
+    b = max(0.0, float(np.median((y[j] - y[i])[apart] / (x[j] - x[i])[apart]))) if apart.any() else 0.0
+    return float(np.median(y - b * x)), b
 
 
 # ---- building -----------------------------------------------------------------------------------
