@@ -15,6 +15,7 @@ from featherface_tune.commands.evaluate import evaluate_cmd
 from featherface_tune.commands.export import export_cmd
 from featherface_tune.commands.detect import detect_cmd
 from featherface_tune.commands.gate import gate_cmd
+from featherface_tune.commands.latency import latency_cmd, latency_table_cmd
 from featherface_tune.commands.predict import predict_cmd
 from featherface_tune.commands.presets import presets_cmd
 from featherface_tune.commands.report import report_cmd
@@ -39,6 +40,8 @@ COMMANDS = {
     "export": export_cmd,
     "detect": detect_cmd,
     "gate": gate_cmd,
+    "latency": latency_cmd,
+    "latency-table": latency_table_cmd,
     "predict": predict_cmd,
     "presets": presets_cmd,
     "report": report_cmd,

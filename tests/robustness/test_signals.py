@@ -43,7 +43,7 @@ def test_sigterm_during_search(tmp_path: Path):
     db = tmp_path / "s.db"
     # latency is measured per trial: a slow objective, so the signal lands inside a trial
     proc = subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", "search", "--target", "489000",
-                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--runtime", "torch",
+                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch",
                              "--input-size", "320", "320", "--trials", "10000", "--study", "t",
                              "--storage", f"sqlite:///{db}"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
