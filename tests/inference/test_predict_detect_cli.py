@@ -81,10 +81,10 @@ def test_predict_tree(random_ckpt: Path, image_tree: Path, tmp_path: Path) -> No
     r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--images", str(image_tree),
                             "--out", str(out)])
     _one_line_error(r)
-    assert "--replace" in r.stderr and "4 prediction files" in r.stderr and stale.is_file()
-    # ... unless --replace, which deletes them first; the human summary goes to stdout, progress to stderr
+    assert "--overwrite" in r.stderr and "4 prediction files" in r.stderr and stale.is_file()
+    # ... unless --overwrite, which deletes them first; the human summary goes to stdout, progress to stderr
     r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--preset", "retinaface-mnet025",
-                            "--images", str(image_tree), "--out", str(out), "--float-coords", "--replace"])
+                            "--images", str(image_tree), "--out", str(out), "--float-coords", "--overwrite"])
     assert r.exit_code == 0, r.output
     assert "3 images" in r.stdout
     first = (out / "0--Parade" / "a.txt").read_text().splitlines()[2].split()
