@@ -74,13 +74,50 @@ def test_predict_tree(random_ckpt: Path, image_tree: Path, tmp_path: Path) -> No
         assert all(len(line.split()) == 5 for line in lines[2:])
         total += n
     assert total == js["detections"]
-    # the human summary goes to stdout, progress/diagnostics to stderr
+    # an --out holding predictions is refused (evaluate would score old and new files together) ...
+    stale = out / "9--Old" / "gone.txt"
+    stale.parent.mkdir()
+    stale.write_text("gone\n0\n")
+    r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--images", str(image_tree),
+                            "--out", str(out)])
+    _one_line_error(r)
+    assert "--overwrite" in r.stderr and "4 prediction files" in r.stderr and stale.is_file()
+    # ... unless --overwrite, which deletes them first; the human summary goes to stdout, progress to stderr
     r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--preset", "retinaface-mnet025",
-                            "--images", str(image_tree), "--out", str(out), "--float-coords"])
+                            "--images", str(image_tree), "--out", str(out), "--float-coords", "--overwrite"])
     assert r.exit_code == 0, r.output
     assert "3 images" in r.stdout
     first = (out / "0--Parade" / "a.txt").read_text().splitlines()[2].split()
     assert "." in first[0]
+    assert not stale.exists() and len(list(out.rglob("*.txt"))) == 3
+
+
+def test_crowded_image_keeps_every_box_by_default() -> None:
+    """The official protocol (test_widerface.py) has no top-k / keep cap: on a crowd every box that
+    survives NMS is kept; --top-k / --keep cap it for deployment."""
+    from featherface_tune.inference.detector import _priors, postprocess
+    from featherface_tune.inference.nms import nms_plain
+
+    h, w = 640, 640
+    n = _priors(h, w, 2).shape[0]
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(n, 4, generator=g) * 0.5
+    logits = torch.randn(n, 2, generator=g) * 3
+    dets = postprocess(loc, logits, None, (h, w), 2)
+    # the reference: every score above 0.02, best first, through py_cpu_nms, nothing cut
+    scores = torch.softmax(logits, -1)[:, 1]
+    assert len(dets) > 750 and len(dets) == len(nms_plain(*_candidates(loc, scores, h, w)))
+    assert len(postprocess(loc, logits, None, (h, w), 2, keep=750)) == 750
+    assert len(postprocess(loc, logits, None, (h, w), 2, top_k=5000)) < len(dets)
+
+
+def _candidates(loc, scores, h, w):  # type: ignore[no-untyped-def]
+    from featherface_tune.inference.decode import VARIANCES, decode_boxes
+    from featherface_tune.inference.detector import _priors
+
+    keep = scores > 0.02
+    boxes = decode_boxes(loc[keep], _priors(h, w, 2)[keep], VARIANCES) * torch.tensor([w, h, w, h])
+    return boxes.numpy(), scores[keep].numpy(), 0.4
 
 
 def test_format_prediction_truncates_like_retinaface() -> None:
@@ -180,3 +217,27 @@ def test_read_image_modes(tmp_path: Path) -> None:
     assert read_image_bgr(tmp_path / "a.png").shape == (4, 5, 3)
     with pytest.raises(InputError):
         read_image_bgr(tmp_path / "nope.png")
+
+
+CROWD = Path(__file__).parent / "data" / "official_crowd.json"
+
+
+def test_crowds_keep_exactly_what_the_official_script_keeps() -> None:
+    """The official numbers are data: test_widerface.py's post-processing (github dohun-mat/FeatherFace:
+    decode, scores > 0.02, argsort()[::-1], py_cpu_nms 0.4, no caps) was run on these seeded random
+    network outputs; postprocess() with its defaults keeps the same boxes, scores and order, bit for bit."""
+    import hashlib
+
+    from featherface_tune.inference.detector import _priors, postprocess
+
+    for case in json.loads(CROWD.read_text())["cases"]:
+        h, w = case["height"], case["width"]
+        n = _priors(h, w, 2).shape[0]
+        g = torch.Generator().manual_seed(case["seed"])
+        loc = torch.randn(n, 4, generator=g) * 0.5
+        logits = torch.randn(n, 2, generator=g) * 3
+        dets = postprocess(loc, logits, None, (h, w), 2)
+        rows = np.ascontiguousarray(np.hstack([dets.boxes, dets.scores[:, None]]).astype(np.float32))
+        assert len(dets) == case["kept"] > 750
+        assert float(rows[:, 4].astype(np.float64).sum()) == case["score_sum"]
+        assert hashlib.sha256(rows.tobytes()).hexdigest() == case["dets_sha256"]
