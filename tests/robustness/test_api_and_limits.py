@@ -169,10 +169,11 @@ def test_train_whose_last_batch_is_one_image(cli, tmp_path: Path):
     from featherface_tune.data.demo import write_demo
 
     write_demo(tmp_path / "d", train=3, val=1, seed=0)
-    r = cli("train", "--data", tmp_path / "d", "--epochs", "1", "--image-size", "32", "--batch-size", "2",
+    r = cli("train", "--data", tmp_path / "d", "--epochs", "1", "--image-size", "32", "--batch-size", "2", "--pretrained", "none",
             "--subset", "3")
     assert r.exit_code == 0, r.output
-    assert_one_line_error(cli("train", "--data", tmp_path / "d", "--subset", "1e9"), 2, "--subset")
+    assert_one_line_error(cli("train", "--data", tmp_path / "d", "--subset", "1e9", "--pretrained", "none"), 2,
+                          "--subset")
 
 
 @pytest.mark.parametrize("kind,needle", [("fifo", "not a regular file"), ("zero", "not a regular file"),

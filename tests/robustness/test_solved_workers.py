@@ -109,6 +109,15 @@ def test_sigterm_in_a_checkpoint_write_waits_for_the_write(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def _complete(storage: str, cwd: Path) -> int:
+    """COMPLETE trials of study "t" so far (0 while it does not exist yet)."""
+    try:
+        states, _ = optima_stored(storage, "t", cwd)
+    except Exception:  # noqa: BLE001 - not created yet, or mid-write
+        return 0
+    return states.get("COMPLETE", 0)
+
+
 SAMPLED_WORKER = """
 import sys, time
 from featherface_tune.errors import sigterm_as_interrupt
@@ -138,10 +147,14 @@ def test_sigterm_leaves_no_trial_running(tmp_path: Path, narrow_space: Path, sto
     (tmp_path / "sub").mkdir()
     rng = random.Random(143)
     for _ in range(3):
+        before = _complete(storage, tmp_path)
         p = subprocess.Popen([sys.executable, "-c", SAMPLED_WORKER, str(narrow_space), storage], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-        time.sleep(rng.uniform(4.0, 8.0))
+        deadline = time.time() + 180
+        while time.time() < deadline and p.poll() is None and _complete(storage, tmp_path) <= before:
+            time.sleep(0.3)
+        time.sleep(rng.uniform(0.0, 2.0))  # then anywhere: in the objective, in sampling, in tell
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=120)
         assert p.returncode == 143, err[-2000:]
