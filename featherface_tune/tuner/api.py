@@ -42,6 +42,9 @@ from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_sp
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
 DEFAULT_FINALISTS = 5  # best latency predictions timed whole (plus the macs optimum and the closest answer)
 LATENCY_MODES = ("model", "sampled")
+# configs of a window a sampled search streams for its proven first trials (about 15 s per 4 million)
+MAX_WARM_START = 5_000_000
+MAX_STREAM = 25_000_000  # configs an analytic objective is solved over structure by structure (about 2 min)
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE
 Objective = str | Callable[[FeatherFaceConfig], float]
 
@@ -250,7 +253,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
              f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
              + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
         runs = todo
-    elif analytic and cert.complete:  # too many to list: solved structure by structure, still proven
+    elif analytic and cert.complete and cert.in_window <= MAX_STREAM:  # too many to list: streamed, still proven
+        tell(f"{' and '.join(names)}: the window holds {cert.in_window:,} configs, more than the {MAX_EXACT:,} "
+             f"listed explicitly: solving structure by structure (about {cert.in_window / 4e6 * 15:,.0f} s)")
         t0 = time.perf_counter()
         ctx = registry.Context((h, w), dcn_macs, convention,
                                knobs_from_config(ref_cfg) if ref_cfg is not None else None)
@@ -261,12 +266,15 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             solved["front"] = front
         with S.exclusive(st):  # workers starting together enqueue each optimum once
             todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
-        tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window, more than the "
-             f"{MAX_EXACT:,} listed explicitly: solved structure by structure in {solved['seconds']:.1f} s; "
+        tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window (solved structure by "
+             f"structure in {solved['seconds']:.1f} s); "
              f"{todo} optimum trials to record" + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
         runs = todo
     else:
-        if analytic:
+        if analytic and cert.complete:
+            tell(f"the window holds {cert.in_window:,} configs, more than the {MAX_STREAM:,} solved structure by "
+                 "structure in reasonable time: sampling instead (no proof of optimality); narrow the window")
+        elif analytic:
             tell("the space is too large to prove: sampling instead (no proof of optimality)")
         if hit is None:  # a provably feasible start: the witness, then the proven analytic optima
             first = ([knobs_from_config(FeatherFaceConfig(**cert.example.config))]
@@ -420,8 +428,9 @@ def _analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | 
                      dcn_macs: str, convention: str) -> list[dict[str, Any]]:
     """The proven `macs` optimum and (with a reference) `closest` optimum of the window, as knobs:
     the first trials of a sampled search in a window (empty when the space was too large to prove)."""
-    if not proof.certificate.complete or not proof.certificate.in_window:
-        return []
+    cert = proof.certificate
+    if not cert.complete or not cert.in_window or (proof.exact is None and cert.in_window > MAX_WARM_START):
+        return []  # too many to stream before the first trial: the witness alone starts the search
     out = []
     for name in ("macs", "closest") if ref is not None else ("macs",):
         ctx = registry.Context(size, dcn_macs, convention, knobs_from_config(ref) if ref is not None else None)
