@@ -53,6 +53,14 @@ def handle_errors(fn: F) -> F:
                 return fn(*args, **kwargs)
             except FeatherFaceError as exc:
                 raise fail(str(exc), exc.exit_code) from None
+            except ImportError as exc:  # an optional install is missing: name it, no traceback
+                from featherface_tune.extras import missing_extra
+
+                hint = missing_extra(exc)
+                if hint is None:
+                    raise
+                said = str(exc)  # `extras.require` already names what needs it
+                raise fail(said if said.endswith(hint) else f"{_command_path()} {hint}", 1) from None
             except KeyboardInterrupt as exc:
                 what = "terminated" if isinstance(exc, Terminated) else "interrupted"
                 raise fail(what, interrupt_exit_code(exc)) from None
@@ -63,6 +71,16 @@ def handle_errors(fn: F) -> F:
                            "use smaller sizes, widths or batches", 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _command_path() -> str:
+    """`featherface-tune train` (the running command, for messages), or the tool's name."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older Typer on real click
+        from click import get_current_context  # type: ignore[no-redef,assignment]
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else "featherface-tune"
 
 
 def _out_of_memory(exc: BaseException) -> bool:

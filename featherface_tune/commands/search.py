@@ -62,18 +62,10 @@ def search_cmd(
 
     The whole space is counted exhaustively first: if no config lies within the window, the command says so, names the nearest achievable counts and exits 1. closest and macs are then solved over every exact config (proven optimum); other objectives are sampled, each sample repaired to the nearest exact config. See docs/search.md.
     """
-    import optuna
-
-    from featherface_tune.tuner.api import search
-    from featherface_tune.training.proxy import Fidelity
-    from featherface_tune.tuner.objectives import load_proxy
-    from featherface_tune.tuner.solve import NoConfigInWindow
-    from featherface_tune.tuner.space import build_space
-    from featherface_tune.tuner.study import default_storage_url
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
     from featherface_tune.bounds import check_build_size, check_count, check_seed
+    from featherface_tune.training.device import check_threads
 
+    # the arguments first: a usage error imports neither Optuna nor torch
     check_count(target, "--target")
     check_seed(seed)
     tol = parse_tolerance(tolerance, target)
@@ -83,16 +75,29 @@ def search_cmd(
     proxy_opts = (proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget)
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
-    if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
+    latency = objective is not None and "latency" in objective
+    if latency:  # latency runs the built model at --input-size
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
-    fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
-    from featherface_tune.training.device import resolve_device, set_threads
-    from featherface_tune.training.proxy import check_pruner
+    n_threads = check_threads(threads)
 
-    check_pruner(pruner_name)
-    dev = resolve_device(device) if proxy_data is not None else None
-    n_threads = set_threads(threads)
-    proxy_fn = load_proxy(proxy_data, str(dev)) if proxy_data is not None else None
+    import optuna
+
+    from featherface_tune.tuner.api import search
+    from featherface_tune.tuner.objectives import load_proxy
+    from featherface_tune.tuner.solve import NoConfigInWindow
+    from featherface_tune.tuner.space import build_space
+    from featherface_tune.tuner.study import default_storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
+    fidelity = None
+    if proxy_data is not None:  # proxy training: torch from here on
+        from featherface_tune.training.device import resolve_device, set_threads
+        from featherface_tune.training.proxy import Fidelity
+
+        fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget,
+                                                metric)
+        n_threads = set_threads(threads)
+    proxy_fn = load_proxy(proxy_data, str(resolve_device(device))) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,7 +138,8 @@ def search_cmd(
                          note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads,
                          latency_runtime=runtime)
         finally:
-            progress.stop()
+            if progress.live.is_started:  # rich prints a blank line when stopping one never started
+                progress.stop()
     except NoConfigInWindow as exc:
         cert = getattr(exc, "certificate", None)
         if cert is not None:

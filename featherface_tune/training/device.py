@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 from contextlib import nullcontext
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is used: the thread defaults need none
+    import torch
 
 from featherface_tune.errors import InputError
 
@@ -28,6 +29,8 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """`auto` -> cuda:0 when CUDA is available, else cpu. An unavailable device is an InputError."""
+    import torch
+
     if isinstance(name, torch.device):
         name = str(name)
     text = (name or "auto").strip().lower()
@@ -75,11 +78,18 @@ def default_threads(workers: int = 1, environ: dict[str, str] | None = None) -> 
 MAX_THREADS = 1024  # beyond any machine this runs on; torch would try to start them all
 
 
-def set_threads(threads: int | None = None, workers: int = 1) -> int:
-    """Set torch's intra-op threads (None: default_threads(workers)); returns the number set."""
+def check_threads(threads: int | None = None, workers: int = 1) -> int:
+    """The threads a `--threads` value asks for (None: default_threads(workers)), checked."""
     if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
         raise InputError(f"--threads {threads}: must be an integer from 1 to {MAX_THREADS}")
-    n = threads if threads is not None else default_threads(workers)
+    return threads if threads is not None else default_threads(workers)
+
+
+def set_threads(threads: int | None = None, workers: int = 1) -> int:
+    """Set torch's intra-op threads (None: default_threads(workers)); returns the number set."""
+    import torch
+
+    n = check_threads(threads, workers)
     torch.set_num_threads(n)
     return n
 
@@ -90,6 +100,8 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     auto: bf16 on CUDA when the GPU supports it, else fp16 (with a grad scaler); off on CPU/MPS,
     where float32 stays the reference. bf16/fp16 may be forced on CPU too (tests run them there).
     """
+    import torch
+
     if mode not in AMP_MODES:
         raise InputError(f"--amp {mode!r}: must be one of {', '.join(AMP_MODES)}")
     if mode == "off":
@@ -105,6 +117,8 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager[Any]:
     """torch.autocast for `dtype` on `device`, or a no-op context when dtype is None."""
+    import torch
+
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -112,6 +126,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager[
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> Any:
     """A GradScaler for fp16 (its range needs loss scaling), else None (bf16 and fp32 do not)."""
+    import torch
+
     if dtype != torch.float16:
         return None
     return torch.amp.GradScaler(device.type)
@@ -119,6 +135,8 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 def describe(device: torch.device, threads: int | None = None, amp: torch.dtype | None = None) -> str:
     """One line for logs: the device (with the GPU's name), threads, precision."""
+    import torch
+
     what = str(device)
     if device.type == "cuda":
         what += f" ({torch.cuda.get_device_name(device)})"

@@ -19,14 +19,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
-from featherface_tune.training.proxy import Fidelity
 from featherface_tune.tuner.objectives import BudgetObjective, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import check_dcn_macs
+from featherface_tune.training.spec import check_pruner
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
@@ -34,6 +34,9 @@ from featherface_tune.tuner.solve import (
     prove,
 )
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
+
+if TYPE_CHECKING:  # beside torch: imported only when a proxy trains, so an analytic search needs no torch
+    from featherface_tune.training.proxy import Fidelity
 
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE
@@ -128,6 +131,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     if top < 1:
         raise InputError(f"--top {top}: must be at least 1")
     check_dcn_macs(dcn_macs)
+    check_pruner(pruner)
     try:
         get_convention(convention, dcn_macs)
     except ConfigError as exc:
@@ -137,7 +141,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     names, callables = _objectives(objective, proxy is not None)
     if "latency" in names:
         from featherface_tune.deploy.latency import check_runtime
+        from featherface_tune.extras import require
 
+        require("torch", "the latency objective")  # every trial builds its model
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
             raise InputError(f"--threads {latency_threads}: must be at least 1")
@@ -175,15 +181,16 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     name = study or S.default_study_name(spec)
     trial_pruner = None
     if proxy is not None and len(names) == 1:
-        from featherface_tune.training.proxy import make_pruner
+        from featherface_tune.training.proxy import Fidelity, make_pruner
 
-        trial_pruner = make_pruner(pruner, (fidelity or Fidelity()).epochs)
+        fidelity = fidelity or Fidelity()
+        trial_pruner = make_pruner(pruner, fidelity.epochs)
     st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
                         convention)
-    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
+    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity, latency_threads=latency_threads,
                          latency_runtime=latency_runtime,
                          repairer=repairer,
                          callables=callables)
