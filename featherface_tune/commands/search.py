@@ -11,6 +11,7 @@ from typing_extensions import Annotated
 from featherface_tune.commands._common import (
     DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
 )
+from featherface_tune.terminal import print_wrapped
 from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner import records as R
@@ -105,7 +106,9 @@ def search_cmd(
     stats: dict[str, Any] = {"feasible": 0, "best": None, "done": 0}
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=False)
-    task = progress.add_task("search", total=None, info="", start=False, visible=False)
+    # a solved objective records its proven optima: no search to show, only the recording
+    task = progress.add_task("search" if objective not in (None, "closest", "macs") or proxy_data else "recording",
+                             total=None, info="", start=False, visible=False)
 
     def on_start(before: int, total: int) -> None:
         stats["done"] = before
@@ -123,10 +126,10 @@ def search_cmd(
                 stats["best"] = v
         name = st.metric_names[0] if st.metric_names else "value"
         best = "" if stats["best"] is None else f", best {name} {_fmt(name, stats['best'])}"
-        progress.update(task, completed=stats["done"], info=f"feasible {stats['feasible']}{best}")
+        progress.update(task, completed=stats["done"], info=f"exact {stats['feasible']}{best}")
 
     def note(text: str) -> None:
-        err.print(text, highlight=False, soft_wrap=True)
+        print_wrapped(err, text)
 
     try:
         try:
@@ -171,13 +174,15 @@ def search_cmd(
     }
     if len(spec.objectives) > 1:
         result["pareto"] = [_row_json(r.record) for r in res.pareto]
+    solved = res.solved is not None
     if json_:
         print_json(result)
     elif ranked:
-        _print(_table(ranked[:top], spec, res.name))
+        _print(_table(ranked[:top], spec, res.name, solved))
     if export is not None and ranked:
         _export(export, ranked[0], spec, res.name)
-        err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
+        err.print(f"wrote the best config{'' if solved else f' (trial {ranked[0].number})'} to {str(export)!r}",
+                  highlight=False)
     if res.interrupted:  # Optuna has marked the trial in flight FAIL
         code = interrupt_exit_code()  # 143 after SIGTERM, 130 after Ctrl-C
         what = "terminated" if code == 143 else "interrupted"
@@ -185,17 +190,75 @@ def search_cmd(
     if not ranked:
         from featherface_tune.tuner import study as S
 
+        failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
+        if failed and len(failed) == len(records):
+            raise fail(f"every trial failed ({len(failed)}), e.g. {failed[-1].fail_reason}", 1)
         near = S.closest(records, 1)
         hint = f"; closest so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
         known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
-        failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
         why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
         raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
     hit = res.first_hit
-    if hit and not hit.get("resumed"):
+    if hit and not hit.get("resumed") and not solved:
         what = "first exact hit" if tol == 0 else "first config in the window"
         err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
                   f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
+    if not json_:
+        for line in explain(ranked[:top], spec, target, tolerance, export, reference):
+            print_wrapped(err, line)
+
+
+def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Path | None,
+            reference: str = DEFAULT_REFERENCE) -> list[str]:
+    """What a person needs after the table: the winner, its ties and why, what `dist` measures, the
+    convention hint, and the next commands."""
+    best = rows[0]
+    c = dict(best.config)
+    lines = [f"best: {_describe(c)}: {best.params:,} params, {best.macs:,} MACs"]
+    if "closest" in spec.objectives and spec.reference is not None and best.closest is not None:
+        ties = [r for r in rows[1:] if r.closest is not None and abs(r.closest - best.closest) < 1e-9]
+        if ties:
+            permuted = all(sorted(_levels(r.config)) == sorted(_levels(c)) and _same_but_ssh(r.config, c) for r in ties)
+            why = ("the same config with its SSH widths in another order across P3/P4/P5: permuting them keeps "
+                   "the params and the distance; ties go to fewer MACs" if permuted
+                   else "equally far from the reference; ties go to fewer MACs")
+            lines.append(f"it ties with {len(ties)} other{'s' if len(ties) > 1 else ''} at dist "
+                         f"{best.closest:.3f}: {why}")
+        lines.append(f"dist: how far a config is from the reference {reference} "
+                     f"({_describe(dict(spec.reference))}): each width knob adds |a - b| / max(a, b), "
+                     "each switch changed (neck type, a CBAM, DCN, shuffle) adds 10; --reference picks another")
+    if spec.convention == "numel" and abs(target - 489_000) <= 5_000:
+        lines.append("note: the paper's 0.49 M is thop's count of the official model (592,371 true "
+                     "parameters); to hit the target as the paper counted, add --convention thop")
+    cmd = f"featherface-tune search --target {target}" + (f" --tolerance {tolerance}" if tolerance != "0" else "")
+    if spec.convention != "numel":
+        cmd += f" --convention {spec.convention}"
+    file = str(export) if export is not None else "best.toml"
+    steps = [] if export is not None else [f"{cmd} --export best.toml   (write the best config)"]
+    steps += [f"featherface-tune count --config {file}   (its figures, per module)",
+              f"featherface-tune train --config {file} --data DIR   (train it; needs torch)",
+              "featherface-tune gate   (guard its budget in CI: a budgets/*.toml naming the config; "
+              "docs/gate.md)"]
+    lines.append("next: " + steps[0])
+    lines += ["      " + step for step in steps[1:]]
+    return lines
+
+
+def _levels(c: Any) -> list[int]:
+    s = c["ssh_channels"]
+    return list(s) if isinstance(s, list) else [s] * 3
+
+
+def _same_but_ssh(a: Any, b: Any) -> bool:
+    return {k: v for k, v in dict(a).items() if k != "ssh_channels"} == {
+        k: v for k, v in dict(b).items() if k != "ssh_channels"}
+
+
+def _describe(c: dict[str, Any]) -> str:
+    """A config in one phrase: neck, channels, SSH per level, CBAMs, DCN, shuffle."""
+    neck = f"BiFPN x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "FPN"
+    return (f"{neck} {c['neck_channels']}, SSH {_widths(c)}, CBAM {_cbam(c)}, "
+            f"DCN {'on' if c['ssh_deformable'] else 'off'}, {c['shuffle']} shuffle")
 
 
 def _print(table: Any) -> None:
@@ -234,17 +297,26 @@ def _widths(cfg: dict[str, Any]) -> str:
     return "/".join(str(x) for x in (s if isinstance(s, list) else [s] * 3))
 
 
-def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-def]
+def _table(rows: list[Any], spec: Any, name: str, solved: bool = False):  # type: ignore[no-untyped-def]
+    """The best configs; a solved search (every exact config ranked) shows no trial numbers and no
+    delta when the target is exact."""
     from rich.table import Table
 
     from featherface_tune.tuner.records import window_text
 
     h, w = spec.input_size
-    t = Table(title=f"best feasible configs: {name}",
+    title = f"best {'exact ' if solved and not spec.tolerance else ''}configs: {name}" if solved \
+        else f"best feasible configs: {name}"
+    ref = " from the reference" if "closest" in spec.objectives else ""
+    t = Table(title=title,
               caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w} ({spec.dcn_macs})"
-                      + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
+                      + (f"; counted as {spec.convention}" if spec.convention != "numel" else "")
+                      + (f"; dist{ref}: lower is closer" if "closest" in spec.objectives else ""))
+    show_trial, show_delta = not solved, bool(spec.tolerance) or not solved
     for col, just in (("#", "right"), ("trial", "right"), ("params", "right"), ("delta", "right"),
                       ("MACs", "right")):
+        if (col == "trial" and not show_trial) or (col == "delta" and not show_delta):
+            continue
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     if "latency" in spec.objectives:
         t.add_column("latency ms", justify="right")
@@ -261,7 +333,8 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
         c = dict(r.config)
         neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
         cb = _cbam(c)
-        row = [str(i), str(r.number), f"{r.params:,}", f"{r.delta:+,}", f"{r.macs / 1e6:,.1f}M"]
+        row = [str(i)] + ([str(r.number)] if show_trial else []) + [f"{r.params:,}"]
+        row += ([f"{r.delta:+,}"] if show_delta else []) + [f"{r.macs / 1e6:,.1f}M"]
         if "latency" in spec.objectives:
             row.append(f"{r.latency_ms:.1f}" if r.latency_ms is not None else "-")
         if "proxy_ap" in spec.objectives:
@@ -277,7 +350,11 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
 
 
 def _export(path: Path, best: Any, spec: Any, name: str) -> None:
-    from featherface_tune.models.config import from_mapping, to_toml
+    """The best config as TOML for `--config`: its fields under [model], and under [counted] how the
+    search counted it, so `count --config FILE` shows the figure the search hit."""
+    import tomli_w
+
+    from featherface_tune.models.config import from_mapping
 
     cfg = from_mapping(dict(best.config))
     h, w = spec.input_size
@@ -288,8 +365,10 @@ def _export(path: Path, best: Any, spec: Any, name: str) -> None:
         from featherface_tune.counter.analytic import count
 
         header += f" (true parameters: {count(cfg, h, w).params:,})"
+    body = tomli_w.dumps({"counted": {"convention": spec.convention, "dcn_macs": spec.dcn_macs},
+                          "model": cfg.to_dict()})
     try:
-        path.write_text(to_toml(cfg, header), encoding="utf-8")
+        path.write_text(header + "\n" + body, encoding="utf-8")
     except OSError as exc:
         raise InputError(f"--export {str(path)!r}: cannot write: {exc.strerror or exc}") from None
 

@@ -264,8 +264,31 @@ def terminal_tables(doc: Document) -> list[Any]:
         if s.frame.empty:
             items.append(Text(f"{s.title}: none" + (f" ({s.note})" if s.note else ""), style="dim"))
             continue
+        if doc.kind == "compare" and s.key == "modules":
+            items += [rich_table(part) for part in _by_metric(s)]
+            continue
         items.append(rich_table(s))
     return items
+
+
+def _by_metric(section: Section) -> list[Section]:
+    """A comparison's module table as one table per metric (params, then MACs), headed by the configs'
+    labels: two narrow tables instead of one too wide for a terminal."""
+    frame = section.frame
+    parts = []
+    for metric in ("params", "MACs"):
+        names = {"module": "module"}
+        for c in frame.columns:
+            if c.endswith(f" {metric}") and not c.startswith("delta "):
+                names[c] = c[: -len(metric) - 1]  # the config's label
+            elif c.startswith(f"delta {metric}"):
+                names[c] = "delta" + c[len(f"delta {metric}"):]
+            elif metric == "params" and c.startswith("share of delta"):
+                names[c] = "share %"
+        part = frame[list(names)].rename(columns=names)
+        parts.append(Section(f"{section.key}-{metric.lower()}", f"Per-module {metric}", part,
+                             note=section.note if metric == "MACs" else ""))
+    return parts
 
 
 def _md_escape(text: str) -> str:

@@ -15,11 +15,13 @@ certificate's witness is the first trial. `featherface-tune search` is a thin la
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
@@ -37,6 +39,8 @@ from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_sp
 
 if TYPE_CHECKING:  # beside torch: imported only when a proxy trains, so an analytic search needs no torch
     from featherface_tune.training.proxy import Fidelity
+
+_log = logging.getLogger(__name__)  # failed trials' tracebacks, at DEBUG
 
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE
@@ -89,7 +93,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
            callbacks: Sequence[Callable[[Any, Any], None]] = (), note: Callable[[str], None] | None = None,
            on_start: Callable[[int, int], None] | None = None, pruner: str = "median",
            latency_runtime: str | None = None,
-           latency_threads: int = 1) -> SearchResult:
+           latency_threads: int = 1, quiet: bool = True) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
     `space`: a SearchSpace, a TOML space file, or None (the default space). `objective`: "closest"
@@ -106,7 +110,10 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
     CPU threads of the latency objective, `latency_runtime` its runtime: "onnxruntime" (default when
     installed) or "torch" (`featherface_tune.deploy.latency`). Raises NoConfigInWindow (with `.certificate`)
-    when the space provably holds no config in the window.
+    when the space provably holds no config in the window. `quiet`: Optuna logs at WARNING during the
+    call (no INFO line per trial) and a failed trial's traceback goes to this module's logger at DEBUG
+    (its one-line reason is on the trial); False leaves Optuna's logging as it is. When every trial of
+    the call fails, `notes` says so and `best` holds only what the study had before.
     """
     from featherface_tune.tuner import study as S
 
@@ -163,8 +170,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         raise
     window = R.window_text(target, tolerance)
     if cert.complete:
-        tell(f"space: {cert.configs:,} valid configs; {cert.in_window:,} with {window} params "
-             f"(proof: {cert.evidence()})")
+        tell(f"space: {cert.configs:,} valid configs, {cert.in_window:,} with {window} params "
+             f"(counted exhaustively over {cert.structures:,} structures in {cert.seconds:.1f} s)")
     else:
         tell(f"space: more than {cert.structures:,} structures; too large to count exhaustively, "
              "searching without a proof of reachability")
@@ -185,7 +192,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
         fidelity = fidelity or Fidelity()
         trial_pruner = make_pruner(pruner, fidelity.epochs)
-    st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
+    with _optuna_quiet(quiet):  # "A new study created" is an INFO line too
+        st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
@@ -218,8 +226,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         solved = {"exact_configs": len(proof.exact), "optimal": True, "seconds": round(time.perf_counter() - t0, 3)}
         todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum")
         tell(f"{' and '.join(names)}: optimal over all {len(proof.exact):,} exact configs "
-             f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
-             + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
+             f"(solved in {solved['seconds']:.2f} s); "
+             + (f"storing the best {todo}" if todo else "the best are already stored")
+             + (" (trials ignored: nothing to sample)" if trials != DEFAULT_TRIALS else ""))
         runs = todo
     else:
         if analytic:
@@ -229,20 +238,29 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             _enqueue(st, [knobs_from_config(FeatherFaceConfig(**cert.example.config))], sp, "witness")
         runs = None
     total = trials if runs is None else before + runs
-    tell(f"study {name!r} on {where}: {_summary(spec)}; {before} of {total} trials done")
+    if runs is None:
+        tell(f"study {name!r} on {where}: {_summary(spec)}; {before} of {total} trials done")
+    else:  # solved: the study only stores the optima
+        tell(f"study {name!r} on {where}")
     if on_start is not None:
         on_start(before, total)
     try:
-        if runs is None:
-            S.run(st, fn, trials, timeout, [on_trial, *callbacks])
-        elif runs:
-            S.run_queued(st, fn, runs, [on_trial, *callbacks])
+        with _optuna_quiet(quiet):
+            if runs is None:
+                S.run(st, fn, trials, timeout, [on_trial, *callbacks])
+            elif runs:
+                S.run_queued(st, fn, runs, [on_trial, *callbacks])
     except KeyboardInterrupt:
         interrupted = True
 
     records = S.trial_records(st)
     ranks = S.rank_feasible(records, names)
     rows = [_row(r, names) for _, r in ranks]
+    failed = [r for r in records if r.number in mine and r.state == "FAIL"]
+    if mine and len(failed) == len(mine):
+        reason = next((r.fail_reason for r in reversed(failed) if r.fail_reason), "no reason recorded")
+        tell(f"every trial of this call failed ({len(failed)}), e.g. {reason}"
+             + ("" if rows else "; no config found"))
     return SearchResult(best=rows, pareto=[_row(r, names) for k, r in ranks if k == 0] if len(names) > 1 else [],
                         certificate=cert, study=st, spec=spec, name=name, storage=where, solved=solved,
                         records=records, trials=sorted(mine), seconds=time.perf_counter() - t_start,
@@ -250,6 +268,37 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
 
 # ---- pieces ------------------------------------------------------------------------------------
+
+class _TrialFailuresAtDebug(logging.Filter):
+    """Drops Optuna's warning per failed trial (a traceback each) and logs it at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith("Trial ") and " failed" in text:
+            _log.debug(text, exc_info=record.exc_info)
+            return False
+        return True
+
+
+@contextmanager
+def _optuna_quiet(quiet: bool) -> Iterator[None]:
+    """Optuna at WARNING and failed trials at DEBUG for the block (see `search`'s `quiet`)."""
+    if not quiet:
+        yield
+        return
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    failures = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
+    at_debug = _TrialFailuresAtDebug()
+    optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+    failures.addFilter(at_debug)
+    try:
+        yield
+    finally:
+        failures.removeFilter(at_debug)
+        optuna.logging.set_verbosity(level)
+
 
 def _space(space: SearchSpace | str | Path | None) -> SearchSpace:
     if space is None:
