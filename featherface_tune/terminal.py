@@ -11,7 +11,7 @@ of `column  value` lines per row.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from rich import box
 from rich.console import Console, RenderableType
@@ -31,27 +31,69 @@ def natural_width(console: Console, table: RenderableType) -> int:
     return Measurement.get(console, console.options.update_width(10_000), table).maximum
 
 
-def minimum_width(console: Console, table: RenderableType) -> int:
-    return Measurement.get(console, console.options.update_width(10_000), table).minimum
+def _spans(console: Console, table: Table) -> tuple[list[tuple[int, int, int]], int]:
+    """Each column's (widest, least, widest cell) width, and what the frame and padding add: the least
+    is its `min_width` (a figure's width) or its longest word (rich's own minimum ignores both)."""
+    options = console.options.update_width(10_000)
+
+    def widths(column: Any) -> tuple[int, int, int]:
+        head = Measurement.get(console, options, column.header)
+        cells = [Measurement.get(console, options, c) for c in column._cells]
+        widest_cell = max((m.maximum for m in cells), default=0)
+        widest = max(head.maximum, widest_cell)
+        least = widest if column.no_wrap else max(column.min_width or 0, head.minimum, *(m.minimum for m in cells))
+        return widest, least, widest_cell
+
+    spans = [widths(c) for c in table.columns]
+    return spans, natural_width(console, table) - sum(w for w, _, _ in spans)
+
+
+def minimum_width(console: Console, table: Table) -> int:
+    """The narrowest `table` can print without cutting a figure or breaking a word."""
+    spans, overhead = _spans(console, table)
+    return overhead + sum(least for _, least, _ in spans)
+
+
+def _set_widths(console: Console, table: Table, width: int) -> None:
+    """Fixed column widths that fit `width`: the widest columns give up space first, none below its
+    least (rich's own shrinking is proportional and would cut figures)."""
+    spans, overhead = _spans(console, table)
+    widths = [w for w, _, _ in spans]
+    while sum(widths) + overhead > width:
+        # wrap headers first (a header wider than its cells), then cells, the widest column first
+        heads = [i for i, (w, (_, least, cell)) in enumerate(zip(widths, spans)) if w > max(least, cell)]
+        cells = [i for i, (w, (_, least, _)) in enumerate(zip(widths, spans)) if w > least]
+        pick = heads or cells
+        if not pick:
+            return
+        widths[max(pick, key=lambda i: widths[i])] -= 1
+    for column, w in zip(table.columns, widths):
+        column.width = w
 
 
 def fit_table(console: Console, table: Table, width: int, optional: Sequence[str] = (),
               elsewhere: str = "--json", whole: Sequence[str] = ()) -> Table:
-    """Make `table` fit `width` columns: compact first, then drop `optional` columns (by header, the
-    last named first), then print it vertically. Returns the table to print."""
+    """Make `table` fit `width` columns without cutting a figure or a word: compact (a lighter frame,
+    then one space between columns), then wrap headers and text, then drop `optional` columns (by
+    header, the last named first), else print it vertically. Returns the table to print."""
+    options = console.options.update_width(10_000)
     for column in table.columns:
         column.overflow = "fold"  # text wraps, never ends in an ellipsis
         if column.justify == "right" or str(column.header) in whole:  # figures and names stay on one line
-            column.no_wrap = True
+            # (a header may still wrap at its words)
+            column.min_width = max([column.min_width or 0]
+                                   + [Measurement.get(console, options, c).maximum for c in column._cells])
     if natural_width(console, table) <= width:
         return table
     table.box = box.SIMPLE_HEAD
-    table.padding = (0, 1)
+    table.padding = (0, 0, 0, 1)  # a space before each cell: two between columns with the frame's
     table.show_edge = False
-    table.collapse_padding = True
+    table.collapse_padding = False  # rich measures collapsed edge padding unlike how it draws it
+    if minimum_width(console, table) > width:
+        table.padding = (0, 0)  # one space between columns (the frame's) instead of two
     dropped: list[str] = []
     for name in reversed(list(optional)):
-        if natural_width(console, table) <= width:
+        if minimum_width(console, table) <= width:  # wrapping text and headers is enough
             break
         at = next((i for i, c in enumerate(table.columns) if str(c.header) == name), None)
         if at is not None:
@@ -62,6 +104,7 @@ def fit_table(console: Console, table: Table, width: int, optional: Sequence[str
         table.caption = f"{table.caption}; {note}" if table.caption else note
     if minimum_width(console, table) > width:
         return vertical(table)
+    _set_widths(console, table, width)
     return table
 
 
@@ -83,12 +126,13 @@ def print_table(console: Console, table: RenderableType, optional: Sequence[str]
                 elsewhere: str = "--json", whole: Sequence[str] = ()) -> None:
     """Print a renderable; a Table is fitted first (see `fit_table`)."""
     width = table_width(console)
+    # a console of the table's width that wraps (a soft-wrapping console would measure every cell
+    # unwrapped; rich never prints wider than its console, and a pipe's default is 80)
+    console = Console(file=console.file, width=width, markup=False, emoji=False, highlight=False,
+                      force_terminal=console.is_terminal, no_color=console.no_color)
     if isinstance(table, Table):
         table = fit_table(console, table, width, optional, elsewhere, whole)
-    if console.width < width:  # rich never prints wider than its console: a pipe's default is 80
-        console = Console(file=console.file, width=width, markup=False, emoji=False, highlight=False,
-                          force_terminal=console.is_terminal)
-    console.print(table, soft_wrap=False)  # captions wrap at the table's width
+    console.print(table)
 
 
 def print_wrapped(console: Console, text: str, indent: str = "  ") -> None:

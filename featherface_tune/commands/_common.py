@@ -120,8 +120,9 @@ def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[s
 # importing it here would load torch for every command, --help and --version included) ----
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help=(
-    "CPU threads for torch (default: $OMP_NUM_THREADS, else the usable cores; with several workers on one "
-    "machine give each cores / workers, or the workers oversubscribe)."))]
+    "CPU threads for torch. Default: $OMP_NUM_THREADS, else the cores nothing else uses (usable cores less "
+    "the load average, at least 1: busy threads slow each other down, measured 8-14x on a loaded 2-core "
+    "machine). With several workers on one machine give each cores / workers."))]
 AmpOpt = Annotated[str, typer.Option("--amp", help=(
     "Mixed precision: auto (bf16 on CUDA when supported, else fp16 with a grad scaler; off on CPU/MPS), off, "
     "bf16 or fp16."))]

@@ -11,6 +11,7 @@ from typing_extensions import Annotated
 from featherface_tune.commands._common import (
     DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
 )
+from featherface_tune.reports.tables import CONFIG_COLUMNS, config_cells, describe_config, ssh_levels
 from featherface_tune.terminal import print_wrapped
 from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.models.config import DEFAULT_INPUT
@@ -214,18 +215,19 @@ def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Pat
     convention hint, and the next commands."""
     best = rows[0]
     c = dict(best.config)
-    lines = [f"best: {_describe(c)}: {best.params:,} params, {best.macs:,} MACs"]
+    lines = [f"best: {describe_config(c)}: {best.params:,} params, {best.macs:,} MACs"]
     if "closest" in spec.objectives and spec.reference is not None and best.closest is not None:
         ties = [r for r in rows[1:] if r.closest is not None and abs(r.closest - best.closest) < 1e-9]
         if ties:
-            permuted = all(sorted(_levels(r.config)) == sorted(_levels(c)) and _same_but_ssh(r.config, c) for r in ties)
+            permuted = all(sorted(ssh_levels(r.config)) == sorted(ssh_levels(c)) and _same_but_ssh(r.config, c)
+                           for r in ties)
             why = ("the same config with its SSH widths in another order across P3/P4/P5: permuting them keeps "
                    "the params and the distance; ties go to fewer MACs" if permuted
                    else "equally far from the reference; ties go to fewer MACs")
             lines.append(f"it ties with {len(ties)} other{'s' if len(ties) > 1 else ''} at dist "
                          f"{best.closest:.3f}: {why}")
         lines.append(f"dist: how far a config is from the reference {reference} "
-                     f"({_describe(dict(spec.reference))}): each width knob adds |a - b| / max(a, b), "
+                     f"({describe_config(dict(spec.reference))}): each width knob adds |a - b| / max(a, b), "
                      "each switch changed (neck type, a CBAM, DCN, shuffle) adds 10; --reference picks another")
     if spec.convention == "numel" and abs(target - 489_000) <= 5_000:
         lines.append("note: the paper's 0.49 M is thop's count of the official model (592,371 true "
@@ -244,21 +246,9 @@ def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Pat
     return lines
 
 
-def _levels(c: Any) -> list[int]:
-    s = c["ssh_channels"]
-    return list(s) if isinstance(s, list) else [s] * 3
-
-
 def _same_but_ssh(a: Any, b: Any) -> bool:
     return {k: v for k, v in dict(a).items() if k != "ssh_channels"} == {
         k: v for k, v in dict(b).items() if k != "ssh_channels"}
-
-
-def _describe(c: dict[str, Any]) -> str:
-    """A config in one phrase: neck, channels, SSH per level, CBAMs, DCN, shuffle."""
-    neck = f"BiFPN x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "FPN"
-    return (f"{neck} {c['neck_channels']}, SSH {_widths(c)}, CBAM {_cbam(c)}, "
-            f"DCN {'on' if c['ssh_deformable'] else 'off'}, {c['shuffle']} shuffle")
 
 
 def _print(table: Any) -> None:
@@ -284,17 +274,6 @@ def _row_json(r: Any) -> dict[str, Any]:
     d = r.to_json()
     d["modules"] = dict(r.modules)
     return d
-
-
-def _cbam(c: dict[str, Any]) -> str:
-    """CBAM reduction ratios, backbone/neck ('off' where that CBAM is off)."""
-    return "/".join(str(c[k]) if c[f] else "off" for f, k in (("backbone_cbam", "backbone_cbam_reduction"),
-                                                               ("neck_cbam", "neck_cbam_reduction")))
-
-
-def _widths(cfg: dict[str, Any]) -> str:
-    s = cfg["ssh_channels"]
-    return "/".join(str(x) for x in (s if isinstance(s, list) else [s] * 3))
 
 
 def _table(rows: list[Any], spec: Any, name: str, solved: bool = False):  # type: ignore[no-untyped-def]
@@ -327,12 +306,9 @@ def _table(rows: list[Any], spec: Any, name: str, solved: bool = False):  # type
     extra = [o for o in spec.objectives if o not in R.OBJECTIVES]  # Python callables
     for o in extra:
         t.add_column(o, justify="right")
-    for col in ("neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
+    for col in CONFIG_COLUMNS:
         t.add_column(col)
     for i, r in enumerate(rows, 1):
-        c = dict(r.config)
-        neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
-        cb = _cbam(c)
         row = [str(i)] + ([str(r.number)] if show_trial else []) + [f"{r.params:,}"]
         row += ([f"{r.delta:+,}"] if show_delta else []) + [f"{r.macs / 1e6:,.1f}M"]
         if "latency" in spec.objectives:
@@ -344,8 +320,7 @@ def _table(rows: list[Any], spec: Any, name: str, solved: bool = False):  # type
         for o in extra:
             v = r.objective_value(o)
             row.append(f"{v:.4g}" if v is not None else "-")
-        row += [neck, str(c["neck_channels"]), _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"]]
-        t.add_row(*row)
+        t.add_row(*row, *config_cells(dict(r.config)).values())
     return t
 
 
@@ -389,17 +364,13 @@ def _print_unreachable(cert: Any, as_json: bool, max_macs: int | None = None) ->
 
     t = Table(title="nearest achievable parameter counts (proven by exhaustive count)",
               caption=cert.evidence())
-    for col in ("", "params", "delta", "neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
+    for col in ("", "params", "delta", *CONFIG_COLUMNS):
         t.add_column(col)
     for label, wit in (("smallest", cert.smallest), ("nearest below", cert.below),
                        ("nearest above", cert.above), ("largest", cert.largest)):
         if wit is None:
             continue
-        c = dict(wit.config)
-        neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
-        cb = _cbam(c)
-        t.add_row(label, f"{wit.params:,}", f"{wit.params - cert.target:+,}", neck, str(c["neck_channels"]),
-                  _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"])
+        t.add_row(label, f"{wit.params:,}", f"{wit.params - cert.target:+,}", *config_cells(dict(wit.config)).values())
     _print(t)
 
 

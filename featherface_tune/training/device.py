@@ -7,7 +7,7 @@ everywhere: a one-line `InputError` naming the device.
 Threads: torch's default intra-op pool takes every core; with other processes on the same cores
 that oversubscribes and was measured 8-60x slower than one thread on a shared 2-core machine. The
 default is therefore OMP_NUM_THREADS when set, else the usable cores divided by the workers that
-share them.
+share them, less the cores the load average says are busy (at least 1).
 """
 
 from __future__ import annotations
@@ -66,13 +66,28 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads(workers: int = 1, environ: dict[str, str] | None = None) -> int:
-    """OMP_NUM_THREADS when it is a positive integer, else usable cores // workers (at least 1)."""
+def load_average() -> float:
+    """Runnable processes, averaged over the last minute (0.0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return 0.0
+
+
+def default_threads(workers: int = 1, environ: dict[str, str] | None = None, load: float | None = None) -> int:
+    """OMP_NUM_THREADS when it is a positive integer, else the cores nothing else is using: usable
+    cores // workers, less the load average (`load`, default the last minute's), at least 1.
+
+    Oversubscribed threads collapse: with a load average of 6.4 on a 2-core machine a training step
+    took 1.6 s with 1 thread and 12-22 s with 2 (benchmarks/threads_under_load.py), so a busy
+    machine gets 1 thread and an idle one every core."""
     env = os.environ if environ is None else environ
     raw = env.get("OMP_NUM_THREADS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(1, usable_cores() // max(1, workers))
+    share = max(1, usable_cores() // max(1, workers))
+    busy = load_average() if load is None else load
+    return max(1, min(share, usable_cores() - round(busy)))
 
 
 MAX_THREADS = 1024  # beyond any machine this runs on; torch would try to start them all
