@@ -110,6 +110,17 @@ def input_size(values: Tuple[int, int]) -> tuple[int, int]:
     return (h, w)
 
 
+def parse_tolerance(text: str, target: int) -> int:
+    """`--tolerance`: `N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
+    from featherface_tune.errors import InputError
+    from featherface_tune.tolerance import Tolerance
+
+    try:
+        return Tolerance.parse(text).absolute(target)
+    except ValueError as exc:
+        raise InputError(f"--tolerance {text!r}: {exc}") from None
+
+
 def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[str]]):  # type: ignore[no-untyped-def]
     from featherface_tune.models.presets import resolve_config
 

@@ -9,7 +9,8 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
+    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, parse_tolerance,
+    print_json,
 )
 from featherface_tune.reports.tables import CONFIG_COLUMNS, config_cells, describe_config, ssh_levels
 from featherface_tune.terminal import print_wrapped
@@ -17,16 +18,6 @@ from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
-
-
-def parse_tolerance(text: str, target: int) -> int:
-    """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
-    from featherface_tune.tolerance import Tolerance
-
-    try:
-        return Tolerance.parse(text).absolute(target)
-    except ValueError as exc:
-        raise InputError(f"--tolerance {text!r}: {exc}") from None
 
 
 @handle_errors

@@ -124,6 +124,11 @@ def _deform_translation() -> dict[Any, Any]:
     return {torch.ops.featherface_tune.deform_conv2d.default: deform_conv2d}
 
 
+def check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise InputError(f"--opset {opset}: must be at least {MIN_OPSET} (ONNX DeformConv)")
+
+
 def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
           example: torch.Tensor | None = None) -> Any:
     """The model as an ONNX ModelProto: dynamic batch, height and width (or the example's static
@@ -132,8 +137,7 @@ def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
     require("onnx", "ONNX export")
     import torch.fx.experimental._config as fx_config
 
-    if opset < MIN_OPSET:
-        raise InputError(f"--opset {opset}: must be at least {MIN_OPSET} (ONNX DeformConv)")
+    check_opset(opset)
     model = model.eval()
     x = example if example is not None else torch.randn(2, 3, 64, 96) * 60
     dims = None

@@ -23,6 +23,7 @@ except Exception:  # pragma: no cover - depends on the machine
 BACKENDS = ("plain",) + (("torchvision",) if _tv_nms is not None else ())
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an untrained model's inf boxes: dropped, not warned about
 def nms_plain(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices of the kept boxes, in descending score order (the `py_cpu_nms` algorithm)."""
     b = np.asarray(boxes, dtype=np.float32)

@@ -1,0 +1,60 @@
+"""The small things a newcomer meets: help text that reads as written, calibrate's tolerance as
+search's, a warning where calibration statistics say little, quiet NMS on an untrained model's boxes,
+and the gate's DCN hint only where it would help."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from featherface_tune.cli import app
+
+runner = CliRunner()
+
+
+def test_help_keeps_brackets_and_whole_sentences():
+    r = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "200"})
+    assert "knob = value | [values] | {min, max, step}" in r.output
+    count = typer.main.get_command(app).commands["count"]  # type: ignore[attr-defined]
+    paragraphs = count.help.split("\n\n")
+    assert len(paragraphs) == 2 and all("\n" not in p for p in paragraphs)
+    assert "(default: the official FeatherFace)" in paragraphs[1]
+
+
+def test_calibrate_takes_a_percent_tolerance_and_warns_about_few_configs(tmp_path: Path):
+    r = runner.invoke(app, ["calibrate", "--proxy-data", str(tmp_path), "--tolerance", "0.1%", "--configs", "2",
+                            "--epochs", "4", "--reference-epochs", "3"])
+    assert r.exit_code != 0 and "must exceed" in r.output  # got past the tolerance
+    assert "--configs 2: with fewer than 4 configs" in " ".join(r.output.split())
+    r = runner.invoke(app, ["calibrate", "--proxy-data", str(tmp_path), "--tolerance", "0.1x"])
+    assert r.exit_code == 2 and "--tolerance '0.1x'" in r.output
+
+
+def test_nms_on_infinite_boxes_warns_nothing():
+    from featherface_tune.inference.nms import nms_plain
+
+    boxes = np.array([[0, 0, np.inf, np.inf], [0, 0, 10, 10], [1e38, 1e38, 3e38, 3e38]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep = nms_plain(boxes, np.array([0.9, 0.8, 0.7], dtype=np.float32), 0.4)
+    assert keep[0] == 0
+
+
+@pytest.mark.parametrize("max_macs, hinted", [(900_000_000, True), (700_000_000, False)])
+def test_the_dense_macs_hint_only_where_dense_macs_pass(tmp_path: Path, monkeypatch, max_macs, hinted):
+    (tmp_path / "b.toml").write_text('[model]\npreset = "featherface-489k"\n[params]\ntarget = 489000\n'
+                                     f'[macs]\ninput_size = [640, 640]\nmax = {max_macs}\n')
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["gate", "b.toml"])
+    assert r.exit_code == 1
+    assert ('dcn_macs = "dense"' in r.output) is hinted
+
+
+def test_export_takes_threads():
+    r = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
+    assert "--threads" in r.output
