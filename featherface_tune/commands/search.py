@@ -221,19 +221,18 @@ def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Pat
                      f"({describe_config(dict(spec.reference))}): each width knob adds |a - b| / max(a, b), "
                      "each switch changed (neck type, a CBAM, DCN, shuffle) adds 10; --reference picks another")
     if spec.convention == "numel" and abs(target - 489_000) <= 5_000:
-        lines.append("note: the paper's 0.49 M is thop's count of the official model (592,371 true "
+        lines.append("note: the paper's 0.49 M is thop's count of the official model (which has 592,371 "
                      "parameters); to hit the target as the paper counted, add --convention thop")
     cmd = f"featherface-tune search --target {target}" + (f" --tolerance {tolerance}" if tolerance != "0" else "")
     if spec.convention != "numel":
         cmd += f" --convention {spec.convention}"
     file = str(export) if export is not None else "best.toml"
-    steps = [] if export is not None else [f"{cmd} --export best.toml   (write the best config)"]
-    steps += [f"featherface-tune count --config {file}   (its figures, per module)",
-              f"featherface-tune train --config {file} --data DIR   (train it; needs torch)",
-              "featherface-tune gate   (guard its budget in CI: a budgets/*.toml naming the config; "
-              "docs/gate.md)"]
-    lines.append("next: " + steps[0])
-    lines += ["      " + step for step in steps[1:]]
+    lines.append("next:")
+    if export is None:
+        lines.append(f"  {cmd} --export best.toml")
+    lines += [f"  featherface-tune count --config {file}",
+              f"  featherface-tune train --config {file} --data DIR   (needs torch)",
+              "  featherface-tune gate   (a budgets/*.toml naming it: docs/gate.md)"]
     return lines
 
 
