@@ -13,6 +13,7 @@ EXTRA_OF = {
     "torch": ("torch", "torch"),
     "fvcore": ("torch", "torch"),
     "scipy": ("scipy", "torch"),
+    "cv2": ("OpenCV", "torch"),
     "onnx": ("onnx", "deploy"),
     "onnxscript": ("onnxscript", "deploy"),
     "onnxruntime": ("onnxruntime", "deploy"),

@@ -128,8 +128,9 @@ def print_table(console: Console, table: RenderableType, optional: Sequence[str]
     width = table_width(console)
     # a console of the table's width that wraps (a soft-wrapping console would measure every cell
     # unwrapped; rich never prints wider than its console, and a pipe's default is 80)
-    console = Console(file=console.file, width=width, markup=False, emoji=False, highlight=False,
-                      force_terminal=console.is_terminal, no_color=console.no_color)
+    # (of the same class: a SafeConsole keeps escaping control characters)
+    console = type(console)(file=console.file, width=width, markup=False, emoji=False, highlight=False,
+                            force_terminal=console.is_terminal, no_color=console.no_color)
     if isinstance(table, Table):
         table = fit_table(console, table, width, optional, elsewhere, whole)
     console.print(table)

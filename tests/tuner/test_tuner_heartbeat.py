@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
-ARGS = ["search", "--target", "489000", "--tolerance", "5%", "--objective", "latency", "--runtime", "torch",
+ARGS = ["search", "--target", "489000", "--tolerance", "5%", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch",
         "--input-size", "640", "640",
         "--study", "hb", "--seed", "0"]
 
