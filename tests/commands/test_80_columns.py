@@ -45,6 +45,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Co
     return cwd, _run(cwd, "search", "--target", "489000")
 
 
+@pytest.mark.slow  # a search in a subprocess (3-12 s on a loaded 2-core machine)
 def test_search(study):
     _, run = study
     _fits(run.stdout)
@@ -79,6 +80,7 @@ def test_count_conventions(tmp_path):
     assert re.search(r"thop +488,661 +-103,710 +1,012,598,976 +-262,289,600", _flat(run.stdout))
 
 
+@pytest.mark.slow  # two report subprocesses (2-5 s each under load)
 @pytest.mark.parametrize("columns", ["80", None])
 def test_report_compare(tmp_path, columns):
     run = _run(tmp_path, "report", "--compare", "featherface-official", "featherface-489k", columns=columns)
@@ -89,6 +91,7 @@ def test_report_compare(tmp_path, columns):
     assert re.search(r"neck +112,606 +62,820 +-49,786", flat)
 
 
+@pytest.mark.slow  # a search in a subprocess (3-12 s on a loaded 2-core machine)
 def test_report(study):
     cwd, _ = study
     run = _run(cwd, "report")

@@ -58,3 +58,19 @@ def test_the_dense_macs_hint_only_where_dense_macs_pass(tmp_path: Path, monkeypa
 def test_export_takes_threads():
     r = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "200"})
     assert "--threads" in r.output
+
+
+@pytest.mark.slow  # a whole thop search (about 3 s idle, 6 s under load)
+def test_an_export_remembers_its_convention(tmp_path: Path, monkeypatch):
+    """`count --config best.toml` shows the figure the search hit, in the search's convention."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["search", "--target", "489000", "--convention", "thop", "--top", "1", "--export",
+                            "best.toml", "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    assert r.exit_code == 0, r.output
+    assert '[counted]\nconvention = "thop"' in (tmp_path / "best.toml").read_text()
+    counted = json.loads(runner.invoke(app, ["count", "--config", "best.toml", "--json"]).stdout)
+    assert counted["params"] == 489_000 and counted["convention"] == "thop"
+    true = json.loads(runner.invoke(app, ["count", "--config", "best.toml", "--convention", "numel", "--json"]).stdout)
+    assert true["params"] == 587_094  # the same config's true parameters (README: "587,094 true parameters")

@@ -32,6 +32,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     return cwd, _run(cwd, "search", "--target", "489000", "--export", "best.toml")
 
 
+@pytest.mark.slow  # the README's search in a subprocess (2.5 s idle, 7 s under load)
 def test_search_runs_without_torch(searched):
     cwd, run = searched
     assert run.returncode == 0, run.stderr[-2000:]
@@ -39,6 +40,7 @@ def test_search_runs_without_torch(searched):
     assert (cwd / "best.toml").is_file()
 
 
+@pytest.mark.slow  # the README's search in a subprocess (2.5 s idle, 7 s under load)
 def test_report_and_count_of_the_export_run_without_torch(searched):
     cwd, _ = searched
     run = _run(cwd, "report")
