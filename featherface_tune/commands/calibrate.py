@@ -98,9 +98,9 @@ def calibrate_cmd(
     if json_:
         print_json(data)
         return
-    from featherface_tune.commands.report import _print_tables
+    from featherface_tune.commands._tables import print_tables
 
-    _print_tables(C.tables(data))
+    print_tables(C.tables(data))
     if min_tau is not None:
         msg = (f"cheapest proxy with tau >= {min_tau}: {data['chosen_epochs']} epochs"
                if data["chosen_epochs"] is not None else f"no --epochs value reaches tau >= {min_tau}")

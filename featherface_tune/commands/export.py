@@ -42,14 +42,14 @@ def export_cmd(
     check_opset(opset)
     check_writable(out_path)
     if checkpoint is not None:
-        from featherface_tune.commands.predict import model_from_options
+        from featherface_tune.inference.model import open_model
         from featherface_tune.deploy.runtime import is_onnx_file
 
         if is_onnx_file(checkpoint):
             raise InputError(f"--checkpoint {str(checkpoint)!r} is already an ONNX model; export needs "
                              "PyTorch weights (a .pth/.pt checkpoint)")
 
-        model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+        model, cfg, inferred = open_model(checkpoint, preset, config, set_)
     else:
         if preset is None and config is None and not set_:
             raise InputError("give --preset, --config/--set or --checkpoint: which model to export")
