@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from featherface_tune.deploy import require
+from featherface_tune.deploy.metadata import META_CONFIG, META_POSTPROCESS, META_WEIGHTS, initializers_digest
 from featherface_tune.errors import InputError, first_line
 from featherface_tune.models.config import FeatherFaceConfig
 
@@ -23,8 +24,6 @@ def _check_weights(path: Path, stored: str) -> None:
     weights are named, not used (without onnx installed the check is skipped: onnxruntime runs alone)."""
     try:
         import onnx
-
-        from featherface_tune.deploy.export import initializers_digest
     except ImportError:  # pragma: no cover - runtime-only installs
         return
     try:
@@ -83,7 +82,6 @@ class OnnxModel:
             raise InputError(f"--checkpoint {str(p)!r}: no such file")
         sess = open_session(p, threads, what=f"--checkpoint {str(p)!r}")
         meta = dict(sess.get_modelmeta().custom_metadata_map)
-        from featherface_tune.deploy.export import META_CONFIG, META_POSTPROCESS, META_WEIGHTS
 
         if META_WEIGHTS in meta:
             _check_weights(p, meta[META_WEIGHTS])

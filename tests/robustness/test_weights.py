@@ -83,7 +83,7 @@ def test_a_changed_onnx_initializer_is_named(tmp_path: Path):
     pytest.importorskip("onnxruntime")
     import numpy as np
 
-    from featherface_tune.deploy.export import META_WEIGHTS, initializers_digest
+    from featherface_tune.deploy.metadata import META_WEIGHTS, initializers_digest
     from featherface_tune.deploy.runtime import OnnxModel
 
     weights = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
@@ -130,7 +130,7 @@ def test_tampered_onnx_metadata_and_outputs_are_one_line(tmp_path: Path, case: s
 
     import numpy as np
 
-    from featherface_tune.deploy.export import META_CONFIG
+    from featherface_tune.deploy.metadata import META_CONFIG
     from featherface_tune.deploy.runtime import OnnxModel
     from featherface_tune.models.priors import num_priors
 
