@@ -18,6 +18,16 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 os.environ.setdefault("FEATHERFACE_TUNE_LATENCY_SECONDS", "2")
 
 
+@pytest.fixture
+def cheap_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency measurement replaced by a cheap deterministic stand-in (tests/cheap_latency.py), for
+    tests that need a sampled objective rather than a measurement."""
+    import featherface_tune.deploy.latency as latency
+    from cheap_latency import fake_measure
+
+    monkeypatch.setattr(latency, "measure", fake_measure)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return SHARED

@@ -18,14 +18,14 @@ runner = CliRunner()
 # the official structure: every trial lands exactly on 489,000 (for tests that are not about finding hits)
 SURE = ["--fix", "neck=bifpn", "--fix", "bifpn_repeats=3", "--fix", "neck_channels=42", "--fix", "backbone_cbam=true",
         "--fix", "neck_cbam=true", "--fix", "ssh_deformable=true"]
-# a sampled (measured) objective, cheap at 64x64 in eager torch (no export per config): for tests about
-# trials, storage and resuming; the onnxruntime path is tested in tests/deploy
+# a sampled (measured) objective, measured by a cheap stand-in (the `cheap_latency` fixture, used by every
+# test here): for tests about trials, storage and resuming; the measurement is tested in tests/deploy
 SAMPLED = ["--objective", "latency", "--runtime", "torch", "--input-size", "64", "64", *SURE]
 FEATHERFACE = {"neck": "bifpn", "backbone_cbam": True, "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"}
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_latency: None) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -92,7 +92,7 @@ def test_closest_objective_records_the_distance(repairer):
         distance(knobs_from_config(get_preset("featherface-489k")), knobs_from_config(ref)))
 
 
-def test_latency_objective_is_measured_on_feasible_configs_only():
+def test_latency_objective_is_measured_on_feasible_configs_only(cheap_latency):
     spec = _spec(("macs", "latency"), size=(64, 64))
     trial = optuna.trial.FixedTrial(OFFICIAL)
     values = BudgetObjective(_space(), spec)(trial)

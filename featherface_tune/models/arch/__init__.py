@@ -102,9 +102,18 @@ def term_reads(term: str) -> tuple[str, ...]:
     return _TERM_READS[term]
 
 
-# computed once from BLOCKS (the solver asks in its inner loops)
-_TERM_BLOCKS = {t: tuple(b for b in BLOCKS if b.term == t) for t in TERMS}
-_TERM_READS = {t: tuple(dict.fromkeys(k for b in _TERM_BLOCKS[t] for k in b.reads)) for t in TERMS}
+def _index_terms() -> None:
+    """The blocks by name, and which blocks and fields each search term has: computed from BLOCKS once
+    (the solver asks in its inner loops), and again by `clear_caches`."""
+    global _BY_NAME, _TERM_BLOCKS, _TERM_READS
+    _BY_NAME = _registry(BLOCKS)
+    _TERM_BLOCKS = {t: tuple(b for b in BLOCKS if b.term == t) for t in TERMS}
+    _TERM_READS = {t: tuple(dict.fromkeys(k for b in _TERM_BLOCKS[t] for k in b.reads)) for t in TERMS}
+
+
+_TERM_BLOCKS: dict[str, tuple[Block, ...]] = {}
+_TERM_READS: dict[str, tuple[str, ...]] = {}
+_index_terms()
 
 
 def term_price(fields: Fields, term: str, at: Sizes) -> list[Priced]:
@@ -142,7 +151,7 @@ def key_groups(cfg: "FeatherFaceConfig") -> dict[str, str]:
 
 
 def clear_caches() -> None:
-    """Forget every memoised price and layout (for cold-start timing)."""
-    for f in (sizes, layout, priced_groups, backbone.price_backbone, bifpn.price_bifpn, fpn.price_fpn,
-              cbam.price_cbam, ssh.price_ssh, shuffle.price_shuffle, heads.price_head):
-        f.cache_clear()
+    """Forget every memoised price and layout (for cold-start timing, or after BLOCKS changed)."""
+    for f in (sizes, layout, priced_groups, *(b.price for b in BLOCKS)):
+        getattr(f, "cache_clear", lambda: None)()
+    _index_terms()
