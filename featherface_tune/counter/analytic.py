@@ -67,13 +67,24 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "f
     conv = get_convention(convention, dcn_macs)
     countable(conv, cfg)
     priced = priced_groups(cfg, h, w)
-    groups = tuple(conv.total(priced[g]) for g in GROUPS)
+    # one pass over the instances (a search counts thousands of new configs): the true count's group
+    # sums directly, other conventions through their rules
     offset = sampling = 0
-    for prices in priced.values():
-        for _, parts in prices:
-            offset, sampling = offset + parts.dcn_aux_macs, sampling + parts.dcn_sampling_macs
-    return CountResult(sum(g[0] for g in groups), sum(g[1] for g in groups), (h, w), groups, offset, sampling,
-                       dcn_macs, convention)
+    sums = []
+    for prices in priced.values():  # GROUPS order
+        gp = gm = 0
+        for (p, m), parts in prices:
+            gp += p
+            gm += m
+            offset += parts.dcn_aux_macs
+            sampling += parts.dcn_sampling_macs
+        sums.append((gp, gm))
+    groups = tuple(sums) if conv.rules == () and conv.scale == 1 else tuple(conv.total(p) for p in priced.values())
+    params = macs = 0
+    for p, m in groups:
+        params += p
+        macs += m
+    return CountResult(params, macs, (h, w), groups, offset, sampling, dcn_macs, convention)
 
 
 def count_params(cfg: FeatherFaceConfig) -> int:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -75,6 +76,7 @@ class FeatherFaceConfig:
         return d
 
 
+@lru_cache(maxsize=256)
 def backbone_channels(width: float) -> tuple[int, int, int]:
     """Output widths of MobileNetV1's three stages at a width multiplier (a multiple of 1/32)."""
     m = round(width * 32)

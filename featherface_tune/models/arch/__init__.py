@@ -61,10 +61,11 @@ def sizes(h: int, w: int) -> Sizes:
     """The input size h x w and its levels' sizes (ConfigError when not positive)."""
     if h < 1 or w < 1:
         raise ConfigError(f"input size {h}x{w} must be positive")
-    return Sizes(h, w, backbone.level_sizes(h, w))
+    levels = backbone.level_sizes(h, w)
+    return Sizes(h, w, levels, (levels[0][0] * levels[0][1], levels[1][0] * levels[1][1], levels[2][0] * levels[2][1]))
 
 
-NO_SIZE = Sizes(0, 0, ((0, 0), (0, 0), (0, 0)))  # for parameters alone: every MAC term is 0
+NO_SIZE = Sizes(0, 0, ((0, 0), (0, 0), (0, 0)), (0, 0, 0))  # for parameters alone: every MAC term is 0
 
 
 def fields_of(cfg: "FeatherFaceConfig") -> Fields:
@@ -89,7 +90,7 @@ def priced_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> Mapping[str, tupl
     for b in BLOCKS:
         if b.present(f):
             found[b.group] += block_price(b, f, at)
-    return MappingProxyType({g: tuple(found[g]) for g in GROUPS})
+    return MappingProxyType({g: tuple(p) for g, p in found.items()})
 
 
 def term_blocks(term: str) -> tuple[Block, ...]:
@@ -126,13 +127,16 @@ def block_price(b: Block, fields: Fields, at: Sizes, level: int | None = None) -
     """The prices of a (present) block's instances for these fields: all of them, or the one at
     `level`. The same instances as `Block.instances`, without building the records: a search prices
     thousands of new configs."""
+    price, args = b.price, b.args
     if not b.per_level:
-        return [b.price(*b.args(fields, None), at)]
+        return [price(*args(fields, None), at)]
     hws = at.hws
-    return [b.price(*b.args(fields, i), hws[i]) for i in (_LEVEL_INDICES if level is None else (level,))]
+    if level is not None:
+        return [price(*args(fields, level), hws[level])]
+    return [price(*args(fields, i), hws[i]) for i in _LEVEL_INDICES]
 
 
-_LEVEL_INDICES = range(len(LEVELS))
+_LEVEL_INDICES = tuple(range(len(LEVELS)))
 
 
 def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -151,7 +155,13 @@ def key_groups(cfg: "FeatherFaceConfig") -> dict[str, str]:
 
 
 def clear_caches() -> None:
-    """Forget every memoised price and layout (for cold-start timing, or after BLOCKS changed)."""
-    for f in (sizes, layout, priced_groups, *(b.price for b in BLOCKS)):
-        getattr(f, "cache_clear", lambda: None)()
+    """Forget every memoised price and layout (for cold-start timing, or after BLOCKS changed): the
+    memoised functions of every module a block's price comes from, and this module's."""
+    import sys
+
+    modules = {sys.modules[__name__]} | {sys.modules[b.price.__module__] for b in BLOCKS}
+    for module in modules:
+        for f in list(vars(module).values()):
+            if callable(getattr(f, "cache_clear", None)):
+                f.cache_clear()
     _index_terms()
