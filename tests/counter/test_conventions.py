@@ -134,4 +134,9 @@ def test_bad_conventions_are_one_line_errors(call, message):
 
 
 def test_countable_accepts_every_official_width_config():
-    countable("thop", OFFICIAL.replace(neck="fpn", bifpn_repeats=0, ssh_deformable=False, shuffle="none"))
+    """At the official width any structure is countable; without DCN and BiFPN, thop misses no
+    parameter (the only ones it cannot see are the DCN main convs' and the BiFPN fusion weights)."""
+    cfg = OFFICIAL.replace(neck="fpn", bifpn_repeats=0, ssh_deformable=False, shuffle="none")
+    assert countable("thop", cfg) is None
+    assert count(cfg, convention="thop").params == count(cfg).params
+    assert count(OFFICIAL, convention="thop").params < count(OFFICIAL).params

@@ -60,8 +60,13 @@ def test_each_rule_is_checked(changes, pattern):
 
 def test_rules_switch_off_with_their_block():
     # a huge ratio is fine when that CBAM is absent; odd groups are fine with no shuffle
-    FeatherFaceConfig(neck_cbam=False, neck_cbam_reduction=1000)
-    FeatherFaceConfig(shuffle="none", shuffle_groups=3)
+    assert FeatherFaceConfig(neck_cbam=False, neck_cbam_reduction=1000).neck_cbam_reduction == 1000
+    assert FeatherFaceConfig(shuffle="none", shuffle_groups=3).shuffle_groups == 3
+    # ... and break their rule as soon as the block is there
+    with pytest.raises(ConfigError, match="neck_cbam_reduction=1000 leaves the CBAM"):
+        FeatherFaceConfig(neck_cbam=True, neck_cbam_reduction=1000)
+    with pytest.raises(ConfigError, match="shuffle_groups=3 must divide"):
+        FeatherFaceConfig(shuffle="plain", shuffle_groups=3)
 
 
 def test_error_messages_are_one_line():
