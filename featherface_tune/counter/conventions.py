@@ -64,10 +64,10 @@ OFFICIAL_BACKBONE_WIDTH = 0.25
 DCN_CONVENTIONS = ("dense", "full")  # MACs without / with the deformable convs' offset and modulator convs
 
 
-def check_dcn_macs(value: str, option: str = "--dcn-macs") -> str:
-    """A user's MAC convention, or a one-line InputError naming `option` and the choices."""
+def check_dcn_macs(value: str, field: str = "dcn_macs") -> str:
+    """A user's MAC convention, or a one-line InputError about `field` naming the choices."""
     if value not in DCN_CONVENTIONS:
-        raise InputError(f"{option} {value!r}: use {' or '.join(DCN_CONVENTIONS)}")
+        raise InputError(field=field, value=value, rule=f"use {' or '.join(DCN_CONVENTIONS)}")
     return value
 
 

@@ -99,29 +99,30 @@ class TrainOptions:
         return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
 
     def validate(self) -> None:
+        # errors name the option's field (the command layer shows its flag)
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise InputError(f"--epochs {self.epochs}: must be a positive integer")
+            raise InputError(field="epochs", value=self.epochs, rule="must be a positive integer")
         if self.image_size < 32 or self.image_size % 32:
-            raise InputError(f"--image-size {self.image_size}: must be a positive multiple of 32")
+            raise InputError(field="image_size", value=self.image_size, rule="must be a positive multiple of 32")
         check_build_size(self.image_size, self.image_size, f"--image-size {self.image_size}")
         if self.batch_size < 1:
-            raise InputError(f"--batch-size {self.batch_size}: must be at least 1")
+            raise InputError(field="batch_size", value=self.batch_size, rule="must be at least 1")
         check_subset(self.subset)
         if self.time_budget is not None and not (self.time_budget > 0):
-            raise InputError(f"--time-budget {self.time_budget}: must be a positive number of seconds")
+            raise InputError(field="time_budget", value=self.time_budget, rule="must be a positive number of seconds")
         if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer {self.optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
+            raise InputError(field="optimizer", value=self.optimizer, rule=f"must be one of {', '.join(OPTIMIZERS)}")
         lr = self.resolved_lr()
         if not (math.isfinite(lr) and lr > 0):
-            raise InputError(f"--lr {lr}: must be a positive number")
+            raise InputError(field="lr", value=lr, rule="must be a positive number")
         check_seed(self.seed)
         check_finite(self.warmup_epochs, "--warmup")
         if self.weight_decay is not None:
             check_finite(self.weight_decay, "--weight-decay")
         if self.bn_recalibrate < 0:
-            raise InputError(f"--bn-recalibrate {self.bn_recalibrate}: must be >= 0")
+            raise InputError(field="bn_recalibrate", value=self.bn_recalibrate, rule="must be >= 0")
         if self.num_workers is not None and self.num_workers < 0:
-            raise InputError(f"--workers {self.num_workers}: must be non-negative")
+            raise InputError(field="num_workers", value=self.num_workers, rule="must be non-negative")
         if self.resume and self.out_dir is None:
             raise InputError("--resume needs --out (the folder holding last.pt)")
         if self.pretrained is not None and not Path(self.pretrained).is_file():

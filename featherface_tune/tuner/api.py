@@ -115,23 +115,24 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         notes.append(text)
         say(text)
 
+    # errors name the argument (field), the value and the rule; the command layer names its flag
     if isinstance(target, bool) or not isinstance(target, int) or target <= 0:
-        raise InputError(f"--target {target}: must be a positive parameter count")
+        raise InputError(field="target", value=target, rule="must be a positive parameter count")
     if tolerance < 0:
-        raise InputError(f"--tolerance {tolerance}: must not be negative")
+        raise InputError(field="tolerance", value=tolerance, rule="must not be negative")
     if max_macs is not None and max_macs <= 0:
-        raise InputError(f"--max-macs {max_macs}: must be positive")
+        raise InputError(field="max_macs", value=max_macs, rule="must be positive")
     if trials < 1:
-        raise InputError(f"--trials {trials}: must be at least 1")
+        raise InputError(field="trials", value=trials, rule="must be at least 1")
     if timeout is not None and not timeout > 0:
-        raise InputError(f"--timeout {timeout}: must be positive seconds")
+        raise InputError(field="timeout", value=timeout, rule="must be positive seconds")
     if top < 1:
-        raise InputError(f"--top {top}: must be at least 1")
+        raise InputError(field="top", value=top, rule="must be at least 1")
     check_dcn_macs(dcn_macs)
     try:
         get_convention(convention, dcn_macs)
     except ConfigError as exc:
-        raise InputError(f"--convention: {exc}") from None
+        raise InputError(field="convention", rule=str(exc)) from None
     h, w = input_size
     sp = _space(space)
     names, callables = _objectives(objective, proxy is not None)
@@ -140,7 +141,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
-            raise InputError(f"--threads {latency_threads}: must be at least 1")
+            raise InputError(field="latency_threads", value=latency_threads, rule="must be at least 1")
         tell(f"latency: {latency_runtime}, {latency_threads} thread(s), batch 1 at {h}x{w}, "
              "median to +/-3 % (95 %)")
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None

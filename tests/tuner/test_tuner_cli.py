@@ -194,7 +194,7 @@ def test_a_max_macs_nothing_meets_is_not_called_an_empty_window():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target", "0"], "must be a positive parameter count"),
+    (["--target", "0"], "error: --target 0: must be a positive parameter count"),  # the library's field, as a flag
     (["--target", "-5"], "must be a positive parameter count"),
     (["--target", "1000"], "smallest config in this space has"),
     (["--target", "99000000"], "largest config in this space has"),
@@ -212,7 +212,9 @@ def test_a_max_macs_nothing_meets_is_not_called_an_empty_window():
      "neck_cbam_reduction=32 breaks a rule in every config"),
     (["--target", "489000", "--space", "missing.toml"], "does not exist"),
     (["--target", "489000", "--objective", "speed"], "unknown objective"),
-    (["--target", "489000", "--trials", "0"], "at least 1"),
+    (["--target", "489000", "--trials", "0"], "error: --trials 0: must be at least 1"),
+    (["--target", "489000", "--proxy-data", ".", "--proxy-image-size", "100"],  # a training rule, as the search's flag
+     "error: --proxy-image-size 100: must be a positive multiple of 32"),
     (["--target", "489000", "--proxy-epochs", "3"], "need --proxy-data"),
     (["--target", "489000", "--proxy-data", "nodir"], "not a directory"),
 ])
