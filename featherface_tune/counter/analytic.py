@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from featherface_tune.counter.conventions import DCN_CONVENTIONS, check_dcn_macs, countable, get_convention
+from featherface_tune.counter.conventions import DCN_CONVENTIONS, Convention, check_dcn_macs, countable, get_convention
 from featherface_tune.models.arch import GROUPS, Cost, priced_groups
 from featherface_tune.models.arch import clear_caches as _clear_arch
 from featherface_tune.models.config import FeatherFaceConfig
@@ -39,6 +39,11 @@ class CountResult(NamedTuple):
     convention: str = "numel"
 
     @property
+    def counting(self) -> Convention:
+        """The convention the figures are in (its DCN MAC convention included)."""
+        return get_convention(self.convention, self.dcn_macs)
+
+    @property
     def modules(self) -> dict[str, Cost]:
         return {name: Cost(*pm) for name, pm in zip(GROUPS, self.groups)}
 
@@ -57,14 +62,15 @@ class CountResult(NamedTuple):
 
 @lru_cache(maxsize=8192)
 def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "full",
-          convention: str = "numel") -> CountResult:
+          convention: str | Convention = "numel") -> CountResult:
     """Total and per-group params and MACs for an h x w input (see the module doc for `dcn_macs`),
-    in a counting convention (default: true parameters, fvcore MACs).
+    in a counting convention (default: true parameters, fvcore MACs): a `Convention` (which holds
+    its DCN MAC convention: `dcn_macs` is then not read) or its name.
 
         >>> count(FeatherFaceConfig()).params
         592371
     """
-    conv = get_convention(convention, dcn_macs)
+    conv = convention if isinstance(convention, Convention) else get_convention(convention, dcn_macs)
     countable(conv, cfg)
     priced = priced_groups(cfg, h, w)
     # one pass over the instances (a search counts thousands of new configs): the true count's group
@@ -84,7 +90,7 @@ def count(cfg: FeatherFaceConfig, h: int = 640, w: int = 640, dcn_macs: str = "f
     for p, m in groups:
         params += p
         macs += m
-    return CountResult(params, macs, (h, w), groups, offset, sampling, dcn_macs, convention)
+    return CountResult(params, macs, (h, w), groups, offset, sampling, conv.dcn_macs, conv.name)
 
 
 def count_params(cfg: FeatherFaceConfig) -> int:

@@ -34,6 +34,10 @@ Conventions (`CONVENTIONS[name].summary` is the one-line rule; `--conventions` p
 - `flops`: `torch.utils.flop_counter.FlopCounterMode`: 2 x the multiply-adds of convolutions and
   matrix products (the DCN main convs included); BatchNorm, upsampling and biases count 0.
 
+A `Convention` is the whole counting rule, the DCN MAC convention included (`.name`, `.dcn_macs`):
+it is what travels (`count(cfg, convention=get_convention("numel", "dense"))`, a budget's `.counting`)
+rather than the two strings.
+
 API for code that sums per-term costs (a solver): `get_convention(name, dcn_macs).total(prices)`
 restates block prices (`featherface_tune.models.arch.term_price`, `block_price`) in the convention and
 adds them; `dcn_macs` is "full" or "dense" ("dense" only with `numel`). `countable(convention, cfg)`
@@ -118,6 +122,7 @@ class Convention:
     unit: str = "MACs"
     scale: int = 1  # figure = scale x MACs (2 for FLOPs)
     official_only: bool = False  # counts the official code's modules: its MobileNetV1 is fixed
+    dcn_macs: str = "full"  # "dense": the DCN offset/modulator convs left out (numel only; `get_convention`)
 
     def delta(self, parts: Parts) -> tuple[int, int]:
         """(params, MACs) change of all rules on `parts` (MACs unscaled)."""
@@ -192,7 +197,7 @@ def get_convention(name: str, dcn_macs: str = "full") -> Convention:
         if name != "numel":
             raise ConfigError(f"dcn_macs='dense' applies to the numel convention only; {name} counts "
                               "the deformable convs by its own rule")
-        return dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,))
+        return dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,), dcn_macs="dense")
     return conv
 
 

@@ -140,3 +140,14 @@ def test_countable_accepts_every_official_width_config():
     assert countable("thop", cfg) is None
     assert count(cfg, convention="thop").params == count(cfg).params
     assert count(OFFICIAL, convention="thop").params < count(OFFICIAL).params
+
+
+def test_a_convention_travels_as_one_object():
+    """The Convention holds its DCN MAC convention: counting with the object is counting with the
+    two strings, and a result (or a budget) gives the object back."""
+    dense = get_convention("numel", "dense")
+    assert (dense.name, dense.dcn_macs) == ("numel", "dense") and get_convention("thop").dcn_macs == "full"
+    assert count(OFFICIAL, convention=dense) == count(OFFICIAL, dcn_macs="dense")
+    assert count(OFFICIAL, convention=get_convention("thop")) == count(OFFICIAL, convention="thop")
+    assert count(OFFICIAL, dcn_macs="dense").counting == dense
+    assert count(OFFICIAL, convention=dense).macs < count(OFFICIAL).macs
