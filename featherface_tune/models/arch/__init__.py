@@ -9,8 +9,9 @@ this list and nothing else restates the topology:
 * `featherface_tune.models.checkpoint` infers a config from a state dict (`infer_fields`);
 * `featherface_tune.tuner.solve` sums the costs by search term (`term_blocks`, `block_price`).
 
-A new block type is a module in `models/blocks/`, a `Block` in this package, its config fields, and
-one entry below.
+A new block type is a module in `models/blocks/`, a `Block` in this package, its config fields (a
+dataclass field and one `models.config.FIELDS` entry each: validation, the search space and the solver
+read that table), and one entry below.
 """
 
 from __future__ import annotations
