@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import optuna
 
-from featherface_tune.tuner.solve import Repairer, _param_grid, base_cost, budget_tables, prove
+from featherface_tune.tuner.solve import Repairer, base_cost, budget_tables, prove
 from featherface_tune.tuner.space import BUDGET_KNOBS, KNOBS, SSH_KNOBS, default_space
 from featherface_tune.tuner.study import make_sampler
 
@@ -71,6 +71,14 @@ def p3_new(trials: int, seed: int) -> list[int]:
     res = search(TARGET, objective=lambda cfg: 0.0, trials=trials, seed=seed)
     return [int(r.config["ssh_channels"][0] if isinstance(r.config["ssh_channels"], list) else r.config["ssh_channels"])
             for r in res.records if r.feasible and r.state == "COMPLETE"]
+
+
+def _param_grid(tables: Any, base_params: int) -> np.ndarray:
+    """The previous solver's grid: params of every combination of the tables' values (one axis each)."""
+    P = np.full([len(t.values) for t in tables], base_params, dtype=np.int64)
+    for i, t in enumerate(tables):
+        P = P + t.params.reshape([-1 if j == i else 1 for j in range(len(tables))])
+    return P
 
 
 def _old_completion(sp: Any, sampled: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int]:

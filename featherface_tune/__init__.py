@@ -28,12 +28,14 @@ _EXPORTS = {
     "presets": ("featherface_tune.models.presets", "presets"),
     "get_preset": ("featherface_tune.models.presets", "get_preset"),
     "resolve_config": ("featherface_tune.models.presets", "resolve_config"),
+    "latency": ("featherface_tune.deploy.latency_table", "latency"),
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from featherface_tune.counter.analytic import count
+    from featherface_tune.deploy.latency_table import latency
     from featherface_tune.models.builder import build_model
     from featherface_tune.models.checkpoint import load_model
     from featherface_tune.models.config import FeatherFaceConfig

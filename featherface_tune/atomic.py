@@ -3,9 +3,13 @@ the one implementation behind every checkpoint, plan, result, budget and model f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable, Iterator
+
+from featherface_tune.errors import InputError, first_line
 
 
 def temporary_for(path: Path) -> Path:
@@ -14,25 +18,90 @@ def temporary_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+def check_replaceable(path: str | Path, what: str = "") -> None:
+    """Raise InputError unless `path` is missing or a regular file this user may write: a write must
+    never turn a symbolic link, a device (/dev/full), a FIFO or a socket into a regular file, nor
+    rewrite a file made read-only. `what` names the option or role in the message, e.g. "--out"."""
+    p = Path(path)
+    shown = f"{what + ' ' if what else ''}{str(p)!r}"
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot inspect: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise InputError(f"{shown} is a symbolic link (to {os.readlink(p)!r}); name the file it points to "
+                         "or remove the link: it is not replaced by a file")
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{shown} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise InputError(f"{shown} is {kind}; only a regular file is replaced")
+    # no write bit at all counts too: root may write anything, but a file made read-only stays so
+    if not st.st_mode & 0o222 or not os.access(p, os.W_OK):
+        raise InputError(f"{shown} is read-only; make it writable (chmod u+w) to replace it")
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside are delivered when it ends. A write interrupted half way
+    would be undone anyway, and torch's zip writer turns the interrupt raised inside it into a
+    RuntimeError (exit 1 instead of 143): deferring keeps both the file and the exit code."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def record(signum: int, _frame: Any) -> None:
+        arrived.append(signum)
+
+    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)  # the handler in force again (raise Terminated, KeyboardInterrupt, ...)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: str = "") -> None:
     """Call `write` on a temporary file beside `path`, fsync it, then os.replace it onto `path`. A
-    failed write raises and leaves neither a temporary nor a changed `path`."""
+    failed write leaves neither a temporary nor a changed `path` and raises InputError naming the
+    file (read-only folder, full disk: `what` names the option, e.g. "--out"). Only a regular file
+    is replaced (`check_replaceable`); interrupts wait for the write to end (`deferred_interrupts`)."""
     path = Path(path)
+    check_replaceable(path, what)
     tmp = temporary_for(path)
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with deferred_interrupts():
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        # torch's zip writer reports a full disk as RuntimeError("... failed writing file ...")
+        if isinstance(exc, RuntimeError) and "writ" not in str(exc).lower():
+            raise
+        shown = f"{what + ' ' if what else ''}{str(path)!r}"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+        raise InputError(f"{shown}: cannot write: {reason}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, what: str = "") -> None:
     """`atomic_write` of UTF-8 text."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), what)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -64,6 +64,6 @@ def print_table(console: Console, table: RenderableType, optional: Sequence[str]
     if isinstance(table, Table):
         fit_table(console, table, width, optional, elsewhere)
     if console.width < width:  # rich never prints wider than its console: a pipe's default is 80
-        console = Console(file=console.file, width=width, markup=False, emoji=False, highlight=False,
+        console = type(console)(file=console.file, width=width, markup=False, emoji=False, highlight=False,
                           force_terminal=console.is_terminal)
     console.print(table)

@@ -40,3 +40,9 @@ def shared_file(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not present (shared/ exists only on developer and CI machines)")
     return p
+
+
+@pytest.fixture(autouse=True)
+def _latency_tables_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency tables go to the user's cache ($XDG_CACHE_HOME): never the real one in tests."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from featherface_tune.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from featherface_tune.errors import InputError
 
 
 def test_write_replaces_and_leaves_no_temporary(tmp_path: Path):
@@ -25,7 +26,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path):
         f.write(b"half a model")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(InputError, match="No space"):
         atomic_write(target, half)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 

@@ -369,5 +369,5 @@ def write_baseline(path: str | Path, baseline: Mapping[str, Any]) -> bool:
                          "rest of the file; edit its [baseline] by hand")  # pragma: no cover - tomlkit guard
     if new_text == text:
         return False
-    atomic_write_text(p, new_text)
+    atomic_write_text(p, new_text, "budget file")  # refuses a symbolic link or a read-only file
     return True

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from featherface_tune.budgets.gate import GateReport, GateResult, ModuleDiff
 from featherface_tune.budgets.schema import BudgetFileError
+from featherface_tune.escaping import printable, xml_safe
 from featherface_tune.terminal import print_table
 
 FORMATS = ("text", "json", "junit", "github")
@@ -220,7 +221,8 @@ def to_junit(report: GateReport) -> str:
     suite = ET.SubElement(root, "testsuite", attrs)
     suite.extend(cases)
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    # xml_safe: a control character in a file or budget name would make the file not well-formed
+    return xml_safe(ET.tostring(root, encoding="unicode", xml_declaration=True)) + "\n"
 
 
 # ---- github --------------------------------------------------------------------------------
@@ -228,7 +230,8 @@ def to_junit(report: GateReport) -> str:
 def _escape_data(s: str) -> str:
     """GitHub's escaping of a workflow command's message: %, CR and LF (so no text can end the
     command and start another, e.g. a forged `::error`)."""
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    s = s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return printable(s)  # nor can an ESC restyle the log
 
 
 def _escape_prop(s: str) -> str:

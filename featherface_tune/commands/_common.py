@@ -10,24 +10,26 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import typer
-from rich.console import Console
 from rich.text import Text
 from typing_extensions import Annotated
 
 from featherface_tune.errors import FeatherFaceError, Terminated, interrupt_exit_code, sigterm_as_interrupt
+from featherface_tune.escaping import SafeConsole, printable
 
 # Markup is off by default on both consoles: file names, study and preset names and any other
 # user-supplied text print literally (a name holding "[/x]" or "[bold]" neither crashes rich nor
 # restyles the line). Styled output uses `styled()` or rich Text objects.
-out = Console(soft_wrap=True, markup=False, emoji=False)  # data; names print literally (no markup, no :emoji:)
-err = Console(stderr=True, markup=False, emoji=False)  # diagnostics, progress
+# SafeConsole: no control character of a name reaches the terminal raw (an ESC, a bidi override).
+out = SafeConsole(soft_wrap=True, markup=False, emoji=False)  # data; names print literally (no markup, no :emoji:)
+err = SafeConsole(stderr=True, markup=False, emoji=False)  # diagnostics, progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def styled(label: str, style: str, message: str = "") -> Text:
     """`label` in `style`, then `message` printed literally (never parsed as markup)."""
-    return Text.assemble((label, style), " " + message if message else "")
+    # printable: a message is one line whatever a name in it holds (a newline would start a forged line)
+    return Text.assemble((label, style), " " + printable(message) if message else "")
 
 
 def warn(message: str, label: str = "warning:") -> None:

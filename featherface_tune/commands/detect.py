@@ -71,6 +71,14 @@ def detect_cmd(
     from featherface_tune.inference.nms import backend_for
 
     check_thresholds(conf, nms_iou, top_k, keep)
+    if not 0.0 <= threshold <= 1.0:  # NaN included
+        raise InputError(f"--threshold {threshold}: must be a score in 0..1")
+    if save is not None:
+        from featherface_tune.atomic import check_replaceable
+
+        if save.exists() and image.exists() and save.resolve() == image.resolve():
+            raise InputError(f"--save {str(save)!r} is the input image; give another file name")
+        check_replaceable(save, "--save")
     img = read_image_bgr(image)
     model, cfg, inferred = model_from_options(checkpoint, preset, config, set_, threads)
     dev = place_model(model, device, threads)

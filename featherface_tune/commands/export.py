@@ -31,7 +31,7 @@ def export_cmd(
     exceeds the tolerance. Config and input convention are stored in the file's metadata. See docs/deploy.md.
     """
     from featherface_tune.deploy import require
-    from featherface_tune.deploy.export import check_writable, export_onnx
+    from featherface_tune.deploy.export import check_opset, check_writable, export_onnx
     from featherface_tune.errors import InputError
 
     if not tolerance > 0:
@@ -39,6 +39,7 @@ def export_cmd(
     for mod in ("onnx", "onnxscript", "onnxruntime"):
         require(mod, "export")
     check_writable(out_path)
+    check_opset(opset)
     if checkpoint is not None:
         from featherface_tune.commands.predict import model_from_options
         from featherface_tune.deploy.runtime import is_onnx_file

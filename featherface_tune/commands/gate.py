@@ -57,6 +57,10 @@ def gate_cmd(
         report = run_gate(paths)
 
     if update:
+        from featherface_tune.atomic import check_replaceable
+
+        for r in report.results:  # all or none: no budget rewritten before one is found unwritable
+            check_replaceable(r.budget.path, "budget file")
         updated = []
         for r in report.results:
             changed = write_baseline(r.budget.path, baseline_record(r.count))

@@ -19,6 +19,9 @@ ConfOpt = Annotated[float, typer.Option("--conf", help="Confidence threshold (sc
 NmsOpt = Annotated[float, typer.Option("--nms", help="NMS IoU threshold (py_cpu_nms convention).")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Best-scoring boxes that go into NMS.")]
 KeepOpt = Annotated[int, typer.Option("--keep", help="Boxes kept after NMS.")]
+# predict follows test_widerface.py, which has no caps (its top-k 5000 / keep 750 are commented out)
+UncappedTopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="Best-scoring boxes that go into NMS (default: all, as test_widerface.py; 5000 in deployment).")]
+UncappedKeepOpt = Annotated[Optional[int], typer.Option("--keep", help="Boxes kept after NMS (default: all, as test_widerface.py; 750 in deployment).")]
 
 
 def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional[Path],
@@ -70,13 +73,26 @@ def place_model(model: Any, device: str, threads: Optional[int]) -> Any:
     return dev
 
 
-def check_thresholds(conf: float, nms_iou: float, top_k: int, keep: int) -> None:
+def check_thresholds(conf: float, nms_iou: float, top_k: int | None, keep: int | None) -> None:
     if not 0.0 <= conf < 1.0:
         raise InputError(f"--conf {conf}: must be in [0, 1)")
     if not 0.0 < nms_iou <= 1.0:
         raise InputError(f"--nms {nms_iou}: must be in (0, 1]")
-    if top_k < 1 or keep < 1:
+    if (top_k is not None and top_k < 1) or (keep is not None and keep < 1):
         raise InputError(f"--top-k {top_k} / --keep {keep}: must be positive")
+
+
+def check_prediction_out(out_dir: Path, replace: bool) -> None:
+    """--out must not hold other predictions (evaluate would score stale files with the new ones):
+    refused, or with --replace deleted before anything is written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
+    stale = sorted(out_dir.rglob("*.txt")) if out_dir.is_dir() else []
+    if stale and not replace:
+        raise InputError(f"--out {str(out_dir)!r} already holds {len(stale)} prediction files; "
+                         "pass --replace to delete them first, or choose an empty folder")
+    for path in stale:
+        path.unlink()
 
 
 def find_images(root: Path) -> list[Path]:
@@ -110,8 +126,9 @@ def predict_cmd(
     set_: SetOpt = None,
     conf: ConfOpt = 0.02,
     nms_iou: NmsOpt = 0.4,
-    top_k: TopKOpt = 5000,
-    keep: KeepOpt = 750,
+    top_k: UncappedTopKOpt = None,
+    keep: UncappedKeepOpt = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Delete the prediction files already in --out first (without it, an --out holding .txt files is refused).")] = False,
     float_coords: Annotated[bool, typer.Option("--float-coords", help="Write box coordinates with 2 decimals instead of RetinaFace's truncated integers.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -119,8 +136,8 @@ def predict_cmd(
 ) -> None:
     """Detect faces in every image of a WIDERFace-style tree and write the standard prediction files.
 
-    RetinaFace test settings by default: original image size, BGR minus (104, 117, 123),
-    confidence 0.02, NMS IoU 0.4, top-k 5000, keep 750. Without --preset/--config the config is
+    The official test protocol (test_widerface.py) by default: original image size, BGR minus
+    (104, 117, 123), confidence 0.02, NMS IoU 0.4, every box that survives NMS (no top-k / keep cap). Without --preset/--config the config is
     inferred from the checkpoint (--set still applies, e.g. --set shuffle=none).
     """
     import torch
@@ -140,8 +157,7 @@ def predict_cmd(
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)
     cfg_json = cfg.to_dict() if cfg is not None else None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
+    check_prediction_out(out_dir, replace)
     total, t0 = 0, time.perf_counter()
     progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False),

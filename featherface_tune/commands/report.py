@@ -76,6 +76,8 @@ def report_cmd(
         "--out", "-o", metavar="DIR",
         help="Write a bundle: index.html with tables and plots, plots as PNG and SVG, CSV, "
              "Markdown and JSON. Then stdout gets nothing unless --format is given.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the report bundle --out DIR already holds (refused without it).")] = False,
     size: Annotated[Optional[Tuple[int, int]], typer.Option(
         "--input-size", metavar="H W",
         help="Input size for MACs of the breakdown and --compare (default: the study's, or 640 640).")] = None,
@@ -128,7 +130,7 @@ def report_cmd(
         from rich.text import Text
 
         with err.status(Text(f"writing the report bundle to {out_dir}...")):
-            b = write_bundle(obj, out_dir, doc)
+            b = write_bundle(obj, out_dir, doc, overwrite=overwrite)
         err.print(f"wrote {len(b.files)} files ({b.size_bytes / 1024:,.0f} KiB, {len(b.plots)} plots) "
                   f"in {b.seconds:.1f}s; open {b.index}", highlight=False, soft_wrap=True)
         if fmt is None:

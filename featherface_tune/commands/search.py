@@ -14,6 +14,7 @@ from featherface_tune.commands._common import (
 from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner import records as R
+from featherface_tune.tuner import registry
 from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
 
 
@@ -38,6 +39,8 @@ def search_cmd(
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",
     convention: Annotated[str, typer.Option("--convention", help="Count params and MACs as this convention does (see `count --conventions`), e.g. thop: the paper's 0.49 M.")] = "numel",
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="Latency objective: onnxruntime (default when the deploy extra is installed) or torch.")] = None,
+    latency_mode: Annotated[str, typer.Option("--latency-mode", metavar="model|sampled", help="Latency objective: model (solve under the per-block latency model, then time finalists side by side) or sampled (time every sampled trial).")] = "model",
+    finalists: Annotated[int, typer.Option("--finalists", help="Latency model: best predictions timed whole, with the macs optimum and the closest answer.")] = 5,
     space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes). Solved objectives (closest, macs) ignore it.")] = DEFAULT_TRIALS,
@@ -131,7 +134,8 @@ def search_cmd(
                          storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
                          proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
                          note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads,
-                         latency_runtime=runtime)
+                         latency_runtime=runtime, latency_mode=latency_mode, finalists=finalists,
+                         latency_progress=_table_progress(progress))
         finally:
             progress.stop()
     except NoConfigInWindow as exc:
@@ -169,6 +173,9 @@ def search_cmd(
         print_json(result)
     elif ranked:
         _print(_table(ranked[:top], spec, res.name))
+    if not json_ and len(res.pareto) > top:
+        err.print(f"the Pareto front has {len(res.pareto)} configs; the table shows the first {top} "
+                  f"(--top {len(res.pareto)}, or --json's \"pareto\", lists them all)", highlight=False)
     if export is not None and ranked:
         _export(export, ranked[0], spec, res.name)
         err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
@@ -192,6 +199,19 @@ def search_cmd(
                   f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
 
 
+def _table_progress(progress: Any) -> Any:
+    """The latency table build's (what, done, total) callback on the search's progress display."""
+    state: dict[str, Any] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        if "task" not in state:
+            state["task"] = progress.add_task("latency table", total=total, info="")
+            progress.start()
+        progress.update(state["task"], description=what, completed=done, total=total)
+
+    return update
+
+
 def _print(table: Any) -> None:
     """A table on stdout, fitted to 100 columns (`featherface_tune.terminal`; --json has every field)."""
     from featherface_tune.terminal import print_table
@@ -204,11 +224,8 @@ def _better(a: float, b: float, direction: str) -> bool:
 
 
 def _fmt(name: str, v: float) -> str:
-    if name == "macs":
-        return f"{v / 1e6:,.1f}M"
-    if name == "latency":
-        return f"{v:.1f} ms"
-    return f"{v:.4f}"
+    obj = registry.get(name)
+    return obj.show(v) if obj is not None else f"{v:.4f}"
 
 
 def _row_json(r: Any) -> dict[str, Any]:
@@ -240,15 +257,14 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
     for col, just in (("#", "right"), ("trial", "right"), ("params", "right"), ("delta", "right"),
                       ("MACs", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
-    if "latency" in spec.objectives:
-        t.add_column("latency ms", justify="right")
-    if "proxy_ap" in spec.objectives:
-        t.add_column("AP", justify="right")
-    if "closest" in spec.objectives:
-        t.add_column("dist", justify="right")
-    extra = [o for o in spec.objectives if o not in R.OBJECTIVES]  # Python callables
-    for o in extra:
-        t.add_column(o, justify="right")
+    # one column per objective, as the registry names and shows it (MACs have their own column)
+    shown = [o for o in spec.objectives if o != "macs"]
+    for o in shown:
+        obj = registry.get(o)
+        t.add_column(obj.column if obj is not None else o, justify="right")
+    predicted = any(r.latency_predicted_ms is not None for r in rows)
+    if predicted:
+        t.add_column("pred ms", justify="right")
     for col in ("neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
         t.add_column(col)
     for i, r in enumerate(rows, 1):
@@ -256,15 +272,12 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
         neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
         cb = _cbam(c)
         row = [str(i), str(r.number), f"{r.params:,}", f"{r.delta:+,}", f"{r.macs / 1e6:,.1f}M"]
-        if "latency" in spec.objectives:
-            row.append(f"{r.latency_ms:.1f}" if r.latency_ms is not None else "-")
-        if "proxy_ap" in spec.objectives:
-            row.append(f"{r.proxy_ap:.4f}" if r.proxy_ap is not None else "-")
-        if "closest" in spec.objectives:
-            row.append(f"{r.closest:.3f}" if r.closest is not None else "-")
-        for o in extra:
+        for o in shown:
+            obj = registry.get(o)
             v = r.objective_value(o)
-            row.append(f"{v:.4g}" if v is not None else "-")
+            row.append("-" if v is None else obj.show(v) if obj is not None else f"{v:.4g}")
+        if predicted:
+            row.append(f"{r.latency_predicted_ms:.1f}" if r.latency_predicted_ms is not None else "-")
         row += [neck, str(c["neck_channels"]), _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"]]
         t.add_row(*row)
     return t

@@ -36,7 +36,7 @@ from torch import nn
 
 from featherface_tune import __version__
 from featherface_tune.deploy import require
-from featherface_tune.atomic import atomic_write
+from featherface_tune.atomic import atomic_write, check_replaceable
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 
@@ -124,6 +124,27 @@ def _deform_translation() -> dict[Any, Any]:
     return {torch.ops.featherface_tune.deform_conv2d.default: deform_conv2d}
 
 
+def max_opset() -> int:
+    """The newest opset both the installed torch exporter and onnx know."""
+    import onnx
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as torch_max
+    except ImportError:  # pragma: no cover - torch moved it; onnx's limit alone
+        torch_max = onnx.defs.onnx_opset_version()
+    return min(int(torch_max), onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    """`opset` in MIN_OPSET..max_opset(): a file with an opset no runtime knows is never written."""
+    if opset < MIN_OPSET:
+        raise InputError(f"--opset {opset}: must be at least {MIN_OPSET} (ONNX DeformConv)")
+    require("onnx", "ONNX export")
+    if opset > (top := max_opset()):
+        raise InputError(f"--opset {opset}: must be at most {top}, the newest opset the installed "
+                         "torch exporter and onnx support")
+
+
 def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
           example: torch.Tensor | None = None) -> Any:
     """The model as an ONNX ModelProto: dynamic batch, height and width (or the example's static
@@ -132,8 +153,7 @@ def trace(model: nn.Module, opset: int = MIN_OPSET, dynamic: bool = True,
     require("onnx", "ONNX export")
     import torch.fx.experimental._config as fx_config
 
-    if opset < MIN_OPSET:
-        raise InputError(f"--opset {opset}: must be at least {MIN_OPSET} (ONNX DeformConv)")
+    check_opset(opset)
     model = model.eval()
     x = example if example is not None else torch.randn(2, 3, 64, 96) * 60
     dims = None
@@ -178,6 +198,7 @@ def check_writable(out: Path) -> None:
     out = Path(out)
     if out.is_dir():
         raise InputError(f"--out {str(out)!r} is a directory; give a file name such as model.onnx")
+    check_replaceable(out, "--out")  # a device, FIFO or symbolic link is never replaced by a file
     parent = out.resolve().parent
     if not parent.is_dir():
         raise InputError(f"--out {str(out)!r}: folder {str(parent)!r} does not exist")
@@ -190,10 +211,7 @@ def _save(proto: Any, out: Path) -> int:
     import onnx
 
     out = Path(out)
-    try:
-        atomic_write(out, lambda f: onnx.save(proto, f))
-    except OSError as exc:
-        raise InputError(f"--out {str(out)!r}: cannot write: {exc.strerror or exc}") from None
+    atomic_write(out, lambda f: onnx.save(proto, f), "--out")
     return out.stat().st_size
 
 

@@ -166,3 +166,65 @@ def measure_fn(fn: Callable[[], Any], runtime: str, threads: int, input_size: tu
     q1, q3 = np.percentile(arr, [25, 75])
     return Latency(runtime, threads, tuple(input_size), float(np.median(arr)), median_ci(arr),  # type: ignore[arg-type]
                    float(q3 - q1), len(arr), warm, ok, time.perf_counter() - t0)
+
+
+MIN_ROUNDS = 5
+
+
+def compare(cfgs: list[FeatherFaceConfig], h: int, w: int, runtime: str | None = None, threads: int = 1,
+            rel_ci: float = 0.03, max_seconds: float = 60.0, runs_per_round: int = 3,
+            progress: Callable[[int, int], None] | None = None) -> list[Latency]:
+    """Latencies of several configs timed side by side: one process, every model prepared first,
+    then rounds in which each config (in a fresh random order) runs `runs_per_round` times, until
+    every median's 95 % interval is within +/- `rel_ci` (after at least `MIN_ROUNDS` rounds) or
+    `max_seconds` pass. A load that comes and goes hits every config alike, so their medians
+    compare where timings minutes apart would not."""
+    runtime = check_runtime(runtime)
+    if threads < 1:
+        raise InputError(f"--threads {threads}: must be at least 1")
+    prepared = [forward_fn(c, h, w, runtime, threads) for c in cfgs]
+    t0 = time.perf_counter()
+    try:
+        warm = []
+        for fn, _ in prepared:  # warm-up: each config to a stable window (time_runs' rule), briefly
+            _, n, _ = time_runs(fn, 1.0, max_seconds=min(5.0, max_seconds / 10 / max(1, len(cfgs))), min_runs=1)
+            warm.append(n)
+        times: list[list[float]] = [[] for _ in cfgs]
+        rng = np.random.default_rng(0)
+        rounds = 0
+        while True:
+            for i in rng.permutation(len(cfgs)):
+                times[i].extend(_timed(prepared[i][0]) for _ in range(runs_per_round))
+            rounds += 1
+            if progress is not None:
+                progress(rounds, MIN_ROUNDS)
+            if rounds >= MIN_ROUNDS and all(_rel_half(t) <= rel_ci for t in times):
+                break
+            if time.perf_counter() - t0 > max_seconds:
+                break
+    finally:
+        for _, cleanup in reversed(prepared):
+            cleanup()
+    seconds = time.perf_counter() - t0
+    out = []
+    for t, n in zip(times, warm):
+        arr = np.asarray(t)
+        q1, q3 = np.percentile(arr, [25, 75])
+        out.append(Latency(runtime, threads, (h, w), float(np.median(arr)), median_ci(arr), float(q3 - q1),
+                           len(arr), n, _rel_half(t) <= rel_ci, seconds))
+    return out
+
+
+def _rel_half(times: list[float]) -> float:
+    lo, hi = median_ci(times)
+    med = float(np.median(times))
+    return (hi - lo) / 2 / med if med > 0 else math.inf
+
+
+def indistinguishable(lats: list[Latency]) -> list[bool]:
+    """Per latency, whether its median's 95 % interval overlaps the fastest one's (the two cannot
+    be told apart at this confidence)."""
+    if not lats:
+        return []
+    best = min(lats, key=lambda x: x.median_ms)
+    return [x.ci_ms[0] <= best.ci_ms[1] and best.ci_ms[0] <= x.ci_ms[1] for x in lats]

@@ -36,10 +36,14 @@ def describe() -> dict[str, Any]:
                            "iou_threshold suppresses), max_detections per image"}
 
 
-def thresholds(conf: float, nms_iou: float, top_k: int, keep: int) -> dict[str, np.ndarray]:
-    """Feeds for the threshold inputs."""
+NO_CAP = 2**31 - 1  # top_k / max_detections of "no cap" (the graph takes Min with the box count)
+
+
+def thresholds(conf: float, nms_iou: float, top_k: int | None, keep: int | None) -> dict[str, np.ndarray]:
+    """Feeds for the threshold inputs (None: no cap, the official test protocol)."""
     return {"score_threshold": np.array([conf], np.float32), "iou_threshold": np.array([nms_iou], np.float32),
-            "top_k": np.array([top_k], np.int64), "max_detections": np.array([keep], np.int64)}
+            "top_k": np.array([NO_CAP if top_k is None else top_k], np.int64),
+            "max_detections": np.array([NO_CAP if keep is None else keep], np.int64)}
 
 
 class _Graph:

@@ -117,8 +117,8 @@ class OnnxModel:
 
         return int(logits.shape[1] // num_priors(h, w, 1))
 
-    def detect(self, image_bgr: np.ndarray, conf: float = 0.02, nms_iou: float = 0.4, top_k: int = 5000,
-               keep: int = 750, nms_backend: str = "plain") -> Any:
+    def detect(self, image_bgr: np.ndarray, conf: float = 0.02, nms_iou: float = 0.4, top_k: int | None = None,
+               keep: int | None = None, nms_backend: str = "plain") -> Any:
         """Faces in one BGR image at its size: the PyTorch path's `Detections`."""
         from featherface_tune.inference.detector import Detections, postprocess, preprocess
 

@@ -4,8 +4,9 @@ RetinaFace/FeatherFace test code (`test_widerface.py`, `detect.py`): the image i
 (cv2), converted to float, the means (104, 117, 123) are subtracted, it is fed at its original size
 (no scaling, no normalisation by std), the class logits go through a softmax, priors are generated
 for that size, boxes and landmarks are decoded with variances [0.1, 0.2] and scaled to pixels, scores
-above the confidence threshold (strictly) are kept, the `top_k` best go to NMS (IoU 0.4), and the
-first `keep` survivors are returned.
+above the confidence threshold (strictly) are kept, sorted by score, go to NMS (IoU 0.4), and every
+survivor is returned: `test_widerface.py` has its top-k 5000 / keep 750 caps commented out. The caps
+stay available (`top_k`, `keep`) for deployment, where a crowd of 1,900 boxes is rarely wanted.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def _priors(h: int, w: int, anchors: int) -> torch.Tensor:
 
 def postprocess(loc: torch.Tensor, logits: torch.Tensor, ldm: torch.Tensor | None,
                 image_size: tuple[int, int], anchors_per_cell: int, conf: float = 0.02,
-                nms_iou: float = 0.4, top_k: int = 5000, keep: int = 750,
+                nms_iou: float = 0.4, top_k: int | None = None, keep: int | None = None,
                 nms_backend: str = "plain") -> Detections:
     """Network outputs of one image ([N, 4], [N, 2] logits, [N, 10] or None) -> Detections."""
     h, w = image_size
@@ -86,14 +87,14 @@ def postprocess(loc: torch.Tensor, logits: torch.Tensor, ldm: torch.Tensor | Non
     scores = torch.softmax(logits.float(), dim=-1)[:, 1]
     idx = torch.nonzero(scores > conf).flatten()
     s = scores[idx]
-    order = torch.argsort(s, descending=True, stable=True)[: max(top_k, 0)]
+    order = torch.argsort(s, descending=True, stable=True)[: None if top_k is None else max(top_k, 0)]
     idx, s = idx[order], s[order]
     scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=loc.device)
     boxes = decode_boxes(loc[idx].float(), priors[idx], VARIANCES) * scale
     pts = None
     if ldm is not None:
         pts = decode_landmarks(ldm[idx].float(), priors[idx], VARIANCES) * scale[:2].repeat(5)
-    kept = nms(boxes, s, nms_iou, backend=nms_backend)[: max(keep, 0)]
+    kept = nms(boxes, s, nms_iou, backend=nms_backend)[: None if keep is None else max(keep, 0)]
     return Detections(
         boxes[kept].cpu().numpy().astype(np.float32),
         s[kept].cpu().numpy().astype(np.float32),
@@ -104,7 +105,7 @@ def postprocess(loc: torch.Tensor, logits: torch.Tensor, ldm: torch.Tensor | Non
 
 @torch.no_grad()
 def detect(model: nn.Module, image_bgr: np.ndarray, conf: float = 0.02, nms_iou: float = 0.4,
-           top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> Detections:
+           top_k: int | None = None, keep: int | None = None, nms_backend: str = "plain") -> Detections:
     """Detect faces in one HxWx3 uint8 BGR image at its original size (RetinaFace convention).
 
     The model runs in eval mode (its previous mode is restored afterwards), on the device of its
@@ -123,7 +124,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def detect_batch(model: nn.Module, images_bgr: list[np.ndarray], conf: float = 0.02, nms_iou: float = 0.4,
-                 top_k: int = 5000, keep: int = 750, nms_backend: str = "plain") -> list[Detections]:
+                 top_k: int | None = None, keep: int | None = None,
+                 nms_backend: str = "plain") -> list[Detections]:
     """detect() for images of one size in a single forward pass (a GPU's batch); same results as
     one call per image up to float rounding (the batch changes the kernels' summation order)."""
     xs = [preprocess(img) for img in images_bgr]

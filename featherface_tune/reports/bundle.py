@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from featherface_tune.atomic import atomic_write_text
 from featherface_tune.errors import InputError
 from featherface_tune.reports.data import Comparison, StudyReport
 from featherface_tune.reports.plots import Plot, plots_for
@@ -45,22 +46,42 @@ def document_for(obj: StudyReport | Comparison) -> Document:
     return study_document(obj) if isinstance(obj, StudyReport) else compare_document(obj)
 
 
-def _prepare(out_dir: Path) -> None:
+def _prepare(out_dir: Path, names: list[str], overwrite: bool) -> None:
+    """The folder exists (created when missing) and holds no earlier bundle unless `overwrite`:
+    a report someone kept is never replaced without being named for it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a folder")
+    if not overwrite and out_dir.is_dir():
+        found = [n for n in names if (out_dir / n).exists()]
+        if (out_dir / PLOT_DIR).is_dir() and any((out_dir / PLOT_DIR).iterdir()):
+            found.append(f"{PLOT_DIR}/")
+        if found:
+            raise InputError(f"--out {str(out_dir)!r} already holds a report ({', '.join(found[:4])}"
+                             f"{', ...' if len(found) > 4 else ''}); add --overwrite to replace it, "
+                             "or pick another folder")
     try:
         (out_dir / PLOT_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--out {str(out_dir)!r}: cannot create the folder: {exc.strerror}") from None
 
 
-def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path, doc: Document | None = None) -> Bundle:
+def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path, doc: Document | None = None,
+                 overwrite: bool = False) -> Bundle:
     """Write the report bundle for a study report or a comparison into `out_dir`; `doc` is the
-    document of `obj` when the caller has built it already."""
-    start = time.perf_counter()
+    document of `obj` when the caller has built it already. A folder holding an earlier bundle is
+    refused (InputError) unless `overwrite`; a write error (read-only or full disk) is an InputError."""
     root = Path(out_dir)
-    _prepare(root)
+    try:
+        return _write_bundle(obj, root, doc, overwrite)
+    except OSError as exc:
+        where = exc.filename or root
+        raise InputError(f"--out {str(root)!r}: cannot write {str(where)!r}: {exc.strerror or exc}") from None
+
+
+def _write_bundle(obj: StudyReport | Comparison, root: Path, doc: Document | None, overwrite: bool) -> Bundle:
+    start = time.perf_counter()
     doc = doc if doc is not None else document_for(obj)
+    _prepare(root, ["index.html", "report.md", "report.json", *[f"{s.key}.csv" for s in doc.sections]], overwrite)
     plots = list(plots_for(obj, root / PLOT_DIR))
     made = {p.key for p in plots}
     for stale in KNOWN_PLOTS:  # plots an earlier report left here that this one does not have
@@ -77,20 +98,20 @@ def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path, doc: Docume
     files: list[tuple[str, str]] = []
     for s in doc.sections:
         path = root / f"{s.key}.csv"
-        raw_frame(doc, s.key).to_csv(path, index=False, lineterminator="\n")
+        atomic_write_text(path, raw_frame(doc, s.key).to_csv(index=False, lineterminator="\n"))
         written.append(path)
         files.append((rel(path), s.title))
     md = root / "report.md"
-    md.write_text(to_markdown(doc, [(p.title, rel(p.png)) for p in plots]), encoding="utf-8")
+    atomic_write_text(md, to_markdown(doc, [(p.title, rel(p.png)) for p in plots]))
     js = root / "report.json"
-    js.write_text(to_json(doc), encoding="utf-8")
+    atomic_write_text(js, to_json(doc))
     written += [md, js]
     files = [(rel(md), "the tables in Markdown"), (rel(js), "everything, machine-readable")] + files
     figures = [Figure(key=p.key, title=p.title, src=rel(p.png), caption=p.caption, wide=p.wide,
                       links=(("PNG", rel(p.png)), ("SVG", rel(p.svg)))) for p in plots]
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     index = root / "index.html"
-    index.write_text(to_html(doc, figures, files, generated=stamp), encoding="utf-8")
+    atomic_write_text(index, to_html(doc, figures, files, generated=stamp))
     written.insert(0, index)
     return Bundle(root=root, index=index, files=tuple(written), plots=tuple(plots),
                   seconds=time.perf_counter() - start)

@@ -31,6 +31,7 @@ from featherface_tune.tuner.records import (
     LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
     as_int, is_legacy, window_text,
 )
+from featherface_tune.tuner import registry
 from featherface_tune.tuner.ranking import config_key
 from featherface_tune.tuner.study import default_storage_url, journal_path, redact
 
@@ -203,7 +204,8 @@ def value_column(objective: str) -> str:
 def objective_series(df: pd.DataFrame, objective: str) -> pd.Series:
     """An objective per trial as floats: the measured attribute (what the search ranks by), else
     the Optuna value; NaN where neither is finite."""
-    col = OBJECTIVE_ATTRS.get(objective)
+    obj = registry.get(objective)  # the attribute the objective is recorded under (registry)
+    col = obj.attr if obj is not None else OBJECTIVE_ATTRS.get(objective)
     val = pd.to_numeric(df[value_column(objective)], errors="coerce") if value_column(objective) in df else None
     if col is not None and col in df:
         s = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -273,7 +275,7 @@ def direction_of(objective: str, study_direction: str | None = None) -> str:
     """'minimize' or 'maximize' for an objective (the study's own direction wins)."""
     if study_direction in ("minimize", "maximize"):
         return study_direction
-    return "maximize" if objective in MAXIMIZED_METRICS else "minimize"
+    return registry.direction(objective)
 
 
 def rank_feasible(df: pd.DataFrame, records: Sequence[TrialRecord], objectives: Sequence[str],

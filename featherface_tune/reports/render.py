@@ -18,6 +18,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from featherface_tune.escaping import printable
 from featherface_tune.models.config import FIELD_NAMES
 from featherface_tune.tuner.records import window_text
 from featherface_tune.reports.data import (
@@ -252,8 +253,9 @@ def rich_table(section: Section) -> Table:
 
 def terminal_tables(doc: Document) -> list[Any]:
     """Renderables for the terminal: header lines, then every section that is not long."""
-    items: list[Any] = [Text(doc.title, style="bold")]
-    items += [Text(line) for line in doc.lines]
+    # printable: a name in a line cannot start a line of its own (a forged `::error::` in a CI log)
+    items: list[Any] = [Text(printable(doc.title), style="bold")]
+    items += [Text(printable(line)) for line in doc.lines]
     for s in doc.sections:
         if s.long or s.key == "summary":
             continue
@@ -273,7 +275,8 @@ def _md_escape(text: str) -> str:
     (a `<script>` in a config file name or study name) turned into entities, which Markdown shows as
     text and never runs."""
     text = html.escape(text, quote=False)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return printable(text)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -324,7 +327,10 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 def formula_safe(value: Any) -> Any:
     """A text cell that a spreadsheet would run as a formula, prefixed with a quote (OWASP's advice);
     numbers, and text that is a plain number such as "-12", stay as they are."""
-    if not isinstance(value, str) or not value.startswith(FORMULA_PREFIXES):
+    if not isinstance(value, str):
+        return value
+    value = printable(value, keep="\n\r\t")  # no ESC or bidi override for a terminal that shows the CSV
+    if not value.startswith(FORMULA_PREFIXES):
         return value
     try:
         float(value)
@@ -407,13 +413,18 @@ class Figure:
     wide: bool = False
 
 
+def _html(text: str) -> str:
+    """Text for HTML: entities for markup, Python escapes for control characters (`printable`)."""
+    return html.escape(printable(text))
+
+
 def html_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return '<p class="note">none</p>'
     num = numeric_columns(frame)
     cols = list(frame.columns)
     def th(c: str) -> str:  # long field names may break after an underscore
-        text = html.escape(header(c)).replace("_", "_<wbr>")
+        text = _html(header(c)).replace("_", "_<wbr>")
         return f'<th class="num">{text}</th>' if c in num else f"<th>{text}</th>"
 
     head = "".join(th(c) for c in cols)
@@ -428,7 +439,7 @@ def html_table(frame: pd.DataFrame) -> str:
                 if c.lower().startswith("delta ") and not _missing(v) and "%" not in c:
                     cls.append("neg" if v < 0 else "pos" if v > 0 else "")
             attr = f' class="{" ".join(x for x in cls if x)}"' if cls else ""
-            cells.append(f"<td{attr}>{html.escape(text)}</td>")
+            cells.append(f"<td{attr}>{_html(text)}</td>")
         tr = '<tr class="total">' if total else "<tr>"
         body.append(tr + "".join(cells) + "</tr>")
     return ('<div class="scroll"><table><thead><tr>' + head + "</tr></thead><tbody>"
@@ -438,7 +449,7 @@ def html_table(frame: pd.DataFrame) -> str:
 def to_html(doc: Document, figures: Sequence[Figure] = (), files: Sequence[tuple[str, str]] = (),
             generated: str = "") -> str:
     """A standalone HTML page (inline CSS, no scripts); images and links are relative paths."""
-    e = html.escape
+    e = _html
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{e(doc.title)}</title>", f"<style>{CSS}</style></head><body><main>",

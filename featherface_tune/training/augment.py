@@ -14,6 +14,11 @@ Steps, in RetinaFace's order:
 Images are BGR uint8 [H, W, 3] (as cv2 reads them). All randomness comes from one
 `numpy.random.Generator`, so a sample is reproducible from its seed.
 
+`image_ops` picks the library behind steps 2 (HSV) and 5 (resize): "opencv" is RetinaFace's own
+(`cv2.cvtColor` with hue 0-179, `cv2.resize` without antialiasing), so given the same draws the
+output equals the official pipeline's; "pillow" is the short recipe's (antialiased shrinking,
+hue 0-255 scaled).
+
 Targets leave as float32 [n, 15]: x1 y1 x2 y2 (normalised to [0, 1] by the augmented image size),
 five landmarks x y (normalised likewise), and a label: 1 for a face with landmarks, -1 without
 (RetinaFace's convention: both are faces; only label 1 feeds the landmark loss).
@@ -34,6 +39,7 @@ INTERPOLATIONS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Res
 # Pillow's hue runs 0..255 for a full turn; cv2's 0..179. RetinaFace shifts hue by randint(-18, 18) cv2 units.
 _HUE_SCALE = 256.0 / 180.0
 TARGET_WIDTH = 15
+IMAGE_OPS = ("opencv", "pillow")
 
 
 def to_targets(boxes_xywh: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -104,12 +110,27 @@ def _convert(channel: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> None
     channel[...] = lut[channel]
 
 
-def _hsv_ops(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _cv2():  # type: ignore[no-untyped-def]
+    import cv2  # opencv-python-headless; imported on first use (the gate and counting never need it)
+
+    return cv2
+
+
+def _hsv_ops(image: np.ndarray, rng: np.random.Generator, image_ops: str = "pillow") -> np.ndarray:
     """Saturation then hue, each with probability 1/2, through HSV (BGR uint8 in and out)."""
     do_sat = bool(rng.integers(2))
     sat = float(rng.uniform(0.5, 1.5)) if do_sat else 1.0
     do_hue = bool(rng.integers(2))
     hue = int(rng.integers(-18, 19)) if do_hue else 0
+    if image_ops == "opencv":
+        # RetinaFace converts even when neither change is drawn (the round trip is not lossless)
+        cv2 = _cv2()
+        hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2HSV)
+        if do_sat:
+            _convert(hsv[:, :, 1], alpha=sat)
+        if do_hue:
+            hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.int64) + hue) % 180).astype(np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
     if not (do_sat or do_hue):
         return image
     hsv = np.array(Image.fromarray(np.ascontiguousarray(image[:, :, ::-1])).convert("HSV"))
@@ -122,7 +143,7 @@ def _hsv_ops(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
-def distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def distort(image: np.ndarray, rng: np.random.Generator, image_ops: str = "pillow") -> np.ndarray:
     """RetinaFace `_distort`: photometric changes on a copy of a BGR uint8 image."""
     image = image.copy()
     if rng.integers(2):
@@ -130,11 +151,11 @@ def distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             _convert(image, beta=float(rng.uniform(-32, 32)))
         if rng.integers(2):
             _convert(image, alpha=float(rng.uniform(0.5, 1.5)))
-        image = _hsv_ops(image, rng)
+        image = _hsv_ops(image, rng, image_ops)
     else:
         if rng.integers(2):
             _convert(image, beta=float(rng.uniform(-32, 32)))
-        image = _hsv_ops(image, rng)
+        image = _hsv_ops(image, rng, image_ops)
         if rng.integers(2):
             _convert(image, alpha=float(rng.uniform(0.5, 1.5)))
     return image
@@ -174,10 +195,16 @@ def mirror(image: np.ndarray, targets: np.ndarray, do: bool) -> tuple[np.ndarray
     return image, t
 
 
-def resize_subtract_mean(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    """[3, size, size] float32 BGR minus the means (RetinaFace `_resize_subtract_mean`)."""
+def resize_subtract_mean(image: np.ndarray, size: int, interpolation: int, image_ops: str = "pillow") -> np.ndarray:
+    """[3, size, size] float32 BGR minus the means (RetinaFace `_resize_subtract_mean`). interpolation
+    indexes (LINEAR, CUBIC, AREA, NEAREST, LANCZOS4); with "opencv" cv2.resize runs even at the
+    target size, as RetinaFace's does."""
     h, w = image.shape[:2]
-    if (h, w) != (size, size):
+    if image_ops == "opencv":
+        cv2 = _cv2()
+        flags = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
+        image = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=flags[interpolation])
+    elif (h, w) != (size, size):
         # resampling treats the channels alike: hand Pillow the BGR bytes as they are
         pil = Image.fromarray(np.ascontiguousarray(image))
         image = np.asarray(pil.resize((size, size), resample=INTERPOLATIONS[interpolation]))
@@ -187,26 +214,34 @@ def resize_subtract_mean(image: np.ndarray, size: int, interpolation: int) -> np
 
 
 def augment(image: np.ndarray, targets: np.ndarray, image_size: int,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            rng: np.random.Generator, image_ops: str = "pillow") -> tuple[np.ndarray, np.ndarray]:
     """The whole RetinaFace `preproc`: (float32 [3, S, S] image, float32 [n, 15] normalised targets)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected a BGR uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+    check_image_ops(image_ops)
     targets = np.asarray(targets, dtype=np.float32).reshape(-1, TARGET_WIDTH)
     img, t, pad = random_crop(image, targets, rng)
-    img = distort(img, rng)
+    img = distort(img, rng, image_ops)
     img = pad_to_square(img, pad)
     img, t = mirror(img, t, bool(rng.integers(2)))
     h, w = img.shape[:2]
-    out = resize_subtract_mean(img, image_size, int(rng.integers(len(INTERPOLATIONS))))
+    out = resize_subtract_mean(img, image_size, int(rng.integers(len(INTERPOLATIONS))), image_ops)
     return out, normalise_targets(t, w, h)
 
 
-def plain(image: np.ndarray, targets: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def check_image_ops(image_ops: str) -> None:
+    if image_ops not in IMAGE_OPS:
+        raise ValueError(f"image_ops {image_ops!r}: must be one of {', '.join(IMAGE_OPS)}")
+
+
+def plain(image: np.ndarray, targets: np.ndarray, image_size: int,
+          image_ops: str = "pillow") -> tuple[np.ndarray, np.ndarray]:
     """No augmentation: pad to square with the mean colour, resize bilinearly, subtract means."""
+    check_image_ops(image_ops)
     targets = np.asarray(targets, dtype=np.float32).reshape(-1, TARGET_WIDTH)
     img = pad_to_square(image, True)
     h, w = img.shape[:2]
-    out = resize_subtract_mean(img, image_size, 0)
+    out = resize_subtract_mean(img, image_size, 0, image_ops)
     return out, normalise_targets(targets, w, h)
 
 

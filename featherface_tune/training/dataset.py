@@ -66,7 +66,8 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[ImageRecord], image_size: int, seed: int = 0,
-                 augment: bool = True, cache: bool = False, cache_bytes: int = 2 << 30):
+                 augment: bool = True, cache: bool = False, cache_bytes: int = 2 << 30,
+                 image_ops: str = "pillow"):
         if image_size < 32 or image_size % 32:
             raise InputError(f"--image-size {image_size}: must be a positive multiple of 32")
         self.records = list(records)
@@ -74,6 +75,7 @@ class FaceDataset(Dataset):
         self.image_size = image_size
         self.seed = seed
         self.augment = augment
+        self.image_ops = image_ops  # augment.IMAGE_OPS: the library behind resize and HSV
         self.cache = cache
         self.cache_bytes = cache_bytes
         self._cached_bytes = 0
@@ -98,9 +100,9 @@ class FaceDataset(Dataset):
         img = self.image(index)
         if self.augment:
             rng = np.random.default_rng([self.seed, epoch, index])
-            x, t = augment(img, self.targets[index], self.image_size, rng)
+            x, t = augment(img, self.targets[index], self.image_size, rng, self.image_ops)
         else:
-            x, t = plain(img, self.targets[index], self.image_size)
+            x, t = plain(img, self.targets[index], self.image_size, self.image_ops)
         return torch.from_numpy(x), torch.from_numpy(t)
 
 

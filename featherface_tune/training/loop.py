@@ -39,11 +39,15 @@ from featherface_tune.models.builder import FeatherFace, build_model
 from featherface_tune.models.checkpoint import load_backbone_pretrained
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.device import autocast, grad_scaler, resolve_amp, resolve_device
+from featherface_tune.training.distributed import (
+    ShardedBatches, World, any_rank, check_batches, global_batch_norm, join, launched_world, sum_over_ranks, wrap,
+)
 from featherface_tune.training.dataset import (
     EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
 )
 from featherface_tune.training.loss import MultiBoxLoss
 from featherface_tune.training.match import make_priors
+from featherface_tune.training.recipe import get_recipe
 
 CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
 RESUME_KEYS = ("config", "options", "model", "optimizer", "scheduler", "epoch", "batch", "global_step",
@@ -91,6 +95,7 @@ class TrainOptions:
     progress: bool = True
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (featherface_tune.training.device)
     amp: str = "auto"  # auto (CUDA only), off, bf16, fp16
+    recipe: str = "short"  # featherface_tune.training.recipe.RECIPES: schedule, decay, image library, matching
 
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
@@ -128,6 +133,7 @@ class TrainOptions:
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise InputError(f"--pretrained {str(self.pretrained)!r} does not exist")
         resolve_amp(self.amp, torch.device("cpu"))  # validates the name; the device is checked in train()
+        get_recipe(self.recipe)
 
     def resolved_workers(self, device: torch.device) -> int:
         if self.num_workers is not None:
@@ -137,8 +143,9 @@ class TrainOptions:
         return min(4, usable_cores()) if device.type == "cuda" else 0
 
     def run_key(self) -> dict[str, Any]:
-        """Options that must match for a checkpoint to be resumed."""
-        return {"epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
+        """Options that must match for a checkpoint to be resumed (but epochs: --resume --epochs N
+        extends a run)."""
+        return {"recipe": self.recipe, "epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
                 "subset": self.subset, "optimizer": self.optimizer, "lr": self.resolved_lr(),
                 "weight_decay": self.resolved_weight_decay(), "momentum": self.momentum,
                 "warmup_epochs": self.warmup_epochs, "min_lr_ratio": self.min_lr_ratio,
@@ -187,6 +194,7 @@ class TrainResult:
     checkpoint: Path | None
     seconds: float  # this invocation's training time (without on_epoch_end callbacks)
     dataset: FaceDataset  # the (subset) training set, e.g. for BatchNorm recalibration
+    world_size: int = 1  # processes of a data-parallel run (torchrun)
 
     @property
     def train_images(self) -> int:
@@ -195,7 +203,7 @@ class TrainResult:
     def to_json(self) -> dict[str, Any]:
         return {"epochs_completed": self.epochs_completed, "global_step": self.global_step,
                 "stopped": self.stopped.value, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "seconds": round(self.seconds, 3), "train_images": self.train_images,
+                "seconds": round(self.seconds, 3), "train_images": self.train_images, "world_size": self.world_size,
                 "first_loss": self.step_losses[0] if self.step_losses else None,
                 "last_loss": self.step_losses[-1] if self.step_losses else None,
                 "history": [h.to_json() for h in self.history]}
@@ -214,15 +222,43 @@ def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
 
 
 def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and norm parameters (1-d tensors)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": options.resolved_weight_decay()},
-              {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW or SGD. The official recipe decays every tensor (one group, as `AdamW(net.parameters())`);
+    the short recipe spares biases and norm parameters (1-d tensors)."""
+    if get_recipe(options.recipe).decay_every_tensor:
+        groups = [{"params": list(model.parameters()), "weight_decay": options.resolved_weight_decay()}]
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.ndim > 1],
+                   "weight_decay": options.resolved_weight_decay()},
+                  {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
     lr = options.resolved_lr()
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=options.momentum)
     return torch.optim.AdamW(groups, lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, options: TrainOptions,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's schedule, stepped once per batch: OneCycleLR (official: torch's defaults, momentum
+    or Adam's beta1 cycling 0.95 -> 0.85 -> 0.95) or linear warm-up then cosine (short)."""
+    total = options.epochs * steps_per_epoch
+    if get_recipe(options.recipe).schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.resolved_lr(), epochs=options.epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    warmup = min(int(round(options.warmup_epochs * steps_per_epoch)), total // 2)
+    floor = options.min_lr_ratio
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total, floor))
+
+
+def fast_forward(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> None:
+    """Put the schedule (learning rates, and OneCycle's momentum) at optimizer step `step`. Both
+    schedules are closed forms of the step, so this equals stepping `step` times, also after the
+    run's length changed (--resume --epochs N recomputes the schedule for the new length)."""
+    import warnings
+
+    scheduler.last_epoch = step - 1
+    with warnings.catch_warnings():  # "step() before optimizer.step()": no optimizer step is due here
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 def recalibrate_bn(model: nn.Module, dataset: FaceDataset, batches: int, batch_size: int,
@@ -297,6 +333,31 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if overwrite:  # the old run goes now: an early stop must not leave its last.pt for --resume to pick up
         for name in held:
             (out_dir / name).unlink()
+
+
+def fresh_run_dir(root: Path = Path("runs"), prefix: str = "train") -> Path:
+    """A new, empty folder root/prefix-<n> (the first free n from 1), created here so that two runs
+    started at once never share one: training without --out still keeps its model."""
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1 + max((int(p.name[len(prefix) + 1:]) for p in root.glob(f"{prefix}-*")
+                 if p.name[len(prefix) + 1:].isdigit()), default=0)
+    while True:
+        path = root / f"{prefix}-{n}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def checkpoint_epochs(out_dir: Path) -> int | None:
+    """The epochs a resumable run in out_dir was started with (None when last.pt is absent or does
+    not say; --resume then reports the problem)."""
+    try:
+        state = torch.load(Path(out_dir) / "last.pt", map_location="cpu", weights_only=True)
+        return int(state["options"]["epochs"])
+    except Exception:  # noqa: BLE001 - any problem is _resume's to name
+        return None
 
 
 def save_model(path: Path, model: FeatherFace, image_size: int, epochs: int) -> None:
@@ -379,9 +440,11 @@ class _Run:
     device: torch.device
     amp_dtype: torch.dtype | None
     model: FeatherFace
+    step_model: nn.Module  # what the steps run: the model, or DDP over it in a data-parallel run
+    world: World
     dataset: FaceDataset
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: Any  # torch.amp.GradScaler with fp16, else None
     criterion: MultiBoxLoss
     priors: torch.Tensor
@@ -407,20 +470,30 @@ def train(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Train
     run = _setup(cfg, records, options)
     if options.resume:
         _resume(run)
-    stopped = _optimize(run, on_epoch_end)
-    if run.ckpt_path is not None:
+    global_batch_norm(run.model, run.world.distributed)
+    try:
+        stopped = _optimize(run, on_epoch_end)
+    finally:
+        global_batch_norm(run.model, False)
+    if run.ckpt_path is not None and run.world.writes:
         _save_final_model(run)
     return TrainResult(model=run.model, history=tuple(run.history), step_losses=tuple(run.step_losses),
                        epochs_completed=run.epoch, global_step=run.global_step, stopped=stopped,
                        checkpoint=run.ckpt_path,
-                       seconds=time.perf_counter() - run.started - run.callback_seconds, dataset=run.dataset)
+                       seconds=time.perf_counter() - run.started - run.callback_seconds, dataset=run.dataset,
+                       world_size=run.world.size)
 
 
 def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: TrainOptions) -> _Run:
     """Validate the options, then build the device, model, data, optimizer and schedule (seeded, in
     this order: a resumed run rebuilds the same pieces before restoring their state)."""
     options.validate()
+    world = launched_world()
     device = resolve_device(options.device)
+    if world.distributed and device.type == "cuda":  # torchrun: one GPU per process
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    join(world, device)
     amp_dtype = resolve_amp(options.amp, device)
     records = stratified_subset(records, options.subset, options.seed)
     if not records:
@@ -430,26 +503,27 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     if options.pretrained is not None:
         load_backbone_pretrained(model, Path(options.pretrained))
     model.to(device)
+    recipe = get_recipe(options.recipe)
     dataset = FaceDataset(records, options.image_size, options.seed, options.augment,
-                          cache=options.cache_images)
+                          cache=options.cache_images, image_ops=recipe.image_ops)
+    check_batches(len(dataset), options.batch_size, world)
     spe = math.ceil(len(dataset) / options.batch_size)
     total_steps = options.epochs * spe
-    warmup = min(int(round(options.warmup_epochs * spe)), total_steps // 2)
     optimizer = make_optimizer(model, options)
-    floor = options.min_lr_ratio
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total_steps, floor))
+    scheduler = make_scheduler(optimizer, options, spe)
     ckpt_path = Path(options.out_dir) / "last.pt" if options.out_dir is not None else None
     if ckpt_path is not None:
         remove_stale_temporaries(ckpt_path.parent)
     sampler = EpochSampler(len(dataset), options.seed)
     workers = options.resolved_workers(device)
-    loader = DataLoader(dataset, batch_size=options.batch_size, sampler=sampler, collate_fn=collate,
+    # global batches of the epoch order; in a data-parallel run this process's piece of each
+    loader = DataLoader(dataset, batch_sampler=ShardedBatches(sampler, options.batch_size, world), collate_fn=collate,
                         num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=device.type == "cuda")
-    return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model, dataset=dataset,
+    return _Run(cfg=cfg, options=options, device=device, amp_dtype=amp_dtype, model=model,
+                step_model=wrap(model, world, device), world=world, dataset=dataset,
                 optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp_dtype),
-                criterion=MultiBoxLoss(), priors=make_priors(options.image_size, cfg.anchors_per_cell).to(device),
+                criterion=MultiBoxLoss(official_match=recipe.official_match), priors=make_priors(options.image_size, cfg.anchors_per_cell).to(device),
                 sampler=sampler, loader=loader, steps_per_epoch=spe, total_steps=total_steps,
                 ckpt_path=ckpt_path)
 
@@ -477,8 +551,9 @@ def _resume(run: _Run) -> None:
         raise InputError(f"--resume: {where} is damaged: options is not a table")
     if state["config"] != run.cfg.to_dict():
         raise InputError(f"--resume: {where} was trained with a different config")
-    diff = {k: (v, state["options"].get(k)) for k, v in options.run_key().items()
-            if state["options"].get(k) != v}
+    diff = {k: (v, state["options"].get(k, "short" if k == "recipe" else None))
+            for k, v in options.run_key().items()
+            if k != "epochs" and state["options"].get(k, "short" if k == "recipe" else None) != v}
     if diff:
         k, (now, then) = next(iter(diff.items()))
         raise InputError(f"--resume: {where} was written with {k}={then!r}, "
@@ -488,7 +563,6 @@ def _resume(run: _Run) -> None:
         run.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         if run.scaler is not None and state.get("scaler"):
             run.scaler.load_state_dict(state["scaler"])
-        run.scheduler.load_state_dict(state["scheduler"])
         epoch, batch, global_step = (int(state[k]) for k in ("epoch", "batch", "global_step"))
         history = [EpochStats(**h) for h in state["history"]]
         step_losses = [float(v) for v in state["step_losses"]]
@@ -497,9 +571,13 @@ def _resume(run: _Run) -> None:
         raise InputError(f"--resume: {where} is damaged ({type(exc).__name__}: "
                          f"{first_line(exc, 120)}); start again with --overwrite") from None
     spe = run.steps_per_epoch
-    if not (0 <= epoch <= options.epochs and 0 <= batch <= spe and global_step >= 0):
+    if not (0 <= batch <= spe and global_step >= 0 and epoch >= 0):
         raise InputError(f"--resume: {where} is damaged: position epoch {epoch}, batch {batch} "
-                         f"is outside the run ({options.epochs} epochs of {spe} steps)")
+                         f"is outside the run ({spe} steps an epoch)")
+    if epoch + (batch > 0) > options.epochs:
+        raise InputError(f"--epochs {options.epochs}: the run in {where} is past it (epoch {epoch}, "
+                         f"step {batch}); extend it with a larger --epochs")
+    fast_forward(run.scheduler, global_step)
     run.epoch, run.batch, run.global_step = epoch, batch, global_step
     run.history, run.step_losses = history, step_losses
 
@@ -507,7 +585,7 @@ def _resume(run: _Run) -> None:
 def _checkpoint(run: _Run) -> None:
     """OUT/last.pt at the run's position (the next epoch and batch to run), atomically; nothing
     without --out."""
-    if run.ckpt_path is None:
+    if run.ckpt_path is None or not run.world.writes:
         return
     atomic_save({"format": CHECKPOINT_FORMAT, "config": run.cfg.to_dict(), "options": run.options.run_key(),
                  "model": _to_cpu(run.model.state_dict()), "optimizer": _to_cpu(run.optimizer.state_dict()),
@@ -519,7 +597,7 @@ def _checkpoint(run: _Run) -> None:
 
 def _stop_reason(run: _Run) -> StopReason | None:
     """Why the run must stop before its next step (the time budget, then the step cap), or None."""
-    if time.perf_counter() >= run.budget_end:
+    if any_rank(time.perf_counter() >= run.budget_end):  # every process stops at the same step
         return StopReason.TIME_BUDGET
     if run.options.max_steps is not None and run.global_step >= run.options.max_steps:
         return StopReason.MAX_STEPS
@@ -535,7 +613,7 @@ def _optimize(run: _Run, on_epoch_end: EpochCallback | None) -> StopReason:
     run.started = time.perf_counter()
     # the time budget counts training only: evaluation in on_epoch_end moves the end back
     run.budget_end = run.started + options.time_budget if options.time_budget is not None else math.inf
-    with _Progress(options.progress, run.total_steps, run.global_step) as bar:
+    with _Progress(options.progress and run.world.writes, run.total_steps, run.global_step) as bar:
         while run.epoch < epochs:
             before = _stop_reason(run)
             if before is not None:
@@ -578,7 +656,7 @@ def _run_epoch(run: _Run, bar: _Progress) -> tuple[EpochStats, StopReason | None
     spe = run.steps_per_epoch
     non_blocking = device.type == "cuda"
     model.train()
-    run.sampler.set_epoch(run.epoch, run.batch * options.batch_size)
+    run.sampler.set_epoch(run.epoch, run.batch * options.batch_size)  # global positions
     sums = np.zeros(4)
     n_steps, n_images = 0, 0
     t_epoch = time.perf_counter()
@@ -589,32 +667,37 @@ def _run_epoch(run: _Run, bar: _Progress) -> tuple[EpochStats, StopReason | None
         data_s += time.perf_counter() - t_wait
         images = images.to(device, non_blocking=non_blocking)
         with autocast(device, run.amp_dtype):
-            outputs = model(images)
+            outputs = run.step_model(images)
         # the loss (matching, softmax, hard-negative sort) stays in float32
         outputs = tuple(o.float() if o is not None else None for o in outputs)
         parts = run.criterion(outputs, run.priors, targets)
-        value = float(parts.total.detach())
+        # this process's shares summed over the processes: the global batch's loss (as is, in one process)
+        shares = torch.stack([parts.total.detach(), parts.loc.detach(), parts.conf.detach(), parts.landm.detach(),
+                              parts.total.new_tensor(float(images.shape[0]))])
+        total, loc, conf, landm, batch_images = (float(v) for v in sum_over_ranks(shares))
+        value = total
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"non-finite loss ({value}) at epoch {run.epoch + 1}, step {run.batch + 1}/{spe} "
-                f"(global step {run.global_step + 1}): loc={float(parts.loc.detach()):.4g}, "
-                f"conf={float(parts.conf.detach()):.4g}, landm={float(parts.landm.detach()):.4g}; "
+                f"(global step {run.global_step + 1}): loc={loc:.4g}, conf={conf:.4g}, landm={landm:.4g}; "
                 "try a lower --lr", run.epoch + 1, run.batch + 1, run.global_step + 1)
         run.optimizer.zero_grad(set_to_none=True)
+        # DDP averages gradients over the processes; the shares' gradients must add up instead
+        objective = parts.total * run.world.size if run.world.distributed else parts.total
         if run.scaler is not None:
-            run.scaler.scale(parts.total).backward()
+            run.scaler.scale(objective).backward()
             run.scaler.step(run.optimizer)
             run.scaler.update()
         else:
-            parts.total.backward()
+            objective.backward()
             run.optimizer.step()
         run.scheduler.step()
         run.global_step += 1
         run.batch += 1
         n_steps += 1
-        n_images += images.shape[0]
+        n_images += int(batch_images)
         run.step_losses.append(value)
-        sums += (value, float(parts.loc.detach()), float(parts.conf.detach()), float(parts.landm.detach()))
+        sums += (value, loc, conf, landm)
         bar.step(run.epoch + 1, options.epochs, value)
         interrupted = _stop_reason(run)
         if interrupted is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from featherface_tune.training.distributed import sum_over_ranks
 from featherface_tune.training.match import MATCH_THRESHOLD, VARIANCES, MatchTargets, match
 
 
@@ -41,8 +42,9 @@ def hard_negatives(conf_loss: torch.Tensor, pos: torch.Tensor, neg_pos: int) -> 
 
 class MultiBoxLoss(torch.nn.Module):
     def __init__(self, neg_pos: int = 7, loc_weight: float = 2.0, threshold: float = MATCH_THRESHOLD,
-                 variances: tuple[float, float] = VARIANCES):
+                 variances: tuple[float, float] = VARIANCES, official_match: bool = False):
         super().__init__()
+        self.official_match = official_match  # see match.match_one
         self.neg_pos = neg_pos
         self.loc_weight = loc_weight
         self.threshold = threshold
@@ -52,13 +54,14 @@ class MultiBoxLoss(torch.nn.Module):
                 priors: torch.Tensor, targets: list[torch.Tensor] | MatchTargets) -> LossParts:
         loc_p, conf_p, ldm_p = predictions
         m = targets if isinstance(targets, MatchTargets) else match(
-            targets, priors, self.threshold, self.variances)
+            targets, priors, self.threshold, self.variances, self.official_match)
         if m.labels.shape != conf_p.shape[:2]:
             raise ValueError(f"the model predicts {conf_p.shape[1]} priors but {m.labels.shape[1]} "
                              "were matched (image size or anchors_per_cell differ)")
         pos = m.labels > 0
         npos = pos.sum()
-        n = npos.clamp(min=1).to(loc_p.dtype)
+        # over every process of a data-parallel run (training.distributed): each loss is its share
+        n = sum_over_ranks(npos.to(loc_p.dtype)).clamp(min=1)
         loss_l = F.smooth_l1_loss(loc_p[pos], m.loc[pos], reduction="sum") / n
         per_prior = F.cross_entropy(conf_p.reshape(-1, 2), m.labels.reshape(-1),
                                     reduction="none").reshape(pos.shape)
@@ -66,7 +69,7 @@ class MultiBoxLoss(torch.nn.Module):
         loss_c = per_prior[pos | neg].sum() / n
         if ldm_p is not None:
             has = m.has_landmarks
-            n1 = has.sum().clamp(min=1).to(loc_p.dtype)
+            n1 = sum_over_ranks(has.sum().to(loc_p.dtype)).clamp(min=1)
             loss_m = F.smooth_l1_loss(ldm_p[has], m.landmarks[has], reduction="sum") / n1
         else:
             loss_m = loc_p.new_zeros(())

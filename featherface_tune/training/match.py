@@ -68,14 +68,14 @@ class MatchTargets:
 
 
 def match_one(truths: torch.Tensor, priors: torch.Tensor, threshold: float = MATCH_THRESHOLD,
-              variances: tuple[float, float] = VARIANCES) -> tuple[torch.Tensor, ...]:
+              variances: tuple[float, float] = VARIANCES, official: bool = False) -> tuple[torch.Tensor, ...]:
     """RetinaFace's match for one image.
 
     Each prior takes the face of highest IoU; a face's best prior is forced to it (overlap set to 2)
     unless that best IoU is below 0.2 ("hard" face, not forced); priors below `threshold` are
     background. When two faces share a best prior, the later face wins (RetinaFace's loop order).
-    (RetinaFace's loop also re-points the best prior of an ignored hard face to it without making it
-    positive; we leave such priors alone.)
+    RetinaFace's loop also re-points the best prior of an ignored hard face to it (without forcing its
+    overlap): with `official` so does this (the official recipe), else such priors are left alone.
     Returns loc [P, 4], labels [P] (long, 1/0), landmarks [P, 10], has_landmarks [P] (bool).
     """
     p = priors.shape[0]
@@ -96,12 +96,12 @@ def match_one(truths: torch.Tensor, priors: torch.Tensor, threshold: float = MAT
     if not bool(valid.any()):
         return nothing()
     best_truth_overlap, best_truth_idx = overlaps.max(0)
-    forced_priors = best_prior_idx[valid]
-    forced_truths = torch.arange(truths.shape[0], device=dev)[valid]
-    best_truth_overlap = best_truth_overlap.index_fill(0, forced_priors, 2.0)
+    faces = torch.arange(truths.shape[0], device=dev)
+    best_truth_overlap = best_truth_overlap.index_fill(0, best_prior_idx[valid], 2.0)
+    repointed = torch.ones_like(valid) if official else valid
     # later faces win on a shared best prior: scatter the max face index (deterministic)
     winner = torch.full((p,), -1, dtype=torch.long, device=dev)
-    winner = winner.scatter_reduce(0, forced_priors, forced_truths, reduce="amax")
+    winner = winner.scatter_reduce(0, best_prior_idx[repointed], faces[repointed], reduce="amax")
     best_truth_idx = torch.where(winner >= 0, winner, best_truth_idx)
     labels = (best_truth_overlap >= threshold).long()
     pos = labels.bool()
@@ -118,8 +118,8 @@ def match_one(truths: torch.Tensor, priors: torch.Tensor, threshold: float = MAT
 
 
 def match(targets: list[torch.Tensor], priors: torch.Tensor, threshold: float = MATCH_THRESHOLD,
-          variances: tuple[float, float] = VARIANCES) -> MatchTargets:
+          variances: tuple[float, float] = VARIANCES, official: bool = False) -> MatchTargets:
     """Match every image of a batch (vectorised within an image; a face count can reach ~2000)."""
-    parts = [match_one(t.to(priors.device), priors, threshold, variances) for t in targets]
+    parts = [match_one(t.to(priors.device), priors, threshold, variances, official) for t in targets]
     loc, labels, ldm, has = (torch.stack(x) for x in zip(*parts))
     return MatchTargets(loc=loc, labels=labels, landmarks=ldm, has_landmarks=has)

@@ -54,6 +54,7 @@ class Fidelity:
     bn_recalibrate: int = 8  # batches to recompute BatchNorm statistics before each evaluation (0: off)
     pretrained: str | None = None  # MobileNetV1-0.25 ImageNet checkpoint
     cache_images: bool = True  # keep decoded train images in memory
+    recipe: str = TrainOptions.recipe  # "short"; "official" trains as FeatherFace's train.py (shortened)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -105,7 +106,8 @@ class Fidelity:
                             subset=self.subset, time_budget=self.time_budget, optimizer=self.optimizer,
                             lr=self.lr, seed=self.seed, cache_images=self.cache_images,
                             pretrained=Path(self.pretrained) if self.pretrained else None,
-                            out_dir=out_dir, progress=progress, device=device, amp=amp, resume=resume)
+                            out_dir=out_dir, progress=progress, device=device, amp=amp, resume=resume,
+                            recipe=self.recipe)
 
     def to_dict(self) -> dict[str, Any]:
         """The keys that differ from the defaults, and the metric: the `fidelity` dict the search
@@ -151,7 +153,9 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
                     max_side: int | None = None,
                     images: dict[Path, tuple[np.ndarray, float]] | None = None,
                     batch_size: int | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """event -> stem -> [n, 5] x y w h score, RetinaFace test settings (conf 0.02, NMS 0.4, keep 750).
+    """event -> stem -> [n, 5] x y w h score, as `predict` writes them in the official protocol (conf 0.02,
+    NMS 0.4, no caps; coordinates truncated to integers as the prediction files hold them, so the proxy
+    scores what a written file would score).
 
     max_side: shrink larger images first (bilinear) and scale the boxes back.
     images: optional cache of decoded (already shrunk) images by path, filled up to VAL_CACHE_BYTES.
@@ -171,7 +175,7 @@ def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord],
         group = pending.pop(key)
         dets = detect_batch(model, [img for _, img, _ in group], nms_backend=backend)
         for (r, _, scale), det in zip(group, dets):
-            b = det.boxes.astype(np.float64) / scale
+            b = np.trunc(det.boxes.astype(np.float64) / scale)  # evaluation.widerface.detection_rows' int()
             arr = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1],
                             det.scores.astype(np.float64)], axis=1) if len(det) else np.zeros((0, 5))
             out.setdefault(r.event, {})[r.name] = arr
@@ -313,6 +317,7 @@ def run_proxy(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[str, Any
         # "proxy_ap" itself (a float) belongs to the search's records; these are extra details
         trial.set_user_attr("proxy_ap_settings", ap)
         trial.set_user_attr("proxy_epochs", result.epochs_completed)
+        trial.set_user_attr("proxy_recipe", fid.recipe)  # which training recipe produced the AP
         trial.set_user_attr("proxy_stopped", result.stopped.value)
         trial.set_user_attr("proxy_train_seconds", round(result.seconds, 2))
         trial.set_user_attr("proxy_final_loss", result.history[-1].loss if result.history else None)

@@ -6,11 +6,14 @@
     res.best[0].config, res.best[0].macs                    # a FeatherFaceConfig and its MACs
     res = search(489_000, objective=lambda cfg: -min(cfg.ssh_widths), trials=60)  # maximise: negate
 
-Analytic objectives (`macs`, `closest`) are solved over every exact config of the space (the proof lists
-them) and the top ones are enqueued as the study's trials, whatever `trials` is. Other objectives
-(`latency`, `proxy_ap`, callables, and Pareto fronts that include one) are sampled: Optuna samples every
-knob, the solver repairs each sample to the nearest exact config (`solve.Repairer`), and the
-certificate's witness is the first trial. `featherface-tune search` is a thin layer over `search`.
+Analytic objectives (`macs`, `closest`; `tuner.registry`) are solved over every exact config of the
+space (the proof lists them; a window too large to list is streamed structure by structure) and the
+top ones (the whole front, with several) are enqueued as the study's trials, whatever `trials` is.
+`latency` is solved the same way under the per-block latency model, then its finalists are timed side
+by side. Other objectives (`proxy_ap`, callables, sampled latency, and Pareto fronts that include one)
+are sampled: Optuna samples every knob, the solver repairs each sample to the nearest exact config
+(`solve.Repairer`), and the certificate's witness (then, in a window, the proven analytic optima) are
+the first trials. `featherface-tune search` is a thin layer over `search`.
 """
 
 from __future__ import annotations
@@ -24,18 +27,21 @@ from typing import Any, Callable, Mapping, Sequence
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
+from featherface_tune.tuner import registry
 from featherface_tune.training.proxy import Fidelity
 from featherface_tune.tuner.objectives import BudgetObjective, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import check_dcn_macs
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
-    MAX_EXACT, Certificate, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
+    MAX_EXACT, Certificate, ExactSet, NoConfigInWindow, Proof, Repairer, check_reachable, check_values,
     prove,
 )
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
 
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
+DEFAULT_FINALISTS = 5  # best latency predictions timed whole (plus the macs optimum and the closest answer)
+LATENCY_MODES = ("model", "sampled")
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE
 Objective = str | Callable[[FeatherFaceConfig], float]
 
@@ -86,7 +92,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
            callbacks: Sequence[Callable[[Any, Any], None]] = (), note: Callable[[str], None] | None = None,
            on_start: Callable[[int, int], None] | None = None, pruner: str = "median",
            latency_runtime: str | None = None,
-           latency_threads: int = 1) -> SearchResult:
+           latency_threads: int = 1, latency_mode: str = "model", finalists: int = DEFAULT_FINALISTS,
+           latency_model: Any = None,
+           latency_progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
     `space`: a SearchSpace, a TOML space file, or None (the default space). `objective`: "closest"
@@ -102,7 +110,13 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     trials run and `callbacks` after each (Optuna callbacks). `pruner`: median, hyperband (epochs as the
     resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
     CPU threads of the latency objective, `latency_runtime` its runtime: "onnxruntime" (default when
-    installed) or "torch" (`featherface_tune.deploy.latency`). Raises NoConfigInWindow (with `.certificate`)
+    installed) or "torch" (`featherface_tune.deploy.latency`). `latency_mode`: "model" (default)
+    predicts latency with the per-block latency model (`deploy.latency_table`, built on first use in
+    the user's cache; `latency_model` gives one), solves it over the exact set, then times the
+    `finalists` best predictions plus the `macs` optimum and the `closest` answer side by side
+    (`deploy.latency.compare`) and ranks them by measured median; "sampled" measures every sampled
+    trial (for windows too large to list). `latency_progress(what, done, total)` follows a table
+    build. Raises NoConfigInWindow (with `.certificate`)
     when the space provably holds no config in the window.
     """
     from featherface_tune.tuner import study as S
@@ -142,8 +156,12 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
             raise InputError(field="latency_threads", value=latency_threads, rule="must be at least 1")
+        if latency_mode not in LATENCY_MODES:
+            raise InputError(field="latency_mode", value=latency_mode, rule=f"use {' or '.join(LATENCY_MODES)}")
+        if finalists < 1:
+            raise InputError(field="finalists", value=finalists, rule="must be at least 1")
         tell(f"latency: {latency_runtime}, {latency_threads} thread(s), batch 1 at {h}x{w}, "
-             "median to +/-3 % (95 %)")
+             + ("median to +/-3 % (95 %)" if latency_mode == "sampled" else "per-block latency model, finalists timed"))
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None
 
     proof = prove(sp, target, tolerance, input_size=(h, w), dcn_macs=dcn_macs, max_macs=max_macs,
@@ -184,10 +202,16 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
                         convention)
+    model = None
+    if "latency" in names and latency_mode == "model":
+        if proof.exact is None:
+            tell("latency: the window holds too many configs to list; measuring sampled trials instead")
+        else:
+            model = latency_model if latency_model is not None else _latency_model(
+                proof, latency_runtime or "torch", latency_threads, (h, w), tell, latency_progress)
     fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
-                         latency_runtime=latency_runtime,
-                         repairer=repairer,
-                         callables=callables)
+                         latency_runtime=latency_runtime, repairer=repairer, callables=callables,
+                         latency_model=model)
 
     before = S.counted_trials(st)
     mine: list[int] = []
@@ -203,24 +227,53 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             first_hit.update({"trial": t.number, "seconds": round(time.perf_counter() - t_start, 3),
                               "resumed": False})
 
-    analytic = all(n in R.ANALYTIC for n in names)
-    solved = None
+    objs = [registry.get(n) for n in names]
+    analytic = all(o is not None and (o.kind == "analytic" or (o.kind == "model" and model is not None))
+                   for o in objs)
+    solved: dict[str, Any] | None = None
     interrupted = False
     if analytic and proof.exact is not None:
         t0 = time.perf_counter()
-        picks = _optima(proof, names, ref_cfg, top)
+        ctx = registry.Context((h, w), dcn_macs, convention,
+                               knobs_from_config(ref_cfg) if ref_cfg is not None else None, model)
+        picks, front = _optima(proof.exact, target, names, ctx, top)
         solved = {"exact_configs": len(proof.exact), "optimal": True, "seconds": round(time.perf_counter() - t0, 3)}
-        todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum")
-        tell(f"{' and '.join(names)}: optimal over all {len(proof.exact):,} exact configs "
+        if len(names) > 1:
+            solved["front"] = front
+        extras: list[dict[str, Any]] = [{} for _ in picks]
+        if names == ("latency",) and model is not None:
+            picks, extras, solved["finalists"] = _finalists(proof, picks, ctx, sp, reference, finalists, latency_runtime or "torch",
+                                              latency_threads, (h, w), tell)
+        with S.exclusive(st):  # workers starting together enqueue each optimum once
+            todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum", extras)
+        under = " under the latency model" if model is not None else ""
+        tell(f"{' and '.join(names)}: optimal{under} over all {len(proof.exact):,} exact configs "
              f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
              + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
         runs = todo
+    elif analytic and cert.complete:  # too many to list: solved structure by structure, still proven
+        t0 = time.perf_counter()
+        ctx = registry.Context((h, w), dcn_macs, convention,
+                               knobs_from_config(ref_cfg) if ref_cfg is not None else None)
+        kept, picks, front, seen = _optima_by_structure(repairer, names, ctx, top)
+        solved = {"exact_configs": seen, "optimal": True, "seconds": round(time.perf_counter() - t0, 3),
+                  "method": "by structure"}
+        if len(names) > 1:
+            solved["front"] = front
+        with S.exclusive(st):  # workers starting together enqueue each optimum once
+            todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
+        tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window, more than the "
+             f"{MAX_EXACT:,} listed explicitly: solved structure by structure in {solved['seconds']:.1f} s; "
+             f"{todo} optimum trials to record" + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
+        runs = todo
     else:
         if analytic:
-            tell(f"the window holds {cert.in_window:,} configs, more than the {MAX_EXACT:,} listed explicitly: "
-                 "sampling instead (no proof of optimality)")
-        if cert.example is not None and hit is None:  # witness first: a provably feasible trial
-            _enqueue(st, [knobs_from_config(FeatherFaceConfig(**cert.example.config))], sp, "witness")
+            tell("the space is too large to prove: sampling instead (no proof of optimality)")
+        if hit is None:  # a provably feasible start: the witness, then the proven analytic optima
+            first = ([knobs_from_config(FeatherFaceConfig(**cert.example.config))]
+                     if cert.example is not None else [])
+            first += _analytic_optima(proof, repairer, ref_cfg, (h, w), dcn_macs, convention) if tolerance else []
+            _enqueue(st, first, sp, "witness")
         runs = None
     total = trials if runs is None else before + runs
     tell(f"study {name!r} on {where}: {_summary(spec)}; {before} of {total} trials done")
@@ -272,7 +325,7 @@ def _objectives(objective: Any, proxy: bool) -> tuple[tuple[str, ...], dict[str,
         elif callable(item):
             base = getattr(item, "__name__", "objective").strip("<>") or "objective"
             n, i = base, 2
-            while n in names or n in R.OBJECTIVES:
+            while n in names or registry.get(n) is not None:
                 n, i = f"{base}_{i}", i + 1
             names.append(n)
             fns[n] = item
@@ -318,33 +371,135 @@ def _check_max_macs(proof: Proof, max_macs: int | None) -> None:
                            f"the fewest in the window: {proof.least_macs:,} (proof: {c.evidence()})")
 
 
-def _optima(proof: Proof, names: Sequence[str], ref: FeatherFaceConfig | None, top: int) -> list[int]:
-    """Indices of the top exact configs under the analytic objectives (ranking rule of `ranking`)."""
+def _optima(ex: ExactSet, target: int, names: Sequence[str], ctx: registry.Context, top: int
+            ) -> tuple[list[int], int]:
+    """(indices of the configs of `ex` to record, size of the Pareto front): the whole front and the
+    `top` best by the ranking rule of `ranking`, over the registered objectives' values rounded as
+    each says (`registry`: equal values tie, and ties go to fewer MACs)."""
     import numpy as np
 
     from featherface_tune.tuner.ranking import rank_order
-    from featherface_tune.tuner.solve import SWITCH_COST
 
-    ex = proof.exact
-    assert ex is not None
     cols = []
     for n in names:
-        if n == "macs":
-            cols.append(ex.macs.astype("float64"))
-        else:
-            assert ref is not None
-            sw, wd = ex.distances(knobs_from_config(ref))
-            cols.append(sw * SWITCH_COST + wd)
+        obj = registry.get(n)
+        assert obj is not None
+        v = np.asarray(obj.exact_values(ex, ctx), dtype="float64")
+        v = v if obj.decimals is None else np.round(v, obj.decimals)
+        cols.append(v if obj.direction == "minimize" else -v)
     values = np.stack(cols, axis=1)
     # ties go to fewer MACs: the enqueue order (hence the trial numbers the study ranks by) follows MACs
     by_macs = np.argsort(np.argsort(ex.macs, kind="stable"), kind="stable")
-    order, _ = rank_order(values, (ex.params - proof.certificate.target).tolist(), by_macs.tolist())
-    return order[:top]
+    order, front = rank_order(values, (ex.params - target).tolist(), by_macs.tolist())
+    n_front = int(front.sum()) if len(names) > 1 else 0
+    return order[:max(top, n_front)], n_front
 
 
-def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str) -> int:
+def _optima_by_structure(repairer: Repairer, names: Sequence[str], ctx: registry.Context, top: int
+                         ) -> tuple[ExactSet, list[int], int, int]:
+    """`_optima` over a window too large to list: its configs stream in chunks, structure by
+    structure (`Repairer.window`), and only the front and the `top` best so far are kept (the front
+    of a union is the front of the parts' fronts). (kept configs, their order, front size, configs
+    compared)."""
+    import numpy as np
+
+    kept: ExactSet | None = None
+    picks: list[int] = []
+    front = seen = 0
+    for chunk in repairer.window():
+        seen += len(chunk)
+        pool = chunk if kept is None else kept.concat(chunk)
+        order, front = _optima(pool, repairer.target, names, ctx, top)
+        kept = pool.subset(np.asarray(order, dtype=np.int64)).compact()
+        picks = list(range(len(order)))
+    if kept is None:
+        raise NoConfigInWindow(f"no config with {R.window_text(repairer.target, repairer.tolerance)} params")
+    return kept, picks, front, seen
+
+
+def _analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | None, size: tuple[int, int],
+                     dcn_macs: str, convention: str) -> list[dict[str, Any]]:
+    """The proven `macs` optimum and (with a reference) `closest` optimum of the window, as knobs:
+    the first trials of a sampled search in a window (empty when the space was too large to prove)."""
+    if not proof.certificate.complete or not proof.certificate.in_window:
+        return []
+    out = []
+    for name in ("macs", "closest") if ref is not None else ("macs",):
+        ctx = registry.Context(size, dcn_macs, convention, knobs_from_config(ref) if ref is not None else None)
+        if proof.exact is not None:
+            (i,), _ = _optima(proof.exact, proof.certificate.target, (name,), ctx, 1)
+            out.append(proof.exact.knobs(i))
+        else:
+            kept, picks, _, _ = _optima_by_structure(repairer, (name,), ctx, 1)
+            out.append(kept.knobs(picks[0]))
+    return out
+
+
+def _latency_model(proof: Proof, runtime: str, threads: int, size: tuple[int, int], tell: Callable[[str], None],
+                   progress: Callable[[str, int, int], None] | None) -> Any:
+    """The latency model covering every exact config (the cached table, extended and validated on
+    first use)."""
+    from featherface_tune.deploy.latency_table import LatencyModel, get_table
+
+    ex = proof.exact
+    assert ex is not None
+    cfgs = [ex.config(i) for i in range(len(ex))]
+    return LatencyModel(get_table(cfgs, runtime, threads, size, note=tell, progress=progress))
+
+
+def _finalists(proof: Proof, picks: list[int], ctx: registry.Context, space: SearchSpace, reference: Any,
+               k: int, runtime: str, threads: int, size: tuple[int, int], tell: Callable[[str], None]
+               ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time the `k` best predictions, the macs optimum and the closest answer side by side
+    (`deploy.latency.compare`); (their indices fastest first, the enqueue extras with each timing,
+    a summary per finalist)."""
+    import numpy as np
+
+    from featherface_tune.deploy.latency import compare, indistinguishable
+
+    ex = proof.exact
+    assert ex is not None
+    why: dict[int, list[str]] = {}
+    for i in picks[:k]:
+        why.setdefault(int(i), []).append("predicted fastest")
+    macs_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention)
+    target = proof.certificate.target
+    (i_macs,), _ = _optima(ex, target, ("macs",), macs_ctx, 1)
+    why.setdefault(int(i_macs), []).append("macs optimum")
+    ref = _reference(reference, space, tell)
+    close_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention, knobs_from_config(ref))
+    (i_close,), _ = _optima(ex, target, ("closest",), close_ctx, 1)
+    why.setdefault(int(i_close), []).append("closest answer")
+    idx = list(why)
+    cfgs = [ex.config(i) for i in idx]
+    tell(f"latency: timing {len(idx)} finalists side by side (interleaved rounds, one process)")
+    from featherface_tune.tuner.objectives import latency_time_cap
+
+    lats = compare(cfgs, size[0], size[1], runtime, threads, max_seconds=2 * latency_time_cap())
+    same = indistinguishable(lats)
+    predicted = np.asarray(ctx.latency_model.predict_exact(ex.subset(np.isin(np.arange(len(ex)), idx))))
+    pred_by = dict(zip(sorted(idx), predicted.tolist()))
+    order = sorted(range(len(idx)), key=lambda j: (round(lats[j].median_ms, 3), int(ex.macs[idx[j]])))
+    summary = []
+    for j in order:
+        lat = lats[j]
+        summary.append({"config": cfgs[j].to_dict(), "why": why[idx[j]], "macs": int(ex.macs[idx[j]]),
+                        "latency_predicted_ms": round(pred_by[idx[j]], 4), "latency_ms": round(lat.median_ms, 4),
+                        "latency_ci_ms": [round(v, 4) for v in lat.ci_ms], "indistinguishable_from_best": same[j]})
+    ties = sum(1 for j in order if same[j]) - 1
+    tell(f"latency: fastest measured {lats[order[0]].median_ms:.2f} ms ({', '.join(why[idx[order[0]]])}); "
+         + (f"{ties} other finalist(s) cannot be told apart from it (95 % intervals overlap)" if ties
+            else "every other finalist is measurably slower"))
+    return [idx[j] for j in order], [{"latency": lats[j].to_json()} for j in order], summary
+
+
+def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str,
+             extras: Sequence[Mapping[str, Any]] | None = None) -> int:
     """Enqueue the exact configs the study neither holds complete nor has waiting; returns how many
     trials are waiting afterwards (an interrupted run leaves some for the rerun)."""
+    from optuna.trial import TrialState
+
+    from featherface_tune.tuner import study as S
     from featherface_tune.tuner.ranking import config_key
     from featherface_tune.tuner.space import config_from_knobs
 
@@ -352,15 +507,20 @@ def _enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace
     for t in st.get_trials(deepcopy=False):
         if t.state.name == "COMPLETE" and R.CONFIG in t.user_attrs:
             have.add(config_key(t.user_attrs[R.CONFIG]))
-        elif t.state.name == "WAITING":
-            waiting += 1
+        elif t.state.name in ("WAITING", "RUNNING"):  # RUNNING: another worker evaluates it now
+            if S.abandoned(t):  # its worker was killed (a journal has no heartbeat to tell): redo it
+                st._storage.set_trial_user_attr(t._trial_id, R.FAIL_REASON, "its worker died")
+                st._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                continue
+            waiting += t.state.name == "WAITING"
             if R.ENQUEUED in t.user_attrs:
                 have.add(config_key(config_from_knobs(t.user_attrs[R.ENQUEUED]["knobs"]).to_dict()))
-    for knobs in knob_sets:
+    for j, knobs in enumerate(knob_sets):
         if config_key(config_from_knobs(knobs).to_dict()) in have:
             continue
         params = {k: knobs[k] for k in space.sampled if applies(k, knobs)}
-        st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs)}})
+        extra = dict(extras[j]) if extras is not None else {}
+        st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs), **extra}})
         waiting += 1
     return waiting
 

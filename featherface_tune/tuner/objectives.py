@@ -1,9 +1,9 @@
 """Objectives of the budget search, and the trial function that ties space, solver and objectives.
 
-Objectives: `closest` (distance to a reference config, `solve.distance`, minimise), `macs` (analytic,
-minimise), `latency` (median CPU forward time in ms in
-onnxruntime or torch, minimise; `featherface_tune.deploy.latency`), `proxy_ap` (validation AP after
-proxy training, maximise; `featherface_tune.training.proxy`) and Python callables `f(config) -> float`
+Objectives are registered classes (`featherface_tune.tuner.registry`): `closest` and `macs` (analytic),
+`latency` (predicted by the per-block latency model and solved, `featherface_tune.deploy.latency_table`;
+or measured per trial, `featherface_tune.deploy.latency`), `proxy_ap` (validation AP after proxy
+training, maximise; `featherface_tune.training.proxy`) and Python callables `f(config) -> float`
 (minimise). The budget itself is a constraint (`trial.set_constraint`), never an objective: a trial is
 feasible when |params - target| <= tolerance (and MACs <= max_macs). Expensive objectives are only
 evaluated on feasible configs; infeasible trials get the worst value (inf, or 0 AP) and a positive
@@ -15,18 +15,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from featherface_tune.counter.analytic import count
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
-from featherface_tune.tuner.solve import Repairer, distance, prove
+from featherface_tune.tuner import registry
+from featherface_tune.tuner.solve import Repairer, prove
 from featherface_tune.training.proxy import Fidelity  # the one description of a proxy training run
 from featherface_tune.tuner.space import SearchSpace, config_from_knobs, knobs_from_config
 
-OBJECTIVE_ALIASES = {"macs": "macs", "latency": "latency", "proxy": "proxy_ap", "proxy_ap": "proxy_ap", "ap": "proxy_ap",
-                     "closest": "closest"}
+OBJECTIVE_ALIASES = registry.aliases()  # the built-ins' names and aliases (the registry holds them all)
 Callable_ = Callable[[FeatherFaceConfig], float]
 
 
@@ -40,10 +40,11 @@ def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
         return ("proxy_ap",) if proxy else ("closest",)
     out: list[str] = []
     for part in text.split(","):
-        name = OBJECTIVE_ALIASES.get(part.strip().lower())
-        if name is None:
-            raise InputError(f"--objective {part.strip()!r}: unknown objective; use closest, macs, latency or proxy "
-                             "(comma-separated for several)")
+        obj = registry.get(part)
+        if obj is None:
+            raise InputError(f"--objective {part.strip()!r}: unknown objective; use "
+                             f"{', '.join(registry.names())} (comma-separated for several)")
+        name = obj.name
         if name not in out:
             out.append(name)
     if "proxy_ap" in out and not proxy:
@@ -132,6 +133,7 @@ class BudgetObjective:
     latency_threads: int = 1
     repairer: Repairer | None = None
     callables: dict[str, Callable_] = field(default_factory=dict)
+    latency_model: Any = None  # a `deploy.latency_table.LatencyModel`: latency is solved, not sampled
     _cache: dict[FeatherFaceConfig, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -145,6 +147,29 @@ class BudgetObjective:
                                      spec.convention)
         self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))
                           if spec.reference is not None else None)
+        self.context = registry.Context(spec.input_size, spec.dcn_macs, spec.convention, self.reference,
+                                        self.latency_model)
+
+    def _solvable(self, obj: registry.Objective) -> bool:
+        """Analytic objectives always; model latency when a latency model was given."""
+        return obj.kind == "analytic" or (obj.kind == "model" and self.latency_model is not None)
+
+    def _timed_finalist(self, trial: Any, pinned: Mapping[str, Any] | None, predicted: float) -> float:
+        """A finalist's whole-model timing (measured before it was enqueued, `api`): recorded, and its
+        median is the trial's latency; other trials keep the model's prediction."""
+        timed = (pinned or {}).get("latency")
+        model = self.latency_model
+        if model is not None:
+            trial.set_user_attr(R.LATENCY_MODEL, model.summary())
+        if not timed:
+            return predicted
+        trial.set_user_attr(R.LATENCY_MS, float(timed["median_ms"]))
+        trial.set_user_attr(R.LATENCY_CI_MS, [float(v) for v in timed["ci_ms"]])
+        trial.set_user_attr(R.LATENCY_CI, float(timed["rel_ci"]))
+        trial.set_user_attr(R.LATENCY_SPREAD_MS, float(timed["iqr_ms"]))
+        trial.set_user_attr(R.LATENCY_RUNTIME, str(timed["runtime"]))
+        trial.set_user_attr(R.LATENCY_THREADS, int(timed["threads"]))
+        return float(timed["median_ms"])
 
     def __call__(self, trial: Any) -> float | list[float]:
         try:
@@ -200,22 +225,32 @@ class BudgetObjective:
         trial.set_constraint("params", float(abs(delta) - spec.tolerance))
         if spec.max_macs is not None:
             trial.set_constraint("macs", float(res.macs - spec.max_macs))
-        close = None
-        if "closest" in spec.objectives and self.reference is not None:
-            close = distance(knobs_from_config(cfg), self.reference)
-            trial.set_user_attr(R.CLOSEST, close)
         values: list[float] = []
+        solved: dict[str, float] = {}
+        for name in spec.objectives:  # analytic objectives (and model latency): a function of the config
+            obj = registry.get(name)
+            if obj is None or not self._solvable(obj):
+                continue
+            if obj.name == "macs":
+                solved[name] = float(res.macs)
+                continue
+            try:
+                solved[name] = obj.value(cfg, self.context)
+            except ValueError:  # e.g. closest without a reference
+                solved[name] = math.inf
+                continue
+            trial.set_user_attr(R.LATENCY_PREDICTED_MS if obj.name == "latency" else obj.attr, solved[name])
+        if "latency" in solved:
+            solved["latency"] = self._timed_finalist(trial, pinned, solved["latency"])
         expensive: dict[str, float] = {}
-        if feasible and any(o in ("latency", "proxy_ap") or o in self.callables for o in spec.objectives):
+        if feasible and any(n not in solved and n != "macs" for n in spec.objectives):
             expensive = self._expensive(trial, cfg)
         for name in spec.objectives:
-            if name == "macs":
-                values.append(float(res.macs))
-            elif name == "closest":
-                values.append(math.inf if close is None else close)
+            if name in solved:
+                values.append(solved[name])
             elif name == "proxy_ap":
                 values.append(expensive.get("proxy_ap", 0.0))
-            else:  # latency, callables
+            else:  # sampled latency, callables
                 values.append(expensive.get(name, math.inf))
         return values[0] if len(values) == 1 else values
 
@@ -223,7 +258,7 @@ class BudgetObjective:
         """Latency / proxy AP of a feasible config (reused when this worker already measured it)."""
         got = dict(self._cache.get(cfg, {}))
         h, w = self.spec.input_size
-        if "latency" in self.spec.objectives and "latency" not in got:
+        if "latency" in self.spec.objectives and "latency" not in got and self.latency_model is None:
             lat = measure_latency(cfg, h, w, self.latency_runtime, self.latency_threads)
             got.update({"latency": lat.median_ms, "latency_spread": lat.iqr_ms, "latency_ci": lat.rel_ci,
                         "latency_runtime": lat.runtime, "latency_threads": lat.threads})

@@ -31,6 +31,11 @@ Every trial's user attributes (`TRIAL_KEYS`):
     latency_ci  float, with latency_ms: half-width of the median's 95 % confidence interval / median
     latency_runtime  str, with latency_ms: "onnxruntime" or "torch"
     latency_threads  int, with latency_ms: intra-op threads used
+    latency_ci_ms  [lo, hi], with latency_ms: the median's 95 % confidence interval in ms
+    latency_predicted_ms  float, with the latency objective solved under the latency model: the
+                model's prediction (per-block tables + fitted overhead, `deploy.latency_table`)
+    latency_model  {"key": str, "median_abs_pct_error": float, "kendall_tau": float, ...}, on the
+                trials of a model-latency study: which table predicted, and its validation
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
     closest     float, only with the `closest` objective: distance of config to the reference
@@ -56,6 +61,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from featherface_tune.tuner import registry
+
 RECORD_VERSION = "1"
 DEFAULT_TRIALS = 300
 DEFAULT_REFERENCE = "featherface-official"  # the reference of the `closest` objective
@@ -76,7 +83,10 @@ LATENCY_SPREAD_MS = "latency_spread_ms"
 LATENCY_CI = "latency_ci"
 LATENCY_RUNTIME = "latency_runtime"
 LATENCY_THREADS = "latency_threads"
-LATENCY_DETAIL = (LATENCY_SPREAD_MS, LATENCY_CI, LATENCY_RUNTIME, LATENCY_THREADS)
+LATENCY_CI_MS = "latency_ci_ms"
+LATENCY_PREDICTED_MS = "latency_predicted_ms"
+LATENCY_MODEL = "latency_model"
+LATENCY_DETAIL = (LATENCY_SPREAD_MS, LATENCY_CI, LATENCY_RUNTIME, LATENCY_THREADS, LATENCY_CI_MS)
 PROXY_AP = "proxy_ap"
 FAIL_REASON = "fail_reason"
 SOLVER = "solver"
@@ -86,20 +96,11 @@ SAMPLED = "sampled"
 ENQUEUED = "enqueued"
 TRIAL_KEYS = (CONFIG, PARAMS, MACS, DELTA, FEASIBLE, MODULES, LATENCY_MS, *LATENCY_DETAIL, PROXY_AP, FAIL_REASON)
 
-# objective name -> (user attribute holding its value, Optuna direction)
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "macs": (MACS, "minimize"),
-    "latency": (LATENCY_MS, "minimize"),
-    "proxy_ap": (PROXY_AP, "maximize"),
-    "closest": (CLOSEST, "minimize"),
-}
-# objectives that depend on the config alone: solved over the exact set rather than sampled
+# objective name -> (user attribute holding its value, Optuna direction): the registry's live view
+OBJECTIVES = registry.OBJECTIVES
+# the built-in objectives that depend on the config alone (`registry.kind(name) == "analytic"` says it for any)
 ANALYTIC = ("macs", "closest")
-
-
-def direction(objective: str) -> str:
-    """Optuna direction of an objective; Python callables (any other name) are minimised."""
-    return OBJECTIVES[objective][1] if objective in OBJECTIVES else "minimize"
+direction = registry.direction
 
 
 def is_legacy(attr: Mapping[str, Any]) -> bool:
@@ -183,6 +184,8 @@ class TrialRecord:
     sampled: Mapping[str, Any] | None = None
     objectives: tuple[str, ...] = ()  # the study's objectives, in the order of `values`
     latency: Mapping[str, Any] = field(default_factory=dict)  # LATENCY_DETAIL keys present on the trial
+    latency_predicted_ms: float | None = None
+    extra: Mapping[str, float] = field(default_factory=dict)  # registered objectives' attributes not above
 
     @classmethod
     def from_trial(cls, t: Any, spec: "StudySpec | None" = None) -> "TrialRecord":
@@ -209,19 +212,28 @@ class TrialRecord:
                    modules=_mapping(a.get(MODULES)) or {}, seconds=secs, closest=as_float(a.get(CLOSEST)),
                    callables=_mapping(a.get(CALLABLES)) or {}, sampled=_mapping(a.get(SAMPLED)),
                    objectives=tuple(spec.objectives) if spec is not None else (),
-                   latency={k: a[k] for k in LATENCY_DETAIL if k in a})
+                   latency={k: a[k] for k in LATENCY_DETAIL if k in a},
+                   latency_predicted_ms=as_float(a.get(LATENCY_PREDICTED_MS)),
+                   extra={attr: v for attr, _ in OBJECTIVES.values()
+                          if attr not in _KNOWN_ATTRS and (v := as_float(a.get(attr))) is not None})
 
     def objective_value(self, name: str) -> float | None:
-        """The value the search ranks by: the measured attribute (`OBJECTIVES`, `latency_ms` too, a
-        callable's value), else the trial's Optuna value for that objective; None when neither is a
-        finite number."""
-        known = {"macs": self.macs, "latency": self.latency_ms, "latency_ms": self.latency_ms,
-                 "proxy_ap": self.proxy_ap, "closest": self.closest}
-        v = known[name] if name in known else self.callables.get(name)
+        """The value the search ranks by: the recorded attribute (the registry's `attr`; a model
+        latency's prediction where the trial was not timed; a callable's value), else the trial's
+        Optuna value for that objective, rounded as the objective says (`registry`); None when
+        neither is a finite number."""
+        known = {MACS: self.macs, LATENCY_MS: self.latency_ms, PROXY_AP: self.proxy_ap, CLOSEST: self.closest,
+                 LATENCY_PREDICTED_MS: self.latency_predicted_ms}
+        obj = registry.get(name)
+        attr = obj.attr if obj is not None else name
+        if attr == LATENCY_MS and self.latency_ms is None:  # a solved front point the finalists left untimed
+            attr = LATENCY_PREDICTED_MS
+        v = known[attr] if attr in known else self.extra.get(attr, self.callables.get(name))
         if v is None and self.values is not None and name in self.objectives:
             i = self.objectives.index(name)
             v = self.values[i] if i < len(self.values) else None
-        return as_float(v)
+        out = as_float(v)
+        return obj.rounded(out) if obj is not None and out is not None else out
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"trial": self.number, "state": self.state, "params": self.params,
@@ -229,8 +241,11 @@ class TrialRecord:
         if self.latency_ms is not None:
             out["latency_ms"] = self.latency_ms
             out.update(self.latency)
+        if self.latency_predicted_ms is not None:
+            out[LATENCY_PREDICTED_MS] = self.latency_predicted_ms
         if self.proxy_ap is not None:
             out["proxy_ap"] = self.proxy_ap
+        out.update(self.extra)
         if self.closest is not None:
             out["closest"] = self.closest
         if self.callables:
@@ -241,6 +256,9 @@ class TrialRecord:
             out["sampled"] = dict(self.sampled)
         out["config"] = dict(self.config) if self.config is not None else None
         return out
+
+
+_KNOWN_ATTRS = (MACS, LATENCY_MS, PROXY_AP, CLOSEST)
 
 
 def as_int(v: Any) -> int | None:

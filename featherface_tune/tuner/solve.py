@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -288,12 +288,32 @@ def _pick(total: np.ndarray, macs: np.ndarray) -> int:
     return int(near[np.argmin(macs[near])])
 
 
-def _param_grid(tables: list[Table], base_params: int) -> np.ndarray:
-    """Params of every combination of the tables' values (one axis per table)."""
-    P = np.full([len(t.values) for t in tables], base_params, dtype=np.int64)
-    for i, t in enumerate(tables):
-        P = P + t.params.reshape([-1 if j == i else 1 for j in range(len(tables))])
-    return P
+def _nearest_combo(tables: list[Table], base_params: int, want: int) -> tuple[int, tuple[int, ...]]:
+    """(|params - want|, grid index) of the combination of the tables' values (P3, P4, P5, backbone
+    ratio, neck ratio) whose params are nearest `want` (the first such). Never materialises the whole
+    grid: per ratio pair, the P3 x P4 sums (memory n3 * n4, within `check_memory`'s bound on
+    n3 * n4 * n5) and a binary search in the sorted P5 table."""
+    t3, t4, t5, tb, tn = tables
+    o5 = np.argsort(t5.params, kind="stable")
+    s5 = t5.params[o5]
+    pair = (t3.params[:, None] + t4.params[None, :]).ravel()
+    best: tuple[int, tuple[int, ...]] | None = None
+    for ib in range(len(tb.values)):
+        for i_n in range(len(tn.values)):
+            need = want - base_params - int(tb.params[ib]) - int(tn.params[i_n]) - pair
+            pos = np.searchsorted(s5, need)
+            lo, hi = np.clip(pos - 1, 0, s5.size - 1), np.clip(pos, 0, s5.size - 1)
+            d_lo, d_hi = np.abs(need - s5[lo]), np.abs(need - s5[hi])
+            k = np.where(d_hi < d_lo, hi, lo)
+            d = np.minimum(d_lo, d_hi)
+            j = int(np.argmin(d))
+            if best is None or int(d[j]) < best[0]:
+                i3, i4 = divmod(j, len(t4.values))
+                best = (int(d[j]), (i3, i4, int(o5[k[j]]), ib, i_n))
+                if best[0] == 0:
+                    return best
+    assert best is not None
+    return best
 
 
 def _knobs_at(s: Mapping[str, Any], tables: list[Table], ix: tuple[Any, ...]) -> dict[str, Any]:
@@ -337,9 +357,22 @@ class ExactSet:
     def config(self, i: int) -> FeatherFaceConfig:
         return config_from_knobs(self.knobs(i))
 
+    def concat(self, other: "ExactSet") -> "ExactSet":
+        """This set and `other` (a chunk of the window) as one set."""
+        return ExactSet(self.structures + other.structures,
+                        np.concatenate([self.sid, other.sid + len(self.structures)]),
+                        np.concatenate([self.budget, other.budget]), np.concatenate([self.params, other.params]),
+                        np.concatenate([self.macs, other.macs]), self.dcn_macs)
+
     def subset(self, keep: np.ndarray) -> "ExactSet":
         return ExactSet(self.structures, self.sid[keep], self.budget[keep], self.params[keep], self.macs[keep],
                         self.dcn_macs)
+
+    def compact(self) -> "ExactSet":
+        """The same configs with only the structures they use."""
+        used, local = np.unique(self.sid, return_inverse=True)
+        return ExactSet(tuple(self.structures[int(i)] for i in used), local.astype(np.int64).reshape(-1),
+                        self.budget, self.params, self.macs, self.dcn_macs)
 
     def distances(self, point: Mapping[str, Any], free: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         """(switches, width sum) of every config to `point`."""
@@ -438,8 +471,8 @@ def _find(space: SearchSpace, s: Mapping[str, Any], value: int, convention: str 
     tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
     base = base_cost(s, tables, 32, 32, convention)
     assert base is not None
-    P = _param_grid(tables, base[0])
-    ix = np.unravel_index(int(np.flatnonzero(P.ravel() == value)[0]), P.shape)
+    dist, ix = _nearest_combo(tables, base[0], value)
+    assert dist == 0, "witness search: the proof's count has no combination"
     return Witness(value, config_from_knobs(_knobs_at(s, tables, ix)).to_dict())
 
 
@@ -663,23 +696,23 @@ class Repairer:
             base = base_cost(s, tables, h, w, self.convention)
             if base is None:
                 continue
-            P = _param_grid(tables, base[0])
-            flat = int(np.argmin(np.abs(P - self.target)))
-            ix = np.unravel_index(flat, P.shape)
+            dist, ix = _nearest_combo(tables, base[0], self.target)
             knobs = _knobs_at(s, tables, ix)
+            params = base[0] + sum(int(t.params[i]) for t, i in zip(tables, ix))
             macs = base[1] + sum(int(t.macs[int(i)]) for t, i in zip(tables, ix))
-            cand = (abs(int(P[ix]) - self.target), macs, knobs, int(P[ix]))
+            cand = (dist, macs, knobs, params)
             if best is None or cand[:2] < best[:2]:
                 best = cand
         return None if best is None else Solution(best[2], best[3], best[1], 0, 0.0, 0, "sampled structure")
 
-    def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
-                         ) -> tuple[Any, ...]:
+    def _window_chunks(self, s: Mapping[str, Any]) -> Iterator[tuple[int, ExactSet]]:
+        """(in-window completions of structure `s`, a chunk of at most about _CHUNK of them as an
+        ExactSet) pairs: the structure's whole window, never all at once."""
         h, w = self.input_size
         tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
         base = base_cost(s, tables, h, w, self.convention)
         if base is None:
-            return (0, None, None)
+            return
         t3, t4, t5, tb, tn = tables
         key = t3.params.tobytes() + t4.params.tobytes() + t5.params.tobytes()
         if key not in self._sums:
@@ -693,7 +726,6 @@ class Repairer:
         left, right = _hit_bounds(sums, rest, self.target - self.tolerance, self.target + self.tolerance)
         ends = np.cumsum(right - left)
         total_hits = int(ends[-1]) if ends.size else 0
-        best = loose = None
         a = 0
         while a < rest.size and total_hits:  # chunks of at most _CHUNK hits (a single entry may exceed it)
             done = int(ends[a - 1]) if a else 0
@@ -708,13 +740,28 @@ class Repairer:
             budget = np.stack([np.asarray(t.values, dtype=np.int64)[ix] for t, ix in zip(tables, idx)], axis=1)
             params = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
             macs = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
-            ex = ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+            yield total_hits, ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+
+    def window(self) -> Iterator[ExactSet]:
+        """Every config of the window (under max_macs, if set), in chunks (`_window_chunks`) over the
+        structures the proof found hits in: what analytic objectives are solved over when the window
+        holds too many configs to list (`MAX_EXACT`)."""
+        for s in self.structures:
+            for _, ex in self._window_chunks(s):
+                yield ex if self.max_macs is None else ex.subset(ex.macs <= self.max_macs)
+
+    def _solve_structure(self, s: Mapping[str, Any], point: Mapping[str, Any], free: tuple[str, ...]
+                         ) -> tuple[Any, ...]:
+        best = loose = None
+        total_hits = 0
+        for hits, ex in self._window_chunks(s):
+            total_hits = hits
             sw, wd = ex.distances(point, free)
             total = sw * SWITCH_COST + wd
-
-            under = np.ones(ri.size, dtype=bool) if self.max_macs is None else macs <= self.max_macs
-            best = _better(best, _best_of(under, total, macs, params, sw, wd, ex))
-            loose = _better(loose, _best_of(np.ones(ri.size, dtype=bool), total, macs, params, sw, wd, ex))
+            every = np.ones(len(ex), dtype=bool)
+            under = every if self.max_macs is None else ex.macs <= self.max_macs
+            best = _better(best, _best_of(under, total, ex.macs, ex.params, sw, wd, ex))
+            loose = _better(loose, _best_of(every, total, ex.macs, ex.params, sw, wd, ex))
         return (total_hits, best, loose)
 
 

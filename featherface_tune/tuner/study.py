@@ -12,6 +12,7 @@ starts after sampling, so a worker killed while sampling is covered too (docs/se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -20,7 +21,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -38,6 +39,9 @@ GRACE_PERIOD = 20
 MAX_RETRY = 2
 MAX_LOST_TRIALS = 20  # trials of one worker failed under it by others before it gives up
 JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+JOURNAL_LOCK_GRACE = 10  # seconds a journal lock may stand still before a writer takes it over
+LOCK_FILE_ATTR = "_featherface_tune_file"
+WORKER_ATTR = "featherface_tune:worker"  # trial system attr: {"host", "pid"} of the worker running it  # the file behind a file storage (journal), for `exclusive`
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
 def _quiet() -> None:
@@ -158,10 +162,37 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         return frozen
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        changed = super().set_trial_state_values(trial_id, state, values)
+        if state == TrialState.RUNNING and values is None:
+            changed = self._claim_waiting(trial_id)
+        else:
+            changed = super().set_trial_state_values(trial_id, state, values)
         if changed and state == TrialState.RUNNING:
             self._started(trial_id)
         return changed
+
+    def _claim_waiting(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING in one conditional UPDATE: of several workers popping the same queued
+        trial exactly one wins. Optuna reads the state, then writes it (SELECT ... FOR UPDATE), which
+        SQLite does not lock: two workers both ran one trial and the second crashed with "Cannot tell a
+        COMPLETE trial". A trial already finished raises as Optuna's own check does."""
+        from datetime import datetime, timezone
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        table: Any = models.TrialModel.__table__
+        if hasattr(models.TrialModel, "_datetime_start_utc"):
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+        else:  # pragma: no cover - Optuna < 5 stores local time
+            now = datetime.now()
+        with _create_scoped_session(self.scoped_session) as session:
+            result: Any = session.execute(
+                table.update().where(table.c.trial_id == trial_id, table.c.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=now))
+            won = result.rowcount == 1
+        if not won:
+            self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)
+        return won
 
     def _started(self, trial_id: int) -> None:
         if not hasattr(self, "started"):
@@ -290,10 +321,17 @@ def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
         raise InputError(f"--storage {url!r}: folder {str(path.resolve().parent)!r} does not exist")
     if path.exists() and path.is_dir():
         raise InputError(f"--storage {url!r}: {str(path)!r} is a folder, not a journal file")
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    # absolute: the lock is a symbolic link to the journal, and a relative target resolves against the
+    # link's folder, so a lock left by kill -9 on "sub/s.log" was never seen as stale (every later
+    # writer waited for ever); JOURNAL_LOCK_GRACE: a lock is held for one append or read, never seconds
+    absolute = str(path.resolve())
     try:
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        storage = JournalStorage(JournalFileBackend(absolute, JournalFileSymlinkLock(absolute, JOURNAL_LOCK_GRACE)))
     except Exception as exc:
         raise InputError(f"--storage {url!r}: cannot open the journal: {first_line(exc)}") from None
+    setattr(storage, LOCK_FILE_ATTR, Path(absolute))
     return storage, StorageInfo(str(path), "journal", False)
 
 
@@ -377,18 +415,143 @@ def run(study: optuna.Study, objective: Callable[[Any], Any], total_trials: int,
 
 def run_queued(study: optuna.Study, objective: Callable[[Any], Any], n_trials: int,
                callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()) -> None:
-    """Run the waiting (enqueued) trials and stop once none is left, so that several workers sharing
-    the study each take some and none samples new trials after the queue is empty; the same interrupt
-    and lost-trial guards as `run`."""
-    def stop_when_empty(st: optuna.Study, _t: Any) -> None:
-        if not st.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            st.stop()
+    """Run the waiting (enqueued) trials, at most `n_trials`, and never sample a new one: several
+    workers sharing a solved study each claim queued trials (one claim wins, `HeartbeatStorage`) until
+    none is left. While another worker still runs one (RDB storages, which have heartbeats), wait: a
+    worker that died has its trial failed as stale and re-queued, and this worker runs it. Ctrl-C and
+    SIGTERM fail this worker's trial in flight, then propagate."""
+    import time
 
-    def batch() -> tuple[int, float | None] | None:
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        return (min(n_trials, len(waiting)), None) if waiting else None
+    _quiet()
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
+    done = 0
+    try:
+        while done < n_trials:
+            if heartbeat:
+                optuna.storages.fail_stale_trials(study)
+            trial_id = _claim_waiting(study)
+            if trial_id is None:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if heartbeat and any(t.user_attrs.get(R.ENQUEUED) for t in running):
+                    time.sleep(0.5)
+                    continue
+                return
+            frozen = _run_one(study, objective, trial_id)
+            done += 1
+            for callback in callbacks:
+                callback(study, frozen)
+    except KeyboardInterrupt:
+        fail_own_running(study)
+        raise
 
-    _optimize_guarded(study, objective, batch, [*callbacks, stop_when_empty])
+
+def _claim_waiting(study: optuna.Study) -> int | None:
+    """The id of a WAITING trial this worker now runs (set RUNNING; another worker's claim of the
+    same trial fails), oldest first; None when none is waiting."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return t._trial_id
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _mark_worker(study: optuna.Study, trial_id: int) -> None:
+    """Record which process runs the trial (host and pid), so that a journal storage, which has no
+    heartbeats, can tell a trial whose worker was killed from one in progress (`abandoned`)."""
+    import os
+    import socket
+
+    study._storage.set_trial_system_attr(trial_id, WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def abandoned(trial: optuna.trial.FrozenTrial) -> bool:
+    """A RUNNING trial whose worker ran on this host and no longer runs (kill -9, power cut)."""
+    import os
+    import socket
+
+    worker = trial.system_attrs.get(WORKER_ATTR)
+    if trial.state != TrialState.RUNNING or not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
+        return False
+    pid = worker.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
+
+
+def _run_one(study: optuna.Study, objective: Callable[[Any], Any], trial_id: int) -> optuna.trial.FrozenTrial:
+    """Evaluate the claimed trial and record the outcome: COMPLETE, FAIL when the objective fails it
+    (TrialFailed) or returns no valid value. A trial another worker failed meanwhile (judged stale)
+    keeps its state: its retry is queued."""
+    _mark_worker(study, trial_id)
+    trial = optuna.trial.Trial(study, trial_id)
+    try:
+        values = objective(trial)
+    except TrialFailed:
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except KeyboardInterrupt:  # a journal does not know who started a trial: fail it here
+        with contextlib.suppress(Exception):
+            study._storage.set_trial_user_attr(trial_id, R.FAIL_REASON, "interrupted")
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    except optuna.TrialPruned:
+        return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+    try:
+        return study.tell(trial, values, skip_if_finished=True)
+    except (ValueError, TypeError):  # NaN, None, or the wrong number of values
+        return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
+@contextlib.contextmanager
+def exclusive(study: optuna.Study) -> Iterator[None]:
+    """One worker of the storage at a time inside, for one study: the check-then-enqueue of a solved
+    search's optima (workers enqueueing together stored an optimum three times). A lock the system
+    drops when its holder dies, kill -9 included: flock on `FILE.enqueue.lock` beside an SQLite database or a
+    journal (not `.lock`: Optuna's journal lock), a session advisory lock on PostgreSQL, GET_LOCK on MySQL; nothing to share in memory."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    name = f"featherface-tune:{study.study_name}"
+    lock_file: Path | None = getattr(storage, LOCK_FILE_ATTR, None) or getattr(backend, LOCK_FILE_ATTR, None)
+    engine = getattr(backend, "engine", None)
+    dialect = engine.dialect.name if engine is not None else ""
+    if lock_file is None and dialect == "sqlite" and engine is not None:
+        db = engine.url.database
+        lock_file = Path(db).resolve() if db and db != ":memory:" else None
+    if lock_file is not None:
+        import fcntl
+
+        with open(lock_file.with_name(lock_file.name + ".enqueue.lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+    if dialect in ("postgresql", "mysql", "mariadb") and engine is not None:
+        from sqlalchemy import text
+
+        key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+        lock, unlock, args = ((text("SELECT pg_advisory_lock(:k)"), text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                              if dialect == "postgresql" else
+                              (text("SELECT GET_LOCK(:k, 600)"), text("SELECT RELEASE_LOCK(:k)"), {"k": name[:64]}))
+        with engine.connect() as conn:  # a session lock: released with the connection if the worker dies
+            conn.execute(lock, args)
+            try:
+                yield
+            finally:
+                conn.execute(unlock, args)
+        return
+    yield
 
 
 def _optimize_guarded(study: optuna.Study, objective: Callable[[Any], Any],

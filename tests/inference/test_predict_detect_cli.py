@@ -74,13 +74,50 @@ def test_predict_tree(random_ckpt: Path, image_tree: Path, tmp_path: Path) -> No
         assert all(len(line.split()) == 5 for line in lines[2:])
         total += n
     assert total == js["detections"]
-    # the human summary goes to stdout, progress/diagnostics to stderr
+    # an --out holding predictions is refused (evaluate would score old and new files together) ...
+    stale = out / "9--Old" / "gone.txt"
+    stale.parent.mkdir()
+    stale.write_text("gone\n0\n")
+    r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--images", str(image_tree),
+                            "--out", str(out)])
+    _one_line_error(r)
+    assert "--replace" in r.stderr and "4 prediction files" in r.stderr and stale.is_file()
+    # ... unless --replace, which deletes them first; the human summary goes to stdout, progress to stderr
     r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--preset", "retinaface-mnet025",
-                            "--images", str(image_tree), "--out", str(out), "--float-coords"])
+                            "--images", str(image_tree), "--out", str(out), "--float-coords", "--replace"])
     assert r.exit_code == 0, r.output
     assert "3 images" in r.stdout
     first = (out / "0--Parade" / "a.txt").read_text().splitlines()[2].split()
     assert "." in first[0]
+    assert not stale.exists() and len(list(out.rglob("*.txt"))) == 3
+
+
+def test_crowded_image_keeps_every_box_by_default() -> None:
+    """The official protocol (test_widerface.py) has no top-k / keep cap: on a crowd every box that
+    survives NMS is kept; --top-k / --keep cap it for deployment."""
+    from featherface_tune.inference.detector import _priors, postprocess
+    from featherface_tune.inference.nms import nms_plain
+
+    h, w = 640, 640
+    n = _priors(h, w, 2).shape[0]
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(n, 4, generator=g) * 0.5
+    logits = torch.randn(n, 2, generator=g) * 3
+    dets = postprocess(loc, logits, None, (h, w), 2)
+    # the reference: every score above 0.02, best first, through py_cpu_nms, nothing cut
+    scores = torch.softmax(logits, -1)[:, 1]
+    assert len(dets) > 750 and len(dets) == len(nms_plain(*_candidates(loc, scores, h, w)))
+    assert len(postprocess(loc, logits, None, (h, w), 2, keep=750)) == 750
+    assert len(postprocess(loc, logits, None, (h, w), 2, top_k=5000)) < len(dets)
+
+
+def _candidates(loc, scores, h, w):  # type: ignore[no-untyped-def]
+    from featherface_tune.inference.decode import VARIANCES, decode_boxes
+    from featherface_tune.inference.detector import _priors
+
+    keep = scores > 0.02
+    boxes = decode_boxes(loc[keep], _priors(h, w, 2)[keep], VARIANCES) * torch.tensor([w, h, w, h])
+    return boxes.numpy(), scores[keep].numpy(), 0.4
 
 
 def test_format_prediction_truncates_like_retinaface() -> None:

@@ -149,7 +149,7 @@ def test_rewriting_a_bundle_drops_plots_it_no_longer_has(tmp_path):
     out = tmp_path / "out"
     _invoke("--storage", url, "--study", "multi", "--out", str(out))
     assert (out / "plots" / "pareto_front.png").exists()
-    result = _invoke("--storage", url, "--study", "single", "--out", str(out), "--format", "json")
+    result = _invoke("--storage", url, "--study", "single", "--out", str(out), "--format", "json", "--overwrite")
     assert json.loads(result.stdout)["study"] == "single"  # --format still prints with --out
     assert not (out / "plots" / "pareto_front.png").exists()
     assert not (out / "plots" / "proxy_ap_vs_macs.png").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,51 @@ def _number(text: str) -> bool:
                                            ("plain", "plain"), (-5, -5)])
 def test_formula_safe(cell, expected):  # type: ignore[no-untyped-def]
     assert formula_safe(cell) == expected
+
+
+HOSTILE_NAMES = ["x\n::error::forged", "x\r::error::forged", "red\x1b[31mX\x1b]0;title\x07", "bidi\u202egnp.exe",
+                 "sep\u2028::error::forged", "c1\x9b31m"]
+
+
+def _no_raw_controls(text: str) -> None:
+    assert not [ln for ln in text.splitlines() if ln.startswith("::error::forged")], text
+    assert not any(c in text for c in "\x1b\x07\x9b\u202e\u2028\r"), repr(text)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_report_prints_a_hostile_study_name_escaped(cli, tmp_path: Path, name: str):
+    import optuna
+
+    from featherface_tune.tuner.study import open_storage
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "reports"))
+    from report_study_factory import make_study
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_study(url, name=name, n=3)
+    storage, _ = open_storage(url)
+    for fmt in ("table", "md", "html", "csv"):
+        r = cli("report", "--study", name, "--storage", url, "--format", fmt)
+        assert r.exit_code == 0, r.output
+        _no_raw_controls(r.stdout)
+        _no_raw_controls(r.stderr)
+    r = cli("report", "--study", name + "?", "--storage", url)  # the error lists the study names
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    _no_raw_controls(r.stderr)
+    assert optuna.study.get_all_study_names(storage) == [name]
+
+
+@pytest.mark.parametrize("name", ["ctl\x01\x1b[31m", "nul\x0bvt\x0cff"])
+def test_gate_junit_stays_well_formed_and_github_inert(cli, tmp_path: Path, name: str):
+    import xml.etree.ElementTree as ET
+
+    budget = tmp_path / f"{name}.toml"
+    budget.write_text(FAILING, encoding="utf-8")
+    r = cli("gate", budget, "--format", "junit")
+    assert r.exit_code == 2, r.output  # such a name is refused, as an error case in the JUnit file
+    root = ET.fromstring(r.stdout.split("?>", 1)[1])  # raises when not well-formed
+    assert root.find(".//error") is not None
+    r = cli("gate", budget, "--format", "github")
+    _no_raw_controls(r.stdout)
+    r = cli("gate", budget)
+    _no_raw_controls(r.stdout + r.stderr)

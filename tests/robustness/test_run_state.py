@@ -13,7 +13,7 @@ import torch
 
 from conftest import assert_one_line_error, png_header
 
-TRAIN = ("--epochs", "1", "--image-size", "64", "--batch-size", "2")
+TRAIN = ("--epochs", "1", "--image-size", "64", "--batch-size", "2", "--pretrained", "none")
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,8 @@ def test_sigterm_during_search(tmp_path: Path):
     db = tmp_path / "s.db"
     # latency is measured per trial (by the cheap stand-in, which sleeps in it): the signal lands inside a trial
     proc = subprocess.Popen([sys.executable, CHEAP_CLI, "search", "--target", "489000",
-                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--runtime", "torch",
+                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--latency-mode", "sampled",
+                             "--runtime", "torch",
                              "--input-size", "320", "320", "--trials", "10000", "--study", "t",
                              "--storage", f"sqlite:///{db}"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -68,7 +69,7 @@ def test_sigterm_during_training(tmp_path: Path):
     write_demo(tmp_path / "d", train=8, val=1, seed=0)
     out_dir = tmp_path / "out"
     args = [sys.executable, "-m", "featherface_tune.cli", "train", "--data", str(tmp_path / "d"), "--epochs", "500",
-            "--image-size", "64", "--batch-size", "4", "--out", str(out_dir)]
+            "--image-size", "64", "--batch-size", "4", "--pretrained", "none", "--out", str(out_dir)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     _wait(lambda: (out_dir / "last.pt").is_file(), proc)

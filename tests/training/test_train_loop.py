@@ -186,7 +186,7 @@ def test_cli_train_json_and_errors(synth, tmp_path):
     write_label_txt(root, recs)
     cmd = [sys.executable, "-m", "featherface_tune.cli", "train", "--data", str(root), "--preset",
            "retinaface-mnet025", "--epochs", "1", "--image-size", "64", "--batch-size", "2",
-           "--out", str(tmp_path / "run"), "--json"]
+           "--pretrained", "none", "--out", str(tmp_path / "run"), "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
@@ -281,11 +281,103 @@ def test_train_cli_defaults_are_train_options_defaults() -> None:
 
     from featherface_tune.commands.train import train_cmd
 
+    from featherface_tune.training.recipe import DEFAULT_RECIPE
+
     params = inspect.signature(train_cmd).parameters
     base = TrainOptions()
-    pairs = {"epochs": "epochs", "image_size": "image_size", "batch_size": "batch_size", "subset": "subset",
+    pairs = {"image_size": "image_size", "subset": "subset",
              "time_budget": "time_budget", "optimizer": "optimizer", "lr": "lr", "weight_decay": "weight_decay",
-             "warmup": "warmup_epochs", "pretrained": "pretrained", "seed": "seed", "workers": "num_workers",
-             "cache_images": "cache_images", "bn_recalibrate": "bn_recalibrate", "device": "device", "amp": "amp"}
+             "warmup": "warmup_epochs", "seed": "seed", "workers": "num_workers",
+             "cache_images": "cache_images", "bn_recalibrate": "bn_recalibrate", "device": "device"}
     for cli, field_name in pairs.items():
         assert params[cli].default == getattr(base, field_name), cli
+    # the recipe's own defaults: None on the command line means "the recipe's"
+    assert params["recipe"].default == DEFAULT_RECIPE
+    for cli in ("epochs", "batch_size", "pretrained", "amp"):
+        assert params[cli].default is None, cli
+
+
+@pytest.mark.slow
+def test_official_recipe_steps_onecycle_per_batch(synth, tmp_path):
+    """--recipe official: epoch-end learning rates (and Adam's beta1) are torch's OneCycleLR(max_lr=1e-3)
+    stepped once per batch, weight decay 0.01 sits on every tensor, and `train --json` reports them."""
+    res = train(CFG, synth, opts(recipe="official", lr=None, epochs=3, image_size=64))  # 16 images: 4 steps/epoch
+    ref_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], 1e-3)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-3, steps_per_epoch=4, epochs=3)
+    want = []
+    for _ in range(3):
+        for _ in range(4):
+            ref_opt.step()
+            ref.step()
+        want.append(ref.get_last_lr()[0])
+    assert [h.lr for h in res.history] == want
+    assert want[0] != want[1] != want[2]  # the schedule moves, so equality says something
+    model = loop_mod.build_model(CFG)
+    opt = loop_mod.make_optimizer(model, opts(recipe="official", lr=None))
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.01
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == sum(p.numel() for p in model.parameters())
+    short = loop_mod.make_optimizer(model, opts(recipe="short"))
+    assert [g["weight_decay"] for g in short.param_groups] == [0.01, 0.0]
+    sched = loop_mod.make_scheduler(opt, opts(recipe="official", lr=None, epochs=3), 4)
+    ref_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], 1e-3)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-3, steps_per_epoch=4, epochs=3)
+    betas, ref_betas = [], []
+    for _ in range(12):
+        for o, s in ((opt, sched), (ref_opt, ref)):
+            o.step()
+            s.step()
+        betas.append(opt.param_groups[0]["betas"][0])
+        ref_betas.append(ref_opt.param_groups[0]["betas"][0])
+    assert betas == ref_betas and min(betas) < 0.86 and max(betas) > 0.94  # beta1 cycles 0.95 -> 0.85 -> 0.95
+
+
+@pytest.mark.slow
+def test_resume_extends_a_finished_run(synth, tmp_path):
+    """--resume with more epochs continues a finished run on the schedule recomputed for the new length:
+    the same as one run of that length (the official OneCycle schedule depends on it only through the
+    learning rates after the resume point, which are recomputed)."""
+    o = dict(recipe="official", lr=None, image_size=64, out_dir=tmp_path / "run")
+    first = train(CFG, synth, opts(epochs=1, **o))
+    more = train(CFG, synth, opts(epochs=2, resume=True, **o))
+    assert first.global_step == 4 and more.global_step == 8 and more.epochs_completed == 2
+    assert list(more.step_losses[:4]) == list(first.step_losses)
+    ref_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], 1e-3)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-3, steps_per_epoch=4, epochs=2)
+    for _ in range(8):
+        ref_opt.step()
+        ref.step()
+    assert more.history[-1].lr == ref.get_last_lr()[0]
+    with pytest.raises(loop_mod.InputError, match="--epochs 1"):
+        train(CFG, synth, opts(epochs=1, resume=True, **o))
+
+
+@pytest.mark.slow
+def test_train_without_out_keeps_its_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from featherface_tune.cli import app
+    from featherface_tune.data.demo import write_demo
+
+    write_demo(tmp_path / "d", train=2, val=1, seed=0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "train-1").mkdir(parents=True)  # taken: the next free number is used
+    r = CliRunner().invoke(app, ["train", "--data", "d", "--epochs", "2", "--image-size", "64", "--json",
+                                 "--pretrained", "none"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["model"] == str(Path("runs") / "train-2" / "model.pt") and data["recipe"] == "official"
+    assert data["batch_size"] == 32 and data["pretrained"] is None
+    ref_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], 1e-3)
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-3, steps_per_epoch=1, epochs=2)
+    want = []
+    for _ in range(2):  # 2 images, batch 32: one step an epoch
+        ref_opt.step()
+        ref.step()
+        want.append(ref.get_last_lr()[0])
+    assert [h["lr"] for h in data["history"]] == want
+    assert (tmp_path / "runs" / "train-2" / "model.pt").is_file()
+    assert "runs/train-2" in r.stderr
+    # the official recipe without its backbone: one line naming the file and where it goes
+    r = CliRunner().invoke(app, ["train", "--data", "d", "--epochs", "1", "--image-size", "64"])
+    assert r.exit_code == 2 and "mobilenetV1X0.25_pretrain.tar" in r.stderr and "--pretrained none" in r.stderr
+    assert not (tmp_path / "runs" / "train-3").exists()

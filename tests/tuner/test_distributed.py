@@ -32,7 +32,7 @@ def _worker(study: str, seed: int, cwd: Path) -> subprocess.Popen:
     # a sampled objective (closest and macs are solved: a handful of enqueued optima, whatever --trials is),
     # measured by the cheap stand-in: this test is about sharing the study
     cmd = [sys.executable, CHEAP_CLI, "search", "--target", "489000", "--trials", str(TRIALS),
-           "--objective", "latency", "--runtime", "torch", "--input-size", "64", "64",
+           "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "64", "64",
            "--study", study, "--storage", str(PG_URL), "--seed", str(seed), "--json"]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -100,7 +100,7 @@ def test_soak_one_worker_killed_mid_trial(tmp_path: Path):
     # latency is a sampled objective (one trial per sample, each a few tenths of a second): the survivors
     # run well past the grace period, so the killed worker's trial is failed and retried while they work
     soak_trials = 30
-    args = ["search", "--target", "489000", "--objective", "latency", "--runtime", "torch", "--input-size", "320", "320",
+    args = ["search", "--target", "489000", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "320", "320",
             "--trials", str(soak_trials), "--study", study_name, "--storage", str(PG_URL), "--json"]
     dying = subprocess.run([sys.executable, "-c", DYING_WORKER, *args, "--seed", "99"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)

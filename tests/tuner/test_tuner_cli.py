@@ -20,7 +20,7 @@ SURE = ["--fix", "neck=bifpn", "--fix", "bifpn_repeats=3", "--fix", "neck_channe
         "--fix", "neck_cbam=true", "--fix", "ssh_deformable=true"]
 # a sampled (measured) objective, measured by a cheap stand-in (the `cheap_latency` fixture, used by every
 # test here): for tests about trials, storage and resuming; the measurement is tested in tests/deploy
-SAMPLED = ["--objective", "latency", "--runtime", "torch", "--input-size", "64", "64", *SURE]
+SAMPLED = ["--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "64", "64", *SURE]
 FEATHERFACE = {"neck": "bifpn", "backbone_cbam": True, "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"}
 
 
@@ -257,7 +257,7 @@ def test_timeout_stops_the_worker():
 
 
 def test_two_objectives_give_a_pareto_front():
-    data = _json(_search("--target", "489000", "--objective", "macs,latency", "--runtime", "torch", "--input-size", "64", "64",
+    data = _json(_search("--target", "489000", "--objective", "macs,latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "64", "64",
                          "--trials", "4", "--seed", "9", "--json", *SURE))
     assert data["objectives"] == ["macs", "latency"]
     assert data["pareto"] and all(r["latency_ms"] > 0 and r["delta"] == 0 for r in data["pareto"])

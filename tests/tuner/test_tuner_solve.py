@@ -259,3 +259,41 @@ def test_repair_without_a_proof_completes_the_sampled_structure():
     off = rep.repair({**k, "neck_channels": 43})  # no exact completion: the nearest count, infeasible
     got = count(config_from_knobs(off.knobs), dcn_macs="full")
     assert off.params == got.params != TARGET and off.macs == got.macs and off.knobs["neck_channels"] == 43
+
+
+def test_witness_search_never_materialises_the_whole_grid() -> None:
+    """The issue's case: 76 SSH widths per level and CBAM ratios 1..16 in one structure. The old
+    witness search built the 76^3 x 16 x 16 grid (about 900 MB per copy); the per-pair search keeps to
+    the P3 x P4 sums."""
+    import tracemalloc
+
+    import numpy as np
+
+    from featherface_tune.tuner.solve import _find, _nearest_combo, base_cost, budget_tables
+    from featherface_tune.tuner.space import build_space, default_space, int_range
+
+    space = build_space(None, ["neck=bifpn", "bifpn_repeats=3", "neck_channels=42", "backbone_cbam=true",
+                               "neck_cbam=true", "ssh_deformable=true", "shuffle=block"])
+    space = space.with_domain("ssh_channels_p3", int_range(16, 316, 4)).with_domain(
+        "ssh_channels_p4", int_range(16, 316, 4)).with_domain("ssh_channels_p5", int_range(16, 316, 4))
+    space = space.with_domain("backbone_cbam_reduction", int_range(1, 16)).with_domain(
+        "neck_cbam_reduction", int_range(1, 16))
+    s = next(iter(space.iter_structures()))
+    tables = budget_tables(space, s, 32, 32, params_only=True)
+    base = base_cost(s, tables, 32, 32)
+    assert base is not None
+    # a count the grid has: the largest combination
+    value = base[0] + sum(int(t.params.max()) for t in tables)
+    tracemalloc.start()
+    wit = _find(space, s, value)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert wit.params == value and peak < 20 * 2**20
+    # against brute force on a small grid: the nearest count, exactly
+    small = budget_tables(default_space(), s, 32, 32, params_only=True)
+    grid = np.full([len(t.values) for t in small], base[0], dtype=np.int64)
+    for i, t in enumerate(small):
+        grid = grid + t.params.reshape([-1 if j == i else 1 for j in range(len(small))])
+    for want in (base[0], value, int(grid.mean()) + 1, 489_001):
+        d, ix = _nearest_combo(small, base[0], want)
+        assert d == int(np.abs(grid - want).min()) == abs(int(grid[ix]) - want)
