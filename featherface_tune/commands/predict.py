@@ -82,15 +82,15 @@ def check_thresholds(conf: float, nms_iou: float, top_k: int | None, keep: int |
         raise InputError(f"--top-k {top_k} / --keep {keep}: must be positive")
 
 
-def check_prediction_out(out_dir: Path, replace: bool) -> None:
+def check_prediction_out(out_dir: Path, overwrite: bool) -> None:
     """--out must not hold other predictions (evaluate would score stale files with the new ones):
-    refused, or with --replace deleted before anything is written."""
+    refused, or with --overwrite deleted before anything is written."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
     stale = sorted(out_dir.rglob("*.txt")) if out_dir.is_dir() else []
-    if stale and not replace:
+    if stale and not overwrite:
         raise InputError(f"--out {str(out_dir)!r} already holds {len(stale)} prediction files; "
-                         "pass --replace to delete them first, or choose an empty folder")
+                         "pass --overwrite to delete them first, or choose an empty folder")
     for path in stale:
         path.unlink()
 
@@ -128,7 +128,7 @@ def predict_cmd(
     nms_iou: NmsOpt = 0.4,
     top_k: UncappedTopKOpt = None,
     keep: UncappedKeepOpt = None,
-    replace: Annotated[bool, typer.Option("--replace", help="Delete the prediction files already in --out first (without it, an --out holding .txt files is refused).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete the prediction files already in --out first (without it, an --out holding .txt files is refused).")] = False,
     float_coords: Annotated[bool, typer.Option("--float-coords", help="Write box coordinates with 2 decimals instead of RetinaFace's truncated integers.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -157,7 +157,7 @@ def predict_cmd(
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)
     cfg_json = cfg.to_dict() if cfg is not None else None
-    check_prediction_out(out_dir, replace)
+    check_prediction_out(out_dir, overwrite)
     total, t0 = 0, time.perf_counter()
     progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[name]}", markup=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
@@ -103,6 +104,8 @@ def train_cmd(
     except BaseException:
         if fresh and not any(out_dir.iterdir()):  # a run that failed before its first checkpoint leaves no litter
             out_dir.rmdir()
+            with contextlib.suppress(OSError):  # nor an empty runs/ (rmdir refuses a folder with other runs)
+                out_dir.parent.rmdir()
         raise
     summary = result.to_json()
     summary["model"] = str(out_dir / "model.pt")

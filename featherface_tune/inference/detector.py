@@ -22,7 +22,7 @@ from torch import nn
 from featherface_tune.data.images import MEANS_BGR
 from featherface_tune.errors import InputError
 from featherface_tune.inference.decode import VARIANCES, decode_boxes, decode_landmarks
-from featherface_tune.inference.nms import nms
+from featherface_tune.inference.nms import descending, nms
 from featherface_tune.models.priors import num_priors
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -77,7 +77,7 @@ def _priors(h: int, w: int, anchors: int) -> torch.Tensor:
 def postprocess(loc: torch.Tensor, logits: torch.Tensor, ldm: torch.Tensor | None,
                 image_size: tuple[int, int], anchors_per_cell: int, conf: float = 0.02,
                 nms_iou: float = 0.4, top_k: int | None = None, keep: int | None = None,
-                nms_backend: str = "plain") -> Detections:
+                nms_backend: str = "plain", ties: str = "official") -> Detections:
     """Network outputs of one image ([N, 4], [N, 2] logits, [N, 10] or None) -> Detections."""
     h, w = image_size
     priors = _priors(h, w, anchors_per_cell).to(loc.device)
@@ -87,14 +87,15 @@ def postprocess(loc: torch.Tensor, logits: torch.Tensor, ldm: torch.Tensor | Non
     scores = torch.softmax(logits.float(), dim=-1)[:, 1]
     idx = torch.nonzero(scores > conf).flatten()
     s = scores[idx]
-    order = torch.argsort(s, descending=True, stable=True)[: None if top_k is None else max(top_k, 0)]
+    # best first, equal scores in the official script's order (inference.nms.descending)
+    order = torch.from_numpy(descending(s.cpu().numpy(), ties)).to(s.device)[: None if top_k is None else max(top_k, 0)]
     idx, s = idx[order], s[order]
     scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=loc.device)
     boxes = decode_boxes(loc[idx].float(), priors[idx], VARIANCES) * scale
     pts = None
     if ldm is not None:
         pts = decode_landmarks(ldm[idx].float(), priors[idx], VARIANCES) * scale[:2].repeat(5)
-    kept = nms(boxes, s, nms_iou, backend=nms_backend)[: None if keep is None else max(keep, 0)]
+    kept = nms(boxes, s, nms_iou, backend=nms_backend, ties=ties)[: None if keep is None else max(keep, 0)]
     return Detections(
         boxes[kept].cpu().numpy().astype(np.float32),
         s[kept].cpu().numpy().astype(np.float32),

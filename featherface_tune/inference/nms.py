@@ -2,8 +2,10 @@
 
 Conventions of `py_cpu_nms` (Fast R-CNN): boxes are inclusive pixel ranges, so a box's width is
 x2 - x1 + 1 (likewise heights and intersections); a box is suppressed when its IoU with a kept box is
-strictly greater than the threshold; everything runs in float32. Ties in score keep their input
-order (a stable sort; numpy's default quicksort in `py_cpu_nms` leaves tie order unspecified).
+strictly greater than the threshold; everything runs in float32. Ties in score: by default in the
+official order, `scores.argsort()[::-1]` (numpy's default sort, reversed, as `py_cpu_nms` and
+`test_widerface.py` sort), so equal scores come out as the official script's do; `ties="stable"`
+keeps their input order instead.
 
 `torchvision.ops.nms` computes IoU without the +1; fed boxes whose x2 and y2 are shifted by +1 it
 computes the same quantity, so it is used (on those shifted boxes) when torchvision imports and
@@ -21,9 +23,19 @@ except Exception:  # pragma: no cover - depends on the machine
     _tv_nms = None
 
 BACKENDS = ("plain",) + (("torchvision",) if _tv_nms is not None else ())
+TIES = ("official", "stable")
 
 
-def nms_plain(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def descending(scores: np.ndarray, ties: str = "official") -> np.ndarray:
+    """Indices that sort `scores` best first: numpy's default argsort reversed (the official code's
+    order of equal scores) or a stable sort (equal scores in input order)."""
+    if ties not in TIES:
+        raise ValueError(f"ties {ties!r}: must be one of {', '.join(TIES)}")
+    s = np.asarray(scores, dtype=np.float32)
+    return np.argsort(s)[::-1].copy() if ties == "official" else np.argsort(-s, kind="stable")
+
+
+def nms_plain(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, ties: str = "official") -> np.ndarray:
     """Indices of the kept boxes, in descending score order (the `py_cpu_nms` algorithm)."""
     b = np.asarray(boxes, dtype=np.float32)
     s = np.asarray(scores, dtype=np.float32)
@@ -32,7 +44,7 @@ def nms_plain(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     one = np.float32(1)
     areas = (x2 - x1 + one) * (y2 - y1 + one)
-    order = np.argsort(-s, kind="stable")
+    order = descending(s, ties)
     thr = np.float32(iou_threshold)
     keep = []
     while order.size > 0:
@@ -58,7 +70,7 @@ def backend_for(device: torch.device | str) -> str:
 
 
 def nms(boxes: torch.Tensor | np.ndarray, scores: torch.Tensor | np.ndarray, iou_threshold: float,
-        backend: str = "plain") -> torch.Tensor:
+        backend: str = "plain", ties: str = "official") -> torch.Tensor:
     """Kept indices (int64 tensor, descending score). backend: "plain" (default, exact
     `py_cpu_nms`), "torchvision" (shifted-box torchvision kernel) or "auto" (torchvision if it
     imports)."""
@@ -72,4 +84,4 @@ def nms(boxes: torch.Tensor | np.ndarray, scores: torch.Tensor | np.ndarray, iou
         return _tv_nms(b, torch.as_tensor(scores, dtype=torch.float32), float(iou_threshold))
     b_np = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
     s_np = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
-    return torch.from_numpy(nms_plain(b_np, s_np, iou_threshold))
+    return torch.from_numpy(nms_plain(b_np, s_np, iou_threshold, ties))

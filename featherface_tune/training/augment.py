@@ -113,6 +113,10 @@ def _convert(channel: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> None
 def _cv2():  # type: ignore[no-untyped-def]
     import cv2  # opencv-python-headless; imported on first use (the gate and counting never need it)
 
+    # one thread: samples are augmented one per DataLoader worker, and OpenCV's own pool (every core)
+    # would compete with training's threads (see training.device); the results do not depend on it
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
     return cv2
 
 

@@ -142,6 +142,7 @@ class GlobalBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
+        x = x.float()  # as autocast runs batch_norm: statistics and output in float32
         dims = (0, 2, 3)
         count = sum_over_ranks(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
         mean = sum_over_ranks(x.sum(dims)) / count

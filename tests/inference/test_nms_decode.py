@@ -94,7 +94,8 @@ def test_nms_torch_api_and_edge_cases() -> None:
     assert keep.dtype == torch.int64 and keep.numel() == 0
     boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
     scores = torch.tensor([0.5, 0.5, 0.9])
-    assert nms(boxes, scores, 0.4).tolist() == [2, 0]  # ties keep input order
+    assert nms(boxes, scores, 0.4).tolist() == [2, 1]  # ties in the official order (numpy's argsort reversed)
+    assert nms(boxes, scores, 0.4, ties="stable").tolist() == [2, 0]  # ties in input order
     with pytest.raises(ValueError):
         nms(boxes, scores, 0.4, backend="nope")
 
@@ -180,3 +181,17 @@ def test_postprocess_threshold_topk_keep() -> None:
     assert d.above(0.8).scores.tolist() == pytest.approx([0.9], abs=1e-5)
     js = d.to_json()
     assert len(js) == 2 and len(js[0]["landmarks"]) == 5 and len(js[0]["box"]) == 4
+
+
+def test_equal_scores_come_out_in_the_official_order() -> None:
+    """py_cpu_nms sorts with numpy's default argsort, reversed: on exact ties that is not input order.
+    The default ties="official" reproduces it (twice applied, as test_widerface.py sorts before NMS);
+    ties="stable" keeps input order."""
+    from featherface_tune.inference.nms import nms_plain
+
+    boxes = np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(40)], np.float32)  # no overlaps: all kept
+    scores = np.array([0.5] * 20 + [0.7] * 20, np.float32)
+    official = np.argsort(scores)[::-1]  # what py_cpu_nms does
+    assert nms_plain(boxes, scores, 0.4).tolist() == official.tolist()
+    assert nms_plain(boxes, scores, 0.4, ties="stable").tolist() == list(range(20, 40)) + list(range(20))
+    assert official.tolist() != list(range(20, 40)) + list(range(20))  # the tie order matters here

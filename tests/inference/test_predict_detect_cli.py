@@ -81,10 +81,10 @@ def test_predict_tree(random_ckpt: Path, image_tree: Path, tmp_path: Path) -> No
     r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--images", str(image_tree),
                             "--out", str(out)])
     _one_line_error(r)
-    assert "--replace" in r.stderr and "4 prediction files" in r.stderr and stale.is_file()
-    # ... unless --replace, which deletes them first; the human summary goes to stdout, progress to stderr
+    assert "--overwrite" in r.stderr and "4 prediction files" in r.stderr and stale.is_file()
+    # ... unless --overwrite, which deletes them first; the human summary goes to stdout, progress to stderr
     r = runner.invoke(app, ["predict", "--checkpoint", str(random_ckpt), "--preset", "retinaface-mnet025",
-                            "--images", str(image_tree), "--out", str(out), "--float-coords", "--replace"])
+                            "--images", str(image_tree), "--out", str(out), "--float-coords", "--overwrite"])
     assert r.exit_code == 0, r.output
     assert "3 images" in r.stdout
     first = (out / "0--Parade" / "a.txt").read_text().splitlines()[2].split()
@@ -217,3 +217,27 @@ def test_read_image_modes(tmp_path: Path) -> None:
     assert read_image_bgr(tmp_path / "a.png").shape == (4, 5, 3)
     with pytest.raises(InputError):
         read_image_bgr(tmp_path / "nope.png")
+
+
+CROWD = Path(__file__).parent / "data" / "official_crowd.json"
+
+
+def test_crowds_keep_exactly_what_the_official_script_keeps() -> None:
+    """The official numbers are data: test_widerface.py's post-processing (github dohun-mat/FeatherFace:
+    decode, scores > 0.02, argsort()[::-1], py_cpu_nms 0.4, no caps) was run on these seeded random
+    network outputs; postprocess() with its defaults keeps the same boxes, scores and order, bit for bit."""
+    import hashlib
+
+    from featherface_tune.inference.detector import _priors, postprocess
+
+    for case in json.loads(CROWD.read_text())["cases"]:
+        h, w = case["height"], case["width"]
+        n = _priors(h, w, 2).shape[0]
+        g = torch.Generator().manual_seed(case["seed"])
+        loc = torch.randn(n, 4, generator=g) * 0.5
+        logits = torch.randn(n, 2, generator=g) * 3
+        dets = postprocess(loc, logits, None, (h, w), 2)
+        rows = np.ascontiguousarray(np.hstack([dets.boxes, dets.scores[:, None]]).astype(np.float32))
+        assert len(dets) == case["kept"] > 750
+        assert float(rows[:, 4].astype(np.float64).sum()) == case["score_sum"]
+        assert hashlib.sha256(rows.tobytes()).hexdigest() == case["dets_sha256"]
