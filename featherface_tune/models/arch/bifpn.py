@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from featherface_tune.errors import InputError
 from featherface_tune.models.arch.block import Block, Shapes, Sizes, need
-from featherface_tune.models.arch.cost import Cost, Parts, Priced, bn, conv, upsample
+from featherface_tune.models.arch.cost import Cost, Parts, Priced
 from featherface_tune.models.config import backbone_channels
 
 
@@ -25,19 +25,16 @@ def price_bifpn(in_channels: tuple[int, int, int], c: int, repeats: int, at: Siz
     upsamplings (to P4, P3) and 10 fusion weights. The first cell adds five 1x1 projections
     (bias + BN): P3, P4 twice, P5 twice. Parts: the BatchNorms and biases, the upsamplings, the fusion
     weights (each through an nn.ReLU in the official code), the max-pools on the padded P3 and P4 maps."""
+    # written out, not as `cost.conv` / `cost.bn` calls: a search meets a new neck width on most of its
+    # first configs, and ~20 Cost objects per miss cost about 10 us of a 45 us count (benchmarks/count_speed.py)
     hw3, hw4, hw5 = at.hws
-
-    def separable(hw: int) -> Cost:
-        return conv(c, c, 3, hw, groups=c) + conv(c, c, 1, hw, bias=True) + bn(c, hw)
-
-    def projection(cin: int, hw: int) -> Cost:
-        return conv(cin, c, 1, hw, bias=True) + bn(c, hw)
-
-    cell = (separable(hw4) + separable(hw3) + separable(hw4) + separable(hw5) + upsample(c, hw4) + upsample(c, hw3)
-            + Cost(10, 0))  # the fusion weights
+    sep_macs = 9 * c + c * c + 2 * c  # per position
+    cell_params = 4 * (sep_macs + c) + 10
+    cell_macs = sep_macs * (2 * hw4 + hw3 + hw5) + c * (hw4 + hw3)
     c3, c4, c5 = in_channels
-    proj = projection(c3, hw3) + projection(c4, hw4) + projection(c4, hw4) + projection(c5, hw5) + projection(c5, hw5)
-    cost = Cost(cell.params * repeats + proj.params, cell.macs * repeats + proj.macs)
+    proj_params = (c3 + 2 * c4 + 2 * c5) * c + 5 * 3 * c
+    proj_macs = (c3 + 2) * c * hw3 + 2 * (c4 + 2) * c * hw4 + 2 * (c5 + 2) * c * hw5
+    cost = Cost(cell_params * repeats + proj_params, cell_macs * repeats + proj_macs)
     cell_pos = 2 * hw4 + hw3 + hw5
     proj_pos = hw3 + 2 * hw4 + 2 * hw5
     pools = same_pool_in(*at.levels[0]) + same_pool_in(*at.levels[1])

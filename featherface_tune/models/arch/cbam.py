@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch.block import Block, Shapes, need
-from featherface_tune.models.arch.cost import Cost, Parts, Priced, bn, conv
+from featherface_tune.models.arch.cost import Cost, Parts, Priced
 from featherface_tune.models.config import backbone_channels
 
 MODULE = "featherface_tune.models.blocks.cbam:CBAM"
@@ -20,10 +20,8 @@ def price_cbam(channels: int, reduction: int, hw: int) -> Priced:
     weights) + BatchNorm(1) (2 params) once per position; pooling and the gating multiply are free.
     Parts: the spatial BatchNorm; the MLP's biases and ReLU, run twice; the pooling calls; the residual
     ReLU module the official code applies after it."""
-    m = channels // reduction
-    mlp = conv(channels, m, 1, 1, bias=True) + conv(m, channels, 1, 1, bias=True)  # Linears: one position
-    spatial = conv(2, 1, 7, hw) + bn(1, hw)
-    cost = Cost(mlp.params + spatial.params, 2 * mlp.macs + spatial.macs)
+    m = channels // reduction  # written out (as the BiFPN's price): the neck CBAM misses with each new neck width
+    cost = Cost(2 * channels * m + m + channels + 100, 4 * channels * m + 100 * hw)
     return Priced(cost, Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (m + channels),
                               relu_module_elems=2 * m + channels * hw, pool_call_in=2 * channels * hw))
 
