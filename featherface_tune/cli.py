@@ -6,7 +6,7 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune import __version__
-from featherface_tune.commands._typer import HELP_OPTIONS, FlagCommand, OneLineErrorsGroup
+from featherface_tune.commands._typer import HELP_OPTIONS, FlagCommand, OneLineErrorsGroup, reflow
 from featherface_tune.commands.calibrate import calibrate_cmd
 from featherface_tune.commands.count import count_cmd
 from featherface_tune.commands.data import data_check_cmd
@@ -50,7 +50,7 @@ COMMANDS = {
 }
 
 for _name, _fn in COMMANDS.items():
-    app.command(_name, cls=FlagCommand)(_fn)  # type: ignore[type-var]
+    app.command(_name, cls=FlagCommand, help=reflow(_fn.__doc__))(_fn)  # type: ignore[type-var]
 
 # groups of subcommands: `featherface-tune data check DIR`
 data_app = typer.Typer(name="data", help="Set up and check real data (WIDERFace, the backbone file).",

@@ -79,22 +79,48 @@ def test_fit_table_compacts_then_drops_optional_columns_and_never_cuts_a_figure(
     from rich.console import Console
     from rich.table import Table
 
-    from featherface_tune.terminal import TABLE_WIDTH, fit_table, natural_width
+    from featherface_tune.terminal import TABLE_WIDTH, fit_table
 
+    assert TABLE_WIDTH == 80
     console = Console(width=80, file=io.StringIO())
     t = Table(title="wide")
-    figures = [f"{10**12 + i:,}" for i in range(6)]
-    for i in range(6):
+    figures = [f"{10**12 + i:,}" for i in range(5)]
+    for i in range(5):
         t.add_column(f"figure {i}", justify="right")
     t.add_column("note")
     t.add_row(*figures, "a long note " * 3)
-    fit_table(console, t, TABLE_WIDTH, optional=("note", "figure 5"))
-    assert natural_width(console, t) <= TABLE_WIDTH
-    assert [str(c.header) for c in t.columns] == [f"figure {i}" for i in range(5)]  # "figure 5" dropped last
-    assert "not shown to fit 100 columns: note, figure 5" in str(t.caption)
+    assert fit_table(console, t, TABLE_WIDTH, optional=("note", "figure 4")) is t
+    # "figure 4" goes first (the last named); then the note fits, wrapped at its words
+    assert [str(c.header) for c in t.columns] == [*(f"figure {i}" for i in range(4)), "note"]
+    assert "not shown to fit 80 columns: figure 4" in str(t.caption)
     text = io.StringIO()
     Console(width=TABLE_WIDTH, file=text).print(t)
-    assert all(f in text.getvalue() for f in figures[:5])
+    assert all(f in text.getvalue() for f in figures[:4]) and text.getvalue().count("long") == 3
+    assert max(len(line) for line in text.getvalue().splitlines()) <= TABLE_WIDTH
+
+
+def test_a_table_too_wide_for_any_column_cut_prints_vertically() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from featherface_tune.terminal import TABLE_WIDTH, fit_table
+
+    console = Console(width=80, file=io.StringIO())
+    t = Table(title="wide")
+    t.add_column("name")
+    for i in range(6):
+        t.add_column(f"figure {i}", justify="right")
+    names = ["featherface-reimpl-489015", "featherface-official-thop"]
+    for n in names:
+        t.add_row(n, *(f"{10**12 + i:,}" for i in range(6)))
+    shown = fit_table(console, t, TABLE_WIDTH, whole=("name",))
+    assert shown is not t  # the vertical form: one block per row
+    text = io.StringIO()
+    Console(width=TABLE_WIDTH, file=text).print(shown)
+    lines = text.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= TABLE_WIDTH
+    assert all(any(n in line for line in lines) for n in names)
+    assert sum(f"{10**12 + 5:,}" in line for line in lines) == 2
 
 
 def _widest(text: str) -> int:

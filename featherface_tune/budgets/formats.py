@@ -15,7 +15,7 @@ from rich.text import Text
 from featherface_tune.budgets.gate import GateReport, GateResult, ModuleDiff
 from featherface_tune.budgets.schema import BudgetFileError
 from featherface_tune.escaping import printable, xml_safe
-from featherface_tune.terminal import print_table
+from featherface_tune.terminal import print_table, print_wrapped
 
 FORMATS = ("text", "json", "junit", "github")
 
@@ -44,39 +44,47 @@ def _plain(v: int | None) -> str:
 # ---- text ----------------------------------------------------------------------------------
 
 def summary_table(report: GateReport) -> Table:
+    """One row naming each budget, then one row per budgeted metric: narrow enough for 80 columns
+    with the longest budget names."""
     verified = any(r.verification is not None for r in report.results)
     t = Table(title="budget gate", title_justify="left")
     # the metric names its convention, e.g. "params (thop)": the convention stands beside every figure
-    for col, right in (("budget", False), ("metric", False), ("bound", True),
+    for col, right in (("budget / metric", False), ("bound", True),
                        ("measured", True), ("delta", True), ("verdict", False)):
-        t.add_column(col, justify="right" if right else "left")
+        t.add_column(col, justify="right" if right else "left", no_wrap=True)
     if verified:
         t.add_column("verified")
     for r in report.results:
-        for i, c in enumerate(r.checks):
+        v = r.verification
+        check = "" if v is None else (Text("ok", "green") if v.ok else Text("MISMATCH", "bold red"))
+        t.add_row(Text(r.budget.name, "bold"), "", "", "", "", *([check] if verified else []))
+        for c in r.checks:
             verdict = Text("pass", "green") if c.ok else Text("FAIL", "bold red")
-            row: list[Any] = [Text(r.budget.name) if i == 0 else "", _figure_label(r, c.metric),
-                              c.bound.describe(), f"{c.measured:,}", f"{c.delta:+,}", verdict]
-            if verified:
-                v = r.verification
-                row.append("" if i or v is None else (Text("ok", "green") if v.ok else Text("MISMATCH", "bold red")))
-            t.add_row(*row)
+            row: list[Any] = ["  " + _figure_label(r, c.metric), c.bound.describe(), f"{c.measured:,}",
+                              f"{c.delta:+,}", verdict]
+            t.add_row(*row, *([""] if verified else []))
     return t
 
 
-def module_table(result: GateResult, only_moved: bool = True) -> Table:
-    t = Table(title=Text(f"{result.budget.name}: modules against the recorded baseline "
-                         f"({result.budget.convention} convention)"), title_justify="left")
-    for col in ("module", "baseline params", "params", "Δ params", "baseline MACs", "MACs", "Δ MACs"):
-        t.add_column(col, justify="left" if col == "module" else "right")
+def module_tables(result: GateResult, only_moved: bool = True) -> list[Table]:
+    """The modules against the recorded baseline: a params table and a MACs table."""
     rows: tuple[ModuleDiff, ...] = result.moved if only_moved else result.modules
-    for d in rows:
-        t.add_row(d.module, _plain(d.baseline_params), f"{d.params:,}", _signed(d.params_delta),
-                  _plain(d.baseline_macs), f"{d.macs:,}", _signed(d.macs_delta))
-    if not result.macs_comparable:
-        t.caption = ("baseline MACs were recorded at another input size, DCN or counting convention: "
-                     "not compared")
-    return t
+    tables = []
+    for metric in ("params", "MACs"):
+        t = Table(title=Text(f"{result.budget.name}: module {metric} against the recorded baseline "
+                             f"({result.budget.convention} convention)"), title_justify="left")
+        for col in ("module", f"baseline {metric}", metric, f"Δ {metric}"):
+            t.add_column(col, justify="left" if col == "module" else "right")
+        for d in rows:
+            if metric == "params":
+                t.add_row(d.module, _plain(d.baseline_params), f"{d.params:,}", _signed(d.params_delta))
+            else:
+                t.add_row(d.module, _plain(d.baseline_macs), f"{d.macs:,}", _signed(d.macs_delta))
+        if metric == "MACs" and not result.macs_comparable:
+            t.caption = ("baseline MACs were recorded at another input size, DCN or counting convention: "
+                         "not compared")
+        tables.append(t)
+    return tables
 
 
 def _print_convention_rules(out: Console, report: GateReport) -> None:
@@ -84,7 +92,7 @@ def _print_convention_rules(out: Console, report: GateReport) -> None:
     from featherface_tune.counter.conventions import CONVENTIONS
 
     for name in sorted({r.budget.convention for r in report.results} - {"numel"}):
-        out.print(f"{name}: {CONVENTIONS[name].summary}", highlight=False, markup=False)
+        print_wrapped(out, f"{name}: {CONVENTIONS[name].summary}")
 
 
 def print_file_error(err: Console, e: BudgetFileError) -> None:
@@ -103,7 +111,8 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
         for reason in r.reasons():
             out.print(Text(f"  {reason}"), highlight=False)
         if r.has_baseline and r.moved:
-            print_table(out, module_table(r), elsewhere="--format json")
+            for table in module_tables(r):
+                print_table(out, table, elsewhere="--format json")
         else:
             out.print(Text(f"  modules: {r.moved_summary()}"), highlight=False)
     for r in report.results:

@@ -108,8 +108,11 @@ class GateResult:
             if not c.ok:
                 what = "params" if c.metric == "params" else f"MACs at {_size(self.budget.input_size)}"
                 hint = ""
-                if c.metric != "params" and self.budget.dcn_macs == "full" and "macs.dcn_macs" not in self.budget.lines:
-                    # budgets written before 0.2.0 meant dense MACs without saying so
+                dense = c.measured - self.count.dcn_offset_macs  # the figure without the DCN offset convs
+                if (c.metric != "params" and self.budget.dcn_macs == "full" and "macs.dcn_macs" not in self.budget.lines
+                        and self.count.dcn_offset_macs and c.bound.contains(dense)):
+                    # budgets written before 0.2.0 meant dense MACs without saying so: the hint only
+                    # where dense MACs would pass (not when the model itself changed)
                     hint = ("; MACs count every convolution by default since 0.2.0 (the DCN offset and modulator "
                             "convs too): add dcn_macs = \"dense\" under [macs] for the old figures")
                 out.append(f"{what} ({self.budget.convention}) {c.measured:,} outside budget {c.bound.describe()} "

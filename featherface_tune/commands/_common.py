@@ -79,6 +79,14 @@ def handle_errors(fn: F) -> F:
                 return fn(*args, **kwargs)
             except FeatherFaceError as exc:
                 raise fail(flag_message(exc), exc.exit_code) from None
+            except ImportError as exc:  # an optional install is missing: name it, no traceback
+                from featherface_tune.extras import missing_extra
+
+                hint = missing_extra(exc)
+                if hint is None:
+                    raise
+                said = str(exc)  # `extras.require` already names what needs it
+                raise fail(said if said.endswith(hint) else f"{_command_path()} {hint}", 1) from None
             except KeyboardInterrupt as exc:
                 what = "terminated" if isinstance(exc, Terminated) else "interrupted"
                 raise fail(what, interrupt_exit_code(exc)) from None
@@ -89,6 +97,16 @@ def handle_errors(fn: F) -> F:
                            "use smaller sizes, widths or batches", 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _command_path() -> str:
+    """`featherface-tune train` (the running command, for messages), or the tool's name."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older Typer on real click
+        from click import get_current_context  # type: ignore[no-redef,assignment]
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else "featherface-tune"
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -118,6 +136,17 @@ def input_size(values: Tuple[int, int]) -> tuple[int, int]:
     return (h, w)
 
 
+def parse_tolerance(text: str, target: int) -> int:
+    """`--tolerance`: `N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
+    from featherface_tune.errors import InputError
+    from featherface_tune.tolerance import Tolerance
+
+    try:
+        return Tolerance.parse(text).absolute(target)
+    except ValueError as exc:
+        raise InputError(f"--tolerance {text!r}: {exc}") from None
+
+
 def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[str]]):  # type: ignore[no-untyped-def]
     from featherface_tune.models.presets import resolve_config
 
@@ -128,8 +157,9 @@ def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[s
 # importing it here would load torch for every command, --help and --version included) ----
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help=(
-    "CPU threads for torch (default: $OMP_NUM_THREADS, else the usable cores; with several workers on one "
-    "machine give each cores / workers, or the workers oversubscribe)."))]
+    "CPU threads for torch. Default: $OMP_NUM_THREADS, else the cores nothing else uses (usable cores less "
+    "the load average, at least 1: busy threads slow each other down, measured 8-14x on a loaded 2-core "
+    "machine). With several workers on one machine give each cores / workers."))]
 AmpOpt = Annotated[str, typer.Option("--amp", help=(
     "Mixed precision: auto (bf16 on CUDA when supported, else fp16 with a grad scaler; off on CPU/MPS), off, "
     "bf16 or fp16."))]

@@ -4,6 +4,7 @@ of Typer's five-line box."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -20,11 +21,28 @@ _NO_ARGS_IS_HELP = getattr(_click_exc, "NoArgsIsHelpError", ())
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 
+# `[values]` in a help text would be read as rich markup and vanish; `[56,72,72]` and `[P3]` would not
+_MARKUP_TAG = re.compile(r"(?<!\\)\[(?=[a-z#/@])")
+
+
 def _without_flag_types(params: list[Any]) -> list[Any]:
     for p in params:
         if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
             p.metavar = ""  # an empty type column; None would print `<bool>`
+        if getattr(p, "help", None):
+            p.help = _MARKUP_TAG.sub(r"\\[", p.help)
     return params
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring as help text: paragraphs kept, the source's line breaks inside them joined (Typer
+    would otherwise print them, breaking sentences mid-line)."""
+    if not doc:
+        return doc
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 class FlagCommand(TyperCommand):

@@ -29,8 +29,8 @@ def count_cmd(
     set_: SetOpt = None,
     size: InputSizeOpt = DEFAULT_INPUT,
     check: Annotated[bool, typer.Option("--check", help="Also build the model and cross-check against numel(), fvcore and torch's flop counter.")] = False,
-    dcn_macs: Annotated[str, typer.Option("--dcn-macs", help="'full': every convolution counts, the DCN offset/modulator convs too; 'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (numel convention only).")] = "full",
-    convention: Annotated[str, typer.Option("--convention", help="Count as a tool does: numel (true parameters, fvcore MACs), fvcore, fvcore-stock, thop (the paper's 0.49 M), torchinfo, ptflops, ptflops-aten, flops. See --conventions.")] = "numel",
+    dcn_macs: Annotated[Optional[str], typer.Option("--dcn-macs", metavar="full|dense", show_default=False, help="'full' (default): every convolution counts, the DCN offset/modulator convs too; 'dense': a deformable conv counts as the dense conv of its shape, offset/modulator convs listed apart (numel convention only). Default: as the --config file was counted ([counted] of a search export), else full.")] = None,
+    convention: Annotated[Optional[str], typer.Option("--convention", show_default=False, help="Count as a tool does: numel (true parameters, fvcore MACs; the default), fvcore, fvcore-stock, thop (the paper's 0.49 M), torchinfo, ptflops, ptflops-aten, flops. See --conventions. Default: as the --config file was counted ([counted] of a search export), else numel.")] = None,
     conventions: Annotated[bool, typer.Option("--conventions", help="Reconciliation table: every convention's params and MACs for the config, the difference to the true count, and what each leaves out, per module.")] = False,
     json_: JsonOpt = False,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Report a checkpoint's learnable parameters (BatchNorm statistics excluded) and its inferred config as TOML; with --preset/--config, also check that it loads into that config.")] = None,
@@ -48,6 +48,12 @@ def count_cmd(
 
     cfg = resolve(preset, config, set_)
     h, w = input_size(size)
+    counted = counted_as(config) if config is not None else {}
+    if convention is None and "convention" in counted and not json_:
+        err.print(f"counted as {counted['convention']}, as the search that wrote {str(config)!r} counted it "
+                  "(--convention numel: true parameters)", highlight=False)
+    convention = convention or counted.get("convention", "numel")
+    dcn_macs = dcn_macs or counted.get("dcn_macs", "full")
     if conventions:
         return print_conventions(cfg, h, w, preset or "config", json_)
     result = count(cfg, h, w, dcn_macs=dcn_macs, convention=convention)
@@ -78,6 +84,22 @@ def count_cmd(
         err.print(styled("cross-check passed:", "green", "analytic == numel() and == fvcore, per module"))
 
 
+def counted_as(path: Path) -> dict[str, str]:
+    """How a config file's figures were counted: the `[counted]` table a search export writes
+    (`convention`, `dcn_macs`), or {} (other files, JSON, a file that cannot be read: resolving the
+    config reports that)."""
+    if path.suffix.lower() != ".toml":
+        return {}
+    from featherface_tune.errors import FeatherFaceError
+    from featherface_tune.textfile import parse_toml, read_text
+
+    try:
+        table = parse_toml(read_text(path, "config file"), f"config file {str(path)!r}").get("counted", {})
+    except FeatherFaceError:
+        return {}
+    return {k: str(v) for k, v in table.items() if k in ("convention", "dcn_macs")} if isinstance(table, dict) else {}
+
+
 def print_conventions(cfg: "FeatherFaceConfig", h: int, w: int, title: str, json_: bool) -> None:
     """`count --conventions`: every convention side by side, and what each leaves out per module."""
     from featherface_tune.counter.conventions import reconcile, reconcile_json
@@ -92,7 +114,7 @@ def print_conventions(cfg: "FeatherFaceConfig", h: int, w: int, title: str, json
     from featherface_tune.terminal import print_table
 
     for table in conventions_tables(reconcile(cfg, h, w), count(cfg, h, w), title):
-        print_table(out, table)
+        print_table(out, table, whole=("convention", "module"))
 
 
 def conventions_tables(figures: Sequence["Figure"], true: "CountResult", title: str = "") -> list["RenderableType"]:
@@ -101,6 +123,8 @@ def conventions_tables(figures: Sequence["Figure"], true: "CountResult", title: 
 
     from rich.table import Table
     from rich.text import Text
+
+    from featherface_tune.terminal import TABLE_WIDTH
 
     h, w = true.input_size
     t = Table(title=f"{title}: counting conventions at {h}x{w}" if title else None, title_justify="left",
@@ -125,7 +149,7 @@ def conventions_tables(figures: Sequence["Figure"], true: "CountResult", title: 
     rules = Text()
     for f in figures:
         line = f"{f.name}: {f.summary}" + (f" ({f.error})" if f.error else "")
-        rules.append(textwrap.fill(line, 98, subsequent_indent="    ") + "\n")
+        rules.append(textwrap.fill(line, TABLE_WIDTH, subsequent_indent="    ", break_on_hyphens=False) + "\n")
     return [t, d, rules]
 
 

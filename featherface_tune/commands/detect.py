@@ -11,8 +11,8 @@ from typing_extensions import Annotated
 from featherface_tune.commands._common import (
     ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, handle_errors, out, print_json,
 )
-from featherface_tune.commands.predict import (
-    CheckpointOpt, ConfOpt, KeepOpt, NmsOpt, TopKOpt, check_thresholds, model_from_options, place_model,
+from featherface_tune.commands._detection import (
+    CheckpointOpt, ConfOpt, KeepOpt, NmsOpt, TopKOpt, check_thresholds,
 )
 from featherface_tune.errors import InputError
 
@@ -68,6 +68,7 @@ def detect_cmd(
 
     from featherface_tune.data.images import read_image_bgr
     from featherface_tune.inference.detector import detect
+    from featherface_tune.inference.model import open_model, place_model
     from featherface_tune.inference.nms import backend_for
 
     check_thresholds(conf, nms_iou, top_k, keep)
@@ -80,7 +81,7 @@ def detect_cmd(
             raise InputError(f"--save {str(save)!r} is the input image; give another file name")
         check_replaceable(save, "--save")
     img = read_image_bgr(image)
-    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_, threads)
+    model, cfg, inferred = open_model(checkpoint, preset, config, set_, threads)
     dev = place_model(model, device, threads)
     t0 = time.perf_counter()
     dets = detect(model, img, conf=conf, nms_iou=nms_iou, top_k=top_k, keep=keep, nms_backend=backend_for(dev))

@@ -10,7 +10,7 @@ from rich.text import Text
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, JsonOpt, PresetOpt, SetOpt, err, fail, handle_errors, out, print_json, resolve,
+    ConfigOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, fail, handle_errors, out, print_json, resolve,
 )
 
 
@@ -24,6 +24,7 @@ def export_cmd(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 19: DeformConv).")] = 19,
     with_postprocess: Annotated[bool, typer.Option("--with-postprocess", help="Put priors, decoding and NMS in the graph: it returns boxes, scores and landmarks.")] = False,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Verification: largest |ORT - PyTorch| allowed, times (1 + largest |output|).")] = 1e-4,
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Export a model to ONNX (dynamic batch, any height and width >= 32, deformable convs as DeformConv)
@@ -38,17 +39,17 @@ def export_cmd(
         raise InputError(f"--tolerance {tolerance}: must be positive")
     for mod in ("onnx", "onnxscript", "onnxruntime"):
         require(mod, "export")
-    check_writable(out_path)
     check_opset(opset)
+    check_writable(out_path)
     if checkpoint is not None:
-        from featherface_tune.commands.predict import model_from_options
+        from featherface_tune.inference.model import open_model
         from featherface_tune.deploy.runtime import is_onnx_file
 
         if is_onnx_file(checkpoint):
             raise InputError(f"--checkpoint {str(checkpoint)!r} is already an ONNX model; export needs "
                              "PyTorch weights (a .pth/.pt checkpoint)")
 
-        model, cfg, inferred = model_from_options(checkpoint, preset, config, set_)
+        model, cfg, inferred = open_model(checkpoint, preset, config, set_)
     else:
         if preset is None and config is None and not set_:
             raise InputError("give --preset, --config/--set or --checkpoint: which model to export")
@@ -56,8 +57,15 @@ def export_cmd(
 
         cfg = resolve(preset, config, set_)
         model, inferred = build_model(cfg), False
+    from featherface_tune.training.device import set_threads
+
+    n_threads = set_threads(threads)
     model = model.cpu().eval()
-    with err.status("exporting (torch.export + ONNX) and verifying in onnxruntime..."):
+    # a line even in a pipe or CI log (a spinner shows only on a terminal): this takes minutes
+    err.print(f"exporting to {str(out_path)!r} (torch.export + ONNX), then verifying in onnxruntime at "
+              f"several sizes, {n_threads} CPU thread{'s' if n_threads != 1 else ''}: about 1-3 minutes on "
+              "2 cores", highlight=False)
+    with err.status("exporting and verifying..."):
         report = export_onnx(model, cfg, out_path, opset, with_postprocess, tolerance=tolerance)
     data = report.to_json()
     data["config_inferred"] = inferred

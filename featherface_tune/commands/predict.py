@@ -4,82 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, handle_errors, out, print_json, resolve,
+    ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, handle_errors, out, print_json,
+)
+from featherface_tune.commands._detection import (
+    CheckpointOpt, ConfOpt, NmsOpt, UncappedKeepOpt, UncappedTopKOpt, check_thresholds,
 )
 from featherface_tune.errors import InputError
-
-CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-m", help="State dict saved by featherface-tune, the official FeatherFace code or RetinaFace, or an ONNX file from `export` (runs in onnxruntime).")]
-ConfOpt = Annotated[float, typer.Option("--conf", help="Confidence threshold (scores strictly above it are kept).")]
-NmsOpt = Annotated[float, typer.Option("--nms", help="NMS IoU threshold (py_cpu_nms convention).")]
-TopKOpt = Annotated[int, typer.Option("--top-k", help="Best-scoring boxes that go into NMS.")]
-KeepOpt = Annotated[int, typer.Option("--keep", help="Boxes kept after NMS.")]
-# predict follows test_widerface.py, which has no caps (its top-k 5000 / keep 750 are commented out)
-UncappedTopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="Best-scoring boxes that go into NMS (default: all, as test_widerface.py; 5000 in deployment).")]
-UncappedKeepOpt = Annotated[Optional[int], typer.Option("--keep", help="Boxes kept after NMS (default: all, as test_widerface.py; 750 in deployment).")]
-
-
-def model_from_options(checkpoint: Path, preset: Optional[str], config: Optional[Path],
-                       sets: Optional[list[str]], threads: Optional[int] = None) -> tuple[Any, Any, bool]:
-    """(model, config, inferred): the config comes from --preset/--config/--set when one of
-    --preset/--config is given, else it is inferred from the checkpoint (then --set applies). An ONNX
-    model's session opens with `threads` (--threads) at once."""
-    from featherface_tune.deploy.runtime import is_onnx_file
-
-    if is_onnx_file(checkpoint):  # an exported model runs in onnxruntime; its config is stored in it
-        return _onnx_model(checkpoint, preset, config, sets, threads)
-    from featherface_tune.models.checkpoint import check_finite, load_model, read_checkpoint
-
-    ck = read_checkpoint(checkpoint)
-    check_finite(ck)  # NaN weights detect nothing: say so instead of printing an empty result
-    if preset is None and config is None:
-        return load_model(ck, None, sets or [])
-    return load_model(ck, resolve(preset, config, sets))
-
-
-def _onnx_model(checkpoint: Path, preset: Optional[str], config: Optional[Path],
-                sets: Optional[list[str]], threads: Optional[int]) -> tuple[Any, Any, bool]:
-    from featherface_tune.deploy.runtime import OnnxModel
-
-    if preset is not None or config is not None or sets:
-        raise InputError(f"--checkpoint {str(checkpoint)!r} is an ONNX model: its config is stored in it, so "
-                         "--preset/--config/--set do not apply")
-    model = OnnxModel.load(checkpoint, threads)
-    return model, model.config, False
-
-
-def place_model(model: Any, device: str, threads: Optional[int]) -> Any:
-    """Set torch's CPU threads and move the model to --device; returns the torch.device. An ONNX
-    model runs on onnxruntime's CPU provider, with --threads intra-op threads when given."""
-    from featherface_tune.training.device import resolve_device, set_threads
-
-    if not hasattr(model, "to"):  # featherface_tune.deploy.runtime.OnnxModel
-        if device not in ("auto", "cpu"):
-            raise InputError(f"--device {device}: an ONNX model runs on onnxruntime's CPU provider; use cpu")
-        if threads is not None:
-            model.set_threads(threads)
-        import torch
-
-        return torch.device("cpu")
-
-    dev = resolve_device(device)
-    set_threads(threads)
-    model.to(dev)
-    return dev
-
-
-def check_thresholds(conf: float, nms_iou: float, top_k: int | None, keep: int | None) -> None:
-    if not 0.0 <= conf < 1.0:
-        raise InputError(f"--conf {conf}: must be in [0, 1)")
-    if not 0.0 < nms_iou <= 1.0:
-        raise InputError(f"--nms {nms_iou}: must be in (0, 1]")
-    if (top_k is not None and top_k < 1) or (keep is not None and keep < 1):
-        raise InputError(f"--top-k {top_k} / --keep {keep}: must be positive")
 
 
 def check_prediction_out(out_dir: Path, overwrite: bool) -> None:
@@ -148,11 +84,12 @@ def predict_cmd(
     from featherface_tune.data.images import read_image_bgr
     from featherface_tune.evaluation.widerface import write_prediction_file
     from featherface_tune.inference.detector import detect
+    from featherface_tune.inference.model import open_model, place_model
     from featherface_tune.inference.nms import backend_for
 
     check_thresholds(conf, nms_iou, top_k, keep)
     files = find_images(images)
-    model, cfg, inferred = model_from_options(checkpoint, preset, config, set_, threads)
+    model, cfg, inferred = open_model(checkpoint, preset, config, set_, threads)
     dev = place_model(model, device, threads)
     if inferred and not json_:
         err.print(f"config inferred from the checkpoint: {cfg.to_dict()}", highlight=False, soft_wrap=True)

@@ -27,4 +27,6 @@ def presets_cmd(json_: JsonOpt = False) -> None:
         t.add_column(col, justify="right" if col in ("params", "MACs @640") else "left")
     for row in rows:
         t.add_row(str(row["name"]), f"{row['params']:,}", f"{row['macs']:,}", str(row["description"]))
-    out.print(t)
+    from featherface_tune.terminal import print_table
+
+    print_table(out, t, whole=("name",))  # a preset name is copied into --preset: never broken

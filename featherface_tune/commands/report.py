@@ -8,7 +8,8 @@ from typing import List, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune.commands._common import err, handle_errors, input_size, out, warn
+from featherface_tune.commands._common import err, handle_errors, input_size, warn
+from featherface_tune.commands._tables import print_tables as _print_tables
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import DEFAULT_DB
@@ -19,25 +20,6 @@ def _write(text: str) -> None:
 
     sys.stdout.write(text)
     sys.stdout.flush()
-
-
-def _print_tables(items: list) -> None:  # type: ignore[type-arg]
-    """Print renderables; tables fit 100 columns (`featherface_tune.terminal`): a report drops its
-    config-field columns from the right first (all of them are in --format csv/json/html)."""
-    from rich.table import Table
-
-    from featherface_tune.terminal import print_table
-
-    for item in items:
-        optional = [str(c.header) for c in item.columns][1:] if isinstance(item, Table) else []
-        print_table(out, item, optional=_config_headers(optional), elsewhere="--format csv or --out")
-
-
-def _config_headers(headers: list[str]) -> list[str]:
-    """The headers of config-field columns, the least telling last (they may be left out)."""
-    from featherface_tune.models.config import FIELD_NAMES
-
-    return [h for h in headers if h in FIELD_NAMES]
 
 
 def _report_calibration(folder: Path, fmt: Optional[str]) -> None:

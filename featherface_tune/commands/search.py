@@ -9,23 +9,16 @@ import typer
 from typing_extensions import Annotated
 
 from featherface_tune.commands._common import (
-    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, print_json,
+    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, parse_tolerance,
+    print_json,
 )
+from featherface_tune.reports.tables import CONFIG_COLUMNS, config_cells, describe_config, ssh_levels
+from featherface_tune.terminal import print_wrapped
 from featherface_tune.errors import InputError, interrupt_exit_code
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner import registry
 from featherface_tune.tuner.records import DEFAULT_REFERENCE, DEFAULT_TRIALS
-
-
-def parse_tolerance(text: str, target: int) -> int:
-    """`N` parameters or `N%` of the target (rounded down) -> absolute parameters."""
-    from featherface_tune.tolerance import Tolerance
-
-    try:
-        return Tolerance.parse(text).absolute(target)
-    except ValueError as exc:
-        raise InputError(f"--tolerance {text!r}: {exc}") from None
 
 
 @handle_errors
@@ -65,18 +58,10 @@ def search_cmd(
 
     The whole space is counted exhaustively first: if no config lies within the window, the command says so, names the nearest achievable counts and exits 1. closest and macs are then solved over every exact config (proven optimum); other objectives are sampled, each sample repaired to the nearest exact config. See docs/search.md.
     """
-    import optuna
-
-    from featherface_tune.tuner.api import search
-    from featherface_tune.training.proxy import Fidelity
-    from featherface_tune.tuner.objectives import load_proxy
-    from featherface_tune.tuner.solve import NoConfigInWindow
-    from featherface_tune.tuner.space import build_space
-    from featherface_tune.tuner.study import default_storage_url
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
     from featherface_tune.bounds import check_build_size, check_count, check_seed
+    from featherface_tune.training.device import check_threads
 
+    # the arguments first: a usage error imports neither Optuna nor torch
     check_count(target, "--target")
     check_seed(seed)
     tol = parse_tolerance(tolerance, target)
@@ -86,16 +71,29 @@ def search_cmd(
     proxy_opts = (proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget)
     if proxy_data is None and any(v is not None for v in proxy_opts):
         raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
-    if objective is not None and "latency" in objective:  # latency runs the built model at --input-size
+    latency = objective is not None and "latency" in objective
+    if latency:  # latency runs the built model at --input-size
         check_build_size(h, w, f"--input-size {h} {w} with --objective latency")
-    fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget, metric)
-    from featherface_tune.training.device import resolve_device, set_threads
-    from featherface_tune.training.proxy import check_pruner
+    n_threads = check_threads(threads)
 
-    check_pruner(pruner_name)
-    dev = resolve_device(device) if proxy_data is not None else None
-    n_threads = set_threads(threads)
-    proxy_fn = load_proxy(proxy_data, str(dev)) if proxy_data is not None else None
+    import optuna
+
+    from featherface_tune.tuner.api import search
+    from featherface_tune.tuner.objectives import load_proxy
+    from featherface_tune.tuner.solve import NoConfigInWindow
+    from featherface_tune.tuner.space import build_space
+    from featherface_tune.tuner.study import default_storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
+    fidelity = None
+    if proxy_data is not None:  # proxy training: torch from here on
+        from featherface_tune.training.device import resolve_device, set_threads
+        from featherface_tune.training.proxy import Fidelity
+
+        fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget,
+                                                metric)
+        n_threads = set_threads(threads)
+    proxy_fn = load_proxy(proxy_data, str(resolve_device(device))) if proxy_data is not None else None
     space = build_space(space_file, fix or [])
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -103,7 +101,9 @@ def search_cmd(
     stats: dict[str, Any] = {"feasible": 0, "best": None, "done": 0}
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=False)
-    task = progress.add_task("search", total=None, info="", start=False, visible=False)
+    # a solved objective records its proven optima: no search to show, only the recording
+    task = progress.add_task("search" if objective not in (None, "closest", "macs") or proxy_data else "recording",
+                             total=None, info="", start=False, visible=False)
 
     def on_start(before: int, total: int) -> None:
         stats["done"] = before
@@ -121,10 +121,10 @@ def search_cmd(
                 stats["best"] = v
         name = st.metric_names[0] if st.metric_names else "value"
         best = "" if stats["best"] is None else f", best {name} {_fmt(name, stats['best'])}"
-        progress.update(task, completed=stats["done"], info=f"feasible {stats['feasible']}{best}")
+        progress.update(task, completed=stats["done"], info=f"exact {stats['feasible']}{best}")
 
     def note(text: str) -> None:
-        err.print(text, highlight=False, soft_wrap=True)
+        print_wrapped(err, text)
 
     try:
         try:
@@ -137,7 +137,8 @@ def search_cmd(
                          latency_runtime=runtime, latency_mode=latency_mode, finalists=finalists,
                          latency_progress=_table_progress(progress))
         finally:
-            progress.stop()
+            if progress.live.is_started:  # rich prints a blank line when stopping one never started
+                progress.stop()
     except NoConfigInWindow as exc:
         cert = getattr(exc, "certificate", None)
         if cert is not None:
@@ -169,16 +170,18 @@ def search_cmd(
     }
     if len(spec.objectives) > 1:
         result["pareto"] = [_row_json(r.record) for r in res.pareto]
+    solved = res.solved is not None
     if json_:
         print_json(result)
     elif ranked:
-        _print(_table(ranked[:top], spec, res.name))
+        _print(_table(ranked[:top], spec, res.name, solved))
     if not json_ and len(res.pareto) > top:
         err.print(f"the Pareto front has {len(res.pareto)} configs; the table shows the first {top} "
                   f"(--top {len(res.pareto)}, or --json's \"pareto\", lists them all)", highlight=False)
     if export is not None and ranked:
         _export(export, ranked[0], spec, res.name)
-        err.print(f"wrote the best config (trial {ranked[0].number}) to {str(export)!r}", highlight=False)
+        err.print(f"wrote the best config{'' if solved else f' (trial {ranked[0].number})'} to {str(export)!r}",
+                  highlight=False)
     if res.interrupted:  # Optuna has marked the trial in flight FAIL
         code = interrupt_exit_code()  # 143 after SIGTERM, 130 after Ctrl-C
         what = "terminated" if code == 143 else "interrupted"
@@ -186,17 +189,63 @@ def search_cmd(
     if not ranked:
         from featherface_tune.tuner import study as S
 
+        failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
+        if failed and len(failed) == len(records):
+            raise fail(f"every trial failed ({len(failed)}), e.g. {failed[-1].fail_reason}", 1)
         near = S.closest(records, 1)
         hint = f"; closest so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
         known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
-        failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
         why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
         raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
     hit = res.first_hit
-    if hit and not hit.get("resumed"):
+    if hit and not hit.get("resumed") and not solved:
         what = "first exact hit" if tol == 0 else "first config in the window"
         err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
                   f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
+    if not json_:
+        for line in explain(ranked[:top], spec, target, tolerance, export, reference):
+            print_wrapped(err, line)
+
+
+def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Path | None,
+            reference: str = DEFAULT_REFERENCE) -> list[str]:
+    """What a person needs after the table: the winner, its ties and why, what `dist` measures, the
+    convention hint, and the next commands."""
+    best = rows[0]
+    c = dict(best.config)
+    lines = [f"best: {describe_config(c)}: {best.params:,} params, {best.macs:,} MACs"]
+    if "closest" in spec.objectives and spec.reference is not None and best.closest is not None:
+        ties = [r for r in rows[1:] if r.closest is not None and abs(r.closest - best.closest) < 1e-9]
+        if ties:
+            permuted = all(sorted(ssh_levels(r.config)) == sorted(ssh_levels(c)) and _same_but_ssh(r.config, c)
+                           for r in ties)
+            why = ("the same config with its SSH widths in another order across P3/P4/P5: permuting them keeps "
+                   "the params and the distance; ties go to fewer MACs" if permuted
+                   else "equally far from the reference; ties go to fewer MACs")
+            lines.append(f"it ties with {len(ties)} other{'s' if len(ties) > 1 else ''} at dist "
+                         f"{best.closest:.3f}: {why}")
+        lines.append(f"dist: how far a config is from the reference {reference} "
+                     f"({describe_config(dict(spec.reference))}): each width knob adds |a - b| / max(a, b), "
+                     "each switch changed (neck type, a CBAM, DCN, shuffle) adds 10; --reference picks another")
+    if spec.convention == "numel" and abs(target - 489_000) <= 5_000:
+        lines.append("note: the paper's 0.49 M is thop's count of the official model (which has 592,371 "
+                     "parameters); to hit the target as the paper counted, add --convention thop")
+    cmd = f"featherface-tune search --target {target}" + (f" --tolerance {tolerance}" if tolerance != "0" else "")
+    if spec.convention != "numel":
+        cmd += f" --convention {spec.convention}"
+    file = str(export) if export is not None else "best.toml"
+    lines.append("next:")
+    if export is None:
+        lines.append(f"  {cmd} --export best.toml")
+    lines += [f"  featherface-tune count --config {file}",
+              f"  featherface-tune train --config {file} --data DIR   (needs torch)",
+              "  featherface-tune gate   (a budgets/*.toml naming it: docs/gate.md)"]
+    return lines
+
+
+def _same_but_ssh(a: Any, b: Any) -> bool:
+    return {k: v for k, v in dict(a).items() if k != "ssh_channels"} == {
+        k: v for k, v in dict(b).items() if k != "ssh_channels"}
 
 
 def _table_progress(progress: Any) -> Any:
@@ -234,28 +283,26 @@ def _row_json(r: Any) -> dict[str, Any]:
     return d
 
 
-def _cbam(c: dict[str, Any]) -> str:
-    """CBAM reduction ratios, backbone/neck ('off' where that CBAM is off)."""
-    return "/".join(str(c[k]) if c[f] else "off" for f, k in (("backbone_cbam", "backbone_cbam_reduction"),
-                                                               ("neck_cbam", "neck_cbam_reduction")))
-
-
-def _widths(cfg: dict[str, Any]) -> str:
-    s = cfg["ssh_channels"]
-    return "/".join(str(x) for x in (s if isinstance(s, list) else [s] * 3))
-
-
-def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-def]
+def _table(rows: list[Any], spec: Any, name: str, solved: bool = False):  # type: ignore[no-untyped-def]
+    """The best configs; a solved search (every exact config ranked) shows no trial numbers and no
+    delta when the target is exact."""
     from rich.table import Table
 
     from featherface_tune.tuner.records import window_text
 
     h, w = spec.input_size
-    t = Table(title=f"best feasible configs: {name}",
+    title = f"best {'exact ' if solved and not spec.tolerance else ''}configs: {name}" if solved \
+        else f"best feasible configs: {name}"
+    ref = " from the reference" if "closest" in spec.objectives else ""
+    t = Table(title=title,
               caption=f"params {window_text(spec.target, spec.tolerance)}; MACs at {h}x{w} ({spec.dcn_macs})"
-                      + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
+                      + (f"; counted as {spec.convention}" if spec.convention != "numel" else "")
+                      + (f"; dist{ref}: lower is closer" if "closest" in spec.objectives else ""))
+    show_trial, show_delta = not solved, bool(spec.tolerance) or not solved
     for col, just in (("#", "right"), ("trial", "right"), ("params", "right"), ("delta", "right"),
                       ("MACs", "right")):
+        if (col == "trial" and not show_trial) or (col == "delta" and not show_delta):
+            continue
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     # one column per objective, as the registry names and shows it (MACs have their own column)
     shown = [o for o in spec.objectives if o != "macs"]
@@ -265,26 +312,27 @@ def _table(rows: list[Any], spec: Any, name: str):  # type: ignore[no-untyped-de
     predicted = any(r.latency_predicted_ms is not None for r in rows)
     if predicted:
         t.add_column("pred ms", justify="right")
-    for col in ("neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
+    for col in CONFIG_COLUMNS:
         t.add_column(col)
     for i, r in enumerate(rows, 1):
-        c = dict(r.config)
-        neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
-        cb = _cbam(c)
-        row = [str(i), str(r.number), f"{r.params:,}", f"{r.delta:+,}", f"{r.macs / 1e6:,.1f}M"]
+        row = [str(i)] + ([str(r.number)] if show_trial else []) + [f"{r.params:,}"]
+        row += ([f"{r.delta:+,}"] if show_delta else []) + [f"{r.macs / 1e6:,.1f}M"]
         for o in shown:
             obj = registry.get(o)
             v = r.objective_value(o)
             row.append("-" if v is None else obj.show(v) if obj is not None else f"{v:.4g}")
         if predicted:
             row.append(f"{r.latency_predicted_ms:.1f}" if r.latency_predicted_ms is not None else "-")
-        row += [neck, str(c["neck_channels"]), _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"]]
-        t.add_row(*row)
+        t.add_row(*row, *config_cells(dict(r.config)).values())
     return t
 
 
 def _export(path: Path, best: Any, spec: Any, name: str) -> None:
-    from featherface_tune.models.config import from_mapping, to_toml
+    """The best config as TOML for `--config`: its fields under [model], and under [counted] how the
+    search counted it, so `count --config FILE` shows the figure the search hit."""
+    import tomli_w
+
+    from featherface_tune.models.config import from_mapping
 
     cfg = from_mapping(dict(best.config))
     h, w = spec.input_size
@@ -295,8 +343,10 @@ def _export(path: Path, best: Any, spec: Any, name: str) -> None:
         from featherface_tune.counter.analytic import count
 
         header += f" (true parameters: {count(cfg, h, w).params:,})"
+    body = tomli_w.dumps({"counted": {"convention": spec.convention, "dcn_macs": spec.dcn_macs},
+                          "model": cfg.to_dict()})
     try:
-        path.write_text(to_toml(cfg, header), encoding="utf-8")
+        path.write_text(header + "\n" + body, encoding="utf-8")
     except OSError as exc:
         raise InputError(f"--export {str(path)!r}: cannot write: {exc.strerror or exc}") from None
 
@@ -317,17 +367,13 @@ def _print_unreachable(cert: Any, as_json: bool, max_macs: int | None = None) ->
 
     t = Table(title="nearest achievable parameter counts (proven by exhaustive count)",
               caption=cert.evidence())
-    for col in ("", "params", "delta", "neck", "ch", "SSH P3/4/5", "CBAM b/n", "DCN", "shuffle"):
+    for col in ("", "params", "delta", *CONFIG_COLUMNS):
         t.add_column(col)
     for label, wit in (("smallest", cert.smallest), ("nearest below", cert.below),
                        ("nearest above", cert.above), ("largest", cert.largest)):
         if wit is None:
             continue
-        c = dict(wit.config)
-        neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
-        cb = _cbam(c)
-        t.add_row(label, f"{wit.params:,}", f"{wit.params - cert.target:+,}", neck, str(c["neck_channels"]),
-                  _widths(c), cb, "on" if c["ssh_deformable"] else "off", c["shuffle"])
+        t.add_row(label, f"{wit.params:,}", f"{wit.params - cert.target:+,}", *config_cells(dict(wit.config)).values())
     _print(t)
 
 

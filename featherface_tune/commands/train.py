@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -14,6 +14,13 @@ from featherface_tune.commands._common import (
     ConfigOpt, DeviceOpt, JsonOpt, PresetOpt, SetOpt, ThreadsOpt, err, fail, handle_errors, out, print_json, resolve,
 )
 
+# The fixed sets of values typer checks (and --help lists). Spelled out because the CLI must not
+# import the training modules at start-up; tests/commands/test_choices.py holds them equal to
+# training.recipe.RECIPES, training.loop.OPTIMIZERS and training.device.AMP_MODES.
+RecipeName = Literal["official", "short"]
+OptimizerName = Literal["adamw", "sgd"]
+AmpMode = Literal["auto", "off", "bf16", "fp16"]
+
 
 @handle_errors
 def train_cmd(
@@ -21,13 +28,13 @@ def train_cmd(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    recipe: Annotated[str, typer.Option("--recipe", help="official: FeatherFace's train.py (OneCycleLR per batch, AdamW decay on every tensor, batch 32, 350 epochs, pretrained backbone, fp32, OpenCV); short: the proxy's (warm-up + cosine, batch 8, 10 epochs).")] = "official",
+    recipe: Annotated[RecipeName, typer.Option("--recipe", help="official: FeatherFace's train.py (OneCycleLR per batch, AdamW decay on every tensor, batch 32, 350 epochs, pretrained backbone, fp32, OpenCV); short: the proxy's (warm-up + cosine, batch 8, 10 epochs).")] = "official",
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train (default: the recipe's; with --resume the run's, or more to extend it).")] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Square training size in pixels (multiple of 32).")] = 640,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per step (default: the recipe's).")] = None,
     subset: Annotated[float, typer.Option("--subset", help="Fraction of training images (0-1], or above 1 a number of images; stratified by event, seeded.")] = 1.0,
     time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Stop cleanly after this many seconds of training (a checkpoint is written).")] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd (momentum 0.9).")] = "adamw",
+    optimizer: Annotated[OptimizerName, typer.Option("--optimizer", help="adamw or sgd (momentum 0.9).")] = "adamw",
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-3): OneCycle's max_lr (official) or the top of warm-up + cosine (short).")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: 1e-2 for AdamW, 5e-4 for SGD.")] = None,
     warmup: Annotated[float, typer.Option("--warmup", help="Warm-up length in epochs (at most half the run; short recipe).")] = 1.0,
@@ -42,7 +49,7 @@ def train_cmd(
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Skip (and count) images listed but missing on disk.")] = False,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
-    amp: Annotated[Optional[str], typer.Option("--amp", help="Mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU/MPS), off, bf16 or fp16 (default: the recipe's: off for official, auto for short).")] = None,
+    amp: Annotated[Optional[AmpMode], typer.Option("--amp", help="Mixed precision: auto (bf16 on CUDA when supported, else fp16; off on CPU/MPS), off, bf16 or fp16 (default: the recipe's: off for official, auto for short).")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train a FeatherFace config RetinaFace-style: random square crop, photometric distortion,
@@ -72,21 +79,21 @@ def train_cmd(
         raise InputError("--overwrite needs --out")
     if epochs is None and resume and out_dir is not None:
         epochs = checkpoint_epochs(out_dir)
-    amp = amp if amp is not None else chosen.amp
+    amp_mode: str = amp if amp is not None else chosen.amp
     options = TrainOptions(epochs=epochs if epochs is not None else chosen.epochs, image_size=image_size,
                            batch_size=batch_size if batch_size is not None else chosen.batch_size,
                            subset=subset, time_budget=time_budget, optimizer=optimizer, lr=lr,
                            weight_decay=weight_decay, warmup_epochs=warmup,
                            out_dir=out_dir, resume=resume,
                            seed=seed, num_workers=workers, cache_images=cache_images,
-                           bn_recalibrate=bn_recalibrate, progress=True, device=device, amp=amp,
+                           bn_recalibrate=bn_recalibrate, progress=True, device=device, amp=amp_mode,
                            recipe=chosen.name)
     options.validate()
     dev = resolve_device(device)
     options = replace(options, pretrained=resolve_backbone(chosen, pretrained))
     n_threads = set_threads(threads)
     if not json_ and world.writes:
-        err.print(f"training on {describe(dev, n_threads, resolve_amp(amp, dev))}, recipe {chosen.name}",
+        err.print(f"training on {describe(dev, n_threads, resolve_amp(amp_mode, dev))}, recipe {chosen.name}",
                   highlight=False)
     records = read_any(data, "train", skip_missing=skip_missing)
     skipped = getattr(records, "skipped_count", 0)

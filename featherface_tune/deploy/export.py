@@ -37,6 +37,7 @@ from torch import nn
 from featherface_tune import __version__
 from featherface_tune.deploy import require
 from featherface_tune.atomic import atomic_write, check_replaceable
+from featherface_tune.deploy.metadata import META_CONFIG, META_CONVENTION, META_POSTPROCESS, META_VERSION
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 
@@ -44,10 +45,6 @@ MIN_OPSET = 19
 MIN_SIZE = 32
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "logits", "landmarks")  # raw head outputs (before decoding)
-META_CONFIG = "featherface_tune.config"
-META_CONVENTION = "featherface_tune.convention"
-META_POSTPROCESS = "featherface_tune.postprocess"
-META_VERSION = "featherface_tune.version"
 # (batch, height, width) of the random verification inputs: even, odd and the 32-pixel minimum
 VERIFY_SIZES: tuple[tuple[int, int, int], ...] = ((2, 64, 96), (1, 37, 53), (1, 32, 32), (1, 131, 100))
 TOLERANCE = 1e-4

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from featherface_tune.deploy import require
+from featherface_tune.deploy.metadata import META_CONFIG, META_POSTPROCESS
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 
@@ -65,7 +66,6 @@ class OnnxModel:
             raise InputError(f"--checkpoint {str(p)!r}: no such file")
         sess = open_session(p, threads, what=f"--checkpoint {str(p)!r}")
         meta = dict(sess.get_modelmeta().custom_metadata_map)
-        from featherface_tune.deploy.export import META_CONFIG, META_POSTPROCESS
 
         cfg = None
         if META_CONFIG in meta:

@@ -35,6 +35,7 @@ def descending(scores: np.ndarray, ties: str = "official") -> np.ndarray:
     return np.argsort(s)[::-1].copy() if ties == "official" else np.argsort(-s, kind="stable")
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an untrained model's inf boxes: dropped, not warned about
 def nms_plain(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, ties: str = "official") -> np.ndarray:
     """Indices of the kept boxes, in descending score order (the `py_cpu_nms` algorithm)."""
     b = np.asarray(boxes, dtype=np.float32)

@@ -64,23 +64,29 @@ def _save(fig: Any, out_dir: Path, key: str, title: str, caption: str, wide: boo
 
 
 def _fmt_axis(ax: Any, axis: str, quantity: str) -> None:
-    from matplotlib.ticker import FuncFormatter
-
-    def fmt(x: float, _pos: Any) -> str:
-        if quantity == "params":
-            return f"{x / 1e3:,.0f}K" if abs(x) >= 1e3 else f"{x:,.0f}"
-        if quantity == "params_fine":
-            return f"{x:,.0f}"
-        if quantity == "macs":
-            return f"{x / 1e6:,.0f}M" if abs(x) >= 1e6 else f"{x:,.0f}"
-        return f"{x:.4g}"
+    """Tick labels people can tell apart: counts in K/M only when the ticks are that far apart (a
+    narrow band shows whole numbers, never nine identical "489K"), whole-number ticks for counts and
+    trial numbers, and no offset notation (proxy AP reads 0.0003, not 1e-5 + 30)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     which = getattr(ax, f"{axis}axis")
-    which.set_major_formatter(FuncFormatter(fmt))
-    if quantity == "params_fine":
-        from matplotlib.ticker import MaxNLocator
+    counts = quantity in ("params", "params_fine", "macs", "trial")
+    if counts:
+        which.set_major_locator(MaxNLocator(nbins=5 if quantity == "params_fine" else "auto", integer=True))
 
-        which.set_major_locator(MaxNLocator(nbins=5))
+    def fmt(x: float, _pos: Any) -> str:
+        ticks = sorted(which.get_majorticklocs())
+        step = min((b - a for a, b in zip(ticks, ticks[1:]) if b > a), default=abs(x) or 1.0)
+        if quantity in ("params", "params_fine", "macs"):
+            unit, suffix = (1e6, "M") if quantity == "macs" else (1e3, "K")
+            if abs(x) >= unit and step >= unit and quantity != "params_fine":
+                return f"{x / unit:,.0f}{suffix}"
+            return f"{x:,.0f}"
+        if quantity == "trial":
+            return f"{x:.0f}"
+        return f"{x:.4g}"
+
+    which.set_major_formatter(FuncFormatter(fmt))
 
 
 def _label(objective: str, direction: str | None = None) -> str:
@@ -161,6 +167,13 @@ def params_vs_macs(report: StudyReport, out_dir: Path) -> Plot:
                  wide=want_zoom)
 
 
+def _ap_limits(ax: Any, ap: np.ndarray) -> None:
+    """An AP axis from 0 (AP is a fraction): tiny APs of a short proxy show as tiny, not as a spread."""
+    if ap.size:
+        top = float(np.nanmax(ap))
+        ax.set_ylim(0.0, min(1.0, max(top * 1.15, 0.01)))
+
+
 def _mark_best(ax: Any, report: StudyReport, xcol: str, ycol: str, legend: bool = True) -> None:
     if report.ranked.empty:
         return
@@ -226,10 +239,13 @@ def history(report: StudyReport, out_dir: Path) -> Plot:
                     label="best feasible so far", zorder=5)
         ax.set_ylabel(_label(obj))
         _fmt_axis(ax, "y", "macs" if obj == "macs" else obj)
+        if obj == "proxy_ap":
+            _ap_limits(ax, v[have])
         if i == 0:
             ax.set_title("Optimisation history", fontsize=11, loc="left")
             ax.legend(loc="best", fontsize=8, frameon=False)
     axes[-1, 0].set_xlabel("trial")
+    _fmt_axis(axes[-1, 0], "x", "trial")  # trial numbers are whole
     return _save(fig, out_dir, "history", "Optimisation history",
                  "objective value of each trial in order; red: best feasible value so far")
 
@@ -258,6 +274,8 @@ def proxy_ap_vs_macs(report: StudyReport, out_dir: Path) -> Plot | None:
     ax.set_xlabel(f"MACs at {h}x{w}")
     ax.set_ylabel("proxy AP")
     _fmt_axis(ax, "x", "macs")
+    _fmt_axis(ax, "y", "proxy_ap")
+    _ap_limits(ax, ap[have])
     ax.set_title("Proxy AP vs MACs", fontsize=11, loc="left")
     ax.legend(loc="best", fontsize=8, frameon=False)
     return _save(fig, out_dir, "proxy_ap_vs_macs", "Proxy AP vs MACs",

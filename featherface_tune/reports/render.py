@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -58,6 +58,7 @@ class Document:
     data: Mapping[str, Any] = field(hash=False)
     primary: str = ""  # the key of the section `--format csv` writes
     warnings: tuple[str, ...] = ()
+    fixed: Mapping[str, Any] = field(default_factory=dict, hash=False)  # config fields every trial shares
 
     def section(self, key: str) -> Section:
         for s in self.sections:
@@ -213,7 +214,7 @@ def study_document(report: StudyReport) -> Document:
     title = f"featherface-tune report: {report.name}"
     data = report.to_json()
     return Document(kind="study", title=title, lines=lines, sections=tuple(sections), data=data,
-                    primary="trials", warnings=report.warnings)
+                    primary="trials", warnings=report.warnings, fixed=dict(report.fixed))
 
 
 def compare_document(cmp: Comparison) -> Document:
@@ -266,8 +267,50 @@ def terminal_tables(doc: Document) -> list[Any]:
         if s.frame.empty:
             items.append(Text(f"{s.title}: none" + (f" ({s.note})" if s.note else ""), style="dim"))
             continue
+        if s.key in ("top", "pareto", "closest"):
+            s = _short_config_columns(s, doc.fixed)
+        if doc.kind == "compare" and s.key == "modules":
+            items += [rich_table(part) for part in _by_metric(s)]
+            continue
         items.append(rich_table(s))
     return items
+
+
+def _short_config_columns(section: Section, fixed: Mapping[str, Any]) -> Section:
+    """The config fields that differ between the rows as the search's short columns (neck, ch, SSH per
+    level, CBAM, DCN, shuffle): every difference fits a terminal, and an FPN shows no BiFPN repeats."""
+    from featherface_tune.reports.tables import CONFIG_COLUMNS, config_cells
+
+    frame = section.frame
+    fields = [c for c in frame.columns if c in FIELD_NAMES]
+    shown = [col for col, sources in CONFIG_COLUMNS.items() if set(sources) & set(fields)]
+    if not shown or any(f not in fixed and f not in fields for sources in CONFIG_COLUMNS.values() for f in sources):
+        return section  # a config the short columns cannot describe: the fields as they are
+    cells = [config_cells({**fixed, **{f: row[f] for f in fields}}) for _, row in frame.iterrows()]
+    short = frame.drop(columns=[f for f in fields if any(f in CONFIG_COLUMNS[c] for c in shown)])
+    for col in shown:
+        short[col] = [c[col] for c in cells]
+    return replace(section, frame=short)
+
+
+def _by_metric(section: Section) -> list[Section]:
+    """A comparison's module table as one table per metric (params, then MACs), headed by the configs'
+    labels: two narrow tables instead of one too wide for a terminal."""
+    frame = section.frame
+    parts = []
+    for metric in ("params", "MACs"):
+        names = {"module": "module"}
+        for c in frame.columns:
+            if c.endswith(f" {metric}") and not c.startswith("delta "):
+                names[c] = c[: -len(metric) - 1]  # the config's label
+            elif c.startswith(f"delta {metric}"):
+                names[c] = "delta" + c[len(f"delta {metric}"):]
+            elif metric == "params" and c.startswith("share of delta"):
+                names[c] = "share %"
+        part = frame[list(names)].rename(columns=names)
+        parts.append(Section(f"{section.key}-{metric.lower()}", f"Per-module {metric}", part,
+                             note=section.note if metric == "MACs" else ""))
+    return parts
 
 
 def _md_escape(text: str) -> str:

@@ -1,6 +1,9 @@
-"""Rich tables for counts (presentation only; the numbers come from `featherface_tune.counter`)."""
+"""Rich tables for counts, and configs in short columns (presentation only; the numbers come from
+`featherface_tune.counter`)."""
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 from rich.table import Table
 from rich.text import Text
@@ -32,3 +35,39 @@ def count_table(result: CountResult, title: str = "") -> Table:
         t.add_row(f"DCN offset+modulator convs ({inside})", "", "", f"{result.dcn_offset_macs:,}", "")
         t.add_row("DCN bilinear sampling (not in total)", "", "", f"{result.dcn_sampling_macs:,}", "")
     return t
+
+
+# ---- configs in a few short columns (search results, report tables) --------------------------------
+
+# short column -> the config fields it shows
+CONFIG_COLUMNS: dict[str, tuple[str, ...]] = {
+    "neck": ("neck", "bifpn_repeats"),
+    "ch": ("neck_channels",),
+    "SSH P3/4/5": ("ssh_channels",),
+    "CBAM b/n": ("backbone_cbam", "neck_cbam", "backbone_cbam_reduction", "neck_cbam_reduction"),
+    "DCN": ("ssh_deformable",),
+    "shuffle": ("shuffle", "shuffle_groups"),
+}
+
+
+def ssh_levels(c: Mapping[str, Any]) -> list[int]:
+    s = c["ssh_channels"]
+    return [int(x) for x in s] if isinstance(s, (list, tuple)) else [int(s)] * 3
+
+
+def config_cells(c: Mapping[str, Any]) -> dict[str, str]:
+    """A config's short columns: `bifpn x3` (an FPN neck has no repeats), `42`, `56/72/72` (SSH per
+    level), `16/8` (CBAM reduction ratios, backbone/neck, `off` where off), `on`, `block`."""
+    neck = f"bifpn x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "fpn"
+    cbam = "/".join(str(c[k]) if c[f] else "off" for f, k in (("backbone_cbam", "backbone_cbam_reduction"),
+                                                               ("neck_cbam", "neck_cbam_reduction")))
+    return {"neck": neck, "ch": str(c["neck_channels"]), "SSH P3/4/5": "/".join(map(str, ssh_levels(c))),
+            "CBAM b/n": cbam, "DCN": "on" if c["ssh_deformable"] else "off", "shuffle": str(c["shuffle"])}
+
+
+def describe_config(c: Mapping[str, Any]) -> str:
+    """A config in one phrase, e.g. `BiFPN x3 42, SSH 56/72/72, CBAM 16/8, DCN on, block shuffle`."""
+    cells = config_cells(c)
+    neck = f"BiFPN x{c['bifpn_repeats']}" if c["neck"] == "bifpn" else "FPN"
+    return (f"{neck} {cells['ch']}, SSH {cells['SSH P3/4/5']}, CBAM {cells['CBAM b/n']}, DCN {cells['DCN']}, "
+            f"{cells['shuffle']} shuffle")

@@ -7,7 +7,7 @@ everywhere: a one-line `InputError` naming the device.
 Threads: torch's default intra-op pool takes every core; with other processes on the same cores
 that oversubscribes and was measured 8-60x slower than one thread on a shared 2-core machine. The
 default is therefore OMP_NUM_THREADS when set, else the usable cores divided by the workers that
-share them.
+share them, less the cores the load average says are busy (at least 1).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 from contextlib import nullcontext
-from typing import Any, ContextManager
+from typing import TYPE_CHECKING, Any, ContextManager
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is used: the thread defaults need none
+    import torch
 
 from featherface_tune.errors import InputError
 
@@ -28,6 +29,8 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """`auto` -> cuda:0 when CUDA is available, else cpu. An unavailable device is an InputError."""
+    import torch
+
     if isinstance(name, torch.device):
         name = str(name)
     text = (name or "auto").strip().lower()
@@ -63,23 +66,45 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads(workers: int = 1, environ: dict[str, str] | None = None) -> int:
-    """OMP_NUM_THREADS when it is a positive integer, else usable cores // workers (at least 1)."""
+def load_average() -> float:
+    """Runnable processes, averaged over the last minute (0.0 where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return 0.0
+
+
+def default_threads(workers: int = 1, environ: dict[str, str] | None = None, load: float | None = None) -> int:
+    """OMP_NUM_THREADS when it is a positive integer, else the cores nothing else is using: usable
+    cores // workers, less the load average (`load`, default the last minute's), at least 1.
+
+    Oversubscribed threads collapse: with a load average of 6.4 on a 2-core machine a training step
+    took 1.6 s with 1 thread and 12-22 s with 2 (benchmarks/threads_under_load.py), so a busy
+    machine gets 1 thread and an idle one every core."""
     env = os.environ if environ is None else environ
     raw = env.get("OMP_NUM_THREADS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    return max(1, usable_cores() // max(1, workers))
+    share = max(1, usable_cores() // max(1, workers))
+    busy = load_average() if load is None else load
+    return max(1, min(share, usable_cores() - round(busy)))
 
 
 MAX_THREADS = 1024  # beyond any machine this runs on; torch would try to start them all
 
 
-def set_threads(threads: int | None = None, workers: int = 1) -> int:
-    """Set torch's intra-op threads (None: default_threads(workers)); returns the number set."""
+def check_threads(threads: int | None = None, workers: int = 1) -> int:
+    """The threads a `--threads` value asks for (None: default_threads(workers)), checked."""
     if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
         raise InputError(f"--threads {threads}: must be an integer from 1 to {MAX_THREADS}")
-    n = threads if threads is not None else default_threads(workers)
+    return threads if threads is not None else default_threads(workers)
+
+
+def set_threads(threads: int | None = None, workers: int = 1) -> int:
+    """Set torch's intra-op threads (None: default_threads(workers)); returns the number set."""
+    import torch
+
+    n = check_threads(threads, workers)
     torch.set_num_threads(n)
     return n
 
@@ -90,6 +115,8 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     auto: bf16 on CUDA when the GPU supports it, else fp16 (with a grad scaler); off on CPU/MPS,
     where float32 stays the reference. bf16/fp16 may be forced on CPU too (tests run them there).
     """
+    import torch
+
     if mode not in AMP_MODES:
         raise InputError(f"--amp {mode!r}: must be one of {', '.join(AMP_MODES)}")
     if mode == "off":
@@ -105,6 +132,8 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager[Any]:
     """torch.autocast for `dtype` on `device`, or a no-op context when dtype is None."""
+    import torch
+
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -112,6 +141,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager[
 
 def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> Any:
     """A GradScaler for fp16 (its range needs loss scaling), else None (bf16 and fp32 do not)."""
+    import torch
+
     if dtype != torch.float16:
         return None
     return torch.amp.GradScaler(device.type)
@@ -119,6 +150,8 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 def describe(device: torch.device, threads: int | None = None, amp: torch.dtype | None = None) -> str:
     """One line for logs: the device (with the GPU's name), threads, precision."""
+    import torch
+
     what = str(device)
     if device.type == "cuda":
         what += f" ({torch.cuda.get_device_name(device)})"

@@ -339,14 +339,7 @@ def proxy_objective(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[st
                      device=device, amp=amp).value
 
 
-PRUNERS = ("median", "hyperband", "none")
-
-
-def check_pruner(name: str) -> str:
-    """A pruner name, or a one-line InputError listing the choices (checked before any work)."""
-    if name not in PRUNERS:
-        raise InputError(f"--pruner {name!r}: must be one of {', '.join(PRUNERS)}")
-    return name
+from featherface_tune.training.spec import PRUNERS as PRUNERS, check_pruner  # noqa: E402  (torch-free, for the tuner)
 
 
 def make_pruner(name: str, max_epochs: int | None = None) -> Any:

@@ -18,19 +18,21 @@ the first trials. `featherface-tune search` is a thin layer over `search`.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner import registry
-from featherface_tune.training.proxy import Fidelity
 from featherface_tune.tuner.objectives import BudgetObjective, ProxyFn, parse_objectives
 from featherface_tune.counter.analytic import check_dcn_macs
+from featherface_tune.training.spec import check_pruner
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.counter.conventions import get_convention
 from featherface_tune.tuner.solve import (
@@ -39,9 +41,17 @@ from featherface_tune.tuner.solve import (
 )
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
 
+if TYPE_CHECKING:  # beside torch: imported only when a proxy trains, so an analytic search needs no torch
+    from featherface_tune.training.proxy import Fidelity
+
+_log = logging.getLogger(__name__)  # failed trials' tracebacks, at DEBUG
+
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
 DEFAULT_FINALISTS = 5  # best latency predictions timed whole (plus the macs optimum and the closest answer)
 LATENCY_MODES = ("model", "sampled")
+# configs of a window a sampled search streams for its proven first trials (about 15 s per 4 million)
+MAX_WARM_START = 5_000_000
+MAX_STREAM = 25_000_000  # configs an analytic objective is solved over structure by structure (about 2 min)
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE
 Objective = str | Callable[[FeatherFaceConfig], float]
 
@@ -94,7 +104,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
            latency_runtime: str | None = None,
            latency_threads: int = 1, latency_mode: str = "model", finalists: int = DEFAULT_FINALISTS,
            latency_model: Any = None,
-           latency_progress: Callable[[str, int, int], None] | None = None) -> SearchResult:
+           latency_progress: Callable[[str, int, int], None] | None = None, quiet: bool = True) -> SearchResult:
     """Find configs with `target` parameters (+/- `tolerance`), best first by `objective`.
 
     `space`: a SearchSpace, a TOML space file, or None (the default space). `objective`: "closest"
@@ -117,7 +127,10 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     (`deploy.latency.compare`) and ranks them by measured median; "sampled" measures every sampled
     trial (for windows too large to list). `latency_progress(what, done, total)` follows a table
     build. Raises NoConfigInWindow (with `.certificate`)
-    when the space provably holds no config in the window.
+    when the space provably holds no config in the window. `quiet`: Optuna logs at WARNING during the
+    call (no INFO line per trial) and a failed trial's traceback goes to this module's logger at DEBUG
+    (its one-line reason is on the trial); False leaves Optuna's logging as it is. When every trial of
+    the call fails, `notes` says so and `best` holds only what the study had before.
     """
     from featherface_tune.tuner import study as S
 
@@ -143,6 +156,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     if top < 1:
         raise InputError(field="top", value=top, rule="must be at least 1")
     check_dcn_macs(dcn_macs)
+    check_pruner(pruner)
     try:
         get_convention(convention, dcn_macs)
     except ConfigError as exc:
@@ -152,7 +166,9 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     names, callables = _objectives(objective, proxy is not None)
     if "latency" in names:
         from featherface_tune.deploy.latency import check_runtime
+        from featherface_tune.extras import require
 
+        require("torch", "the latency objective")  # every trial builds its model
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
             raise InputError(field="latency_threads", value=latency_threads, rule="must be at least 1")
@@ -176,8 +192,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         raise
     window = R.window_text(target, tolerance)
     if cert.complete:
-        tell(f"space: {cert.configs:,} valid configs; {cert.in_window:,} with {window} params "
-             f"(proof: {cert.evidence()})")
+        tell(f"space: {cert.configs:,} valid configs, {cert.in_window:,} with {window} params "
+             f"(counted exhaustively over {cert.structures:,} structures in {cert.seconds:.1f} s)")
     else:
         tell(f"space: more than {cert.structures:,} structures; too large to count exhaustively, "
              "searching without a proof of reachability")
@@ -194,10 +210,12 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     name = study or S.default_study_name(spec)
     trial_pruner = None
     if proxy is not None and len(names) == 1:
-        from featherface_tune.training.proxy import make_pruner
+        from featherface_tune.training.proxy import Fidelity, make_pruner
 
-        trial_pruner = make_pruner(pruner, (fidelity or Fidelity()).epochs)
-    st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
+        fidelity = fidelity or Fidelity()
+        trial_pruner = make_pruner(pruner, fidelity.epochs)
+    with _optuna_quiet(quiet):  # "A new study created" is an INFO line too
+        st = S.open_study(store, name, spec, S.make_sampler(seed), trial_pruner)
     if R.is_legacy(st.user_attrs.get(R.STUDY_ATTR, {})):
         tell(f"study {name!r} is a legacy study (stored before full compute): its MACs are dense")
     repairer = Repairer(sp, target, tolerance, (h, w), dcn_macs, max_macs, proof.exact, proof.hit_structures,
@@ -209,7 +227,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         else:
             model = latency_model if latency_model is not None else _latency_model(
                 proof, latency_runtime or "torch", latency_threads, (h, w), tell, latency_progress)
-    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity or Fidelity(), latency_threads=latency_threads,
+    fn = BudgetObjective(sp, spec, proxy, proxy_data, fidelity, latency_threads=latency_threads,
                          latency_runtime=latency_runtime, repairer=repairer, callables=callables,
                          latency_model=model)
 
@@ -248,10 +266,13 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             todo = _enqueue(st, [proof.exact.knobs(i) for i in picks], sp, "optimum", extras)
         under = " under the latency model" if model is not None else ""
         tell(f"{' and '.join(names)}: optimal{under} over all {len(proof.exact):,} exact configs "
-             f"(solved in {solved['seconds']:.2f} s); {todo} optimum trials to record"
-             + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
+             f"(solved in {solved['seconds']:.2f} s); "
+             + (f"storing the best {todo}" if todo else "the best are already stored")
+             + (" (trials ignored: nothing to sample)" if trials != DEFAULT_TRIALS else ""))
         runs = todo
-    elif analytic and cert.complete:  # too many to list: solved structure by structure, still proven
+    elif analytic and cert.complete and cert.in_window <= MAX_STREAM:  # too many to list: streamed, still proven
+        tell(f"{' and '.join(names)}: the window holds {cert.in_window:,} configs, more than the {MAX_EXACT:,} "
+             f"listed explicitly: solving structure by structure (about {cert.in_window / 4e6 * 15:,.0f} s)")
         t0 = time.perf_counter()
         ctx = registry.Context((h, w), dcn_macs, convention,
                                knobs_from_config(ref_cfg) if ref_cfg is not None else None)
@@ -262,12 +283,16 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             solved["front"] = front
         with S.exclusive(st):  # workers starting together enqueue each optimum once
             todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
-        tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window, more than the "
-             f"{MAX_EXACT:,} listed explicitly: solved structure by structure in {solved['seconds']:.1f} s; "
-             f"{todo} optimum trials to record" + (", --trials ignored" if trials != DEFAULT_TRIALS else ""))
+        tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window (solved structure by "
+             f"structure in {solved['seconds']:.1f} s); "
+             + (f"storing the best {todo}" if todo else "the best are already stored")
+             + (" (trials ignored: nothing to sample)" if trials != DEFAULT_TRIALS else ""))
         runs = todo
     else:
-        if analytic:
+        if analytic and cert.complete:
+            tell(f"the window holds {cert.in_window:,} configs, more than the {MAX_STREAM:,} solved structure by "
+                 "structure in reasonable time: sampling instead (no proof of optimality); narrow the window")
+        elif analytic:
             tell("the space is too large to prove: sampling instead (no proof of optimality)")
         if hit is None:  # a provably feasible start: the witness, then the proven analytic optima
             first = ([knobs_from_config(FeatherFaceConfig(**cert.example.config))]
@@ -276,20 +301,29 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             _enqueue(st, first, sp, "witness")
         runs = None
     total = trials if runs is None else before + runs
-    tell(f"study {name!r} on {where}: {_summary(spec)}; {before} of {total} trials done")
+    if runs is None:
+        tell(f"study {name!r} on {where}: {_summary(spec)}; {before} of {total} trials done")
+    else:  # solved: the study only stores the optima
+        tell(f"study {name!r} on {where}")
     if on_start is not None:
         on_start(before, total)
     try:
-        if runs is None:
-            S.run(st, fn, trials, timeout, [on_trial, *callbacks])
-        elif runs:
-            S.run_queued(st, fn, runs, [on_trial, *callbacks])
+        with _optuna_quiet(quiet):
+            if runs is None:
+                S.run(st, fn, trials, timeout, [on_trial, *callbacks])
+            elif runs:
+                S.run_queued(st, fn, runs, [on_trial, *callbacks])
     except KeyboardInterrupt:
         interrupted = True
 
     records = S.trial_records(st)
     ranks = S.rank_feasible(records, names)
     rows = [_row(r, names) for _, r in ranks]
+    failed = [r for r in records if r.number in mine and r.state == "FAIL"]
+    if mine and len(failed) == len(mine):
+        reason = next((r.fail_reason for r in reversed(failed) if r.fail_reason), "no reason recorded")
+        tell(f"every trial of this call failed ({len(failed)}), e.g. {reason}"
+             + ("" if rows else "; no config found"))
     return SearchResult(best=rows, pareto=[_row(r, names) for k, r in ranks if k == 0] if len(names) > 1 else [],
                         certificate=cert, study=st, spec=spec, name=name, storage=where, solved=solved,
                         records=records, trials=sorted(mine), seconds=time.perf_counter() - t_start,
@@ -297,6 +331,37 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
 
 # ---- pieces ------------------------------------------------------------------------------------
+
+class _TrialFailuresAtDebug(logging.Filter):
+    """Drops Optuna's warning per failed trial (a traceback each) and logs it at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith("Trial ") and " failed" in text:
+            _log.debug(text, exc_info=record.exc_info)
+            return False
+        return True
+
+
+@contextmanager
+def _optuna_quiet(quiet: bool) -> Iterator[None]:
+    """Optuna at WARNING and failed trials at DEBUG for the block (see `search`'s `quiet`)."""
+    if not quiet:
+        yield
+        return
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    failures = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
+    at_debug = _TrialFailuresAtDebug()
+    optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+    failures.addFilter(at_debug)
+    try:
+        yield
+    finally:
+        failures.removeFilter(at_debug)
+        optuna.logging.set_verbosity(level)
+
 
 def _space(space: SearchSpace | str | Path | None) -> SearchSpace:
     if space is None:
@@ -421,8 +486,9 @@ def _analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | 
                      dcn_macs: str, convention: str) -> list[dict[str, Any]]:
     """The proven `macs` optimum and (with a reference) `closest` optimum of the window, as knobs:
     the first trials of a sampled search in a window (empty when the space was too large to prove)."""
-    if not proof.certificate.complete or not proof.certificate.in_window:
-        return []
+    cert = proof.certificate
+    if not cert.complete or not cert.in_window or (proof.exact is None and cert.in_window > MAX_WARM_START):
+        return []  # too many to stream before the first trial: the witness alone starts the search
     out = []
     for name in ("macs", "closest") if ref is not None else ("macs",):
         ctx = registry.Context(size, dcn_macs, convention, knobs_from_config(ref) if ref is not None else None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from featherface_tune.counter.analytic import count
 from featherface_tune.errors import ConfigError, InputError
@@ -23,8 +23,10 @@ from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner import registry
 from featherface_tune.tuner.solve import Repairer, prove
-from featherface_tune.training.proxy import Fidelity  # the one description of a proxy training run
 from featherface_tune.tuner.space import SearchSpace, config_from_knobs, knobs_from_config
+
+if TYPE_CHECKING:  # the proxy's run spec lives beside torch: imported only when a proxy trains
+    from featherface_tune.training.proxy import Fidelity
 
 OBJECTIVE_ALIASES = registry.aliases()  # the built-ins' names and aliases (the registry holds them all)
 Callable_ = Callable[[FeatherFaceConfig], float]
@@ -101,6 +103,10 @@ def load_proxy(data_dir: Path, device: str = "auto") -> ProxyFn:
     try:
         from featherface_tune.training.proxy import proxy_objective  # type: ignore[import-not-found]
     except Exception as exc:  # ImportError, or an error while importing its dependencies
+        from featherface_tune.extras import missing_extra
+
+        if (hint := missing_extra(exc)) is not None:
+            raise InputError(f"--proxy-data {hint}") from None
         raise InputError(f"--proxy-data needs proxy training (featherface_tune.training.proxy), which "
                          f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
@@ -128,7 +134,7 @@ class BudgetObjective:
     spec: R.StudySpec
     proxy: ProxyFn | None = None
     proxy_data: Path | None = None
-    fidelity: Fidelity = field(default_factory=Fidelity)
+    fidelity: Fidelity | None = None  # None: the proxy's defaults
     latency_runtime: str | None = None  # onnxruntime (default when installed) or torch
     latency_threads: int = 1
     repairer: Repairer | None = None
@@ -254,6 +260,13 @@ class BudgetObjective:
                 values.append(expensive.get(name, math.inf))
         return values[0] if len(values) == 1 else values
 
+    def _fidelity(self) -> Fidelity:
+        if self.fidelity is None:
+            from featherface_tune.training.proxy import Fidelity
+
+            self.fidelity = Fidelity()
+        return self.fidelity
+
     def _expensive(self, trial: Any, cfg: FeatherFaceConfig) -> dict[str, Any]:
         """Latency / proxy AP of a feasible config (reused when this worker already measured it)."""
         got = dict(self._cache.get(cfg, {}))
@@ -266,7 +279,7 @@ class BudgetObjective:
             if self.proxy is None or self.proxy_data is None:
                 raise TrialFailed("proxy objective without proxy training")
             report_to = trial if len(self.spec.objectives) == 1 and _is_real_trial(trial) else None
-            ap = float(self.proxy(cfg, self.proxy_data, self.fidelity.to_dict(), report_to))
+            ap = float(self.proxy(cfg, self.proxy_data, self._fidelity().to_dict(), report_to))
             if not math.isfinite(ap):
                 raise TrialFailed(f"proxy training returned {ap}")
             got["proxy_ap"] = ap
@@ -313,3 +326,13 @@ def summarize(spec: R.StudySpec) -> str:
     return (f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}; "
             f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
 
+
+
+def __getattr__(name: str) -> Any:
+    """`from featherface_tune.tuner.objectives import Fidelity` still works; it imports torch, so only
+    on request."""
+    if name == "Fidelity":
+        from featherface_tune.training.proxy import Fidelity
+
+        return Fidelity
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -256,7 +256,7 @@ def test_repo_budgets_all_pass(monkeypatch):
     assert measured["featherface-v1-489k"] == 488664
     assert measured["featherface-489k"] == 489000
     text = gate()
-    assert re.search(r" featherface-official-thop\s+params \(thop\)\s", text.stdout)
+    assert re.search(r"^ ?featherface-official-thop\s+params \(thop\)\s", text.stdout, re.M)
     assert "thop: thop 0.1.1 profile" in text.stdout  # the rule of every convention other than numel
     thop = next(b for b in data["budgets"] if b["name"] == "featherface-official-thop")
     assert thop["convention"] == "thop" and [c["measured"] for c in thop["checks"]] == [488_661, 1_012_598_976]

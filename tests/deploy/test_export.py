@@ -131,14 +131,14 @@ def test_cli_exits_1_when_the_tolerance_is_exceeded(tmp_path: Path) -> None:
 def test_threads_open_the_session_once(exported, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """--threads on an ONNX checkpoint: the session opens once, with them (placing the model with the
     same threads reopens nothing; other threads reopen it)."""
-    from featherface_tune.commands.predict import model_from_options, place_model
+    from featherface_tune.inference.model import open_model, place_model
     from featherface_tune.deploy import runtime
 
     _, path, _ = exported
     opened: list[int | None] = []
     real = runtime.open_session
     monkeypatch.setattr(runtime, "open_session", lambda m, threads=None, what="model": (opened.append(threads), real(m, threads, what))[1])
-    model, _, _ = model_from_options(path, None, None, None, 2)
+    model, _, _ = open_model(path, None, None, None, 2)
     place_model(model, "cpu", 2)
     assert opened == [2] and model.session.get_session_options().intra_op_num_threads == 2
     place_model(model, "cpu", 1)

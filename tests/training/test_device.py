@@ -62,11 +62,17 @@ def test_mps_unavailable_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_default_threads_honours_env_then_divides_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert D.default_threads(environ={"OMP_NUM_THREADS": "3"}) == 3
     monkeypatch.setattr(D, "usable_cores", lambda: 16)
+    monkeypatch.setattr(D, "load_average", lambda: 0.2)  # an idle machine
     assert D.default_threads(environ={}) == 16
     assert D.default_threads(workers=4, environ={}) == 4
     assert D.default_threads(workers=32, environ={}) == 1
     assert D.default_threads(environ={"OMP_NUM_THREADS": "lots"}) == 16  # ignored, not a crash
     assert D.default_threads(environ={"OMP_NUM_THREADS": "0"}) == 16
+    # a loaded machine: only the cores nothing else uses, never fewer than 1
+    assert D.default_threads(environ={}, load=6.4) == 10
+    assert D.default_threads(workers=4, environ={}, load=6.4) == 4
+    assert D.default_threads(environ={}, load=40.0) == 1
+    assert D.default_threads(environ={"OMP_NUM_THREADS": "3"}, load=40.0) == 3  # asked for: kept
 
 
 def test_set_threads_sets_torch_and_rejects_nonsense() -> None:
