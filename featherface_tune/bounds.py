@@ -163,12 +163,18 @@ def check_int(value: object, name: str, minimum: int, maximum: int, what: str = 
     "--trials" or the API's parameter name such as "trials") and the rule; a bool, a float or a
     string is refused (the API is typed; the CLI parses its text first). `what` explains the bound."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{name} {value!r}: must be an integer in {minimum:,}..{maximum:,}, "
-                         f"not {type(value).__name__}")
-    if not minimum <= value <= maximum:
-        rule = f"must be at least {minimum:,}" if value < minimum else f"must be at most {maximum:,}"
-        raise InputError(f"{name} {shown_int(value)}: {rule}" + (f" ({what})" if what else ""))
-    return value
+        rule = f"must be an integer in {minimum:,}..{maximum:,}, not {type(value).__name__}"
+    elif not minimum <= value <= maximum:
+        rule = (f"must be at least {minimum:,}" if value < minimum else f"must be at most {maximum:,}") \
+            + (f" ({what})" if what else "")
+    else:
+        return value
+    if name.startswith("-"):  # a flag the command layer checks itself
+        shown = shown_int(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+        raise InputError(f"{name} {shown}: {rule}")
+    # a Python argument: field, value and rule (`trials=0: ...`; the command layer may name its flag)
+    raise InputError(field=name, value=value if not isinstance(value, int) or value.bit_length() <= 64
+                     else shown_int(value), rule=rule)
 
 
 def check_config_numbers(values: dict[str, object]) -> None:

@@ -13,21 +13,44 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
+_NO_VALUE: Any = object()
+
+
 class FeatherFaceError(Exception):
     """Base class: a user-facing failure with a one-line message. `part` may name the input that
-    caused it when several are merged (e.g. "preset", "config", "overrides" in `resolve_config`)."""
+    caused it when several are merged (e.g. "preset", "config", "overrides" in `resolve_config`).
+
+    An error about one argument's value carries it: `field` (the argument's Python name), `value`
+    and `rule` (what the value breaks). Built from those alone, the message names the field as Python
+    callers spell it (`trials=0: must be at least 1`); the command layer names the flag instead
+    (`shown_as("--trials")`: `--trials 0: must be at least 1`), so the library never spells a flag."""
 
     exit_code = 2
     part: str | None = None
+
+    def __init__(self, message: str = "", field: str | None = None, value: Any = _NO_VALUE, rule: str | None = None):
+        self.field, self.value, self.rule = field, value, rule
+        super().__init__(message or self.shown_as(f"{field}="))
+
+    def shown_as(self, name: str) -> str:
+        """The message with the field named `name` ("--trials", or "trials=" for the default text);
+        the message itself when it was not built from a field, value and rule."""
+        if self.rule is None or self.field is None:
+            return str(self)
+        sep = "" if name.endswith("=") else " "
+        if self.value is _NO_VALUE:
+            return f"{name.rstrip('=')}: {self.rule}"
+        value = repr(self.value) if isinstance(self.value, str) else str(self.value)
+        return f"{name}{sep}{value}: {self.rule}"
+
+    def renamed(self, field: str) -> "FeatherFaceError":
+        """The same error about `field` (e.g. a training option checked for the search's --proxy-*)."""
+        return type(self)(field=field, value=self.value, rule=self.rule) if self.rule is not None else self
 
 
 class ConfigError(FeatherFaceError, ValueError):
     """A model config breaks a rule of the architecture, or names an unknown field. `field` names
     the config field whose rule broke (None when the error is not about one field's value)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
 
 class InputError(FeatherFaceError):

@@ -12,10 +12,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# one thread per pytest-xdist worker (CI runs one worker per core), else at most 2
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 # searches that only need a sampled objective measure latency for at most 2 s a config (the CLIs the
 # tests start inherit it); tests of the measurement itself pass their own cap
 os.environ.setdefault("FEATHERFACE_TUNE_LATENCY_SECONDS", "2")
+
+
+@pytest.fixture
+def cheap_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency measurement replaced by a cheap deterministic stand-in (tests/cheap_latency.py), for
+    tests that need a sampled objective rather than a measurement."""
+    import featherface_tune.deploy.latency as latency
+    from cheap_latency import fake_measure
+
+    monkeypatch.setattr(latency, "measure", fake_measure)
 
 
 @pytest.fixture(scope="session")

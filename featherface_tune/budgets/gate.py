@@ -206,7 +206,7 @@ def verify(budget: Budget) -> Verification:
 def evaluate(budget: Budget, with_verify: bool = False) -> GateResult:
     """Count the budget's model analytically (and optionally cross-check it) and judge it."""
     h, w = budget.input_size
-    result = count(budget.config, h, w, dcn_macs=budget.dcn_macs, convention=budget.convention)
+    result = count(budget.config, h, w, convention=budget.counting)
     checks = [MetricCheck("params", budget.params, result.params)]
     if budget.macs is not None:
         checks.append(MetricCheck("macs", budget.macs, result.macs))

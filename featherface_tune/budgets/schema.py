@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tolerance import Tolerance  # the one parser of a tolerance; re-exported here
+
+if TYPE_CHECKING:
+    from featherface_tune.counter.conventions import Convention
 
 
 class BudgetFileError(InputError):
@@ -128,6 +131,13 @@ class Budget:
     model_source: str = ""  # e.g. "preset featherface-official + neck_channels=42"
     display: str = ""  # the path as shown to the user (relative to the working directory)
     lines: dict[str, int] = field(default_factory=dict)  # dotted key -> 1-based line in the file
+
+    @property
+    def counting(self) -> "Convention":
+        """The convention every figure of the budget is counted in (`convention` and `dcn_macs`)."""
+        from featherface_tune.counter.conventions import get_convention
+
+        return get_convention(self.convention, self.dcn_macs)
 
     @property
     def shown(self) -> str:

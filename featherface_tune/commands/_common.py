@@ -44,6 +44,30 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+# where a library argument's name differs from its command's option (the library names fields, the
+# command layer names flags: `FeatherFaceError.shown_as`)
+FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "num_workers": "workers"}
+
+
+def flag_message(exc: FeatherFaceError) -> str:
+    """The error's message, naming the running command's flag for the argument it is about (the
+    option whose parameter is the error's field); the library's own message otherwise."""
+    try:  # Typer >= 0.2x carries its own copy of click (and of its context stack)
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older Typer on real click
+        from click import get_current_context  # type: ignore[no-redef]
+
+    ctx = get_current_context(silent=True)
+    if exc.field is None or exc.rule is None or ctx is None:
+        return str(exc)
+    name = FIELD_OPTIONS.get(exc.field, exc.field)
+    for param in ctx.command.params:
+        flag = next((o for o in param.opts if o.startswith("--")), None) if param.name == name else None
+        if flag is not None:
+            return exc.shown_as(flag)
+    return str(exc)
+
+
 def handle_errors(fn: F) -> F:
     """Turn project errors and interrupts into one-line messages and non-zero exits. SIGTERM
     (`timeout`, CI cancel, `docker stop`) is handled like Ctrl-C, and exits 143 instead of 130."""
@@ -54,7 +78,7 @@ def handle_errors(fn: F) -> F:
             try:
                 return fn(*args, **kwargs)
             except FeatherFaceError as exc:
-                raise fail(str(exc), exc.exit_code) from None
+                raise fail(flag_message(exc), exc.exit_code) from None
             except ImportError as exc:  # an optional install is missing: name it, no traceback
                 from featherface_tune.extras import missing_extra
 

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, Mapping, NamedTuple
 
 from featherface_tune.bounds import MAX_INPUT_SIDE
-from featherface_tune.counter.conventions import DCN_CONVENTIONS, check_dcn_macs, countable, get_convention
+from featherface_tune.counter.conventions import DCN_CONVENTIONS, Convention, check_dcn_macs, countable, get_convention
 from featherface_tune.models.arch import GROUPS, Cost, priced_groups
 from featherface_tune.models.arch import clear_caches as _clear_arch
 from featherface_tune.models.config import FeatherFaceConfig
@@ -40,6 +40,11 @@ class CountResult(NamedTuple):
     convention: str = "numel"
 
     @property
+    def counting(self) -> Convention:
+        """The convention the figures are in (its DCN MAC convention included)."""
+        return get_convention(self.convention, self.dcn_macs)
+
+    @property
     def modules(self) -> dict[str, Cost]:
         return {name: Cost(*pm) for name, pm in zip(GROUPS, self.groups)}
 
@@ -57,9 +62,10 @@ class CountResult(NamedTuple):
 
 
 def count(cfg: FeatherFaceConfig | Mapping[str, Any], h: int = 640, w: int = 640, dcn_macs: str = "full",
-          convention: str = "numel") -> CountResult:
+          convention: str | Convention = "numel") -> CountResult:
     """Total and per-group params and MACs for an h x w input (see the module doc for `dcn_macs`),
-    in a counting convention (default: true parameters, fvcore MACs). `cfg` may be a mapping of
+    in a counting convention (default: true parameters, fvcore MACs): a `Convention` (which holds
+    its DCN MAC convention: `dcn_macs` is then not read) or its name. `cfg` may be a mapping of
     config fields; anything else, or a size beyond the bounds, raises InputError/ConfigError.
 
         >>> count(FeatherFaceConfig()).params
@@ -87,17 +93,28 @@ def _checked(cfg: Any, h: Any, w: Any) -> tuple[FeatherFaceConfig, tuple[int, in
 
 
 @lru_cache(maxsize=8192)
-def _count(cfg: FeatherFaceConfig, h: int, w: int, dcn_macs: str, convention: str) -> CountResult:
-    conv = get_convention(convention, dcn_macs)
+def _count(cfg: FeatherFaceConfig, h: int, w: int, dcn_macs: str, convention: str | Convention) -> CountResult:
+    conv = convention if isinstance(convention, Convention) else get_convention(convention, dcn_macs)
     countable(conv, cfg)
     priced = priced_groups(cfg, h, w)
-    groups = tuple(conv.total(priced[g]) for g in GROUPS)
+    # one pass over the instances (a search counts thousands of new configs): the true count's group
+    # sums directly, other conventions through their rules
     offset = sampling = 0
-    for prices in priced.values():
-        for _, parts in prices:
-            offset, sampling = offset + parts.dcn_aux_macs, sampling + parts.dcn_sampling_macs
-    return CountResult(sum(g[0] for g in groups), sum(g[1] for g in groups), (h, w), groups, offset, sampling,
-                       dcn_macs, convention)
+    sums = []
+    for prices in priced.values():  # GROUPS order
+        gp = gm = 0
+        for (p, m), parts in prices:
+            gp += p
+            gm += m
+            offset += parts.dcn_aux_macs
+            sampling += parts.dcn_sampling_macs
+        sums.append((gp, gm))
+    groups = tuple(sums) if conv.rules == () and conv.scale == 1 else tuple(conv.total(p) for p in priced.values())
+    params = macs = 0
+    for p, m in groups:
+        params += p
+        macs += m
+    return CountResult(params, macs, (h, w), groups, offset, sampling, conv.dcn_macs, conv.name)
 
 
 def count_params(cfg: FeatherFaceConfig) -> int:

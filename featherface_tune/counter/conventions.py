@@ -34,6 +34,10 @@ Conventions (`CONVENTIONS[name].summary` is the one-line rule; `--conventions` p
 - `flops`: `torch.utils.flop_counter.FlopCounterMode`: 2 x the multiply-adds of convolutions and
   matrix products (the DCN main convs included); BatchNorm, upsampling and biases count 0.
 
+A `Convention` is the whole counting rule, the DCN MAC convention included (`.name`, `.dcn_macs`):
+it is what travels (`count(cfg, convention=get_convention("numel", "dense"))`, a budget's `.counting`)
+rather than the two strings.
+
 API for code that sums per-term costs (a solver): `get_convention(name, dcn_macs).total(prices)`
 restates block prices (`featherface_tune.models.arch.term_price`, `block_price`) in the convention and
 adds them; `dcn_macs` is "full" or "dense" ("dense" only with `numel`). `countable(convention, cfg)`
@@ -64,10 +68,10 @@ OFFICIAL_BACKBONE_WIDTH = 0.25
 DCN_CONVENTIONS = ("dense", "full")  # MACs without / with the deformable convs' offset and modulator convs
 
 
-def check_dcn_macs(value: str, option: str = "--dcn-macs") -> str:
-    """A user's MAC convention, or a one-line InputError naming `option` and the choices."""
+def check_dcn_macs(value: str, field: str = "dcn_macs") -> str:
+    """A user's MAC convention, or a one-line InputError about `field` naming the choices."""
     if value not in DCN_CONVENTIONS:
-        raise InputError(f"{option} {value!r}: use {' or '.join(DCN_CONVENTIONS)}")
+        raise InputError(field=field, value=value, rule=f"use {' or '.join(DCN_CONVENTIONS)}")
     return value
 
 
@@ -118,6 +122,7 @@ class Convention:
     unit: str = "MACs"
     scale: int = 1  # figure = scale x MACs (2 for FLOPs)
     official_only: bool = False  # counts the official code's modules: its MobileNetV1 is fixed
+    dcn_macs: str = "full"  # "dense": the DCN offset/modulator convs left out (numel only; `get_convention`)
 
     def delta(self, parts: Parts) -> tuple[int, int]:
         """(params, MACs) change of all rules on `parts` (MACs unscaled)."""
@@ -192,7 +197,7 @@ def get_convention(name: str, dcn_macs: str = "full") -> Convention:
         if name != "numel":
             raise ConfigError(f"dcn_macs='dense' applies to the numel convention only; {name} counts "
                               "the deformable convs by its own rule")
-        return dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,))
+        return dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,), dcn_macs="dense")
     return conv
 
 

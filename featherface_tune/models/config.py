@@ -10,6 +10,7 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -78,6 +79,7 @@ class FeatherFaceConfig:
         return d
 
 
+@lru_cache(maxsize=256)
 def backbone_channels(width: float) -> tuple[int, int, int]:
     """Output widths of MobileNetV1's three stages at a width multiplier (a multiple of 1/32)."""
     m = round(width * 32)
@@ -85,11 +87,59 @@ def backbone_channels(width: float) -> tuple[int, int, int]:
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FeatherFaceConfig))
-_BOOL_FIELDS = ("backbone_cbam", "neck_cbam", "ssh_deformable", "landmarks")
-_INT_FIELDS = (
-    "neck_channels", "bifpn_repeats", "backbone_cbam_reduction", "neck_cbam_reduction",
-    "shuffle_groups", "anchors_per_cell",
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config field as every tool that varies configs sees it (`FIELDS`).
+
+    `kind`: "switch" (changes what the network is: a block on or off, a type) or "width" (changes a
+    size). `type`: bool, int, float or str (`choices` lists a str field's values; `least` is an int's
+    smallest valid value where it applies). `space`: its domain in the default search space, as a space
+    file writes it (a value: fixed; a list: choices; {"min", "max", "step"}: a range). `budget`: the
+    solver varies it per structure (its cost is a search term of its own, `models.arch.TERMS`).
+    `per_level`: one value per level (P3, P4, P5), three knobs in the space. `on`/`when`: it applies
+    only while switch `on` takes a value in `when`; elsewhere it takes `off` (required by the config
+    when `forced`, else a canonical value the search records)."""
+
+    name: str
+    kind: str
+    type: type
+    space: Any
+    choices: tuple[str, ...] = ()
+    least: int | None = None
+    budget: bool = False
+    per_level: bool = False
+    on: str | None = None
+    when: tuple[Any, ...] = ()
+    off: Any = None
+    forced: bool = False
+
+
+# Every field of FeatherFaceConfig, in the order a search samples them: a field's switch (`on`) comes
+# before it; the budget fields last. The validation's generic checks (type, choices, least value,
+# context), the search space's knobs, domains and context rules, and the solver's distance read this
+# table; a new field is one entry here (its own rules, if any, in `validate`).
+FIELDS: tuple[Field, ...] = (
+    Field("backbone_width", "width", float, 0.25),
+    Field("backbone_cbam", "switch", bool, [True, False]),
+    Field("neck", "switch", str, ["bifpn", "fpn"], choices=NECKS),
+    Field("bifpn_repeats", "width", int, {"min": 1, "max": 4}, least=1, on="neck", when=("bifpn",), off=0,
+          forced=True),
+    Field("neck_channels", "width", int, {"min": 16, "max": 128}, least=1),
+    Field("neck_cbam", "switch", bool, [True, False]),
+    Field("ssh_deformable", "switch", bool, [True, False]),
+    Field("shuffle", "switch", str, ["block", "plain", "none"], choices=SHUFFLES),
+    Field("shuffle_groups", "width", int, 2, least=1, on="shuffle", when=("block", "plain"), off=2),
+    Field("anchors_per_cell", "switch", int, 2, least=1),
+    Field("landmarks", "switch", bool, True),
+    Field("ssh_channels", "width", int, {"min": 16, "max": 128, "step": 4}, budget=True, per_level=True),
+    Field("backbone_cbam_reduction", "width", int, [4, 8, 16, 32], least=1, budget=True, on="backbone_cbam",
+          when=(True,), off=16),
+    Field("neck_cbam_reduction", "width", int, [4, 8, 16, 32], least=1, budget=True, on="neck_cbam",
+          when=(True,), off=16),
 )
+FIELD = {f.name: f for f in FIELDS}
 
 
 def _is_int(v: Any) -> bool:
@@ -121,14 +171,14 @@ def _nearest_divisors(n: int, g: int, reach: int = 4096) -> list[int]:
 
 def validate(cfg: FeatherFaceConfig) -> None:
     """Check every rule of the architecture; raise ConfigError on the first broken one."""
-    for name in _BOOL_FIELDS:
-        v = getattr(cfg, name)
-        if not isinstance(v, bool):
-            _fail(name, v, "must be true or false")
-    for name in _INT_FIELDS:
-        v = getattr(cfg, name)
-        if not _is_int(v):
-            _fail(name, v, "must be an integer")
+    for f in FIELDS:  # types and choices first: the rules below compare values
+        v = getattr(cfg, f.name)
+        if f.type is bool and not isinstance(v, bool):
+            _fail(f.name, v, "must be true or false")
+        if f.type is int and not f.per_level and not _is_int(v):
+            _fail(f.name, v, "must be an integer")
+        if f.choices and v not in f.choices:
+            _fail(f.name, v, f"must be one of {', '.join(f.choices)}")
     w = cfg.backbone_width
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
         _fail("backbone_width", w, "must be a positive number", [0.25])
@@ -140,25 +190,25 @@ def validate(cfg: FeatherFaceConfig) -> None:
         _fail("backbone_width", w,
               "must be a multiple of 1/32 (MobileNetV1's 32-channel stem needs whole channels)",
               sorted({k / 32, (k + 1) / 32}))
-    if cfg.neck not in NECKS:
-        _fail("neck", cfg.neck, f"must be one of {', '.join(NECKS)}")
-    if cfg.shuffle not in SHUFFLES:
-        _fail("shuffle", cfg.shuffle, f"must be one of {', '.join(SHUFFLES)}")
-    if cfg.neck_channels < 1:
-        _fail("neck_channels", cfg.neck_channels, "must be a positive width", [1])
-    if cfg.neck == "bifpn" and cfg.bifpn_repeats < 1:
-        _fail("bifpn_repeats", cfg.bifpn_repeats,
-              "must be at least 1 with neck='bifpn' (neck='fpn' has no BiFPN)", [1])
-    if cfg.neck == "fpn" and cfg.bifpn_repeats != 0:
-        _fail("bifpn_repeats", cfg.bifpn_repeats,
-              "only applies to neck='bifpn'; with neck='fpn' it must be 0", [0])
+    for f in FIELDS:  # the least value where a field applies; its `off` value where it must take it
+        if f.least is None:
+            continue
+        v = getattr(cfg, f.name)
+        switch = getattr(cfg, f.on) if f.on is not None else None
+        applies = f.on is None or switch in f.when
+        if not applies and f.forced:
+            if v != f.off:
+                _fail(f.name, v, f"only applies to {f.on}={f.when[0]!r}; with {f.on}={switch!r} "
+                      f"it must be {f.off!r}", [f.off])
+        elif v < f.least and (applies or not f.forced):
+            rule = f"must be at least {f.least}" + (f" with {f.on}={f.when[0]!r}" if f.forced else "")
+            # nearest: the least value, and the default space's value where the space fixes the field
+            _fail(f.name, v, rule, sorted({f.least, f.space if _is_int(f.space) else f.least}))
     for name, on, width in (
         ("backbone_cbam_reduction", cfg.backbone_cbam, min(cfg.backbone_channels)),
         ("neck_cbam_reduction", cfg.neck_cbam, cfg.neck_channels),
     ):
         r = getattr(cfg, name)
-        if r < 1:
-            _fail(name, r, "must be at least 1", [1])
         if on and width // r < 1:
             _fail(name, r,
                   f"leaves the CBAM channel-gate MLP with {width}//{r} = 0 hidden units "
@@ -179,16 +229,12 @@ def validate(cfg: FeatherFaceConfig) -> None:
         if v % 4:
             _fail(name, v, "must be a multiple of 4 (SSH splits it 1/2+1/4+1/4)",
                   _nearest_multiples(v, 4, 4))
-    if cfg.shuffle_groups < 1:
-        _fail("shuffle_groups", cfg.shuffle_groups, "must be at least 1", [1, 2])
     if cfg.shuffle != "none":
         for name, v in items:
             if v % cfg.shuffle_groups:
                 _fail("shuffle_groups", cfg.shuffle_groups,
                       f"must divide the SSH width {name}={v} (channel shuffle splits it into "
                       "equal groups)", _nearest_divisors(v, cfg.shuffle_groups))
-    if cfg.anchors_per_cell < 1:
-        _fail("anchors_per_cell", cfg.anchors_per_cell, "must be at least 1", [1, 2])
 
 
 # ---- building configs from outside data ---------------------------------------------------

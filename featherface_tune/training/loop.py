@@ -106,19 +106,20 @@ class TrainOptions:
         return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
 
     def validate(self) -> None:
-        check_int(self.epochs, "--epochs", 1, MAX_EPOCHS)
+        # errors name the option's field (the command layer shows its flag)
+        check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
         if self.image_size < 32 or self.image_size % 32:
-            raise InputError(f"--image-size {self.image_size}: must be a positive multiple of 32")
+            raise InputError(field="image_size", value=self.image_size, rule="must be a positive multiple of 32")
         check_build_size(self.image_size, self.image_size, f"--image-size {self.image_size}")
-        check_int(self.batch_size, "--batch-size", 1, MAX_BATCH)
+        check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
         check_subset(self.subset)
         if self.time_budget is not None and not (self.time_budget > 0):
-            raise InputError(f"--time-budget {self.time_budget}: must be a positive number of seconds")
+            raise InputError(field="time_budget", value=self.time_budget, rule="must be a positive number of seconds")
         if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer {self.optimizer!r}: must be one of {', '.join(OPTIMIZERS)}")
+            raise InputError(field="optimizer", value=self.optimizer, rule=f"must be one of {', '.join(OPTIMIZERS)}")
         lr = self.resolved_lr()
         if not (math.isfinite(lr) and lr > 0):
-            raise InputError(f"--lr {lr}: must be a positive number")
+            raise InputError(field="lr", value=lr, rule="must be a positive number")
         check_seed(self.seed)
         check_finite(self.warmup_epochs, "--warmup")
         if self.warmup_epochs > self.epochs:  # the schedule caps it at half the run: more is a typo
@@ -127,9 +128,9 @@ class TrainOptions:
         if self.weight_decay is not None:
             check_finite(self.weight_decay, "--weight-decay")
         if self.bn_recalibrate < 0:
-            raise InputError(f"--bn-recalibrate {self.bn_recalibrate}: must be >= 0")
+            raise InputError(field="bn_recalibrate", value=self.bn_recalibrate, rule="must be >= 0")
         if self.num_workers is not None:  # each worker is a process: a few per core at most
-            check_int(self.num_workers, "--workers", 0, min(MAX_WORKERS, 4 * (os.cpu_count() or 1)),
+            check_int(self.num_workers, "num_workers", 0, min(MAX_WORKERS, 4 * (os.cpu_count() or 1)),
                       "data-loader processes: at most 4 per core of this machine")
         if self.resume and self.out_dir is None:
             raise InputError("--resume needs --out (the folder holding last.pt)")

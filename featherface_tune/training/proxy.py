@@ -58,7 +58,7 @@ class Fidelity:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise InputError(f"--metric {self.metric!r}: must be one of {', '.join(METRICS)}")
+            raise InputError(field="metric", value=self.metric, rule=f"must be one of {', '.join(METRICS)}")
         if not (0 < self.val_subset <= 1):
             raise InputError(f"fidelity val_subset={self.val_subset}: must be a fraction in (0, 1]")
         if self.val_max_side is not None and self.val_max_side < 32:
@@ -82,24 +82,23 @@ class Fidelity:
     def from_search_options(cls, epochs: int | None = None, subset: float | None = None,
                             image_size: int | None = None, time_budget: float | None = None,
                             metric: str = "hard") -> "Fidelity":
-        """The search's --proxy-* options (None: the default), checked under their own names."""
+        """The search's proxy options (None: the default), checked under their own names (`proxy_epochs`,
+        ...: an error's field; the command layer shows the flag)."""
         for name, v in (("epochs", epochs), ("image_size", image_size)):
             if v is not None and v < 1:
-                raise InputError(f"--proxy-{name.replace('_', '-')} {v}: must be at least 1")
+                raise InputError(field=f"proxy_{name}", value=v, rule="must be at least 1")
         if subset is not None and not (subset > 0):
-            raise InputError(f"--proxy-subset {subset}: must be positive (a fraction <= 1 or an image count)")
+            raise InputError(field="proxy_subset", value=subset,
+                             rule="must be positive (a fraction <= 1 or an image count)")
         if time_budget is not None and not (time_budget > 0):
-            raise InputError(f"--proxy-time-budget {time_budget}: must be positive seconds")
+            raise InputError(field="proxy_time_budget", value=time_budget, rule="must be positive seconds")
         given = {"epochs": epochs, "subset": subset, "image_size": image_size, "time_budget": time_budget}
         try:
             return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
-        except InputError as exc:  # a training rule, named as the search spells the option
-            text = str(exc)
-            for name in given:
-                flag = "--" + name.replace("_", "-")
-                if text.startswith(flag + " "):
-                    text = "--proxy-" + text[2:]
-            raise InputError(text) from None
+        except InputError as exc:  # a training rule about one of them: the same error, about the search's argument
+            if exc.field in given:
+                raise exc.renamed(f"proxy_{exc.field}") from None
+            raise
 
     def train_options(self, out_dir: Path | None = None, progress: bool = False, device: str = "auto",
                       amp: str = "auto", resume: bool = False) -> TrainOptions:

@@ -142,6 +142,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         notes.append(text)
         say(text)
 
+    # errors name the argument (field), the value and the rule; the command layer names its flag
     tolerance, (h, w) = check_arguments(target=target, tolerance=tolerance, max_macs=max_macs, trials=trials,
                                         timeout=timeout, top=top, seed=seed, storage=storage, study=study,
                                         input_size=input_size, proxy_data=proxy_data)
@@ -150,7 +151,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     try:
         get_convention(convention, dcn_macs)
     except ConfigError as exc:
-        raise InputError(f"--convention: {exc}") from None
+        raise InputError(field="convention", rule=str(exc)) from None
     sp = _space(space)
     if proxy is None and proxy_data is not None:  # proxy training on the data given (it was ignored)
         from featherface_tune.tuner.objectives import load_proxy
@@ -164,11 +165,11 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         require("torch", "the latency objective")  # every trial builds its model
         latency_runtime = check_runtime(latency_runtime)
         if latency_threads < 1:
-            raise InputError(f"--threads {latency_threads}: must be at least 1")
+            raise InputError(field="latency_threads", value=latency_threads, rule="must be at least 1")
         if latency_mode not in LATENCY_MODES:
-            raise InputError(f"latency mode {latency_mode!r}: use {' or '.join(LATENCY_MODES)}")
+            raise InputError(field="latency_mode", value=latency_mode, rule=f"use {' or '.join(LATENCY_MODES)}")
         if finalists < 1:
-            raise InputError(f"--finalists {finalists}: must be at least 1")
+            raise InputError(field="finalists", value=finalists, rule="must be at least 1")
         tell(f"latency: {latency_runtime}, {latency_threads} thread(s), batch 1 at {h}x{w}, "
              + ("median to +/-3 % (95 %)" if latency_mode == "sampled" else "per-block latency model, finalists timed"))
     ref_cfg = _reference(reference, sp, tell) if "closest" in names else None

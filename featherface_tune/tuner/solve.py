@@ -43,8 +43,8 @@ from featherface_tune.models.arch import (
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tuner.records import window_text
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, CONTEXT, RATIO_KNOBS, SSH_KNOBS, STR_KNOBS, STRUCTURE_KNOBS, Domain, SearchSpace, applies, config_from_knobs,
-    inactive_value, knobs_from_config, switched_on,
+    BUDGET_KNOBS, CONTEXT, RATIO_KNOBS, SSH_KNOBS, STR_KNOBS, STRUCTURE_KNOBS, SWITCH_KNOBS, WIDTH_KNOBS, Domain, SearchSpace,
+    applies, config_from_knobs, inactive_value, knobs_from_config, switched_on,
 )
 
 MAX_CERTIFY_STRUCTURES = 250_000
@@ -215,8 +215,7 @@ def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int, convent
 # change |a - b| / max(a, b) (0 when equal, always below 1) of a knob that applies in both (a CBAM ratio
 # only where that CBAM is on in both, BiFPN repeats only where both use BiFPN, shuffle groups only
 # where both shuffle); a switch costs SWITCH_COST, more than all nine width terms together can.
-WIDTH_KNOBS = ("backbone_width", "neck_channels", "bifpn_repeats", "shuffle_groups") + BUDGET_KNOBS
-SWITCH_KNOBS = ("backbone_cbam", "neck", "neck_cbam", "ssh_deformable", "shuffle", "anchors_per_cell", "landmarks")
+# (WIDTH_KNOBS and SWITCH_KNOBS: the config field table's kinds, `models.config.FIELDS`)
 SWITCH_COST = 10.0
 _BUDGET_COLS = [WIDTH_KNOBS.index(k) for k in BUDGET_KNOBS]
 _RATIO_COLS = [WIDTH_KNOBS.index(k) for k in RATIO_KNOBS]

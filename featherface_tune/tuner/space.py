@@ -25,23 +25,79 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError
-from featherface_tune.models.config import (
-    NECKS, SHUFFLES, FeatherFaceConfig, parse_value,
-)
+from featherface_tune.models.config import FIELDS, FeatherFaceConfig, Field, parse_value
 
-SSH_KNOBS = ("ssh_channels_p3", "ssh_channels_p4", "ssh_channels_p5")
-RATIO_KNOBS = ("backbone_cbam_reduction", "neck_cbam_reduction")
-BUDGET_KNOBS = SSH_KNOBS + RATIO_KNOBS
+LEVEL_SUFFIXES = ("_p3", "_p4", "_p5")
+
+
+@dataclass(frozen=True)
+class ContextRule:
+    """A knob applies only while knob `on` takes one of `when`; otherwise it takes `off` (always,
+    if `forced`; else only when `off` is in its domain, and its first value if not)."""
+
+    on: str
+    when: tuple[Any, ...]
+    off: Any
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The knobs of a table of config fields (`models.config.FIELDS`), each list in sampling order: a
+    per-level field is one knob per level, a knob's switch comes before it, the budget knobs last."""
+
+    structure: tuple[str, ...]  # the knobs the proof enumerates structure by structure
+    ssh: tuple[str, ...]  # the per-level budget knobs (the SSH widths)
+    ratio: tuple[str, ...]  # the other budget knobs (the CBAM ratios)
+    width: tuple[str, ...]  # knobs that change a size (the repair's relative width terms)
+    switch: tuple[str, ...]  # knobs that change what the network is (the repair's switch costs)
+    types: dict[str, type]
+    choices: dict[str, tuple[str, ...]]  # the values of str knobs
+    context: dict[str, ContextRule]
+    defaults: dict[str, Any]  # knob -> its domain in the default space (as a space file writes it)
+    field_of: dict[str, str]  # knob -> config field
+
+    @property
+    def budget(self) -> tuple[str, ...]:
+        return self.ssh + self.ratio
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.structure + self.budget
+
+
+def derive_knobs(fields: Sequence[Field]) -> Knobs:
+    """Every knob list, type, context rule and default domain of the space (and the solver), derived
+    from the config's field table."""
+    def names(f: Field) -> tuple[str, ...]:
+        return tuple(f.name + s for s in LEVEL_SUFFIXES) if f.per_level else (f.name,)
+
+    by_knob = [(k, f) for f in fields for k in names(f)]
+    structure = tuple(k for k, f in by_knob if not f.budget)
+    ssh = tuple(k for k, f in by_knob if f.budget and f.per_level)
+    ratio = tuple(k for k, f in by_knob if f.budget and not f.per_level)
+    return Knobs(
+        structure, ssh, ratio,
+        width=tuple(k for k in structure + ssh + ratio if dict(by_knob)[k].kind == "width"),
+        switch=tuple(k for k in structure if dict(by_knob)[k].kind == "switch"),
+        types={k: f.type for k, f in by_knob}, choices={k: f.choices for k, f in by_knob if f.choices},
+        context={k: ContextRule(f.on, f.when, f.off, f.forced) for k, f in by_knob if f.on is not None},
+        defaults={k: f.space for k, f in by_knob}, field_of={k: f.name for k, f in by_knob})
+
+
+KNOB_TABLE = derive_knobs(FIELDS)
+SSH_KNOBS = KNOB_TABLE.ssh
+RATIO_KNOBS = KNOB_TABLE.ratio
+BUDGET_KNOBS = KNOB_TABLE.budget
 # Sampling order matters: a knob's context (neck, the CBAM switches, shuffle) comes first.
-STRUCTURE_KNOBS = (
-    "backbone_width", "backbone_cbam", "neck", "bifpn_repeats", "neck_channels", "neck_cbam",
-    "ssh_deformable", "shuffle", "shuffle_groups", "anchors_per_cell", "landmarks",
-)
-KNOBS = STRUCTURE_KNOBS + BUDGET_KNOBS
-BOOL_KNOBS = ("backbone_cbam", "neck_cbam", "ssh_deformable", "landmarks")
-STR_KNOBS = {"neck": NECKS, "shuffle": SHUFFLES}
-FLOAT_KNOBS = ("backbone_width",)
-INT_KNOBS = tuple(k for k in KNOBS if k not in BOOL_KNOBS + FLOAT_KNOBS and k not in STR_KNOBS)
+STRUCTURE_KNOBS = KNOB_TABLE.structure
+KNOBS = KNOB_TABLE.all
+WIDTH_KNOBS = KNOB_TABLE.width
+SWITCH_KNOBS = KNOB_TABLE.switch
+BOOL_KNOBS = tuple(k for k in KNOBS if KNOB_TABLE.types[k] is bool)
+STR_KNOBS = KNOB_TABLE.choices
+FLOAT_KNOBS = tuple(k for k in KNOBS if KNOB_TABLE.types[k] is float)
+INT_KNOBS = tuple(k for k in KNOBS if KNOB_TABLE.types[k] is int)
 MAX_DOMAIN = 4096
 DEFAULT_SOLVE: tuple[str, ...] = ()  # Optuna samples every knob; the solver repairs the sample
 MAX_SOLVE_COMBOS = 64  # combinations of free structure knobs (they make the repair try each)
@@ -170,25 +226,9 @@ class SearchSpace:
         return total
 
 
-@dataclass(frozen=True)
-class ContextRule:
-    """A knob applies only while knob `on` takes one of `when`; otherwise it takes `off` (always,
-    if `forced`; else only when `off` is in its domain, and its first value if not)."""
-
-    on: str
-    when: tuple[Any, ...]
-    off: Any
-    forced: bool = False
-
-
-# The one statement of which knob applies where; sampling, enumeration, the space size, the solver
-# and its certificate all read it.
-CONTEXT: dict[str, ContextRule] = {
-    "bifpn_repeats": ContextRule("neck", ("bifpn",), 0, forced=True),  # the config requires 0 with FPN
-    "backbone_cbam_reduction": ContextRule("backbone_cbam", (True,), 16),
-    "neck_cbam_reduction": ContextRule("neck_cbam", (True,), 16),
-    "shuffle_groups": ContextRule("shuffle", ("block", "plain"), 2),
-}
+# The one statement of which knob applies where (from the config's field table); sampling,
+# enumeration, the space size, the solver and its certificate all read it.
+CONTEXT: dict[str, ContextRule] = KNOB_TABLE.context
 
 
 def applies(knob: str, ctx: Mapping[str, Any]) -> bool:
@@ -226,19 +266,28 @@ def _iter(space: SearchSpace, knobs: list[str], ctx: dict[str, Any]) -> Iterable
     del ctx[knob]
 
 
+_PER_LEVEL = tuple(f for f in FIELDS if f.per_level)
+
+
 def config_from_knobs(values: Mapping[str, Any]) -> FeatherFaceConfig:
     """The config for a full knob assignment (raises ConfigError if it breaks a rule)."""
-    fields = {k: v for k, v in values.items() if k not in SSH_KNOBS}
-    fields["ssh_channels"] = tuple(values[k] for k in SSH_KNOBS)
+    fields = {k: v for k, v in values.items() if KNOB_TABLE.field_of.get(k, k) == k}
+    for f in _PER_LEVEL:
+        fields[f.name] = tuple(values[f.name + s] for s in LEVEL_SUFFIXES)
     return FeatherFaceConfig(**fields)
 
 
 def knobs_from_config(cfg: FeatherFaceConfig) -> dict[str, Any]:
-    d = cfg.to_dict()
-    del d["ssh_channels"]
-    for k, v in zip(SSH_KNOBS, cfg.ssh_widths):
-        d[k] = v
-    return {k: d[k] for k in KNOBS}
+    """Every knob's value in a config (a per-level field's levels as three knobs)."""
+    d = cfg.__dict__
+    out = {}
+    for k in KNOBS:
+        name = KNOB_TABLE.field_of[k]
+        v = d[name]
+        if name != k:  # one level of a per-level field: one int for all levels, or one per level
+            v = v if isinstance(v, int) else v[LEVEL_SUFFIXES.index(k[len(name):])]
+        out[k] = v
+    return out
 
 
 # ---- the default space ---------------------------------------------------------------------
@@ -246,27 +295,16 @@ def knobs_from_config(cfg: FeatherFaceConfig) -> dict[str, Any]:
 def default_space() -> SearchSpace:
     """Around FeatherFace: widths 16..128, CBAM ratios {4, 8, 16, 32}, BiFPN x1-4 or FPN,
     shuffle variants, DCN and CBAM on/off, per-level SSH widths and separate CBAM ratios; Optuna
-    samples all of them and the solver repairs each sample to the nearest exact config."""
-    ssh = int_range(16, 128, 4)
-    doms = {
-        "backbone_width": fixed(0.25),
-        "backbone_cbam": choice(True, False),
-        "neck": choice("bifpn", "fpn"),
-        "bifpn_repeats": int_range(1, 4),
-        "neck_channels": int_range(16, 128),
-        "neck_cbam": choice(True, False),
-        "ssh_deformable": choice(True, False),
-        "shuffle": choice("block", "plain", "none"),
-        "shuffle_groups": fixed(2),
-        "anchors_per_cell": fixed(2),
-        "landmarks": fixed(True),
-        "ssh_channels_p3": ssh,
-        "ssh_channels_p4": ssh,
-        "ssh_channels_p5": ssh,
-        "backbone_cbam_reduction": choice(4, 8, 16, 32),
-        "neck_cbam_reduction": choice(4, 8, 16, 32),
-    }
-    return SearchSpace(tuple((k, doms[k]) for k in KNOBS))
+    samples all of them and the solver repairs each sample to the nearest exact config. The domains
+    are the config field table's (`models.config.FIELDS`)."""
+    return SearchSpace(tuple((k, _default_domain(KNOB_TABLE.defaults[k])) for k in KNOBS))
+
+
+def _default_domain(spec: Any) -> Domain:
+    """A domain written as in a space file (value, list or range), trusted: the field table's own."""
+    if isinstance(spec, dict):
+        return int_range(spec["min"], spec["max"], spec.get("step", 1))
+    return choice(*spec) if isinstance(spec, list) else fixed(spec)
 
 
 # ---- parsing domains from files and --fix ---------------------------------------------------

@@ -134,4 +134,20 @@ def test_bad_conventions_are_one_line_errors(call, message):
 
 
 def test_countable_accepts_every_official_width_config():
-    countable("thop", OFFICIAL.replace(neck="fpn", bifpn_repeats=0, ssh_deformable=False, shuffle="none"))
+    """At the official width any structure is countable; without DCN and BiFPN, thop misses no
+    parameter (the only ones it cannot see are the DCN main convs' and the BiFPN fusion weights)."""
+    cfg = OFFICIAL.replace(neck="fpn", bifpn_repeats=0, ssh_deformable=False, shuffle="none")
+    assert countable("thop", cfg) is None
+    assert count(cfg, convention="thop").params == count(cfg).params
+    assert count(OFFICIAL, convention="thop").params < count(OFFICIAL).params
+
+
+def test_a_convention_travels_as_one_object():
+    """The Convention holds its DCN MAC convention: counting with the object is counting with the
+    two strings, and a result (or a budget) gives the object back."""
+    dense = get_convention("numel", "dense")
+    assert (dense.name, dense.dcn_macs) == ("numel", "dense") and get_convention("thop").dcn_macs == "full"
+    assert count(OFFICIAL, convention=dense) == count(OFFICIAL, dcn_macs="dense")
+    assert count(OFFICIAL, convention=get_convention("thop")) == count(OFFICIAL, convention="thop")
+    assert count(OFFICIAL, dcn_macs="dense").counting == dense
+    assert count(OFFICIAL, convention=dense).macs < count(OFFICIAL).macs

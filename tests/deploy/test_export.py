@@ -97,7 +97,9 @@ def test_verification_can_fail(exported) -> None:  # type: ignore[no-untyped-def
 
 
 def test_postprocessed_graph_matches_pytorch_detection(tmp_path: Path) -> None:
-    model = _model("featherface-489k", seed=1)
+    # the smallest preset: decoding and NMS in the graph do not depend on the network (each export of a
+    # DCN/BiFPN model takes about three times as long; `exported` covers those)
+    model = _model("retinaface-mnet025", seed=1)
     path = tmp_path / "pp.onnx"
     report = export_onnx(model, model.config, path, with_postprocess=True, sizes=SIZES[1:])
     assert report.ok, report.checks

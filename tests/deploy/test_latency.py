@@ -56,8 +56,7 @@ def test_measure_onnxruntime_and_the_search_records_it() -> None:
     from featherface_tune.tuner.objectives import BudgetObjective
     from featherface_tune.tuner.space import BUDGET_KNOBS, default_space
 
-    lat = measure(get_preset("featherface-official"), 64, 64, "onnxruntime", rel_ci=0.1, max_seconds=10)
-    assert lat.runtime == "onnxruntime" and lat.median_ms > 0
+    # one export and measurement (each export takes seconds): the search's, which calls `measure`
     space = default_space().with_solve(BUDGET_KNOBS)  # as tests/tuner: FixedTrial names every knob
     spec = R.StudySpec(489_000, 0, (64, 64), ("latency",), None, space.to_dict())
     trial = optuna.trial.FixedTrial({"backbone_cbam": True, "neck": "bifpn", "bifpn_repeats": 3, "neck_channels": 42,

@@ -20,6 +20,7 @@ from featherface_tune.models.arch.cost import Parts, conv
 from featherface_tune.models.builder import build_model
 from featherface_tune.models.checkpoint import infer_config
 from featherface_tune.models.presets import get_preset
+from featherface_tune.tuner.space import config_from_knobs as config_of
 from strategies import configs
 
 
@@ -88,14 +89,29 @@ MIXER = Block("mixer", "ssh", "level", f"{__name__}:_mixer", ("mix1", "mix2", "m
               term="level")
 
 
+def _clear_all() -> None:
+    """Every memoised count, price and solver table (they were made with the old BLOCKS)."""
+    from featherface_tune.tuner import solve
+
+    clear_caches()
+    for f in vars(solve).values():
+        getattr(f, "cache_clear", lambda: None)()
+
+
 def test_a_new_block_is_one_entry(monkeypatch):
     """Appending one Block (its module, its price) is all it takes: the builder builds and applies
-    it, the counter counts it, checkpoint keys name it; nothing else changes."""
+    it, the counter counts it, checkpoint keys name it, the solver's proof and repair price it in its
+    term, and the search space needs no change; nothing else changes."""
+    from featherface_tune.tuner.solve import Repairer, prove
+    from featherface_tune.tuner.space import apply_fixes, default_space, knobs_from_config
+
     cfg = get_preset("featherface-official")
     before = count(cfg, 64, 64)
     at = BLOCKS.index(arch.get_block("ssh")) + 1
+    space = apply_fixes(default_space(), [f"{k}={str(v).lower()}" for k, v in cfg.to_dict().items()
+                                          if k not in ("ssh_channels", "backbone_cbam_reduction", "backbone_width")])
     monkeypatch.setattr(arch, "BLOCKS", BLOCKS[:at] + (MIXER,) + BLOCKS[at:])
-    clear_caches()
+    _clear_all()
     try:
         model = build_model(cfg)
         after = count(cfg, 64, 64)
@@ -106,7 +122,16 @@ def test_a_new_block_is_one_entry(monkeypatch):
         model.mix2.register_forward_hook(lambda m, i, o: calls.append(o.shape[-1]))
         model.eval()(torch.zeros(1, 3, 64, 64))
         assert calls == [4]  # applied to P4 (64 / 16), in forward order
+        # the solver: the official config, mixer included, is in the window of its own count
+        proof = prove(space, after.params, 0, input_size=(64, 64))
+        assert proof.exact is not None and proof.certificate.in_window >= 1
+        listed = {tuple(sorted(proof.exact.knobs(i).items())) for i in range(len(proof.exact.params))}
+        assert tuple(sorted(knobs_from_config(cfg).items())) in listed
+        for i in range(len(proof.exact.params)):
+            assert count(config_of(proof.exact.knobs(i)), 64, 64).params == after.params
+        sol = Repairer(space, after.params, 0, (64, 64), exact=proof.exact).repair(knobs_from_config(cfg))
+        assert sol is not None and sol.params == after.params and sol.macs == after.macs and sol.distance == 0
     finally:
         monkeypatch.undo()
-        clear_caches()
+        _clear_all()
     assert count(cfg, 64, 64) == before

@@ -36,12 +36,12 @@ def test_equal_levels_canonicalise_to_one_int():
     ({"ssh_channels": 0}, r"ssh_channels=0 must be a positive multiple of 4"),
     ({"ssh_channels": [64, 64]}, r"list of three"),
     ({"ssh_channels": 64.0}, r"one integer or a list"),
-    ({"neck_channels": 0}, r"neck_channels=0 must be a positive width"),
+    ({"neck_channels": 0}, r"neck_channels=0 must be at least 1; nearest valid: 1$"),
     ({"neck_channels": 12.5}, r"neck_channels=12.5 must be an integer"),
     ({"neck": "pan"}, r"neck='pan' must be one of bifpn, fpn"),
     ({"shuffle": "shuffled"}, r"shuffle='shuffled' must be one of block, plain, none"),
     ({"shuffle_groups": 3}, r"shuffle_groups=3 must divide the SSH width ssh_channels=64 .*nearest valid: 2, 4"),
-    ({"shuffle_groups": 0}, r"shuffle_groups=0 must be at least 1"),
+    ({"shuffle_groups": 0}, r"shuffle_groups=0 must be at least 1; nearest valid: 1, 2$"),
     ({"neck_cbam_reduction": 128}, r"neck_cbam_reduction=128 leaves the CBAM .* 64//128 = 0 hidden .*nearest valid: 64"),
     ({"backbone_cbam_reduction": 65}, r"backbone_cbam_reduction=65 leaves .*nearest valid: 64"),
     ({"neck_cbam_reduction": 0}, r"neck_cbam_reduction=0 must be at least 1"),
@@ -60,8 +60,13 @@ def test_each_rule_is_checked(changes, pattern):
 
 def test_rules_switch_off_with_their_block():
     # a huge ratio is fine when that CBAM is absent; odd groups are fine with no shuffle
-    FeatherFaceConfig(neck_cbam=False, neck_cbam_reduction=1000)
-    FeatherFaceConfig(shuffle="none", shuffle_groups=3)
+    assert FeatherFaceConfig(neck_cbam=False, neck_cbam_reduction=1000).neck_cbam_reduction == 1000
+    assert FeatherFaceConfig(shuffle="none", shuffle_groups=3).shuffle_groups == 3
+    # ... and break their rule as soon as the block is there
+    with pytest.raises(ConfigError, match="neck_cbam_reduction=1000 leaves the CBAM"):
+        FeatherFaceConfig(neck_cbam=True, neck_cbam_reduction=1000)
+    with pytest.raises(ConfigError, match="shuffle_groups=3 must divide"):
+        FeatherFaceConfig(shuffle="plain", shuffle_groups=3)
 
 
 def test_error_messages_are_one_line():

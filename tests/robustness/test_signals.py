@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cheap_latency import CHEAP_CLI
 from conftest import NARROW_SPACE
 
 pytestmark = pytest.mark.slow
@@ -41,9 +42,10 @@ def _complete(db: Path) -> int:
 def test_sigterm_during_search(tmp_path: Path):
     (tmp_path / "narrow.toml").write_text(NARROW_SPACE, encoding="utf-8")
     db = tmp_path / "s.db"
-    # latency is measured per trial: a slow objective, so the signal lands inside a trial
-    proc = subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", "search", "--target", "489000",
-                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch",
+    # latency is measured per trial (by the cheap stand-in, which sleeps in it): the signal lands inside a trial
+    proc = subprocess.Popen([sys.executable, CHEAP_CLI, "search", "--target", "489000",
+                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--latency-mode", "sampled",
+                             "--runtime", "torch",
                              "--input-size", "320", "320", "--trials", "10000", "--study", "t",
                              "--storage", f"sqlite:///{db}"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

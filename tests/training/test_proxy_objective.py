@@ -95,7 +95,7 @@ def test_bad_fidelity_is_an_input_error(data):
         proxy_objective(CFG, data, {"epoch": 1})
     with pytest.raises(InputError, match="metric"):
         proxy_objective(CFG, data, {"metric": "hardest"})
-    with pytest.raises(InputError, match="--image-size"):
+    with pytest.raises(InputError, match="^image_size=100: must be a positive multiple of 32"):
         proxy_objective(CFG, data, {"image_size": 100})
     with pytest.raises(InputError, match="ground truth"):
         empty = data.parent / "no_gt"

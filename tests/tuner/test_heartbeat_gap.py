@@ -19,6 +19,8 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from cheap_latency import CHEAP_CLI
+
 from featherface_tune.tuner import study as S
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
@@ -84,7 +86,11 @@ def test_worker_survives_its_trial_failed_by_another(tmp_path: Path, monkeypatch
 WORKER = textwrap.dedent("""
     import os, signal, sys
     import optuna.study._optimize as optimize
+    sys.path.insert(0, os.path.dirname(os.environ["CHEAP_CLI"]))
+    import cheap_latency
     from featherface_tune.cli import app
+
+    cheap_latency.install()  # a sampled objective that costs nothing: the trials go through Optuna's loop
 
     real = optimize.get_heartbeat_thread
     kill_at = int(os.environ["KILL_AT_TRIAL_ID"])
@@ -102,9 +108,11 @@ WORKER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_worker_killed_before_its_first_heartbeat_leaves_no_running_trial(tmp_path: Path, narrow_space_file: Path):
-    env = {**os.environ, "FEATHERFACE_TUNE_HEARTBEAT": "1,2", "KILL_AT_TRIAL_ID": "4"}
+    env = {**os.environ, "FEATHERFACE_TUNE_HEARTBEAT": "1,2", "KILL_AT_TRIAL_ID": "4", "CHEAP_CLI": CHEAP_CLI}
     db = tmp_path / "s.db"
+    # a sampled (measured) objective: solved objectives run queued trials, not Optuna's heartbeat loop
     args = ["search", "--target", "489000", "--tolerance", "5%", "--space", str(narrow_space_file),
+            "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "64", "64",
             "--study", "gap", "--seed", "0", "--storage", f"sqlite:///{db}"]
     a = subprocess.run([sys.executable, "-c", WORKER, *args, "--trials", "50"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
@@ -115,7 +123,7 @@ def test_worker_killed_before_its_first_heartbeat_leaves_no_running_trial(tmp_pa
     assert _heartbeats(db)[3] == 1  # ... but it already has a heartbeat, so others can fail it
     time.sleep(2.5)  # past the grace period
     env.pop("KILL_AT_TRIAL_ID")
-    b = subprocess.run([sys.executable, "-m", "featherface_tune.cli", *args, "--trials", "6", "--json"], env=env,
+    b = subprocess.run([sys.executable, CHEAP_CLI, *args, "--trials", "6", "--json"], env=env,
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert b.returncode == 0, b.stderr[-2000:]
     trials = optuna.load_study(study_name="gap", storage=f"sqlite:///{db}").get_trials(deepcopy=False)

@@ -98,7 +98,7 @@ def test_callable_failures_are_recorded_and_the_search_goes_on():
     assert len(res.best) >= 1 and all(r.value == 1.0 for r in res.best)
 
 
-def test_narrow_space_yields_exact_configs_in_few_trials(tmp_path: Path):
+def test_narrow_space_yields_exact_configs_in_few_trials(tmp_path: Path, cheap_latency: None):
     (tmp_path / "narrow.toml").write_text(NARROW)
     (tmp_path / "featherface-tune.db").write_bytes(b"")  # an existing, empty SQLite file
     res = runner.invoke(app, ["search", "--target", "489000", "--space", "narrow.toml", "--trials", "3",

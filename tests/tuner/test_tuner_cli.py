@@ -18,14 +18,14 @@ runner = CliRunner()
 # the official structure: every trial lands exactly on 489,000 (for tests that are not about finding hits)
 SURE = ["--fix", "neck=bifpn", "--fix", "bifpn_repeats=3", "--fix", "neck_channels=42", "--fix", "backbone_cbam=true",
         "--fix", "neck_cbam=true", "--fix", "ssh_deformable=true"]
-# a sampled (measured) objective, cheap at 64x64 in eager torch (no export per config): for tests about
-# trials, storage and resuming; the onnxruntime path is tested in tests/deploy
+# a sampled (measured) objective, measured by a cheap stand-in (the `cheap_latency` fixture, used by every
+# test here): for tests about trials, storage and resuming; the measurement is tested in tests/deploy
 SAMPLED = ["--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "64", "64", *SURE]
 FEATHERFACE = {"neck": "bifpn", "backbone_cbam": True, "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"}
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_latency: None) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -194,7 +194,7 @@ def test_a_max_macs_nothing_meets_is_not_called_an_empty_window():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target", "0"], "must be a positive parameter count"),
+    (["--target", "0"], "error: --target 0: must be a positive parameter count"),  # the library's field, as a flag
     (["--target", "-5"], "must be a positive parameter count"),
     (["--target", "1000"], "smallest config in this space has"),
     (["--target", "99000000"], "largest config in this space has"),
@@ -212,7 +212,9 @@ def test_a_max_macs_nothing_meets_is_not_called_an_empty_window():
      "neck_cbam_reduction=32 breaks a rule in every config"),
     (["--target", "489000", "--space", "missing.toml"], "does not exist"),
     (["--target", "489000", "--objective", "speed"], "unknown objective"),
-    (["--target", "489000", "--trials", "0"], "at least 1"),
+    (["--target", "489000", "--trials", "0"], "error: --trials 0: must be at least 1"),
+    (["--target", "489000", "--proxy-data", ".", "--proxy-image-size", "100"],  # a training rule, as the search's flag
+     "error: --proxy-image-size 100: must be a positive multiple of 32"),
     (["--target", "489000", "--proxy-epochs", "3"], "need --proxy-data"),
     (["--target", "489000", "--proxy-data", "nodir"], "not a directory"),
 ])

@@ -92,7 +92,7 @@ def test_closest_objective_records_the_distance(repairer):
         distance(knobs_from_config(get_preset("featherface-489k")), knobs_from_config(ref)))
 
 
-def test_latency_objective_is_measured_on_feasible_configs_only():
+def test_latency_objective_is_measured_on_feasible_configs_only(cheap_latency):
     spec = _spec(("macs", "latency"), size=(64, 64))
     trial = optuna.trial.FixedTrial(OFFICIAL)
     values = BudgetObjective(_space(), spec)(trial)
@@ -177,8 +177,9 @@ def test_parse_objectives():
         parse_objectives("speed", False)
     with pytest.raises(InputError, match="needs --proxy-data"):
         parse_objectives("proxy", False)
-    with pytest.raises(InputError, match="--metric"):
+    with pytest.raises(InputError, match="^metric='hardest': must be one of") as info:
         Fidelity(metric="hardest")
+    assert (info.value.field, info.value.value) == ("metric", "hardest")
 
 
 def test_bifpn_repeats_is_sampled_and_kept_when_the_budget_allows(repairer):
@@ -211,12 +212,14 @@ def test_one_fidelity_for_search_and_proxy():
                  "warmup_epochs", "min_lr_ratio", "augment"):
         assert getattr(opts, name) == getattr(base, name), name
     assert (opts.epochs, opts.image_size, opts.lr, opts.cache_images) == (5, 320, 3e-3, True)
-    for kwargs, message in (({"epochs": 0}, "--proxy-epochs 0"), ({"image_size": 0}, "--proxy-image-size 0"),
-                            ({"subset": 0.0}, "--proxy-subset"), ({"time_budget": -1.0}, "--proxy-time-budget")):
+    # errors name the search's arguments (the command layer shows them as --proxy-* flags)
+    for kwargs, message in (({"epochs": 0}, "proxy_epochs=0"), ({"image_size": 0}, "proxy_image_size=0"),
+                            ({"subset": 0.0}, "proxy_subset="), ({"time_budget": -1.0}, "proxy_time_budget=")):
         with pytest.raises(InputError, match=message):
             Fidelity.from_search_options(**kwargs)
-    with pytest.raises(InputError, match="--proxy-image-size 100"):  # the training rules apply up front
-        Fidelity.from_search_options(image_size=100)
+    with pytest.raises(InputError, match="^proxy_image_size=100: must be a positive multiple of 32$") as info:
+        Fidelity.from_search_options(image_size=100)  # the training rules apply up front, about the search's argument
+    assert info.value.shown_as("--proxy-image-size") == "--proxy-image-size 100: must be a positive multiple of 32"
 
 
 

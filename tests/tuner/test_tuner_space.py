@@ -139,3 +139,48 @@ def test_build_space_combines_file_and_fix(tmp_path: Path):
     sp = build_space(f, ["neck_channels=42"])
     assert sp.domain("neck_channels").values == (42,)
     assert default_space().size() > 10**9
+
+
+# ---- one table of config fields --------------------------------------------------------------
+
+def test_the_space_and_the_solver_cover_every_config_field():
+    """Every field of the config is a knob of the space (a per-level field one per level), with a
+    default domain whose values the config accepts, and a width or switch term of the repair's
+    distance; knobs_from_config / config_from_knobs round-trip every field."""
+    from featherface_tune.models.config import FIELD_NAMES, FIELDS
+    from featherface_tune.tuner.solve import SWITCH_KNOBS, WIDTH_KNOBS
+    from featherface_tune.tuner.space import KNOB_TABLE, parse_domain
+
+    assert sorted(f.name for f in FIELDS) == sorted(FIELD_NAMES)
+    assert {KNOB_TABLE.field_of[k] for k in KNOBS} == set(FIELD_NAMES)
+    assert sorted(WIDTH_KNOBS + SWITCH_KNOBS) == sorted(KNOBS)
+    sp = default_space()
+    for k in KNOBS:  # each default value is one the config accepts where the knob applies
+        assert parse_domain(k, list(sp.domain(k).values), "default").values == sp.domain(k).values
+    cfg = FeatherFaceConfig(neck="fpn", bifpn_repeats=0, neck_channels=40, backbone_cbam=False, shuffle="none",
+                            shuffle_groups=3, ssh_channels=(16, 24, 32), anchors_per_cell=3, landmarks=False)
+    knobs = knobs_from_config(cfg)
+    assert set(knobs) == set(KNOBS) and config_from_knobs(knobs) == cfg
+    for f in FIELDS:  # a changed field changes its knob(s)
+        assert getattr(cfg, f.name) == getattr(config_from_knobs(knobs), f.name)
+
+
+def test_a_new_config_field_is_one_entry():
+    """A field added to the table becomes a knob (in sampling order: after its switch), with its default
+    domain, its context rule and its term in the repair's distance; nothing else lists fields."""
+    import dataclasses
+
+    from featherface_tune.models.config import FIELDS, Field
+    from featherface_tune.tuner.space import KNOB_TABLE, derive_knobs
+
+    new = Field("neck_cbam_kernel", "width", int, [3, 7], least=1, on="neck_cbam", when=(True,), off=7)
+    at = [f.name for f in FIELDS].index("neck_cbam") + 1
+    knobs = derive_knobs(FIELDS[:at] + (new,) + FIELDS[at:])
+    assert knobs.structure == KNOB_TABLE.structure[:at] + ("neck_cbam_kernel",) + KNOB_TABLE.structure[at:]
+    assert "neck_cbam_kernel" in knobs.width and "neck_cbam_kernel" not in knobs.switch
+    assert knobs.context["neck_cbam_kernel"].on == "neck_cbam" and knobs.defaults["neck_cbam_kernel"] == [3, 7]
+    assert knobs.budget == KNOB_TABLE.budget
+    switch = dataclasses.replace(new, name="head_act", kind="switch", type=str, space=["relu", "silu"],
+                                 choices=("relu", "silu"), least=None, on=None, when=(), off=None)
+    knobs = derive_knobs(FIELDS + (switch,))
+    assert "head_act" in knobs.switch and knobs.choices["head_act"] == ("relu", "silu")

@@ -9,8 +9,9 @@ this list and nothing else restates the topology:
 * `featherface_tune.models.checkpoint` infers a config from a state dict (`infer_fields`);
 * `featherface_tune.tuner.solve` sums the costs by search term (`term_blocks`, `block_price`).
 
-A new block type is a module in `models/blocks/`, a `Block` in this package, its config fields, and
-one entry below.
+A new block type is a module in `models/blocks/`, a `Block` in this package, its config fields (a
+dataclass field and one `models.config.FIELDS` entry each: validation, the search space and the solver
+read that table), and one entry below.
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def sizes(h: int, w: int) -> Sizes:
     """The input size h x w and its levels' sizes (ConfigError when not positive)."""
     if h < 1 or w < 1:
         raise ConfigError(f"input size {h}x{w} must be positive")
-    return Sizes(h, w, backbone.level_sizes(h, w))
+    levels = backbone.level_sizes(h, w)
+    return Sizes(h, w, levels, (levels[0][0] * levels[0][1], levels[1][0] * levels[1][1], levels[2][0] * levels[2][1]))
 
 
-NO_SIZE = Sizes(0, 0, ((0, 0), (0, 0), (0, 0)))  # for parameters alone: every MAC term is 0
+NO_SIZE = Sizes(0, 0, ((0, 0), (0, 0), (0, 0)), (0, 0, 0))  # for parameters alone: every MAC term is 0
 
 
 def fields_of(cfg: "FeatherFaceConfig") -> Fields:
@@ -89,7 +91,7 @@ def priced_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> Mapping[str, tupl
     for b in BLOCKS:
         if b.present(f):
             found[b.group] += block_price(b, f, at)
-    return MappingProxyType({g: tuple(found[g]) for g in GROUPS})
+    return MappingProxyType({g: tuple(p) for g, p in found.items()})
 
 
 def term_blocks(term: str) -> tuple[Block, ...]:
@@ -102,9 +104,18 @@ def term_reads(term: str) -> tuple[str, ...]:
     return _TERM_READS[term]
 
 
-# computed once from BLOCKS (the solver asks in its inner loops)
-_TERM_BLOCKS = {t: tuple(b for b in BLOCKS if b.term == t) for t in TERMS}
-_TERM_READS = {t: tuple(dict.fromkeys(k for b in _TERM_BLOCKS[t] for k in b.reads)) for t in TERMS}
+def _index_terms() -> None:
+    """The blocks by name, and which blocks and fields each search term has: computed from BLOCKS once
+    (the solver asks in its inner loops), and again by `clear_caches`."""
+    global _BY_NAME, _TERM_BLOCKS, _TERM_READS
+    _BY_NAME = _registry(BLOCKS)
+    _TERM_BLOCKS = {t: tuple(b for b in BLOCKS if b.term == t) for t in TERMS}
+    _TERM_READS = {t: tuple(dict.fromkeys(k for b in _TERM_BLOCKS[t] for k in b.reads)) for t in TERMS}
+
+
+_TERM_BLOCKS: dict[str, tuple[Block, ...]] = {}
+_TERM_READS: dict[str, tuple[str, ...]] = {}
+_index_terms()
 
 
 def term_price(fields: Fields, term: str, at: Sizes) -> list[Priced]:
@@ -117,13 +128,16 @@ def block_price(b: Block, fields: Fields, at: Sizes, level: int | None = None) -
     """The prices of a (present) block's instances for these fields: all of them, or the one at
     `level`. The same instances as `Block.instances`, without building the records: a search prices
     thousands of new configs."""
+    price, args = b.price, b.args
     if not b.per_level:
-        return [b.price(*b.args(fields, None), at)]
+        return [price(*args(fields, None), at)]
     hws = at.hws
-    return [b.price(*b.args(fields, i), hws[i]) for i in (_LEVEL_INDICES if level is None else (level,))]
+    if level is not None:
+        return [price(*args(fields, level), hws[level])]
+    return [price(*args(fields, i), hws[i]) for i in _LEVEL_INDICES]
 
 
-_LEVEL_INDICES = range(len(LEVELS))
+_LEVEL_INDICES = tuple(range(len(LEVELS)))
 
 
 def infer_fields(shapes: Shapes, hints: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -142,7 +156,13 @@ def key_groups(cfg: "FeatherFaceConfig") -> dict[str, str]:
 
 
 def clear_caches() -> None:
-    """Forget every memoised price and layout (for cold-start timing)."""
-    for f in (sizes, layout, priced_groups, backbone.price_backbone, bifpn.price_bifpn, fpn.price_fpn,
-              cbam.price_cbam, ssh.price_ssh, shuffle.price_shuffle, heads.price_head):
-        f.cache_clear()
+    """Forget every memoised price and layout (for cold-start timing, or after BLOCKS changed): the
+    memoised functions of every module a block's price comes from, and this module's."""
+    import sys
+
+    modules = {sys.modules[__name__]} | {sys.modules[b.price.__module__] for b in BLOCKS}
+    for module in modules:
+        for f in list(vars(module).values()):
+            if callable(getattr(f, "cache_clear", None)):
+                f.cache_clear()
+    _index_terms()

@@ -25,6 +25,8 @@ def price_bifpn(in_channels: tuple[int, int, int], c: int, repeats: int, at: Siz
     upsamplings (to P4, P3) and 10 fusion weights. The first cell adds five 1x1 projections
     (bias + BN): P3, P4 twice, P5 twice. Parts: the BatchNorms and biases, the upsamplings, the fusion
     weights (each through an nn.ReLU in the official code), the max-pools on the padded P3 and P4 maps."""
+    # written out, not as `cost.conv` / `cost.bn` calls: a search meets a new neck width on most of its
+    # first configs, and ~20 Cost objects per miss cost about 10 us of a 45 us count (benchmarks/count_speed.py)
     hw3, hw4, hw5 = at.hws
     sep_macs = 9 * c + c * c + 2 * c  # per position
     cell_params = 4 * (sep_macs + c) + 10

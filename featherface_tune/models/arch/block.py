@@ -10,6 +10,7 @@ block configs play the same part: one description, several walkers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -37,17 +38,13 @@ class Instance(NamedTuple):
 
 
 class Sizes(NamedTuple):
-    """An input size and the (height, width) of its three levels."""
+    """An input size, the (height, width) of its three levels and their positions (`hws`: made by
+    `featherface_tune.models.arch.sizes`, read by every per-level price)."""
 
     h: int
     w: int
     levels: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-
-    @property
-    def hws(self) -> tuple[int, int, int]:
-        """Positions per level."""
-        (h3, w3), (h4, w4), (h5, w5) = self.levels
-        return (h3 * w3, h4 * w4, h5 * w5)
+    hws: tuple[int, int, int]
 
 
 Fields = Mapping[str, Any]  # config field -> value (a config's, or a solver's partial assignment)
@@ -81,10 +78,9 @@ class Block:
             raise ValueError(f"block {self.name!r}: term {self.term!r} is not one of {', '.join(TERMS)}")
         if len(self.keys) not in (1, len(LEVELS)):
             raise ValueError(f"block {self.name!r}: one key, or one per level ({len(LEVELS)})")
+        object.__setattr__(self, "per_level", len(self.keys) == len(LEVELS))  # read per price: a plain attribute
 
-    @property
-    def per_level(self) -> bool:
-        return len(self.keys) == len(LEVELS)
+    per_level: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def instances(self, fields: Fields) -> tuple[Instance, ...]:
         """Its modules in a model with these fields (whether it is present is `present`'s answer)."""

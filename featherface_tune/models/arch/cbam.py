@@ -20,7 +20,7 @@ def price_cbam(channels: int, reduction: int, hw: int) -> Priced:
     weights) + BatchNorm(1) (2 params) once per position; pooling and the gating multiply are free.
     Parts: the spatial BatchNorm; the MLP's biases and ReLU, run twice; the pooling calls; the residual
     ReLU module the official code applies after it."""
-    m = channels // reduction
+    m = channels // reduction  # written out (as the BiFPN's price): the neck CBAM misses with each new neck width
     cost = Cost(2 * channels * m + m + channels + 100, 4 * channels * m + 100 * hw)
     return Priced(cost, Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (m + channels),
                               relu_module_elems=2 * m + channels * hw, pool_call_in=2 * channels * hw))
