@@ -363,14 +363,19 @@ def check_arguments(*, target: Any, tolerance: Any, max_macs: Any, trials: Any, 
 
 
 class _TrialFailuresAtDebug(logging.Filter):
-    """Drops Optuna's warning per failed trial (a traceback each) and logs it at DEBUG instead."""
+    """Drops Optuna's warning per failed trial (a traceback each) and logs it at DEBUG instead; any
+    other record passes only at or above `threshold` (Optuna's verbosity for the block)."""
+
+    def __init__(self, threshold: int):
+        super().__init__()
+        self.threshold = threshold
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if text.startswith("Trial ") and " failed" in text:
             _log.debug(text, exc_info=record.exc_info)
             return False
-        return True
+        return record.levelno >= self.threshold
 
 
 @contextmanager
@@ -383,13 +388,18 @@ def _optuna_quiet(quiet: bool) -> Iterator[None]:
 
     level = optuna.logging.get_verbosity()
     failures = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
-    at_debug = _TrialFailuresAtDebug()
+    at_debug = _TrialFailuresAtDebug(max(level, optuna.logging.WARNING))
+    failures_level = failures.level
     optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+    # the failure warnings are made even where Optuna is quieter than WARNING (e.g. after the CLI set
+    # ERROR in this process), so their tracebacks still reach DEBUG; the filter drops them from Optuna
+    failures.setLevel(logging.WARNING)
     failures.addFilter(at_debug)
     try:
         yield
     finally:
         failures.removeFilter(at_debug)
+        failures.setLevel(failures_level)
         optuna.logging.set_verbosity(level)
 
 
