@@ -53,7 +53,7 @@ def test_count_config_file(tmp_path):
     (("--set", "out_channel=51"), "unknown field 'out_channel'"),
     (("--preset", "nope"), "unknown preset 'nope'"),
     (("--config", "/nonexistent/x.toml"), "does not exist"),
-    (("--input-size", "0", "640"), "height and width must be positive"),
+    (("--input-size", "0", "640"), "height and width must be in 1.."),
     (("--dcn-macs", "maybe"), "dcn_macs='maybe' must be one of dense, full"),
     (("--convention", "paper"), "convention 'paper' is unknown; known conventions: numel, fvcore, fvcore-stock, "
                                 "thop, torchinfo, ptflops, ptflops-aten, flops"),
