@@ -17,6 +17,7 @@ from rich import box
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 TABLE_WIDTH = 80
 
@@ -131,17 +132,29 @@ def print_table(console: Console, table: RenderableType, optional: Sequence[str]
     # (of the same class: a SafeConsole keeps escaping control characters)
     console = type(console)(file=console.file, width=width, markup=False, emoji=False, highlight=False,
                             force_terminal=console.is_terminal, no_color=console.no_color)
+    if isinstance(table, Text) and not table.no_wrap:
+        # a line of text wraps at spaces only: rich folds a word longer than the line (a path, a
+        # study name) mid-word, which would cut a name the user must copy
+        for paragraph in table.plain.split("\n"):
+            for line in _wrap_words(paragraph, width):
+                console.print(Text(line, style=table.style), soft_wrap=True)
+        return
     if isinstance(table, Table):
         table = fit_table(console, table, width, optional, elsewhere, whole)
     console.print(table)
 
 
+def _wrap_words(text: str, width: int, indent: str = "  ") -> list[str]:
+    """`text` wrapped at spaces to `width` (later lines indented); a word longer than the line is
+    kept whole on a line of its own."""
+    import textwrap
+
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False) or [""]
+
+
 def print_wrapped(console: Console, text: str, indent: str = "  ") -> None:
     """A long line of prose wrapped at words to the table width (later lines indented), printed
     literally."""
-    import textwrap
-
-    lines = textwrap.wrap(text, table_width(console), subsequent_indent=indent, break_long_words=False,
-                          break_on_hyphens=False) or [""]
-    for line in lines:
+    for line in _wrap_words(text, table_width(console), indent):
         console.print(line, highlight=False, markup=False, soft_wrap=True)

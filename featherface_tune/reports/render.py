@@ -241,9 +241,7 @@ def compare_document(cmp: Comparison) -> Document:
 def rich_table(section: Section) -> Table:
     frame = section.frame
     num = numeric_columns(frame)
-    # a caption may hold a name or path (compare's labels): wrapped at spaces only, never folded inside
-    # a word, so it stays whole to copy even where it is wider than the terminal
-    caption = Text(printable(section.note), overflow="ignore") if section.note else None
+    caption = Text(printable(section.note)) if section.note else None
     t = Table(title=section.title, caption=caption, title_justify="left")
     for c in frame.columns:
         t.add_column(header(c), justify="right" if c in num else "left", overflow="fold")
@@ -258,9 +256,9 @@ def rich_table(section: Section) -> Table:
 def terminal_tables(doc: Document) -> list[Any]:
     """Renderables for the terminal: header lines, then every section that is not long."""
     # printable: a name in a line cannot start a line of its own (a forged `::error::` in a CI log)
-    # wrapped at spaces only (overflow="ignore"): a name or path longer than a line stays whole
-    items: list[Any] = [Text(printable(doc.title), style="bold", overflow="ignore")]
-    items += [Text(printable(line), overflow="ignore") for line in doc.lines]
+    # printed wrapped at spaces only (terminal.print_table): a name or path longer than a line stays whole
+    items: list[Any] = [Text(printable(doc.title), style="bold")]
+    items += [Text(printable(line)) for line in doc.lines]
     for s in doc.sections:
         if s.long or s.key == "summary":
             continue
