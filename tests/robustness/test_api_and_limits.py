@@ -170,7 +170,7 @@ def test_train_whose_last_batch_is_one_image(cli, tmp_path: Path):
 
     write_demo(tmp_path / "d", train=3, val=1, seed=0)
     r = cli("train", "--data", tmp_path / "d", "--epochs", "1", "--image-size", "32", "--batch-size", "2", "--pretrained", "none",
-            "--subset", "3")
+            "--subset", "3", "--out", tmp_path / "run")  # --out: without it train writes runs/ in the working folder
     assert r.exit_code == 0, r.output
     assert_one_line_error(cli("train", "--data", tmp_path / "d", "--subset", "1e9", "--pretrained", "none"), 2,
                           "--subset")
