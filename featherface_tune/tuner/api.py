@@ -261,8 +261,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         under = " under the latency model" if model is not None else ""
         tell(f"{' and '.join(names)}: optimal{under} over all {len(proof.exact):,} exact configs "
              f"(solved in {solved['seconds']:.2f} s); "
-             + (f"storing the best {todo}" if todo else "the best are already stored")
-             + (" (trials ignored: nothing to sample)" if trials != DEFAULT_TRIALS else ""))
+             + _storing(todo, trials))
         runs = todo
     elif analytic and cert.complete and cert.in_window <= MAX_STREAM:  # too many to list: streamed, still proven
         tell(f"{' and '.join(names)}: the window holds {cert.in_window:,} configs, more than the {MAX_EXACT:,} "
@@ -279,8 +278,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
             todo = _enqueue(st, [kept.knobs(i) for i in picks], sp, "optimum")
         tell(f"{' and '.join(names)}: optimal over all {seen:,} configs in the window (solved structure by "
              f"structure in {solved['seconds']:.1f} s); "
-             + (f"storing the best {todo}" if todo else "the best are already stored")
-             + (" (trials ignored: nothing to sample)" if trials != DEFAULT_TRIALS else ""))
+             + _storing(todo, trials))
         runs = todo
     else:
         if analytic and cert.complete:
@@ -325,6 +323,13 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
 
 # ---- pieces ------------------------------------------------------------------------------------
+
+def _storing(todo: int, trials: int) -> str:
+    """The end of a solved search's line: how many optima this call stores (and that `trials` is
+    ignored, since nothing is sampled)."""
+    return ((f"storing the best {todo}" if todo else "the best are already stored")
+            + (" (trials ignored: nothing to sample)" if trials != DEFAULT_TRIALS else ""))
+
 
 def check_arguments(*, target: Any, tolerance: Any, max_macs: Any, trials: Any, timeout: Any, top: Any, seed: Any,
                     storage: Any, study: Any, input_size: Any, proxy_data: Any) -> tuple[int, tuple[int, int]]:
