@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from pathlib import PurePath
+from typing import Any, Callable, Iterator, Sequence
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -20,32 +21,44 @@ class FeatherFaceError(Exception):
     """Base class: a user-facing failure with a one-line message. `part` may name the input that
     caused it when several are merged (e.g. "preset", "config", "overrides" in `resolve_config`).
 
-    An error about one argument's value carries it: `field` (the argument's Python name), `value`
-    and `rule` (what the value breaks). Built from those alone, the message names the field as Python
-    callers spell it (`trials=0: must be at least 1`); the command layer names the flag instead
-    (`shown_as("--trials")`: `--trials 0: must be at least 1`), so the library never spells a flag."""
+    An error about one argument carries it: `field` (the argument's Python name), `value` and `rule`
+    (what the value breaks). `rule` may name other arguments as `{name}` for each name in `refs`.
+    Built from those alone, the message names every argument as Python callers spell it
+    (`warmup_epochs=9: must be at most epochs (5)`); the command layer names the flags instead
+    (`shown_as(flag_of)`: `--warmup 9: must be at most --epochs (5)`), so the library never spells a
+    flag."""
 
     exit_code = 2
     part: str | None = None
 
-    def __init__(self, message: str = "", field: str | None = None, value: Any = _NO_VALUE, rule: str | None = None):
-        self.field, self.value, self.rule = field, value, rule
-        super().__init__(message or self.shown_as(f"{field}="))
+    def __init__(self, message: str = "", field: str | None = None, value: Any = _NO_VALUE, rule: str | None = None,
+                 refs: Sequence[str] = ()):
+        self.field, self.value, self.rule, self.refs = field, value, rule, tuple(refs)
+        super().__init__(message or self.shown_as())
 
-    def shown_as(self, name: str) -> str:
-        """The message with the field named `name` ("--trials", or "trials=" for the default text);
-        the message itself when it was not built from a field, value and rule."""
+    def shown_as(self, name: str | Callable[[str], str] | None = None) -> str:
+        """The message with each argument it names spelled by `name`: a callable from a field to its
+        spelling (the command layer's flag), or one string for `field` alone ("--trials"); None spells
+        them as Python does (`trials=5`). The message itself when it was not built from a rule."""
         if self.rule is None or self.field is None:
             return str(self)
-        sep = "" if name.endswith("=") else " "
+        spell = name if callable(name) else (lambda f: name if f == self.field and name else f)
+        lead = spell(self.field)
+        rule = self.rule
+        for ref in self.refs:  # only the declared names: a path in the rule holding "{x}" stays as it is
+            rule = rule.replace("{" + ref + "}", spell(ref))
         if self.value is _NO_VALUE:
-            return f"{name.rstrip('=')}: {self.rule}"
-        value = repr(self.value) if isinstance(self.value, str) else str(self.value)
-        return f"{name}{sep}{value}: {self.rule}"
+            return f"{lead}: {rule}"
+        value = self.value
+        shown = repr(str(value)) if isinstance(value, (str, PurePath)) else str(value)
+        sep = "=" if lead == self.field else " "  # python: trials=0; a flag: --trials 0
+        return f"{lead}{sep}{shown}: {rule}"
 
     def renamed(self, field: str) -> "FeatherFaceError":
         """The same error about `field` (e.g. a training option checked for the search's --proxy-*)."""
-        return type(self)(field=field, value=self.value, rule=self.rule) if self.rule is not None else self
+        if self.rule is None:
+            return self
+        return type(self)(field=field, value=self.value, rule=self.rule, refs=self.refs)
 
 
 class ConfigError(FeatherFaceError, ValueError):

@@ -50,8 +50,8 @@ FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "nu
 
 
 def flag_message(exc: FeatherFaceError) -> str:
-    """The error's message, naming the running command's flag for the argument it is about (the
-    option whose parameter is the error's field); the library's own message otherwise."""
+    """The error's message, naming the running command's flag for each argument it names (the option
+    whose parameter is that field); the library's own spelling for a field the command lacks."""
     try:  # Typer >= 0.2x carries its own copy of click (and of its context stack)
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older Typer on real click
@@ -60,12 +60,12 @@ def flag_message(exc: FeatherFaceError) -> str:
     ctx = get_current_context(silent=True)
     if exc.field is None or exc.rule is None or ctx is None:
         return str(exc)
-    name = FIELD_OPTIONS.get(exc.field, exc.field)
-    for param in ctx.command.params:
-        flag = next((o for o in param.opts if o.startswith("--")), None) if param.name == name else None
-        if flag is not None:
-            return exc.shown_as(flag)
-    return str(exc)
+    flags = {p.name: next((o for o in p.opts if o.startswith("--")), None) for p in ctx.command.params}
+
+    def flag_of(field: str) -> str:
+        return flags.get(FIELD_OPTIONS.get(field, field)) or field
+
+    return exc.shown_as(flag_of)
 
 
 def handle_errors(fn: F) -> F:
