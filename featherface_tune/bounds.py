@@ -14,22 +14,25 @@ MAX_BUILD_SIDE = 4096  # models are built and run (--check, gate --verify, train
 MAX_BUILD_PARAMS = 500_000_000  # 2 GB of float32 weights: a thousand times FeatherFace
 
 
-def check_seed(seed: int | None, option: str = "--seed") -> None:
+# Each check raises InputError(field=name, value=..., rule=...): `name` is the argument's Python
+# name (the command layer shows its flag, `commands._common.flag_message`).
+
+def check_seed(seed: int | None, name: str = "seed") -> None:
     """Seeds feed numpy's and Optuna's generators, which take 0..2**32-1."""
     if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InputError(f"{option} {seed}: must be in 0..{SEED_MAX} (2**32-1)")
+        raise InputError(field=name, value=_shown(seed), rule=f"must be in 0..{SEED_MAX} (2**32-1)")
 
 
-def check_count(value: int, option: str, limit: int = MAX_PARAMS) -> None:
+def check_count(value: int, name: str, limit: int = MAX_PARAMS) -> None:
     """A parameter count given by the user: positive and at most `limit`."""
     if not 1 <= value <= limit:
-        raise InputError(f"{option} {value}: must be a positive parameter count, at most {limit:,}")
+        raise InputError(field=name, value=_shown(value), rule=f"must be a positive parameter count, at most {limit:,}")
 
 
-def check_finite(value: float, option: str, minimum: float = 0.0) -> None:
-    """A float option that must be finite and at least `minimum`."""
+def check_finite(value: float, name: str, minimum: float = 0.0) -> None:
+    """A float argument that must be finite and at least `minimum`."""
     if not (math.isfinite(value) and value >= minimum):
-        raise InputError(f"{option} {value}: must be a finite number >= {minimum:g}")
+        raise InputError(field=name, value=value, rule=f"must be a finite number >= {minimum:g}")
 
 
 # Memory of a model run, estimated before allocating (as the proof estimates its tables): a forward
@@ -68,21 +71,31 @@ def estimate_run_bytes(cfg: object, height: int, width: int, batch: int = 1, tra
 
 
 def check_build_size(height: int, width: int, what: str, cfg: object = None, batch: int = 1,
-                     training: bool = False) -> None:
+                     training: bool = False, because: str = "") -> None:
     """A model built and run on an HxW input must fit in memory: at most MAX_BUILD_SIDE a side and,
-    with `cfg`, an estimated peak (`estimate_run_bytes`) within `run_memory_limit()`. `what` names
-    the option and the reason, e.g. "--input-size with --check"."""
+    with `cfg`, an estimated peak (`estimate_run_bytes`) within `run_memory_limit()`. `what` is the
+    argument's Python name (an identifier such as "input_size" or "image_size": the error carries it
+    as its field, with `because` saying why a model is built, e.g. "with the latency objective"), or a
+    description of where the size comes from (e.g. "input size of the cross-check")."""
+    rule = ""
     if height > MAX_BUILD_SIDE or width > MAX_BUILD_SIDE:
-        raise InputError(f"{what}: {height}x{width} is beyond the {MAX_BUILD_SIDE}x{MAX_BUILD_SIDE} input "
-                         "the tool builds and runs a model on in memory (the analytic count alone has no limit)")
-    if cfg is None:
+        rule = (f"{height}x{width} is beyond the {MAX_BUILD_SIDE}x{MAX_BUILD_SIDE} input the tool builds and runs "
+                "a model on in memory (the analytic count alone has no limit)")
+    elif cfg is not None:
+        need, limit = estimate_run_bytes(cfg, height, width, batch, training), run_memory_limit()
+        if need > limit:
+            run = f"batches of {batch} at " if batch > 1 else ""
+            rule = (f"{'training' if training else 'running'} this model on {run}{height}x{width} needs about "
+                    f"{need / 1e9:,.1f} GB (estimated), more than the {limit / 1e9:,.1f} GB allowed on this "
+                    "machine; use a smaller size" + (" or batch" if training else ""))
+    if not rule:
         return
-    need, limit = estimate_run_bytes(cfg, height, width, batch, training), run_memory_limit()
-    if need > limit:
-        run = f"batches of {batch} at " if batch > 1 else ""
-        raise InputError(f"{what}: {'training' if training else 'running'} this model on {run}{height}x{width} "
-                         f"needs about {need / 1e9:,.1f} GB (estimated), more than the {limit / 1e9:,.1f} GB "
-                         "allowed on this machine; use a smaller size" + (" or batch" if training else ""))
+    if because:
+        rule = f"{because}: {rule}"
+    if what.isidentifier():
+        raise InputError(field=what, value=height if height == width and what != "input_size" else (height, width),
+                         rule=rule)
+    raise InputError(f"{what}: {rule}")
 
 
 def check_build_params(params: int) -> None:
@@ -159,9 +172,9 @@ def shown_int(value: int) -> str:
 
 
 def check_int(value: object, name: str, minimum: int, maximum: int, what: str = "") -> int:
-    """`value` as an int in minimum..maximum, else InputError naming `name` (a CLI flag such as
-    "--trials" or the API's parameter name such as "trials") and the rule; a bool, a float or a
-    string is refused (the API is typed; the CLI parses its text first). `what` explains the bound."""
+    """`value` as an int in minimum..maximum, else InputError naming the argument `name` (its Python
+    name, e.g. "trials") and the rule; a bool, a float or a string is refused (the API is typed; the
+    CLI parses its text first). `what` explains the bound."""
     if isinstance(value, bool) or not isinstance(value, int):
         rule = f"must be an integer in {minimum:,}..{maximum:,}, not {type(value).__name__}"
     elif not minimum <= value <= maximum:
@@ -169,12 +182,23 @@ def check_int(value: object, name: str, minimum: int, maximum: int, what: str = 
             + (f" ({what})" if what else "")
     else:
         return value
-    if name.startswith("-"):  # a flag the command layer checks itself
-        shown = shown_int(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
-        raise InputError(f"{name} {shown}: {rule}")
-    # a Python argument: field, value and rule (`trials=0: ...`; the command layer may name its flag)
-    raise InputError(field=name, value=value if not isinstance(value, int) or value.bit_length() <= 64
-                     else shown_int(value), rule=rule)
+    # field, value and rule (`trials=0: ...`; the command layer names its flag)
+    raise InputError(field=name, value=_shown(value) if isinstance(value, int) else value, rule=rule)
+
+
+class _Shown(int):
+    """An integer too long to print (`shown_int`), printed as its digits' count in messages."""
+
+    def __str__(self) -> str:
+        return shown_int(int(self))
+
+    __repr__ = __str__
+
+
+def _shown(value: int) -> int:
+    """`value` for an error's value: itself, or a stand-in that prints as `shown_int` does (str() of
+    an integer of more than 4,300 digits raises ValueError)."""
+    return value if isinstance(value, bool) or value.bit_length() <= 64 else _Shown(value)
 
 
 def check_config_numbers(values: dict[str, object]) -> None:
@@ -198,13 +222,13 @@ def check_config_numbers(values: dict[str, object]) -> None:
                                   f"config {'width' if limit == MAX_WIDTH else 'value'})", field=name)
 
 
-def check_input_side(height: object, width: object, name: str = "--input-size") -> tuple[int, int]:
+def check_input_side(height: object, width: object, name: str = "input_size") -> tuple[int, int]:
     """An input size (H, W) for the analytic count: positive integers up to MAX_INPUT_SIDE."""
     for v in (height, width):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise InputError(f"{name} {height!r} {width!r}: height and width must be integers")
+            raise InputError(field=name, value=(height, width), rule="height and width must be integers")
     assert isinstance(height, int) and isinstance(width, int)
     if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
-        raise InputError(f"{name} {shown_int(height)} {shown_int(width)}: height and width must be in "
-                         f"1..{MAX_INPUT_SIDE:,}")
+        raise InputError(field=name, value=(_shown(height), _shown(width)),
+                         rule=f"height and width must be in 1..{MAX_INPUT_SIDE:,}")
     return height, width

@@ -49,10 +49,12 @@ class FeatherFaceError(Exception):
             rule = rule.replace("{" + ref + "}", spell(ref))
         if self.value is _NO_VALUE:
             return f"{lead}: {rule}"
-        value = self.value
-        shown = repr(str(value)) if isinstance(value, (str, PurePath)) else str(value)
-        sep = "=" if lead == self.field else " "  # python: trials=0; a flag: --trials 0
-        return f"{lead}{sep}{shown}: {rule}"
+        value, python = self.value, lead == self.field and not lead.startswith("-")  # trials=0 / --trials 0
+        if isinstance(value, tuple) and not python:  # a flag taking several values: --input-size 0 5
+            shown = " ".join(str(v) for v in value)
+        else:
+            shown = repr(str(value)) if isinstance(value, (str, PurePath)) else str(value)
+        return f"{lead}{'=' if python else ' '}{shown}: {rule}"
 
     def renamed(self, field: str) -> "FeatherFaceError":
         """The same error about `field` (e.g. a training option checked for the search's --proxy-*)."""

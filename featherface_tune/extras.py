@@ -8,6 +8,11 @@ it stops with `needs torch: pip install 'featherface-tune[torch]'` instead of a 
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
+from featherface_tune.errors import FeatherFaceError
+
 # top-level module -> (what to call it, the extra that installs it)
 EXTRA_OF = {
     "torch": ("torch", "torch"),
@@ -34,13 +39,21 @@ def missing_extra(exc: BaseException) -> str | None:
     return install_hint(name) if name in EXTRA_OF else None
 
 
-def require(module: str, what: str) -> None:
-    """Import `module` now (before any work), or raise ModuleNotFoundError saying `what` needs
-    which extra; the CLI prints it as one line."""
-    import importlib
+class MissingExtra(FeatherFaceError, ModuleNotFoundError):
+    """An optional install is missing: one line naming what needs it and the extra to install. Exit
+    code 1 (the machine lacks something; the command line was fine)."""
 
+    exit_code = 1
+
+
+def require(module: str, what: str) -> ModuleType:
+    """Import `module` now (before any work) and return it, or raise MissingExtra saying that `what`
+    needs it and which extra brings it (`ONNX export needs onnxruntime: pip install ...`)."""
     try:
-        importlib.import_module(module)
+        return importlib.import_module(module)
     except ImportError as exc:
-        hint = missing_extra(exc) or f"needs {module}"
-        raise ModuleNotFoundError(f"{what} {hint}", name=exc.name) from None
+        missing = exc.name or module
+        hint = missing_extra(exc) or (install_hint(module) if module.split(".")[0] in EXTRA_OF else f"needs {missing}")
+        error = MissingExtra(f"{what} {hint}")
+        error.name = missing
+        raise error from None

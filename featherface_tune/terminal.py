@@ -73,7 +73,7 @@ def _set_widths(console: Console, table: Table, width: int) -> None:
 
 
 def fit_table(console: Console, table: Table, width: int, optional: Sequence[str] = (),
-              elsewhere: str = "--json", whole: Sequence[str] = ()) -> Table:
+              elsewhere: str = "", whole: Sequence[str] = ()) -> Table:
     """Make `table` fit `width` columns without cutting a figure or a word: compact (a lighter frame,
     then one space between columns), then wrap headers and text, then drop `optional` columns (by
     header, the last named first), else print it vertically. Returns the table to print."""
@@ -101,7 +101,7 @@ def fit_table(console: Console, table: Table, width: int, optional: Sequence[str
             table.columns.pop(at)
             dropped.append(name)
     if dropped:
-        note = f"not shown to fit {width} columns: {', '.join(reversed(dropped))} (see {elsewhere})"
+        note = f"not shown to fit {width} columns: {', '.join(reversed(dropped))}" + (f" (see {elsewhere})" if elsewhere else "")
         table.caption = f"{table.caption}; {note}" if table.caption else note
     if minimum_width(console, table) > width:
         return vertical(table)
@@ -124,7 +124,7 @@ def vertical(table: Table) -> Table:
 
 
 def print_table(console: Console, table: RenderableType, optional: Sequence[str] = (),
-                elsewhere: str = "--json", whole: Sequence[str] = ()) -> None:
+                elsewhere: str = "", whole: Sequence[str] = ()) -> None:
     """Print a renderable; a Table is fitted first (see `fit_table`)."""
     width = table_width(console)
     # a console of the table's width that wraps (a soft-wrapping console would measure every cell

@@ -72,17 +72,17 @@ def _fmt_fraction(x: Fraction) -> str:
     return f"{float(x):g}"
 
 
-def search_window(value: object, target: int, name: str = "--tolerance") -> int:
+def search_window(value: object, target: int, name: str = "tolerance") -> int:
     """A search's tolerance (a count or a percent string) in whole parameters, at most half the target:
     a wider window is no budget (at +/-10 % the default space already holds 410 million configs, and
-    the sampled search that follows takes minutes). InputError names `name` ("--tolerance" on the
-    command line, "tolerance" in the API) and the rule."""
+    the sampled search that follows takes minutes). InputError carries the argument `name` as its
+    field, the value and the rule."""
     try:
         tol = Tolerance.parse(value)  # type: ignore[arg-type]  # anything else raises the syntax error
     except ValueError as exc:
-        raise InputError(f"{name} {value!r}: {exc}") from None
+        raise InputError(field=name, value=value if isinstance(value, str) else repr(value), rule=str(exc)) from None
     allowed = tol.absolute(target)
     if 2 * allowed > target:
-        raise InputError(f"{name} {value!r}: {allowed:,} parameters is more than half the target {target:,}; "
-                         "a window that wide is no budget")
+        raise InputError(field=name, value=value if isinstance(value, str) else repr(value),
+                         rule=f"{allowed:,} parameters is more than half the target {target:,}; a window that wide is no budget")
     return allowed

@@ -130,7 +130,7 @@ InputSizeOpt = Annotated[Tuple[int, int], typer.Option("--input-size", metavar="
 def input_size(values: Tuple[int, int]) -> tuple[int, int]:
     from featherface_tune.bounds import check_input_side
 
-    return check_input_side(*values)
+    return check_input_side(*values, "--input-size")
 
 
 def parse_tolerance(text: str, target: int) -> int:
@@ -144,7 +144,7 @@ def parse_tolerance(text: str, target: int) -> int:
 def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[str]]):  # type: ignore[no-untyped-def]
     from featherface_tune.models.presets import resolve_config
 
-    return resolve_config(preset, config, sets or [])
+    return resolve_config(preset, config, sets or [], overrides_source="--set")
 
 
 # ---- where models run (resolved by featherface_tune.training.device, imported only when a command runs:

@@ -171,7 +171,7 @@ def count_checkpoint(path: Path, preset: Optional[str], config: Optional[Path],
         load_model(ck, cfg)  # strict: raises with the fields to change
     else:
         try:
-            cfg = apply_overrides(infer_config(ck.state_dict), sets or [])
+            cfg = apply_overrides(infer_config(ck.state_dict), sets or [], "--set")
             load_model(ck, cfg)
         except (InputError, ConfigError) as exc:
             cfg, why = None, str(exc)

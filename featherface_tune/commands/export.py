@@ -31,12 +31,12 @@ def export_cmd(
     and verify it: onnxruntime vs PyTorch on random inputs of several sizes. Exits 1 when a difference
     exceeds the tolerance. Config and input convention are stored in the file's metadata. See docs/deploy.md.
     """
-    from featherface_tune.deploy import require
+    from featherface_tune.extras import require
     from featherface_tune.deploy.export import check_opset, check_writable, export_onnx
     from featherface_tune.errors import InputError
 
     if not tolerance > 0:
-        raise InputError(f"--tolerance {tolerance}: must be positive")
+        raise InputError(field="tolerance", value=tolerance, rule="must be positive")
     for mod in ("onnx", "onnxscript", "onnxruntime"):
         require(mod, "export")
     check_opset(opset)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from featherface_tune import __version__
-from featherface_tune.deploy import require
+from featherface_tune.extras import require
 from featherface_tune.atomic import atomic_write, check_replaceable
 from featherface_tune.deploy.metadata import (
     META_CONFIG, META_CONVENTION, META_POSTPROCESS, META_VERSION, META_WEIGHTS, initializers_digest,
@@ -137,10 +137,10 @@ def max_opset() -> int:
 def check_opset(opset: int) -> None:
     """`opset` in MIN_OPSET..max_opset(): a file with an opset no runtime knows is never written."""
     if opset < MIN_OPSET:
-        raise InputError(f"--opset {opset}: must be at least {MIN_OPSET} (ONNX DeformConv)")
+        raise InputError(field="opset", value=opset, rule=f"must be at least {MIN_OPSET} (ONNX DeformConv)")
     require("onnx", "ONNX export")
     if opset > (top := max_opset()):
-        raise InputError(f"--opset {opset}: must be at most {top}, the newest opset the installed "
+        raise InputError(field="opset", value=opset, rule=f"must be at most {top}, the newest opset the installed "
                          "torch exporter and onnx support")
 
 
@@ -197,13 +197,13 @@ def check_writable(out: Path) -> None:
     """Fail early (before a minute of tracing) when `out` cannot be written."""
     out = Path(out)
     if out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a directory; give a file name such as model.onnx")
-    check_replaceable(out, "--out")  # a device, FIFO or symbolic link is never replaced by a file
+        raise InputError(field="out", value=out, rule="is a directory; give a file name such as model.onnx")
+    check_replaceable(out, "out")  # a device, FIFO or symbolic link is never replaced by a file
     parent = out.resolve().parent
     if not parent.is_dir():
-        raise InputError(f"--out {str(out)!r}: folder {str(parent)!r} does not exist")
+        raise InputError(field="out", value=out, rule=f"folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError(f"--out {str(out)!r}: not writable")
+        raise InputError(field="out", value=out, rule="not writable")
 
 
 def _save(proto: Any, out: Path) -> int:
@@ -211,7 +211,7 @@ def _save(proto: Any, out: Path) -> int:
     import onnx
 
     out = Path(out)
-    atomic_write(out, lambda f: onnx.save(proto, f), "--out")
+    atomic_write(out, lambda f: onnx.save(proto, f), "out")
     return out.stat().st_size
 
 

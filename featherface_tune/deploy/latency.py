@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from featherface_tune.deploy import onnxruntime_available, require
+from featherface_tune.deploy import onnxruntime_available
 from featherface_tune.errors import InputError
+from featherface_tune.extras import require
 from featherface_tune.models.config import FeatherFaceConfig
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -38,14 +39,15 @@ def default_runtime() -> str:
     return "onnxruntime" if onnxruntime_available() else "torch"
 
 
-def check_runtime(name: str | None) -> str:
+def check_runtime(name: str | None, field: str = "runtime") -> str:
+    """`name` (an error about it names the argument `field`), or the default runtime for None."""
     if name is None:
         return default_runtime()
     if name not in RUNTIMES:
-        raise InputError(f"--runtime {name!r}: use {' or '.join(RUNTIMES)}")
+        raise InputError(field=field, value=name, rule=f"use {' or '.join(RUNTIMES)}")
     if name == "onnxruntime":
-        require("onnxruntime", "--runtime onnxruntime")
-        require("onnxscript", "--runtime onnxruntime")
+        require("onnxruntime", "the onnxruntime runtime")
+        require("onnxscript", "the onnxruntime runtime")
     return name
 
 
@@ -149,7 +151,7 @@ def measure(cfg: FeatherFaceConfig, h: int, w: int, runtime: str | None = None, 
     them) at h x w, `threads` threads, in `runtime` (default: onnxruntime when installed)."""
     runtime = check_runtime(runtime)
     if threads < 1:
-        raise InputError(f"--threads {threads}: must be at least 1")
+        raise InputError(field="threads", value=threads, rule="must be at least 1")
     fn, cleanup = forward_fn(cfg, h, w, runtime, threads)
     try:
         return measure_fn(fn, runtime, threads, (h, w), rel_ci, max_seconds)
@@ -181,7 +183,7 @@ def compare(cfgs: list[FeatherFaceConfig], h: int, w: int, runtime: str | None =
     compare where timings minutes apart would not."""
     runtime = check_runtime(runtime)
     if threads < 1:
-        raise InputError(f"--threads {threads}: must be at least 1")
+        raise InputError(field="threads", value=threads, rule="must be at least 1")
     prepared = [forward_fn(c, h, w, runtime, threads) for c in cfgs]
     t0 = time.perf_counter()
     try:

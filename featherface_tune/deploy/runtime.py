@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from featherface_tune.deploy import require
+from featherface_tune.extras import require
 from featherface_tune.deploy.metadata import META_CONFIG, META_POSTPROCESS, META_WEIGHTS, initializers_digest
 from featherface_tune.errors import InputError, first_line
 from featherface_tune.models.config import FeatherFaceConfig
@@ -29,9 +29,9 @@ def _check_weights(path: Path, stored: str) -> None:
     try:
         actual = initializers_digest(onnx.load(str(path)))
     except Exception as exc:  # noqa: BLE001 - a damaged protobuf is an input problem
-        raise InputError(f"--checkpoint {str(path)!r}: cannot read its weights: {first_line(exc)}") from None
+        raise InputError(field="checkpoint", value=path, rule=f"cannot read its weights: {first_line(exc)}") from None
     if actual != stored:
-        raise InputError(f"--checkpoint {str(path)!r}: its weights do not match the digest stored at export "
+        raise InputError(field="checkpoint", value=path, rule=f"its weights do not match the digest stored at export "
                          "(bytes of the file changed: a damaged copy or an edit); refusing to use them")
 
 
@@ -53,7 +53,8 @@ def session_options(threads: int | None = None) -> Any:
 
 
 def open_session(model: str | bytes | Path, threads: int | None = None, what: str = "model") -> Any:
-    """An onnxruntime CPU session, or a one-line InputError when the file is not a loadable model."""
+    """An onnxruntime CPU session, or a one-line InputError when the file is not a loadable model:
+    `what` describes the model, or names the argument that gave its path (e.g. "checkpoint")."""
     ort = require("onnxruntime", "running an ONNX model")
     try:
         src = str(model) if isinstance(model, Path) else model
@@ -61,7 +62,10 @@ def open_session(model: str | bytes | Path, threads: int | None = None, what: st
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         from featherface_tune.errors import first_line
 
-        raise InputError(f"{what}: onnxruntime cannot load it: {first_line(exc, 200)}") from None
+        rule = f"onnxruntime cannot load it: {first_line(exc, 200)}"
+        if what.isidentifier() and isinstance(model, Path):  # an argument naming a file: its field
+            raise InputError(field=what, value=model, rule=rule) from None
+        raise InputError(f"{what}: {rule}") from None
 
 
 @dataclass
@@ -79,8 +83,8 @@ class OnnxModel:
     def load(cls, path: str | Path, threads: int | None = None) -> "OnnxModel":
         p = Path(path)
         if not p.is_file():
-            raise InputError(f"--checkpoint {str(p)!r}: no such file")
-        sess = open_session(p, threads, what=f"--checkpoint {str(p)!r}")
+            raise InputError(field="checkpoint", value=p, rule="no such file")
+        sess = open_session(p, threads, what="checkpoint")
         meta = dict(sess.get_modelmeta().custom_metadata_map)
 
         if META_WEIGHTS in meta:
@@ -95,16 +99,16 @@ class OnnxModel:
                     raise TypeError(f"a {type(stored).__name__}, not a table of config fields")
                 cfg = from_mapping(stored)
             except (ValueError, TypeError, RecursionError) as exc:
-                raise InputError(f"--checkpoint {str(p)!r}: its stored config is invalid: "
+                raise InputError(field="checkpoint", value=p, rule=f"its stored config is invalid: "
                                  f"{first_line(exc) if not isinstance(exc, RecursionError) else 'nested too deeply'}"
                                  ) from None
         names = [i.name for i in sess.get_inputs()]
         if not names:
-            raise InputError(f"--checkpoint {str(p)!r}: the graph has no input")
+            raise InputError(field="checkpoint", value=p, rule="the graph has no input")
         outputs = {o.name for o in sess.get_outputs()}
         needed = {"boxes", "scores"} if meta.get(META_POSTPROCESS) == "nms" else {"boxes", "logits"}
         if not needed <= outputs:  # renamed or missing outputs: not a model this tool exported
-            raise InputError(f"--checkpoint {str(p)!r}: the graph's outputs are {sorted(outputs)}, not the "
+            raise InputError(field="checkpoint", value=p, rule=f"the graph's outputs are {sorted(outputs)}, not the "
                              f"{sorted(needed)} an exported FeatherFace has")
         return cls(str(p), sess, cfg, meta.get(META_POSTPROCESS) == "nms", meta, threads)
 
@@ -112,7 +116,7 @@ class OnnxModel:
         """Reopen the session with `threads` intra-op threads (nothing to do when it has them)."""
         if threads == self.threads:
             return
-        self.session = open_session(Path(self.path), threads, what=f"--checkpoint {self.path!r}")
+        self.session = open_session(Path(self.path), threads, what="checkpoint")
         self.threads = threads
 
     @property
@@ -145,13 +149,13 @@ class OnnxModel:
         if self.config is not None:
             # the stored config must describe the graph (tampered metadata: anchors_per_cell=7)
             if logits.ndim != 3 or logits.shape[1] != cells * self.config.anchors_per_cell:
-                raise InputError(f"--checkpoint {self.path!r}: its stored config says anchors_per_cell="
-                                 f"{self.config.anchors_per_cell}, but the graph gives {logits.shape[1]:,} "
-                                 f"anchors for {cells:,} cells; the metadata does not match the model")
+                raise InputError(field="checkpoint", value=self.path, rule=(
+                    f"its stored config says anchors_per_cell={self.config.anchors_per_cell}, but the graph gives "
+                    f"{logits.shape[1]:,} anchors for {cells:,} cells; the metadata does not match the model"))
             return self.config.anchors_per_cell
         if logits.ndim != 3 or cells == 0 or logits.shape[1] % cells:
-            raise InputError(f"--checkpoint {self.path!r}: the graph's logits {tuple(logits.shape)} do not "
-                             f"match the {cells:,} prior cells of a {h}x{w} input")
+            raise InputError(field="checkpoint", value=self.path, rule=(
+                f"the graph's logits {tuple(logits.shape)} do not match the {cells:,} prior cells of a {h}x{w} input"))
         return int(logits.shape[1] // cells)
 
     def detect(self, image_bgr: np.ndarray, conf: float = 0.02, nms_iou: float = 0.4, top_k: int | None = None,

@@ -305,7 +305,7 @@ def mismatch_message(report: KeyReport, config: FeatherFaceConfig | None,
         changes = _field_changes(config, wanted)
         if changes:
             return msg + "; change the config: " + ", ".join(changes) + \
-                " (or drop --config/--preset to use the inferred config)", ConfigError
+                " (or give no config, to use the inferred one)", ConfigError
     return msg, ConfigError
 
 

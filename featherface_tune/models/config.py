@@ -264,24 +264,25 @@ def parse_value(text: str) -> Any:
         raise ConfigError(f"value {text[:40]!r}...: arrays nested too deeply") from None
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`field=value` strings to a dict; a missing `=` or unknown field is an error."""
+def parse_overrides(items: Sequence[str], source: str = "overrides") -> dict[str, Any]:
+    """`field=value` strings to a dict; a missing `=` or unknown field is an error naming `source`
+    (the argument that gave them; the command layer passes its flag)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected field=value, e.g. neck_channels=52")
+            raise ConfigError(f"{source} {item!r}: expected field=value, e.g. neck_channels=52")
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in FIELD_NAMES:
-            raise ConfigError(f"--set: unknown field {key!r}; valid fields: " + ", ".join(FIELD_NAMES))
+            raise ConfigError(f"{source}: unknown field {key!r}; valid fields: " + ", ".join(FIELD_NAMES))
         out[key] = parse_value(value)
     return out
 
 
 def apply_overrides(base: FeatherFaceConfig | None, overrides: Sequence[str] | Mapping[str, Any],
-                    source: str = "--set") -> FeatherFaceConfig:
+                    source: str = "overrides") -> FeatherFaceConfig:
     """`base` (the official config if None) with overrides applied: `field=value` strings or a dict."""
-    extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides, source)
     return from_mapping(extra, base, source=source)
 
 

@@ -75,7 +75,7 @@ def featherface_489k() -> FeatherFaceConfig:
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
                    overrides: Sequence[str] | Mapping[str, Any] = (),
-                   overrides_source: str = "--set") -> FeatherFaceConfig:
+                   overrides_source: str = "overrides") -> FeatherFaceConfig:
     """Config from a preset, then a config file's fields, then `field=value` overrides.
 
     A config file may name its own base with `preset = "NAME"`; naming a different preset from the

@@ -30,8 +30,8 @@ def no_onnxruntime(monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def test_export_without_the_extra_names_it(no_onnxruntime, tmp_path: Path) -> None:
-    line = _one_line_error(_run("export", "--preset", "retinaface-mnet025", "--out", str(tmp_path / "m.onnx")))
-    assert 'pip install "featherface-tune[deploy]"' in line and "onnxruntime" in line
+    line = _one_line_error(_run("export", "--preset", "retinaface-mnet025", "--out", str(tmp_path / "m.onnx")), 1)
+    assert line.endswith("export needs onnxruntime: pip install 'featherface-tune[deploy]'"), line
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -42,19 +42,19 @@ def test_detect_onnx_without_the_extra_names_it(no_onnxruntime, tmp_path: Path) 
     Image.new("RGB", (40, 40)).save(img)
     model = tmp_path / "m.onnx"
     model.write_bytes(b"not used")
-    line = _one_line_error(_run("detect", str(img), "--checkpoint", str(model)))
+    line = _one_line_error(_run("detect", str(img), "--checkpoint", str(model)), 1)
     assert "featherface-tune[deploy]" in line
 
 
 def test_latency_runtime_without_the_extra(no_onnxruntime) -> None:
     from featherface_tune.deploy.latency import check_runtime, default_runtime
-    from featherface_tune.errors import InputError
+    from featherface_tune.extras import MissingExtra
 
     assert default_runtime() == "torch"  # every other path keeps working
-    with pytest.raises(InputError, match=r"featherface-tune\[deploy\]"):
+    with pytest.raises(MissingExtra, match=r"featherface-tune\[deploy\]"):
         check_runtime("onnxruntime")
     line = _one_line_error(_run("search", "--target", "489000", "--objective", "latency", "--latency-mode", "sampled", "--runtime",
-                                "onnxruntime", "--trials", "1"))
+                                "onnxruntime", "--trials", "1"), 1)
     assert "featherface-tune[deploy]" in line
 
 
@@ -62,8 +62,10 @@ def test_unknown_runtime() -> None:
     from featherface_tune.deploy.latency import check_runtime
     from featherface_tune.errors import InputError
 
-    with pytest.raises(InputError, match="--runtime 'tflite'"):
+    with pytest.raises(InputError, match="^runtime='tflite': use onnxruntime or torch$"):  # the API's field
         check_runtime("tflite")
+    line = _one_line_error(_run("latency", "--preset", "retinaface-mnet025", "--runtime", "tflite"))
+    assert line == "error: --runtime 'tflite': use onnxruntime or torch"  # the command's flag
 
 
 def test_garbage_onnx_file_is_one_line(tmp_path: Path) -> None:
