@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune import __version__
+from featherface_tune._version import __version__
 from featherface_tune.commands._typer import HELP_OPTIONS, FlagCommand, OneLineErrorsGroup, reflow
 from featherface_tune.commands.calibrate import calibrate_cmd
 from featherface_tune.commands.count import count_cmd

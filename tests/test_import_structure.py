@@ -58,3 +58,42 @@ def test_the_onnx_reader_does_not_import_the_exporter() -> None:
         imported = _imported_modules(PACKAGE_DIR / "deploy" / f"{name}.py")
         assert "featherface_tune.deploy.export" not in imported, name
     assert "featherface_tune.deploy.runtime" in _imported_modules(PACKAGE_DIR / "deploy" / "export.py")
+
+
+def _module_name(path: Path) -> str:
+    parts = ["featherface_tune", *path.resolve().relative_to(PACKAGE_DIR.resolve()).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (function-level imports included; the package
+    root's TYPE_CHECKING block too, which only type checkers run)."""
+    files = {_module_name(p): p for p in PACKAGE_DIR.rglob("*.py")}
+    return {m: {i for i in _imported_modules(p) if i in files and i != m} for m, p in files.items()}
+
+
+def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m == goal:
+            return True
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph.get(m, ()))
+    return False
+
+
+def test_nothing_in_the_package_imports_its_root() -> None:
+    """The root lazily re-exports the notebook API (tuner, counter, deploy, ...): a module importing
+    the root (`from featherface_tune import __version__`) closed a circle through all of them
+    (root -> deploy.latency_table -> deploy.export -> root). The version lives in `_version`."""
+    graph = _import_graph()
+    importers = sorted(m for m, imported in graph.items() if "featherface_tune" in imported)
+    assert importers == []
+    assert not _reaches(graph, "featherface_tune.deploy.export", "featherface_tune")
+
+
+def test_the_reach_check_follows_imports() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _reaches(graph, "a", "c") and _reaches(graph, "c", "a") and not _reaches(graph, "a", "d")

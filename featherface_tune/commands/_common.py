@@ -44,9 +44,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
-# where a library argument's name differs from its command's option (the library names fields, the
-# command layer names flags: `FeatherFaceError.shown_as`)
-FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "num_workers": "workers"}
+# where a library argument's name differs from its command's parameter (the library names fields,
+# the command layer names flags: `FeatherFaceError.shown_as`); a command's own parameter of the
+# field's name wins
+FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "num_workers": "workers",
+                 "out": "out_path"}
 
 
 def flag_message(exc: FeatherFaceError) -> str:
@@ -63,7 +65,7 @@ def flag_message(exc: FeatherFaceError) -> str:
     flags = {p.name: next((o for o in p.opts if o.startswith("--")), None) for p in ctx.command.params}
 
     def flag_of(field: str) -> str:
-        return flags.get(FIELD_OPTIONS.get(field, field)) or field
+        return flags.get(field) or flags.get(FIELD_OPTIONS.get(field, field)) or field
 
     return exc.shown_as(flag_of)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featherface_tune import __version__
+from featherface_tune._version import __version__
 from featherface_tune.extras import require
 from featherface_tune.atomic import atomic_write, check_replaceable
 from featherface_tune.deploy.metadata import (
