@@ -140,7 +140,7 @@ def parse_tolerance(text: str, target: int) -> int:
     most half the target (`tolerance.search_window`, which the API shares)."""
     from featherface_tune.tolerance import search_window
 
-    return search_window(text, target)
+    return search_window(text, target, "--tolerance")
 
 
 def resolve(preset: Optional[str], config: Optional[Path], sets: Optional[List[str]]):  # type: ignore[no-untyped-def]

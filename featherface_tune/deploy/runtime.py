@@ -31,7 +31,7 @@ def _check_weights(path: Path, stored: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a damaged protobuf is an input problem
         raise InputError(field="checkpoint", value=path, rule=f"cannot read its weights: {first_line(exc)}") from None
     if actual != stored:
-        raise InputError(field="checkpoint", value=path, rule=f"its weights do not match the digest stored at export "
+        raise InputError(field="checkpoint", value=path, rule="its weights do not match the digest stored at export "
                          "(bytes of the file changed: a damaged copy or an edit); refusing to use them")
 
 
