@@ -149,14 +149,13 @@ class BudgetObjective:
         spec = self.spec
         if self.repairer is None:
             size = (spec.input_size[0], spec.input_size[1])
-            proof = prove(self.space, spec.target, spec.tolerance, input_size=size,
-                          dcn_macs=spec.dcn_macs, max_macs=spec.max_macs, convention=spec.convention)
-            self.repairer = Repairer(self.space, spec.target, spec.tolerance, size,
-                                     spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures,
-                                     spec.convention)
+            proof = prove(self.space, spec.target, spec.tolerance, input_size=size, counting=spec.counting,
+                          max_macs=spec.max_macs)
+            self.repairer = Repairer(self.space, spec.target, spec.tolerance, size, spec.counting,
+                                     spec.max_macs, proof.exact, proof.hit_structures)
         self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))
                           if spec.reference is not None else None)
-        self.context = registry.Context(spec.input_size, spec.dcn_macs, spec.convention, self.reference,
+        self.context = registry.Context(spec.input_size, spec.counting, self.reference,
                                         self.latency_model)
 
     def _solvable(self, obj: registry.Objective) -> bool:
@@ -216,7 +215,7 @@ class BudgetObjective:
         except ConfigError as exc:
             raise TrialFailed(f"ConfigError: {exc}") from None
         h, w = spec.input_size
-        res = count(cfg, h, w, dcn_macs=spec.dcn_macs, convention=spec.convention)
+        res = count(cfg, h, w, convention=spec.counting)
         if res.params != sol.params or res.macs != sol.macs:
             raise TrialFailed(f"solver predicted {sol.params} params / {sol.macs} MACs but the counter "
                               f"gives {res.params} / {res.macs}")

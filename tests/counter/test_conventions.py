@@ -118,14 +118,14 @@ def test_reconciliation_marks_what_a_convention_cannot_count():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: count(OFFICIAL, convention="paper"),
-     "convention 'paper' is unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo"),
+     "convention='paper': unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo"),
     (lambda: count(OFFICIAL.replace(backbone_width=0.5), convention="thop"),
      "convention 'thop' counts the official code's modules, whose MobileNetV1 is fixed at width 0.25: "
      "backbone_width=0.5 cannot be counted"),
     (lambda: count(OFFICIAL, dcn_macs="dense", convention="thop"),
-     "dcn_macs='dense' applies to the numel convention only"),
-    (lambda: get_convention("numel", "both"), "dcn_macs='both' must be one of dense, full"),
-    (lambda: get_convention("THOP"), "convention 'THOP' is unknown"),
+     "dcn_macs='dense': applies to the numel convention only; convention thop counts"),
+    (lambda: get_convention("numel", "both"), "dcn_macs='both': must be one of dense, full"),
+    (lambda: get_convention("THOP"), "convention='THOP': unknown"),
 ])
 def test_bad_conventions_are_one_line_errors(call, message):
     with pytest.raises(ConfigError, match=None) as exc:

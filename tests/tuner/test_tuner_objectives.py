@@ -16,6 +16,7 @@ from featherface_tune.tuner.objectives import (
     BudgetObjective, Fidelity, TrialFailed, load_proxy, parse_objectives,
 )
 from featherface_tune.counter.analytic import count
+from featherface_tune.counter.conventions import TRUE
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
 from featherface_tune.tuner.solve import Repairer, distance, prove
@@ -34,7 +35,7 @@ FAR = {**OFFICIAL, "neck_channels": 128, "bifpn_repeats": 4, "ssh_channels_p3": 
 
 
 def _spec(objectives=("macs",), tolerance=0, max_macs=None, size=(640, 640), reference=None):
-    return R.StudySpec(489_000, tolerance, size, tuple(objectives), max_macs, _space().to_dict(), dcn_macs="full",
+    return R.StudySpec(489_000, tolerance, size, tuple(objectives), max_macs, _space().to_dict(), counting=TRUE,
                        reference=reference)
 
 

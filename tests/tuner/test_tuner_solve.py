@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from strategies import configs
 
 from featherface_tune.counter.analytic import count, count_params
+from featherface_tune.counter.conventions import get_convention
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
 from featherface_tune.errors import ConfigError
@@ -38,7 +39,7 @@ def test_additive_split_matches_the_counter(cfg: FeatherFaceConfig):
     sp = _space_around(cfg)
     structure = {n: v for n, v in k.items() if n not in BUDGET_KNOBS}
     for conv in ("full", "dense"):
-        tables = budget_tables(sp, structure, 96, 128, dcn_macs=conv)
+        tables = budget_tables(sp, structure, 96, 128, counting=get_convention("numel", conv))
         base = base_cost(structure, tables, 96, 128)
         assert base is not None
         r = count(cfg, 96, 128, dcn_macs=conv)
@@ -74,7 +75,7 @@ def test_the_exact_set_lists_the_window_with_full_compute_macs():
     for i in range(0, len(ex), 41):
         r = count(ex.config(i), 640, 640, dcn_macs="full")
         assert r.params == TARGET == ex.params[i] and r.macs == ex.macs[i]
-    dense = prove(default_space(), TARGET, 0, dcn_macs="dense").exact
+    dense = prove(default_space(), TARGET, 0, counting=get_convention("numel", "dense")).exact
     assert dense is not None and (dense.macs <= ex.macs).all() and (dense.macs < ex.macs).any()
 
 
