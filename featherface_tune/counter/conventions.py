@@ -193,10 +193,10 @@ def get_convention(name: str | Convention, dcn_macs: str = "full") -> Convention
     breaks a rule. A Convention is returned as it is (it already holds its DCN MAC convention)."""
     if isinstance(name, Convention):
         return name
-    conv = CONVENTIONS.get(name)
+    conv = CONVENTIONS.get(name) if isinstance(name, str) else None
     if conv is None:
         raise ConfigError(field="convention", value=name, rule=f"unknown; known conventions: {', '.join(CONVENTIONS)}")
-    if dcn_macs not in DCN_CONVENTIONS:
+    if not isinstance(dcn_macs, str) or dcn_macs not in DCN_CONVENTIONS:
         raise ConfigError(field="dcn_macs", value=dcn_macs, rule=f"must be one of {', '.join(DCN_CONVENTIONS)}")
     if dcn_macs == "full":
         return conv
