@@ -25,7 +25,8 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
-from featherface_tune.counter.analytic import DCN_CONVENTIONS, check_dcn_macs
+from featherface_tune.counter import conventions
+from featherface_tune.counter.conventions import TRUE, Convention, get_convention, takes_name_pair
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import (
     LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
@@ -180,18 +181,16 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
     if max_macs is not None and as_int(max_macs) is None:
         raise InputError(f"{bad}: max_macs={max_macs!r} must be an integer or null")
     space = rec.get("space") or {}
-    conv = rec.get("dcn_macs", LEGACY_DCN_MACS)
-    if conv not in DCN_CONVENTIONS:
-        raise InputError(f"{bad}: dcn_macs={conv!r} must be one of {', '.join(DCN_CONVENTIONS)}")
+    try:
+        counting = conventions.from_attr(rec, legacy_dcn_macs=LEGACY_DCN_MACS)
+    except ConfigError as exc:
+        raise InputError(f"{bad}: {exc}") from None
     ref = rec.get("reference")
-    convention = rec.get("convention", "numel")
-    if not isinstance(convention, str):
-        raise InputError(f"{bad}: convention={convention!r} must be a convention name")
     return StudyRecord(target=target, tolerance=tol,
                        input_size=(int(size[0]), int(size[1])), objectives=tuple(objs),
                        max_macs=as_int(max_macs), space=dict(space) if isinstance(space, Mapping) else {},
-                       version=version, dcn_macs=conv, reference=dict(ref) if isinstance(ref, Mapping) else None,
-                       convention=convention)
+                       version=version, counting=counting,
+                       reference=dict(ref) if isinstance(ref, Mapping) else None)
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -503,10 +502,10 @@ def config_of(row: Mapping[str, Any] | pd.Series, label: str) -> FeatherFaceConf
 
 def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int | None = None,
                  input_size: tuple[int, int] | None = None, dcn_macs: str | None = None) -> StudyReport:
-    """Everything the report shows about one loaded Optuna study. `dcn_macs`: the MAC convention of
-    the breakdown (default: the study's own)."""
+    """Everything the report shows about one loaded Optuna study. `dcn_macs`: the DCN MAC convention
+    of the breakdown (default: the study's own; the study's convention either way)."""
     record = parse_record(study.study_name, study.user_attrs)
-    conv = check_dcn_macs(dcn_macs or record.dcn_macs)
+    counting = record.counting if dcn_macs is None else get_convention(record.convention, dcn_macs)
     trials = study.get_trials(deepcopy=False)
     if not trials:
         raise InputError(f"study {study.study_name!r} is empty (no trials yet); run "
@@ -543,14 +542,14 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if row is not None:
         label = f"trial {int(row['trial'])}"
         cfg = config_of(row, label)
-        result = count(cfg, h, w, dcn_macs=conv, convention=record.convention)
+        result = count(cfg, h, w, convention=counting)
         chosen = Breakdown(label=label, config=cfg, result=result, trial=int(row["trial"]))
         rec_p = row["params"]
         if rec_p is not pd.NA and rec_p is not None and int(rec_p) != result.params:
             warnings.append(f"{label}: recorded {int(rec_p):,} params but the counter now gives "
                             f"{result.params:,} (the counter changed since the search?)")
         rec_m = row["macs"]
-        if ((h, w) == record.input_size and conv == record.dcn_macs and rec_m is not pd.NA and rec_m is not None
+        if ((h, w) == record.input_size and counting == record.counting and rec_m is not pd.NA and rec_m is not None
                 and int(rec_m) != result.macs):
             warnings.append(f"{label}: recorded {int(rec_m):,} MACs but the counter now gives "
                             f"{result.macs:,}")
@@ -583,7 +582,7 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.lower().endswith((".toml", ".json"))
 
 
-def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full") -> CompareEntry:
+def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, counting: Convention = TRUE) -> CompareEntry:
     """A compare argument: an existing file is a config file, anything else a preset name."""
     from featherface_tune.models.presets import resolve_config
 
@@ -594,7 +593,7 @@ def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, dcn_ma
         raise InputError(f"--compare {spec!r}: config file does not exist (and it is not a preset name)")
     else:
         cfg, source = resolve_config(spec), "preset"
-    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, dcn_macs=dcn_macs))
+    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, convention=counting))
 
 
 @dataclass(frozen=True)
@@ -667,13 +666,13 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@takes_name_pair(at=2)
 def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
-            dcn_macs: str = "full") -> Comparison:
-    """Resolve each spec (preset name or config file) and count it at `input_size` (`dcn_macs` MACs)."""
+            counting: Convention = TRUE) -> Comparison:
+    """Resolve each spec (preset name or config file) and count it at `input_size` in `counting`."""
     if len(specs) < 2:
         raise InputError("--compare needs at least two configs (preset names or config files)")
-    check_dcn_macs(dcn_macs)
-    entries = [resolve_entry(s, input_size, dcn_macs) for s in specs]
+    entries = [resolve_entry(s, input_size, counting) for s in specs]
     seen: Counter[str] = Counter()
     named = []
     for e in entries:
