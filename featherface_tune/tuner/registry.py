@@ -143,7 +143,7 @@ def kind(name: str) -> str:
 
 @register
 class Closest(Objective):
-    """Distance of the config to the reference (`solve.distance`): changes FeatherFace least."""
+    """Distance of the config to the reference (`space.distance`): changes FeatherFace least."""
 
     name = "closest"
     kind = "analytic"
@@ -152,15 +152,14 @@ class Closest(Objective):
     decimals = 9
 
     def value(self, cfg: Any, ctx: Context) -> float:
-        from featherface_tune.tuner.solve import distance
-        from featherface_tune.tuner.space import knobs_from_config
+        from featherface_tune.tuner.space import distance, knobs_from_config
 
         if ctx.reference is None:
             raise ValueError("closest needs a reference config")
         return distance(knobs_from_config(cfg), ctx.reference)
 
     def exact_values(self, exact: Any, ctx: Context) -> Any:
-        from featherface_tune.tuner.solve import SWITCH_COST
+        from featherface_tune.tuner.space import SWITCH_COST
 
         if ctx.reference is None:
             raise ValueError("closest needs a reference config")

@@ -43,9 +43,9 @@ from featherface_tune.models.arch import (
 )
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tuner.records import window_text
-from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, CONTEXT, RATIO_KNOBS, SSH_KNOBS, STR_KNOBS, STRUCTURE_KNOBS, SWITCH_KNOBS, WIDTH_KNOBS, Domain, SearchSpace,
-    applies, config_from_knobs, inactive_value, knobs_from_config, switched_on,
+from featherface_tune.tuner.space import (  # the distance between knob assignments lives with the knobs
+    BUDGET_COLS, BUDGET_KNOBS, CONTEXT, RATIO_COLS, RATIO_KNOBS, SSH_KNOBS, STRUCTURE_KNOBS, SWITCH_COST, Domain,
+    SearchSpace, applies, config_from_knobs, distance_terms, encode, inactive_value, knobs_from_config, switched_on,
 )
 
 MAX_CERTIFY_STRUCTURES = 250_000
@@ -209,58 +209,6 @@ def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int, countin
     return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w, counting)
 
 
-# ---- the distance between two knob assignments ---------------------------------------------------
-
-# Width knobs change a size; switch knobs change what the network is. A width term is the relative
-# change |a - b| / max(a, b) (0 when equal, always below 1) of a knob that applies in both (a CBAM ratio
-# only where that CBAM is on in both, BiFPN repeats only where both use BiFPN, shuffle groups only
-# where both shuffle); a switch costs SWITCH_COST, more than all nine width terms together can.
-# (WIDTH_KNOBS and SWITCH_KNOBS: the config field table's kinds, `models.config.FIELDS`)
-SWITCH_COST = 10.0
-_BUDGET_COLS = [WIDTH_KNOBS.index(k) for k in BUDGET_KNOBS]
-_RATIO_COLS = [WIDTH_KNOBS.index(k) for k in RATIO_KNOBS]
-
-
-def _code(knob: str, v: Any) -> float:
-    if knob in STR_KNOBS:
-        return float(STR_KNOBS[knob].index(v))
-    return float(v)
-
-
-def encode(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """(width values, switch codes) of knob assignments; NaN where a width knob does not apply or is
-    missing (a missing switch is -1)."""
-    w = np.array([[float(r[k]) if k in r and applies(k, r) else np.nan for k in WIDTH_KNOBS] for r in rows],
-                 dtype=np.float64).reshape(len(rows), len(WIDTH_KNOBS))
-    c = np.array([[_code(k, r[k]) if k in r else -1.0 for k in SWITCH_KNOBS] for r in rows],
-                 dtype=np.float64).reshape(len(rows), len(SWITCH_KNOBS))
-    return w, c
-
-
-def _masks(free: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.array([k not in free for k in WIDTH_KNOBS]), np.array([k not in free for k in SWITCH_KNOBS]))
-
-
-def distance_terms(w: np.ndarray, c: np.ndarray, point: Mapping[str, Any], free: Sequence[str] = ()
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(switches, width sum) of every encoded row to `point`; knobs in `free` (or missing from the
-    point) cost nothing."""
-    (pw,), (pc,) = encode([point])
-    wmask, cmask = _masks(tuple(free) + tuple(k for k in SWITCH_KNOBS if k not in point))
-    with np.errstate(invalid="ignore"):
-        rel = np.abs(w - pw) / np.maximum(w, pw)
-    width = np.where(np.isnan(rel), 0.0, rel)[:, wmask].sum(axis=1)
-    switches = (c[:, cmask] != pc[cmask]).sum(axis=1)
-    return switches, width
-
-
-def distance(a: Mapping[str, Any], b: Mapping[str, Any], free: Sequence[str] = ()) -> float:
-    """The distance between two knob assignments: SWITCH_COST per changed switch + the width terms."""
-    w, c = encode([a])
-    sw, wd = distance_terms(w, c, b, free)
-    return float(sw[0] * SWITCH_COST + wd[0])
-
-
 @dataclass(frozen=True)
 class Solution:
     """The exact config a sampled point was repaired to, with its predicted counts."""
@@ -343,8 +291,8 @@ class ExactSet:
         on = np.array([[applies(k, s) for k in RATIO_KNOBS] for s in self.structures],
                       dtype=bool).reshape(-1, len(RATIO_KNOBS))[self.sid]  # a ratio applies where its CBAM is on
         w, c = w[self.sid], c[self.sid]
-        w[:, _BUDGET_COLS] = self.budget
-        w[:, _RATIO_COLS] = np.where(on, w[:, _RATIO_COLS], np.nan)
+        w[:, BUDGET_COLS] = self.budget
+        w[:, RATIO_COLS] = np.where(on, w[:, RATIO_COLS], np.nan)
         object.__setattr__(self, "w", w)
         object.__setattr__(self, "c", c)
 
@@ -652,7 +600,7 @@ class Repairer:
     def __post_init__(self) -> None:
         self.free = tuple(self.space.solve)
         self._sw, self._sc = encode(self.structures)
-        self._sw[:, _BUDGET_COLS] = np.nan  # budget knobs: not part of the structure's lower bound
+        self._sw[:, BUDGET_COLS] = np.nan  # budget knobs: not part of the structure's lower bound
         self._sums: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._sums_bytes = 0
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.config import FIELDS, FeatherFaceConfig, Field, parse_value
 
@@ -455,3 +457,55 @@ def build_space(space_file: str | Path | None = None, fixes: Sequence[str] = ())
     """The default space, changed by a space file, then by `--fix` items."""
     space = load_space(space_file) if space_file is not None else default_space()
     return apply_fixes(space, fixes)
+
+
+# ---- the distance between two knob assignments (the `closest` objective, the repair) ---------------
+
+# Width knobs change a size; switch knobs change what the network is. A width term is the relative
+# change |a - b| / max(a, b) (0 when equal, always below 1) of a knob that applies in both (a CBAM ratio
+# only where that CBAM is on in both, BiFPN repeats only where both use BiFPN, shuffle groups only
+# where both shuffle); a switch costs SWITCH_COST, more than all nine width terms together can.
+# (WIDTH_KNOBS and SWITCH_KNOBS: the config field table's kinds, `models.config.FIELDS`)
+SWITCH_COST = 10.0
+BUDGET_COLS = [WIDTH_KNOBS.index(k) for k in BUDGET_KNOBS]
+RATIO_COLS = [WIDTH_KNOBS.index(k) for k in RATIO_KNOBS]
+
+
+def _code(knob: str, v: Any) -> float:
+    if knob in STR_KNOBS:
+        return float(STR_KNOBS[knob].index(v))
+    return float(v)
+
+
+def encode(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(width values, switch codes) of knob assignments; NaN where a width knob does not apply or is
+    missing (a missing switch is -1)."""
+    w = np.array([[float(r[k]) if k in r and applies(k, r) else np.nan for k in WIDTH_KNOBS] for r in rows],
+                 dtype=np.float64).reshape(len(rows), len(WIDTH_KNOBS))
+    c = np.array([[_code(k, r[k]) if k in r else -1.0 for k in SWITCH_KNOBS] for r in rows],
+                 dtype=np.float64).reshape(len(rows), len(SWITCH_KNOBS))
+    return w, c
+
+
+def _masks(free: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([k not in free for k in WIDTH_KNOBS]), np.array([k not in free for k in SWITCH_KNOBS]))
+
+
+def distance_terms(w: np.ndarray, c: np.ndarray, point: Mapping[str, Any], free: Sequence[str] = ()
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(switches, width sum) of every encoded row to `point`; knobs in `free` (or missing from the
+    point) cost nothing."""
+    (pw,), (pc,) = encode([point])
+    wmask, cmask = _masks(tuple(free) + tuple(k for k in SWITCH_KNOBS if k not in point))
+    with np.errstate(invalid="ignore"):
+        rel = np.abs(w - pw) / np.maximum(w, pw)
+    width = np.where(np.isnan(rel), 0.0, rel)[:, wmask].sum(axis=1)
+    switches = (c[:, cmask] != pc[cmask]).sum(axis=1)
+    return switches, width
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], free: Sequence[str] = ()) -> float:
+    """The distance between two knob assignments: SWITCH_COST per changed switch + the width terms."""
+    w, c = encode([a])
+    sw, wd = distance_terms(w, c, b, free)
+    return float(sw[0] * SWITCH_COST + wd[0])

@@ -19,8 +19,8 @@ from featherface_tune.counter.analytic import count
 from featherface_tune.counter.conventions import TRUE
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
-from featherface_tune.tuner.solve import Repairer, distance, prove
-from featherface_tune.tuner.space import default_space, knobs_from_config
+from featherface_tune.tuner.solve import Repairer, prove
+from featherface_tune.tuner.space import default_space, distance, knobs_from_config
 
 
 def _space():

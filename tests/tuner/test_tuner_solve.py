@@ -14,12 +14,11 @@ from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
 from featherface_tune.errors import ConfigError
 from featherface_tune.tuner.solve import (
-    SWITCH_COST, NoConfigInWindow, Repairer, base_cost, budget_tables, certify, check_memory, check_reachable,
-    distance, prove,
+    NoConfigInWindow, Repairer, base_cost, budget_tables, certify, check_memory, check_reachable, prove,
 )
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, KNOBS, SSH_KNOBS, Domain, SearchSpace, apply_fixes, config_from_knobs, default_space, fixed,
-    int_range, knobs_from_config,
+    BUDGET_KNOBS, KNOBS, SSH_KNOBS, SWITCH_COST, Domain, SearchSpace, apply_fixes, config_from_knobs, default_space,
+    distance, fixed, int_range, knobs_from_config,
 )
 
 TARGET = 489_000

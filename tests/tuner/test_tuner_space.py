@@ -148,7 +148,7 @@ def test_the_space_and_the_solver_cover_every_config_field():
     default domain whose values the config accepts, and a width or switch term of the repair's
     distance; knobs_from_config / config_from_knobs round-trip every field."""
     from featherface_tune.models.config import FIELD_NAMES, FIELDS
-    from featherface_tune.tuner.solve import SWITCH_KNOBS, WIDTH_KNOBS
+    from featherface_tune.tuner.space import SWITCH_KNOBS, WIDTH_KNOBS
     from featherface_tune.tuner.space import KNOB_TABLE, parse_domain
 
     assert sorted(f.name for f in FIELDS) == sorted(FIELD_NAMES)
