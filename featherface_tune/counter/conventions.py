@@ -234,7 +234,7 @@ def takes_name_pair(at: int | None = None, name_at: int | None = None) -> Callab
     `__init__` for them under TYPE_CHECKING."""
 
     def adapt(target: _F) -> _F:
-        fn = target.__init__ if isinstance(target, type) else target
+        fn = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
         shift = 1 if isinstance(target, type) else 0  # `self`
 
         @functools.wraps(fn)
