@@ -41,19 +41,20 @@ def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
     if text is None:
         return ("proxy_ap",) if proxy else ("closest",)
     if not text.strip():
-        raise InputError("objective '': empty; use closest, macs, latency or proxy (or leave it out for the default)")
+        raise InputError(field="objective", value=text,
+                         rule="empty; use closest, macs, latency or proxy (or leave it out for the default)")
     out: list[str] = []
     for part in text.split(","):
         obj = registry.get(part)
         if obj is None:
-            raise InputError(f"--objective {part.strip()!r}: unknown objective; use "
-                             f"{', '.join(registry.names())} (comma-separated for several)")
+            raise InputError(field="objective", value=part.strip(),
+                             rule=f"unknown objective; use {', '.join(registry.names())} (comma-separated for several)")
         name = obj.name
         if name in out:
-            raise InputError(f"objective {text.strip()!r}: {name} is named twice")
+            raise InputError(field="objective", value=text.strip(), rule=f"{name} is named twice")
         out.append(name)
     if "proxy_ap" in out and not proxy:
-        raise InputError("--objective proxy needs --proxy-data DIR")
+        raise InputError(field="objective", value="proxy", rule="needs {proxy_data} DIR", refs=("proxy_data",))
     if proxy and "proxy_ap" not in out:
         out.append("proxy_ap")
     return tuple(out)
@@ -102,15 +103,15 @@ def load_proxy(data_dir: Path, device: str = "auto") -> ProxyFn:
     """Import `proxy_objective` lazily (bound to `device`); a one-line InputError if it or the data
     is missing."""
     if not Path(data_dir).is_dir():
-        raise InputError(f"--proxy-data {str(data_dir)!r} is not a directory")
+        raise InputError(field="proxy_data", value=Path(data_dir), rule="not a directory")
     try:
         from featherface_tune.training.proxy import proxy_objective  # type: ignore[import-not-found]
     except Exception as exc:  # ImportError, or an error while importing its dependencies
         from featherface_tune.extras import missing_extra
 
         if (hint := missing_extra(exc)) is not None:
-            raise InputError(f"--proxy-data {hint}") from None
-        raise InputError(f"--proxy-data needs proxy training (featherface_tune.training.proxy), which "
+            raise InputError(field="proxy_data", rule=hint) from None
+        raise InputError(field="proxy_data", rule="needs proxy training (featherface_tune.training.proxy), which "
                          f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
     if device in (None, "auto"):  # proxy_objective's own default

@@ -781,9 +781,10 @@ def check_reachable(cert: Certificate) -> None:
                           f"architecture, e.g. {cert.rule_example or 'an empty domain'}")
     t, tol = cert.target, cert.tolerance
     if t < cert.smallest.params and t + tol < cert.smallest.params:
-        raise NoConfigInWindow(f"--target {t:,}: smallest config in this space has {cert.smallest.params:,} params")
+        raise NoConfigInWindow(field="target", value=t, rule=f"smallest config in this space has {cert.smallest.params:,} params")
     if t - tol > cert.largest.params:  # type: ignore[union-attr]
-        raise NoConfigInWindow(f"--target {t:,}: largest config in this space has {cert.largest.params:,} params")  # type: ignore[union-attr]
+        raise NoConfigInWindow(field="target", value=t,  # type: ignore[union-attr]
+                               rule=f"largest config in this space has {cert.largest.params:,} params")
     if cert.in_window == 0:
         parts = []
         if cert.below is not None:
@@ -793,7 +794,8 @@ def check_reachable(cert: Certificate) -> None:
         need = min(abs(x.params - t) for x in (cert.below, cert.above) if x is not None)
         window = window_text(t, tol)
         raise NoConfigInWindow(
-            f"no config in this space has {window} params; nearest achievable: {' and '.join(parts)} "
-            f"(proof: {cert.evidence()}); widen the space or use --tolerance {need}")
+            field="target", refs=("tolerance",),
+            rule=f"no config in this space has {window} params; nearest achievable: {' and '.join(parts)} "
+                 f"(proof: {cert.evidence()}); widen the space or use {{tolerance}} {need}")
 
 

@@ -337,9 +337,8 @@ def _check_value(knob: str, v: Any, where: str) -> Any:
         FeatherFaceConfig(**fields)
     except ConfigError as exc:
         if exc.field == own:
-            msg = str(exc)
-            raise ConfigError(f"{where}: {msg}" if msg.startswith(f"{knob}=") else f"{where}: {knob}: {msg}",
-                              field=own) from None
+            msg = str(exc) if str(exc).startswith(f"{knob}=") else f"{knob}: {exc}"
+            raise ConfigError(f"{where}: {msg}" if where else msg, field=own) from None
     return float(v) if knob in FLOAT_KNOBS else v  # as the config holds it (1 -> 1.0)
 
 
@@ -427,34 +426,45 @@ def load_space(path: str | Path, base: SearchSpace | None = None) -> SearchSpace
 
 
 def apply_fixes(space: SearchSpace, items: Sequence[str]) -> SearchSpace:
-    """`--fix field=value`: pin a knob (or `ssh_channels` = one width or [p3, p4, p5])."""
+    """`fix` items, `field=value`: pin a knob (or `ssh_channels` = one width or [p3, p4, p5]). An item
+    that breaks a rule is a ConfigError about `fix`, the item its value."""
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--fix {item!r}: expected field=value, e.g. neck_channels=52")
-        key, _, text = item.partition("=")
-        key = key.strip()
-        value = parse_value(text)
-        where = f"--fix {key}"
-        if key == "ssh_channels":
-            if isinstance(value, list):
-                if len(value) != 3:
-                    raise ConfigError(f"{where}: give one width or three (P3, P4, P5), got {value!r}")
-                for k, v in zip(SSH_KNOBS, value):
-                    space = space.with_domain(k, fixed(_check_value(k, v, where)))
-            else:
-                for k in SSH_KNOBS:
-                    space = space.with_domain(k, fixed(_check_value(k, value, where)))
-        elif key in KNOBS:
-            if isinstance(value, list):
-                raise ConfigError(f"{where}: --fix takes one value; use a --space file for a set of values")
-            space = space.with_domain(key, fixed(_check_value(key, value, where)))
+        try:
+            space = _apply_fix(space, item)
+        except ConfigError as exc:
+            if exc.field == "fix":
+                raise
+            raise ConfigError(field="fix", value=item, rule=str(exc)) from None
+    return space
+
+
+def _apply_fix(space: SearchSpace, item: str) -> SearchSpace:
+    if "=" not in item:
+        raise ConfigError(field="fix", value=item, rule="expected field=value, e.g. neck_channels=52")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    value = parse_value(text)
+    if key == "ssh_channels":
+        if isinstance(value, list):
+            if len(value) != 3:
+                raise ConfigError(f"give one width or three (P3, P4, P5), got {value!r}")
+            for k, v in zip(SSH_KNOBS, value):
+                space = space.with_domain(k, fixed(_check_value(k, v, "")))
         else:
-            raise ConfigError(f"{where}: unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
+            for k in SSH_KNOBS:
+                space = space.with_domain(k, fixed(_check_value(k, value, "")))
+    elif key in KNOBS:
+        if isinstance(value, list):
+            raise ConfigError(field="fix", value=item, refs=("space_file",),
+                              rule="takes one value; list a set of values in {space_file}")
+        space = space.with_domain(key, fixed(_check_value(key, value, "")))
+    else:
+        raise ConfigError(f"{key}: unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
     return space
 
 
 def build_space(space_file: str | Path | None = None, fixes: Sequence[str] = ()) -> SearchSpace:
-    """The default space, changed by a space file, then by `--fix` items."""
+    """The default space, changed by a space file, then by `fixes` (`apply_fixes`)."""
     space = load_space(space_file) if space_file is not None else default_space()
     return apply_fixes(space, fixes)
 

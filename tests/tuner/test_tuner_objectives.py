@@ -174,10 +174,12 @@ def test_parse_objectives():
     assert parse_objectives(None, True) == ("proxy_ap",)
     assert parse_objectives("macs,latency", False) == ("macs", "latency")
     assert parse_objectives("latency", True) == ("latency", "proxy_ap")
-    with pytest.raises(InputError, match="unknown objective"):
+    with pytest.raises(InputError, match="^objective='speed': unknown objective; use closest, macs") as bad:
         parse_objectives("speed", False)
-    with pytest.raises(InputError, match="needs --proxy-data"):
+    assert bad.value.shown_as(lambda f: "--" + f.replace("_", "-")).startswith("--objective 'speed': unknown")
+    with pytest.raises(InputError, match="^objective='proxy': needs proxy_data DIR$") as info:
         parse_objectives("proxy", False)
+    assert info.value.shown_as(lambda f: "--" + f.replace("_", "-")) == "--objective 'proxy': needs --proxy-data DIR"
     with pytest.raises(InputError, match="^metric='hardest': must be one of") as info:
         Fidelity(metric="hardest")
     assert (info.value.field, info.value.value) == ("metric", "hardest")
