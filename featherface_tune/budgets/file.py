@@ -236,7 +236,7 @@ def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) ->
     macs = _count(ctx, "baseline.macs", b["macs"]) if "macs" in b else None
     if "modules" not in b:
         raise ctx.error("baseline.modules", "missing: a baseline records the per-module breakdown "
-                                            "(run `featherface-tune gate --update`)")
+                                            "(the gate's update writes it)")
     mods_t = _table(ctx, b, "modules", "baseline.modules")
     modules: dict[str, ModuleCost] = {}
     for name, entry in mods_t.items():
