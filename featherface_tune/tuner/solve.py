@@ -782,9 +782,9 @@ def check_reachable(cert: Certificate) -> None:
     t, tol = cert.target, cert.tolerance
     if t < cert.smallest.params and t + tol < cert.smallest.params:
         raise NoConfigInWindow(field="target", value=t, rule=f"smallest config in this space has {cert.smallest.params:,} params")
-    if t - tol > cert.largest.params:  # type: ignore[union-attr]
-        raise NoConfigInWindow(field="target", value=t,  # type: ignore[union-attr]
-                               rule=f"largest config in this space has {cert.largest.params:,} params")
+    largest = cert.largest.params  # type: ignore[union-attr]
+    if t - tol > largest:
+        raise NoConfigInWindow(field="target", value=t, rule=f"largest config in this space has {largest:,} params")
     if cert.in_window == 0:
         parts = []
         if cert.below is not None:
