@@ -62,15 +62,17 @@ def _check_storage_file(url: str) -> None:
     journal = journal_path(url)
     if journal is not None:
         if not journal.is_file():
-            raise InputError(f"storage file {str(journal)!r} does not exist (--storage {url}); "
-                             "run `featherface-tune search` first or pass --storage")
+            raise InputError(field="storage", value=url, refs=("storage",),
+                             rule=f"storage file {str(journal)!r} does not exist; run `featherface-tune search` "
+                                  "first or give another {storage}")
         return
     path = sqlite_path(url)
     if path is None:
         return
     if not path.exists():
-        raise InputError(f"storage file {str(path)!r} does not exist (--storage {url}); "
-                         "run `featherface-tune search` first or pass --storage")
+        raise InputError(field="storage", value=url, refs=("storage",),
+                         rule=f"storage file {str(path)!r} does not exist; run `featherface-tune search` first "
+                              "or give another {storage}")
     if not path.is_file():
         raise InputError(f"storage {str(path)!r} is not a file")
     with path.open("rb") as fh:
@@ -127,8 +129,8 @@ def load_study(url: str, name: str | None = None) -> Any:
         if not names:
             raise InputError(f"storage {where} holds no studies; run `featherface-tune search` first")
         if len(names) > 1:
-            raise InputError(f"storage {where} holds {len(names)} studies; pick one with --study: "
-                             + ", ".join(names))
+            raise InputError(field="study", rule=f"storage {where} holds {len(names)} studies; pick one: "
+                                                 + ", ".join(names))
         name = names[0]
     elif name not in names:
         avail = ", ".join(names) if names else "none"
@@ -508,10 +510,10 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     counting = record.counting if dcn_macs is None else get_convention(record.convention, dcn_macs)
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        raise InputError(f"study {study.study_name!r} is empty (no trials yet); run "
-                         f"`featherface-tune search --study {study.study_name}` first")
+        raise InputError(field="study", value=study.study_name, refs=("study",),
+                         rule="is empty (no trials yet); run `featherface-tune search` with this {study} first")
     if top < 1:
-        raise InputError(f"--top {top}: must be at least 1")
+        raise InputError(field="top", value=top, rule="must be at least 1")
     sdirs = [d.name.lower() for d in study.directions]
     directions = tuple(direction_of(o, sdirs[i] if i < len(sdirs) else None)
                        for i, o in enumerate(record.objectives))
@@ -531,8 +533,8 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if trial is not None:
         hit = df[df["trial"] == trial]
         if hit.empty:
-            raise InputError(f"--trial {trial}: study {study.study_name!r} has no such trial "
-                             f"(trials 0..{int(df['trial'].max())})")
+            raise InputError(field="trial", value=trial, rule=f"study {study.study_name!r} has no such trial "
+                                                              f"(trials 0..{int(df['trial'].max())})")
         row = hit.iloc[0]
     elif not ranked.empty:
         row = ranked.iloc[0]
@@ -590,7 +592,7 @@ def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, counti
     if p.is_file():
         cfg, source = resolve_config(None, p), "file"
     elif _looks_like_path(spec):
-        raise InputError(f"--compare {spec!r}: config file does not exist (and it is not a preset name)")
+        raise InputError(field="compare", value=spec, rule="config file does not exist (and it is not a preset name)")
     else:
         cfg, source = resolve_config(spec), "preset"
     return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, convention=counting))
@@ -671,7 +673,7 @@ def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
             counting: Convention = TRUE) -> Comparison:
     """Resolve each spec (preset name or config file) and count it at `input_size` in `counting`."""
     if len(specs) < 2:
-        raise InputError("--compare needs at least two configs (preset names or config files)")
+        raise InputError(field="compare", rule="needs at least two configs (preset names or config files)")
     entries = [resolve_entry(s, input_size, counting) for s in specs]
     seen: Counter[str] = Counter()
     named = []
