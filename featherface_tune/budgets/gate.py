@@ -179,9 +179,8 @@ def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff,
     base = budget.baseline
     if base is None:
         return (), True
-    same_convention = base.convention == result.convention
-    comparable = (same_convention and base.input_size == result.input_size
-                  and base.dcn_macs == result.dcn_macs)
+    same_convention = base.convention == budget.convention  # params: the DCN MAC choice changes MACs only
+    comparable = base.counting == budget.counting and base.input_size == result.input_size
     diffs = []
     for name, (params, macs) in result.modules.items():  # baselines name no other module
         rec = base.modules.get(name)
