@@ -118,6 +118,13 @@ class Convention:
     official_only: bool = False  # counts the official code's modules: its MobileNetV1 is fixed
     dcn_macs: str = "full"  # "dense": the DCN offset/modulator convs left out (numel only; `get_convention`)
 
+    def __hash__(self) -> int:  # a key of the solver's and the counter's caches: hashed once
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.name, self.dcn_macs, self.rules))
+
     def to_attr(self) -> dict[str, str]:
         """The keys a study, a budget file or a count's JSON stores the convention under (`from_attr`)."""
         return {"convention": self.name, "dcn_macs": self.dcn_macs}
