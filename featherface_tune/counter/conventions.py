@@ -35,14 +35,17 @@ Conventions (`CONVENTIONS[name].summary` is the one-line rule; `--conventions` p
   matrix products (the DCN main convs included); BatchNorm, upsampling and biases count 0.
 
 A `Convention` is the whole counting rule, the DCN MAC convention included (`.name`, `.dcn_macs`):
-it is what travels (`count(cfg, convention=get_convention("numel", "dense"))`, a budget's `.counting`)
-rather than the two strings.
+it is what travels, as `counting`, rather than the two strings: `count(cfg, convention=...)`, the
+solver (`prove(..., counting=...)`, `Repairer`), an objective's `registry.Context`, a study's
+`StudySpec` (stored as its keys `convention` and `dcn_macs`: `to_attr` / `from_attr`), a budget and
+its baseline, a report's breakdown. `get_convention(name, dcn_macs)` is the one place the pair a
+user gives is checked (a ConfigError about the field that breaks a rule); a new convention is one
+entry of `CONVENTIONS` (its rules), nothing else.
 
 API for code that sums per-term costs (a solver): `get_convention(name, dcn_macs).total(prices)`
 restates block prices (`featherface_tune.models.arch.term_price`, `block_price`) in the convention and
 adds them; `dcn_macs` is "full" or "dense" ("dense" only with `numel`). `countable(convention, cfg)`
-raises `ConfigError` when the convention cannot count the config; `get_convention` raises it listing
-the known ones.
+raises `ConfigError` when the convention cannot count the config.
 
 A config's figure in a convention is exactly the sum of its search terms' figures (base, the three
 levels, the CBAM terms), as with the true count (tested on random configs). E.g. under `thop`, official

@@ -39,7 +39,7 @@ Every trial's user attributes (`TRIAL_KEYS`):
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
     closest     float, only with the `closest` objective: distance of config to the reference
-                (`featherface_tune.tuner.solve.distance`)
+                (`featherface_tune.tuner.space.distance`)
     callables   {name: float}, only with Python callable objectives: their values
     sampled     {knob: value}: what Optuna sampled (knobs of `featherface_tune.tuner.space.KNOBS`;
                 knobs with one value or in the space's `solve` list are absent); `config` is what was
@@ -47,7 +47,7 @@ Every trial's user attributes (`TRIAL_KEYS`):
     solver      {"method": "exact set" | "by structure" | "sampled structure", "candidates": int, "switches": int,
                 "width": float, "distance": float}: how the sample was repaired - the exact configs
                 (or in-window completions) compared, and the distance from the sample to the built
-                config (switch knobs changed, width terms; solve.distance). Optional, for inspection.
+                config (switch knobs changed, width terms; space.distance). Optional, for inspection.
     enqueued    {"why": "optimum" | "witness", "knobs": {knob: value}}: only on trials the search
                 enqueued - a proven optimum of an analytic objective, or the certificate's witness
                 (built as given)
