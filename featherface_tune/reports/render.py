@@ -19,6 +19,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from featherface_tune.counter.conventions import TRUE
 from featherface_tune.escaping import printable
 from featherface_tune.models.config import FIELD_NAMES
 from featherface_tune.tuner.records import window_text
@@ -171,7 +172,7 @@ def study_document(report: StudyReport) -> Document:
         f"study {report.name!r} in {report.storage}",
         budget + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")
         + f"; MACs at {r.input_size[0]}x{r.input_size[1]}"
-        + (f"; counted as {r.convention}" if r.convention != "numel" else ""),
+        + (f"; counted as {r.convention}" if r.counting.name != TRUE.name else ""),
         f"{c['trials']} trials: {c['feasible']} feasible, {c['infeasible']} infeasible, "
         f"{c['failed']} failed, {c['pruned']} pruned" + (f", {c['running']} running" if c["running"] else ""),
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from featherface_tune.counter.analytic import count
+from featherface_tune.counter.conventions import TRUE
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
@@ -327,7 +328,7 @@ def _safe_attr(trial: Any, key: str, value: Any) -> None:
 def summarize(spec: R.StudySpec) -> str:
     extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
     return (f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}; "
-            f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
+            f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.counting.name != TRUE.name else ""))
 
 
 

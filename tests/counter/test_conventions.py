@@ -166,6 +166,7 @@ def test_a_new_convention_is_one_entry(monkeypatch, tmp_path):
     from featherface_tune.budgets.gate import evaluate
     from featherface_tune.counter.conventions import Convention, Rule
     from featherface_tune.reports.data import parse_record
+    from featherface_tune.reports.tables import count_table
     from featherface_tune.tuner import records as R
     from featherface_tune.tuner.objectives import summarize
     from featherface_tune.tuner.solve import Repairer, prove
@@ -181,6 +182,7 @@ def test_a_new_convention_is_one_entry(monkeypatch, tmp_path):
     r = count(OFFICIAL, 64, 64, convention="no-bn")
     assert bn > 0 and r.params == sum(p.numel() for p in model.parameters()) - bn and r.convention == "no-bn"
     assert r.counting is no_bn and r.macs < count(OFFICIAL, 64, 64).macs
+    assert count_table(r).caption == "MACs at 64x64, no-bn convention"
     # the solver: a tiny space around the official config, its own no-bn count as the target
     space = build_space(None, [f"{k}={str(v).lower()}" for k, v in OFFICIAL.to_dict().items()
                                if k not in ("ssh_channels", "backbone_width")])
