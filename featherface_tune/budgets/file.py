@@ -164,7 +164,7 @@ def _counting(ctx: _Ctx, keys: Mapping[str, str], table: Mapping[str, Any], defa
     except ConfigError as exc:
         key = keys.get(exc.field or "convention", "convention")
         bare = type(exc)(field=exc.field, rule=exc.rule, refs=exc.refs)  # the rule, refs spelled as file keys
-        rule = bare.shown_as(lambda f: keys.get(f, f))[len(key) + 2:]
+        rule = bare.shown_as(lambda f: keys.get(f, f)).partition(": ")[2]  # after "key: " (a key has no ": ")
         raise ctx.error(key, f"{rule}, got {exc.value!r}" if exc.field in table else rule) from None
 
 

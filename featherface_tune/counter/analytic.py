@@ -7,8 +7,8 @@ counting convention restates (`featherface_tune.counter.conventions`). `dcn_macs
 offset and modulator convs out of `macs`; they (`dcn_offset_macs`) and the bilinear sampling
 (`dcn_sampling_macs`, never in `macs`) are also reported on their own lines.
 
-`count(..., convention=get_convention(NAME))` (or the name) gives the figures other counting tools report for the same config
-(thop, stock fvcore, torchinfo, torch's flop counter).
+`count(..., convention=get_convention(NAME))` (or the name) gives the figures other counting tools
+report for the same config (thop, stock fvcore, torchinfo, torch's flop counter).
 """
 
 from __future__ import annotations

@@ -68,7 +68,6 @@ from featherface_tune.models.arch import GROUPS, Parts, Priced, priced_groups
 from featherface_tune.models.config import FeatherFaceConfig
 
 OFFICIAL_BACKBONE_WIDTH = 0.25
-_F = TypeVar("_F", bound=Callable[..., Any])
 DCN_CONVENTIONS = ("dense", "full")  # MACs without / with the deformable convs' offset and modulator convs
 
 
@@ -233,6 +232,9 @@ def from_attr(data: Mapping[str, Any], legacy_dcn_macs: str = "full") -> Convent
     """The convention a stored record names by its keys `convention` and `dcn_macs` (`to_attr`);
     a record from before a key existed: "numel" and `legacy_dcn_macs`."""
     return get_convention(str(data.get("convention", TRUE.name)), str(data.get("dcn_macs", legacy_dcn_macs)))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def takes_name_pair(at: int | None = None, name_at: int | None = None) -> Callable[[Any], Any]:
