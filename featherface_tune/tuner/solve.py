@@ -103,12 +103,12 @@ def _block_table(name: str, knob: str, values: tuple[Any, ...], fixed: tuple[tup
                  level: int | None, counting: Convention) -> tuple[np.ndarray, np.ndarray]:
     """(params, MACs) of one block at each value of `knob` (its instance at `level`, or all), the other
     fields it reads held at `fixed`: cached by exactly what the block reads."""
-    b, conv = get_block(name), counting
+    b = get_block(name)
     fields = dict(fixed)
     pm = []
     for v in values:
         fields[knob] = v
-        pm.append(conv.total(block_price(b, fields, at, level)) if b.present(fields) else (0, 0))
+        pm.append(counting.total(block_price(b, fields, at, level)) if b.present(fields) else (0, 0))
     return (np.array([p for p, _ in pm], dtype=np.int64).reshape(-1),
             np.array([m for _, m in pm], dtype=np.int64).reshape(-1))
 
