@@ -159,9 +159,13 @@ def test_a_new_convention_is_one_entry(monkeypatch, tmp_path):
     """Registering one Convention (its rules) is all it takes: the counter counts in it, the solver
     proves and repairs in it, the search lands on its figure, a study records it by name (and reads
     it back), a report and a budget file name it; nothing else changes."""
+    import json
+
     import torch
+    from typer.testing import CliRunner
 
     from featherface_tune import search
+    from featherface_tune.cli import app
     from featherface_tune.budgets.file import parse_budget
     from featherface_tune.budgets.gate import evaluate
     from featherface_tune.counter.conventions import Convention, Rule
@@ -183,6 +187,11 @@ def test_a_new_convention_is_one_entry(monkeypatch, tmp_path):
     assert bn > 0 and r.params == sum(p.numel() for p in model.parameters()) - bn and r.convention == "no-bn"
     assert r.counting is no_bn and r.macs < count(OFFICIAL, 64, 64).macs
     assert count_table(r).caption == "MACs at 64x64, no-bn convention"
+    figure = {f.name: f for f in reconcile(OFFICIAL, 64, 64)}["no-bn"]  # the reconciliation table lists it
+    assert (figure.params, figure.params_delta) == (r.params, -bn)
+    cli = CliRunner().invoke(app, ["count", "--preset", "featherface-official", "--input-size", "64", "64",
+                                   "--convention", "no-bn", "--json"])
+    assert cli.exit_code == 0 and json.loads(cli.stdout)["params"] == r.params
     # the solver: a tiny space around the official config, its own no-bn count as the target
     space = build_space(None, [f"{k}={str(v).lower()}" for k, v in OFFICIAL.to_dict().items()
                                if k not in ("ssh_channels", "backbone_width")])
