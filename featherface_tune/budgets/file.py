@@ -46,9 +46,9 @@ from featherface_tune.atomic import atomic_write_text
 from featherface_tune.budgets.schema import (
     Baseline, Bound, Budget, BudgetFileError, ModuleCost, Tolerance, line_of,
 )
-from featherface_tune.counter.analytic import DCN_CONVENTIONS, GROUPS
+from featherface_tune.counter.analytic import GROUPS
 from featherface_tune.models.config import DEFAULT_INPUT
-from featherface_tune.counter.conventions import NAMES as CONVENTIONS, countable, get_convention
+from featherface_tune.counter.conventions import TRUE, Convention, countable, get_convention
 from featherface_tune.errors import ConfigError, FeatherFaceError, InputError
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig
 from featherface_tune.models.presets import resolve_config
@@ -155,16 +155,17 @@ def _input_size(ctx: _Ctx, key: str, v: Any) -> tuple[int, int]:
     return (v[0], v[1])
 
 
-def _dcn(ctx: _Ctx, key: str, v: Any) -> str:
-    if v not in DCN_CONVENTIONS:
-        raise ctx.error(key, f"must be one of {', '.join(repr(c) for c in DCN_CONVENTIONS)}, got {v!r}")
-    return v
-
-
-def _convention(ctx: _Ctx, key: str, v: Any) -> str:
-    if v not in CONVENTIONS:
-        raise ctx.error(key, f"must be one of {', '.join(repr(c) for c in CONVENTIONS)}, got {v!r}")
-    return v
+def _counting(ctx: _Ctx, keys: Mapping[str, str], table: Mapping[str, Any], default_dcn: str = "full") -> Convention:
+    """The Convention a table names by its keys `convention` and `dcn_macs` (absent: numel and
+    `default_dcn`), checked by `get_convention`; its error points at the file key (`keys`: field ->
+    dotted key) of the field that breaks a rule."""
+    try:
+        return get_convention(table.get("convention", TRUE.name), table.get("dcn_macs", default_dcn))
+    except ConfigError as exc:
+        key = keys.get(exc.field or "convention", "convention")
+        bare = type(exc)(field=exc.field, rule=exc.rule, refs=exc.refs)  # the rule, refs spelled as file keys
+        rule = bare.shown_as(lambda f: keys.get(f, f)).partition(": ")[2]  # after "key: " (a key has no ": ")
+        raise ctx.error(key, f"{rule}, got {exc.value!r}" if exc.field in table else rule) from None
 
 
 def _tolerance(ctx: _Ctx, key: str, v: Any) -> Tolerance:
@@ -229,13 +230,13 @@ def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFa
 def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) -> Baseline:
     _check_keys(ctx, b, BASELINE_KEYS, "baseline")
     size = _input_size(ctx, "baseline.input_size", b["input_size"]) if "input_size" in b else default_size
-    dcn = _dcn(ctx, "baseline.dcn_macs", b["dcn_macs"]) if "dcn_macs" in b else "dense"  # written before "full"
-    convention = _convention(ctx, "baseline.convention", b["convention"]) if "convention" in b else "numel"
+    counting = _counting(ctx, {"convention": "baseline.convention", "dcn_macs": "baseline.dcn_macs"}, b,
+                         default_dcn="dense")  # a baseline without dcn_macs was written before "full"
     params = _count(ctx, "baseline.params", b["params"]) if "params" in b else None
     macs = _count(ctx, "baseline.macs", b["macs"]) if "macs" in b else None
     if "modules" not in b:
         raise ctx.error("baseline.modules", "missing: a baseline records the per-module breakdown "
-                                            "(run `featherface-tune gate --update`)")
+                                            "(the gate's update writes it)")
     mods_t = _table(ctx, b, "modules", "baseline.modules")
     modules: dict[str, ModuleCost] = {}
     for name, entry in mods_t.items():
@@ -251,8 +252,7 @@ def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) ->
             params=_count(ctx, f"{key}.params", entry["params"]),
             macs=_count(ctx, f"{key}.macs", entry["macs"]) if "macs" in entry else None,
         )
-    return Baseline(input_size=size, dcn_macs=dcn, modules=modules, params=params, macs=macs,
-                    convention=convention)
+    return Baseline(input_size=size, counting=counting, modules=modules, params=params, macs=macs)
 
 
 def parse_budget(text: str, path: Path) -> Budget:
@@ -278,10 +278,10 @@ def parse_budget(text: str, path: Path) -> Budget:
         raise ctx.error("description", f"must be a string, got {_type_name(description)} {description!r}")
     if "model" not in data:
         raise ctx.error("model", "missing: a budget needs a [model] table (preset, config path or fields)")
-    convention = _convention(ctx, "convention", data["convention"]) if "convention" in data else "numel"
+    counting = _counting(ctx, {"convention": "convention"}, {k: data[k] for k in ("convention",) if k in data})
     cfg, source = _model(ctx, _table(ctx, data, "model", "model"), path.parent)
     try:
-        countable(convention, cfg)
+        countable(counting, cfg)
     except ConfigError as exc:
         raise ctx.error("convention", str(exc)) from None
     if "params" not in data:
@@ -290,24 +290,21 @@ def parse_budget(text: str, path: Path) -> Budget:
     _check_keys(ctx, p_t, BOUND_KEYS, "params")
     params = _bound(ctx, "params", p_t)
     macs = None
-    size, dcn = DEFAULT_INPUT, "full"
+    size = DEFAULT_INPUT
     if "macs" in data:
         m_t = _table(ctx, data, "macs", "macs")
         _check_keys(ctx, m_t, MACS_KEYS, "macs")
         if "input_size" not in m_t:
             raise ctx.error("macs.input_size", "missing: MACs depend on the input, state it as [height, width]")
         size = _input_size(ctx, "macs.input_size", m_t["input_size"])
-        dcn = _dcn(ctx, "macs.dcn_macs", m_t["dcn_macs"]) if "dcn_macs" in m_t else "full"
-        try:
-            get_convention(convention, dcn)
-        except ConfigError as exc:
-            raise ctx.error("macs.dcn_macs", str(exc)) from None
+        counting = _counting(ctx, {"convention": "convention", "dcn_macs": "macs.dcn_macs"},
+                             {"convention": counting.name, **{k: m_t[k] for k in ("dcn_macs",) if k in m_t}})
         macs = _bound(ctx, "macs", m_t)
     baseline = None
     if "baseline" in data:
         baseline = _baseline(ctx, _table(ctx, data, "baseline", "baseline"), size)
     return Budget(path=path, name=name, description=description, config=cfg, params=params, macs=macs,
-                  input_size=size, dcn_macs=dcn, convention=convention, baseline=baseline, model_source=source,
+                  input_size=size, counting=counting, baseline=baseline, model_source=source,
                   display=shown, lines=dict(lines))
 
 

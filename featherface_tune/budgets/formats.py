@@ -1,11 +1,14 @@
 """Presenting a `GateReport`: rich text tables, JSON, JUnit XML and GitHub Actions annotations.
 
 Pure functions of the report (the text renderer takes the consoles to print on); no counting here.
+What a report suggests running comes from the command layer as `Hints` (the library names no
+command line); without them the report states the facts alone.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +21,14 @@ from featherface_tune.escaping import printable, xml_safe
 from featherface_tune.terminal import print_table, print_wrapped
 
 FORMATS = ("text", "json", "junit", "github")
+
+
+@dataclass(frozen=True)
+class Hints:
+    """How to run what a report suggests, as the command layer spells it (empty: not suggested)."""
+
+    update: str = ""  # the command line that records the current baselines
+    whole: str = ""  # where a table cut to fit the terminal is shown whole
 
 
 def _size(size: tuple[int, int]) -> str:
@@ -99,10 +110,10 @@ def print_file_error(err: Console, e: BudgetFileError) -> None:
     err.print(Text.assemble(("error:", "bold red"), " " + str(e)), highlight=False, soft_wrap=True)
 
 
-def render_text(report: GateReport, out: Console, err: Console) -> None:
+def render_text(report: GateReport, out: Console, err: Console, hints: Hints = Hints()) -> None:
     """Table and failure details on `out`; file errors, stale-baseline notes and the summary on `err`."""
     if report.results:
-        print_table(out, summary_table(report), optional=("delta",), elsewhere="--format json")
+        print_table(out, summary_table(report), optional=("delta",), elsewhere=hints.whole or "the JSON output")
         _print_convention_rules(out, report)
     for r in report.results:
         if r.ok:
@@ -112,14 +123,15 @@ def render_text(report: GateReport, out: Console, err: Console) -> None:
             out.print(Text(f"  {reason}"), highlight=False)
         if r.has_baseline and r.moved:
             for table in module_tables(r):
-                print_table(out, table, elsewhere="--format json")
+                print_table(out, table, elsewhere=hints.whole or "the JSON output")
         else:
-            out.print(Text(f"  modules: {r.moved_summary()}"), highlight=False)
+            out.print(Text(f"  modules: {r.moved_summary(hints.update)}"), highlight=False)
     for r in report.results:
         if r.ok and r.has_baseline and (r.moved or not r.macs_comparable):
             err.print(Text.assemble(("note:", "yellow"),
                                     f" {r.budget.name}: passes, but its recorded baseline is stale "
-                                    f"({r.moved_summary()}); `featherface-tune gate --update` records the current one"),
+                                    f"({r.moved_summary()})"
+                                    + (f"; `{hints.update}` records the current one" if hints.update else "")),
                       highlight=False, soft_wrap=True)
     for e in report.errors:
         print_file_error(err, e)
@@ -180,8 +192,8 @@ def to_json(report: GateReport) -> dict[str, Any]:
 
 # ---- junit ---------------------------------------------------------------------------------
 
-def _details(r: GateResult) -> str:
-    lines = r.reasons() + [f"modules moved: {r.moved_summary()}"]
+def _details(r: GateResult, hints: Hints) -> str:
+    lines = r.reasons() + [f"modules moved: {r.moved_summary(hints.update)}"]
     if r.has_baseline:
         for d in r.moved:
             lines.append(f"  {d.module}: params {_plain(d.baseline_params)} -> {d.params:,} ({_signed(d.params_delta)}), "
@@ -189,7 +201,7 @@ def _details(r: GateResult) -> str:
     return "\n".join(lines)
 
 
-def to_junit(report: GateReport) -> str:
+def to_junit(report: GateReport, hints: Hints = Hints()) -> str:
     """JUnit XML: one test case per budgeted metric (and per cross-check); invalid files are errors."""
     cases: list[ET.Element] = []
     failures = 0
@@ -207,7 +219,7 @@ def to_junit(report: GateReport) -> str:
                     "type": "BudgetViolation",
                     "message": f"{_figure_label(r, c.metric)} {c.measured:,} outside budget {c.bound.describe()} "
                                f"(delta {c.delta:+,})"})
-                f.text = _details(r)
+                f.text = _details(r, hints)
             cases.append(tc)
         if r.verification is not None:
             v = r.verification
@@ -253,7 +265,7 @@ def annotation(level: str, file: str, line: int, title: str, message: str) -> st
             f"{_escape_data(message)}")
 
 
-def to_github(report: GateReport) -> list[str]:
+def to_github(report: GateReport, hints: Hints = Hints()) -> list[str]:
     """`::error` annotations for violations and invalid files, `::notice` for stale baselines, and a
     plain line for each passing budget."""
     lines: list[str] = []
@@ -266,10 +278,10 @@ def to_github(report: GateReport) -> list[str]:
             lines.append(_escape_data(f"budget {b.name} ({b.shown}): pass: {figures}"))
             if r.has_baseline and (r.moved or not r.macs_comparable):
                 lines.append(annotation("notice", b.shown, b.line("baseline"), f"stale baseline: {b.name}",
-                                        f"passes, but modules moved: {r.moved_summary()}; "
-                                        "run `featherface-tune gate --update`"))
+                                        f"passes, but modules moved: {r.moved_summary()}"
+                                        + (f"; run `{hints.update}`" if hints.update else "")))
             continue
-        moved = r.moved_summary()
+        moved = r.moved_summary(hints.update)
         for c in r.checks:
             if not c.ok:
                 lines.append(annotation(

@@ -121,14 +121,16 @@ class GateResult:
             out.append("cross-check failed: " + "; ".join(self.verification.mismatches))
         return out
 
-    def moved_summary(self) -> str:
-        """`neck -28,042 params, ssh +1,234 params` or a note that there is no baseline."""
+    def moved_summary(self, update: str = "") -> str:
+        """`neck -28,042 params, ssh +1,234 params` or a note that there is no baseline (with
+        `update`, how to record one: the command layer's line)."""
+        then = f" (run `{update}`)" if update else ""
         if not self.has_baseline:
-            return "no recorded baseline (run `featherface-tune gate --update`)"
+            return f"no recorded baseline{then}"
         recorded = self.budget.baseline.convention  # type: ignore[union-attr]
         if recorded != self.budget.convention:
             return (f"baseline recorded in the {recorded} convention, the budget counts in "
-                    f"{self.budget.convention} (run `featherface-tune gate --update`)")
+                    f"{self.budget.convention}{then}")
         parts = []
         for d in self.moved:
             if d.baseline_params is None:
@@ -177,9 +179,8 @@ def module_diffs(budget: Budget, result: CountResult) -> tuple[tuple[ModuleDiff,
     base = budget.baseline
     if base is None:
         return (), True
-    same_convention = base.convention == result.convention
-    comparable = (same_convention and base.input_size == result.input_size
-                  and base.dcn_macs == result.dcn_macs)
+    same_convention = base.convention == budget.convention  # params: the DCN MAC choice changes MACs only
+    comparable = base.counting == budget.counting and base.input_size == result.input_size
     diffs = []
     for name, (params, macs) in result.modules.items():  # baselines name no other module
         rec = base.modules.get(name)
@@ -217,13 +218,13 @@ def evaluate(budget: Budget, with_verify: bool = False) -> GateResult:
 
 
 def _check_verifiable(budget: Budget) -> None:
-    """--verify builds the model at the budget's input size: refuse one beyond what fits in memory."""
+    """Verifying builds the model at the budget's input size: refuse one beyond what fits in memory."""
     from featherface_tune.bounds import check_build_size
     from featherface_tune.errors import InputError
 
     h, w = budget.input_size
     try:
-        check_build_size(h, w, f"--verify at macs.input_size [{h}, {w}]", budget.config)
+        check_build_size(h, w, f"the cross-check at macs.input_size [{h}, {w}]", budget.config)
     except InputError as exc:
         raise BudgetFileError(budget.shown, str(exc), "macs.input_size", budget.line("macs.input_size")) from None
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import Mapping, Optional
 
+from featherface_tune.counter.conventions import TRUE, Convention
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tolerance import Tolerance  # the one parser of a tolerance; re-exported here
-
-if TYPE_CHECKING:
-    from featherface_tune.counter.conventions import Convention
 
 
 class BudgetFileError(InputError):
@@ -109,11 +107,18 @@ class Baseline:
     """A recorded per-module breakdown (what `gate --update` writes)."""
 
     input_size: tuple[int, int]
-    dcn_macs: str
+    counting: Convention  # how its figures were counted (`convention` and `dcn_macs` in the file)
     modules: dict[str, ModuleCost]
     params: Optional[int] = None
     macs: Optional[int] = None
-    convention: str = "numel"
+
+    @property
+    def dcn_macs(self) -> str:
+        return self.counting.dcn_macs
+
+    @property
+    def convention(self) -> str:
+        return self.counting.name
 
 
 @dataclass(frozen=True)
@@ -125,19 +130,19 @@ class Budget:
     params: Bound
     macs: Optional[Bound] = None
     input_size: tuple[int, int] = DEFAULT_INPUT
-    dcn_macs: str = "full"
-    convention: str = "numel"  # counting convention of every figure (see featherface_tune.counter.conventions)
+    counting: Convention = TRUE  # how every figure is counted (`convention` and `dcn_macs` in the file)
     baseline: Optional[Baseline] = None
     model_source: str = ""  # e.g. "preset featherface-official + neck_channels=42"
     display: str = ""  # the path as shown to the user (relative to the working directory)
     lines: dict[str, int] = field(default_factory=dict)  # dotted key -> 1-based line in the file
 
     @property
-    def counting(self) -> "Convention":
-        """The convention every figure of the budget is counted in (`convention` and `dcn_macs`)."""
-        from featherface_tune.counter.conventions import get_convention
+    def dcn_macs(self) -> str:
+        return self.counting.dcn_macs
 
-        return get_convention(self.convention, self.dcn_macs)
+    @property
+    def convention(self) -> str:
+        return self.counting.name
 
     @property
     def shown(self) -> str:

@@ -44,6 +44,7 @@ def count_cmd(
     if checkpoint is not None:
         return count_checkpoint(checkpoint, preset, config, set_, json_)
     from featherface_tune.counter.analytic import count
+    from featherface_tune.counter.conventions import TRUE, get_convention
     from featherface_tune.reports.tables import count_table
 
     cfg = resolve(preset, config, set_)
@@ -52,11 +53,11 @@ def count_cmd(
     if convention is None and "convention" in counted and not json_:
         err.print(f"counted as {counted['convention']}, as the search that wrote {str(config)!r} counted it "
                   "(--convention numel: true parameters)", highlight=False)
-    convention = convention or counted.get("convention", "numel")
-    dcn_macs = dcn_macs or counted.get("dcn_macs", "full")
     if conventions:
         return print_conventions(cfg, h, w, preset or "config", json_)
-    result = count(cfg, h, w, dcn_macs=dcn_macs, convention=convention)
+    counting = get_convention(convention or counted.get("convention", TRUE.name),
+                              dcn_macs or counted.get("dcn_macs", "full"))
+    result = count(cfg, h, w, convention=counting)
     data = result.to_json()
     checked = None
     if check:
@@ -66,7 +67,7 @@ def count_cmd(
         check_build_size(h, w, f"--input-size {h} {w} with --check", cfg)
 
         with err.status("building the model and running fvcore..."):
-            checked = run_check(cfg, h, w, dcn_macs=dcn_macs if convention == "numel" else "full")
+            checked = run_check(cfg, h, w, dcn_macs=counting.dcn_macs)  # "full" but for numel's dense
         data["check"] = checked.to_json()
     if json_:
         data["config"] = cfg.to_dict()

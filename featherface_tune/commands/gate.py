@@ -32,7 +32,9 @@ def gate_cmd(
     Counts each budget's model analytically and prints budget, measured, delta and verdict; a violated budget lists the modules that moved against the breakdown recorded by --update.
     """
     from featherface_tune.budgets.file import discover, display_path, load_budget, write_baseline
-    from featherface_tune.budgets.formats import FORMATS, print_file_error, render_text, to_github, to_json, to_junit
+    from featherface_tune.budgets.formats import (
+        FORMATS, Hints, print_file_error, render_text, to_github, to_json, to_junit,
+    )
     from featherface_tune.budgets.gate import GateReport, baseline_record, evaluate, run_gate
 
     fmt = "json" if json_ else format_.lower()
@@ -70,16 +72,17 @@ def gate_cmd(
             updated.append(dataclasses.replace(fresh, verification=r.verification))
         report = GateReport(results=tuple(updated), errors=report.errors)
 
+    hints = Hints(update="featherface-tune gate --update", whole="--format json")
     if fmt == "text":
-        render_text(report, out, err)
+        render_text(report, out, err, hints)
     else:
         for e in report.errors:
             print_file_error(err, e)
         if fmt == "json":
             print_json(to_json(report))
         elif fmt == "junit":
-            sys.stdout.write(to_junit(report))
+            sys.stdout.write(to_junit(report, hints))
         else:
-            sys.stdout.write("\n".join(to_github(report)) + "\n")
+            sys.stdout.write("\n".join(to_github(report, hints)) + "\n")
     if report.exit_code:
         raise typer.Exit(code=report.exit_code)

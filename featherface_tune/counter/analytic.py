@@ -7,8 +7,8 @@ counting convention restates (`featherface_tune.counter.conventions`). `dcn_macs
 offset and modulator convs out of `macs`; they (`dcn_offset_macs`) and the bilinear sampling
 (`dcn_sampling_macs`, never in `macs`) are also reported on their own lines.
 
-`count(..., convention=NAME)` gives the figures other counting tools report for the same config
-(thop, stock fvcore, torchinfo, torch's flop counter).
+`count(..., convention=get_convention(NAME))` (or the name) gives the figures other counting tools
+report for the same config (thop, stock fvcore, torchinfo, torch's flop counter).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def count(cfg: FeatherFaceConfig | Mapping[str, Any], h: int = 640, w: int = 640
     if not isinstance(cfg, FeatherFaceConfig) or not (type(h) is int and type(w) is int and h <= MAX_INPUT_SIDE
                                                       and w <= MAX_INPUT_SIDE):
         cfg, (h, w) = _checked(cfg, h, w)
-    return _count(cfg, h, w, dcn_macs, convention)
+    return _count(cfg, h, w, get_convention(convention, dcn_macs))
 
 
 def _checked(cfg: Any, h: Any, w: Any) -> tuple[FeatherFaceConfig, tuple[int, int]]:
@@ -93,8 +93,7 @@ def _checked(cfg: Any, h: Any, w: Any) -> tuple[FeatherFaceConfig, tuple[int, in
 
 
 @lru_cache(maxsize=8192)
-def _count(cfg: FeatherFaceConfig, h: int, w: int, dcn_macs: str, convention: str | Convention) -> CountResult:
-    conv = convention if isinstance(convention, Convention) else get_convention(convention, dcn_macs)
+def _count(cfg: FeatherFaceConfig, h: int, w: int, conv: Convention) -> CountResult:
     countable(conv, cfg)
     priced = priced_groups(cfg, h, w)
     # one pass over the instances (a search counts thousands of new configs): the true count's group

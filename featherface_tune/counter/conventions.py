@@ -35,14 +35,17 @@ Conventions (`CONVENTIONS[name].summary` is the one-line rule; `--conventions` p
   matrix products (the DCN main convs included); BatchNorm, upsampling and biases count 0.
 
 A `Convention` is the whole counting rule, the DCN MAC convention included (`.name`, `.dcn_macs`):
-it is what travels (`count(cfg, convention=get_convention("numel", "dense"))`, a budget's `.counting`)
-rather than the two strings.
+it is what travels, as `counting`, rather than the two strings: `count(cfg, convention=...)`, the
+solver (`prove(..., counting=...)`, `Repairer`), an objective's `registry.Context`, a study's
+`StudySpec` (stored as its keys `convention` and `dcn_macs`: `to_attr` / `from_attr`), a budget and
+its baseline, a report's breakdown. `get_convention(name, dcn_macs)` is the one place the pair a
+user gives is checked (a ConfigError about the field that breaks a rule); a new convention is one
+entry of `CONVENTIONS` (its rules), nothing else.
 
 API for code that sums per-term costs (a solver): `get_convention(name, dcn_macs).total(prices)`
 restates block prices (`featherface_tune.models.arch.term_price`, `block_price`) in the convention and
 adds them; `dcn_macs` is "full" or "dense" ("dense" only with `numel`). `countable(convention, cfg)`
-raises `ConfigError` when the convention cannot count the config; `get_convention` raises it listing
-the known ones.
+raises `ConfigError` when the convention cannot count the config.
 
 A config's figure in a convention is exactly the sum of its search terms' figures (base, the three
 levels, the CBAM terms), as with the true count (tested on random configs). E.g. under `thop`, official
@@ -56,23 +59,16 @@ is FLOPs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from featherface_tune.errors import ConfigError, InputError
+from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch import GROUPS, Parts, Priced, priced_groups
 from featherface_tune.models.config import FeatherFaceConfig
 
 OFFICIAL_BACKBONE_WIDTH = 0.25
 DCN_CONVENTIONS = ("dense", "full")  # MACs without / with the deformable convs' offset and modulator convs
-
-
-def check_dcn_macs(value: str, field: str = "dcn_macs") -> str:
-    """A user's MAC convention, or a one-line InputError about `field` naming the choices."""
-    if value not in DCN_CONVENTIONS:
-        raise InputError(field=field, value=value, rule=f"use {' or '.join(DCN_CONVENTIONS)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ DCN_MAIN_NOT_RUN = Rule("DCN main convs", "their conv module never runs (weight 
                         lambda p: (0, -p.dcn_macs))
 DCN_MAIN_OPAQUE = Rule("DCN main convs", "torchvision::deform_conv2d is one opaque op: 0",
                        lambda p: (0, -p.dcn_macs))
-DCN_AUX_LEFT_OUT = Rule("DCN offset+modulator convs", "left out by --dcn-macs dense",
+DCN_AUX_LEFT_OUT = Rule("DCN offset+modulator convs", "left out (dcn_macs 'dense')",
                         lambda p: (0, -p.dcn_aux_macs))
 FUSION_UNHOOKED = Rule("BiFPN fusion weights", "nn.Parameters of non-leaf modules, not hooked",
                        lambda p: (-p.fusion_params, 0))
@@ -123,6 +119,17 @@ class Convention:
     scale: int = 1  # figure = scale x MACs (2 for FLOPs)
     official_only: bool = False  # counts the official code's modules: its MobileNetV1 is fixed
     dcn_macs: str = "full"  # "dense": the DCN offset/modulator convs left out (numel only; `get_convention`)
+
+    def __hash__(self) -> int:  # a key of the solver's and the counter's caches: hashed once
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.name, self.dcn_macs, self.rules))
+
+    def to_attr(self) -> dict[str, str]:
+        """The keys a study, a budget file or a count's JSON stores the convention under (`from_attr`)."""
+        return {"convention": self.name, "dcn_macs": self.dcn_macs}
 
     def delta(self, parts: Parts) -> tuple[int, int]:
         """(params, MACs) change of all rules on `parts` (MACs unscaled)."""
@@ -158,7 +165,7 @@ CONVENTIONS: dict[str, Convention] = {c.name: c for c in (
     Convention("numel", "trainable parameters (sum of numel()); MACs by fvcore's rule, every convolution "
                         "counted (conv/linear weights x positions, BatchNorm 2 per element, nearest "
                         "upsampling 1 per output)"),
-    Convention("fvcore", "fvcore FlopCountAnalysis with a handle for the DCN op (`count --check`); "
+    Convention("fvcore", "fvcore FlopCountAnalysis with a handle for the DCN op (count's cross-check); "
                          "parameter_count = numel: the same figures as numel"),
     Convention("fvcore-stock", "stock fvcore on the official code: torchvision::deform_conv2d has no "
                                "handle, so the DCN main convs count 0", (DCN_MAIN_NO_HANDLE,)),
@@ -185,20 +192,85 @@ NAMES = tuple(CONVENTIONS)
 TRUE = CONVENTIONS["numel"]  # every parameter, every convolution: the figure the others differ from
 
 
-@lru_cache(maxsize=64)
-def get_convention(name: str, dcn_macs: str = "full") -> Convention:
-    """The convention called `name`; with `dcn_macs="dense"` (numel only) the offset convs left out."""
-    conv = CONVENTIONS.get(name)
+_DENSE: dict[Convention, Convention] = {}  # numel -> numel with the DCN offset convs left out, built once
+
+
+def get_convention(name: str | Convention, dcn_macs: str = "full") -> Convention:
+    """The convention called `name` (a registered one: an entry of `CONVENTIONS`); with
+    `dcn_macs="dense"` (numel only) the DCN offset and modulator convs left out. The one place the
+    pair a user gives (`convention`, `dcn_macs`) is checked: a ConfigError about the field that
+    breaks a rule. A Convention is returned as it is (it already holds its DCN MAC convention)."""
+    if isinstance(name, Convention):
+        return name
+    conv = CONVENTIONS.get(name) if isinstance(name, str) else None
     if conv is None:
-        raise ConfigError(f"convention {name!r} is unknown; known conventions: {', '.join(NAMES)}")
-    if dcn_macs not in DCN_CONVENTIONS:
-        raise ConfigError(f"dcn_macs={dcn_macs!r} must be one of {', '.join(DCN_CONVENTIONS)}")
-    if dcn_macs == "dense":
-        if name != "numel":
-            raise ConfigError(f"dcn_macs='dense' applies to the numel convention only; {name} counts "
-                              "the deformable convs by its own rule")
-        return dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,), dcn_macs="dense")
-    return conv
+        raise ConfigError(field="convention", value=name, rule=f"unknown; known conventions: {', '.join(CONVENTIONS)}")
+    if not isinstance(dcn_macs, str) or dcn_macs not in DCN_CONVENTIONS:
+        raise ConfigError(field="dcn_macs", value=dcn_macs, rule=f"must be one of {', '.join(DCN_CONVENTIONS)}")
+    if dcn_macs == "full":
+        return conv
+    if name != TRUE.name:
+        raise ConfigError(field="dcn_macs", value=dcn_macs, refs=("convention",),
+                          rule=f"applies to the {TRUE.name} convention only; {{convention}} {name} counts the "
+                               "deformable convs by its own rule")
+    dense = _DENSE.get(conv)
+    if dense is None:
+        dense = _DENSE[conv] = dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,), dcn_macs="dense")
+    return dense
+
+
+def check_dcn_macs(value: str, field: str = "dcn_macs") -> str:
+    """A user's DCN MAC convention on its own (checked by `get_convention`), or its ConfigError
+    about `field`."""
+    try:
+        return get_convention(TRUE.name, value).dcn_macs
+    except ConfigError as exc:
+        raise exc.renamed(field) from None
+
+
+def from_attr(data: Mapping[str, Any], legacy_dcn_macs: str = "full") -> Convention:
+    """The convention a stored record names by its keys `convention` and `dcn_macs` (`to_attr`);
+    a record from before a key existed: "numel" and `legacy_dcn_macs`."""
+    return get_convention(str(data.get("convention", TRUE.name)), str(data.get("dcn_macs", legacy_dcn_macs)))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def takes_name_pair(at: int | None = None, name_at: int | None = None) -> Callable[[Any], Any]:
+    """The one adapter for callers that still pass the pair of strings (`tuner/api.py` until it
+    passes a Convention; remove then): a function or class whose argument `counting` is a Convention
+    may still be called with `dcn_macs=` / `convention=` strings, or, where `counting` is at position
+    `at`, with the `dcn_macs` string there and the convention's name at `name_at` (their old places).
+    Typed `Any` so that type checkers accept the old calls too; an adapted class declares a loose
+    `__init__` for them under TYPE_CHECKING."""
+
+    def adapt(target: _F) -> _F:
+        fn = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
+        shift = 1 if isinstance(target, type) else 0  # `self`
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            dcn, name = kwargs.pop("dcn_macs", None), kwargs.pop("convention", None)
+            i = -1 if at is None else at + shift
+            if 0 <= i < len(args) and isinstance(args[i], str):  # the old positional form
+                pos = list(args)
+                if name_at is not None and len(pos) > name_at + shift:
+                    name = pos.pop(name_at + shift)
+                dcn = pos[i]
+                pos[i] = get_convention(TRUE.name if name is None else name, dcn)
+                args = tuple(pos)
+            elif dcn is not None or name is not None:
+                kwargs["counting"] = get_convention(TRUE.name if name is None else name,
+                                                    "full" if dcn is None else dcn)
+            return fn(*args, **kwargs)
+
+        if isinstance(target, type):
+            target.__init__ = call  # type: ignore[misc]
+            return target
+        return call  # type: ignore[return-value]
+
+    return adapt
 
 
 def countable(conv: Convention | str, cfg: FeatherFaceConfig) -> None:

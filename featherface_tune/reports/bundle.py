@@ -50,19 +50,19 @@ def _prepare(out_dir: Path, names: list[str], overwrite: bool) -> None:
     """The folder exists (created when missing) and holds no earlier bundle unless `overwrite`:
     a report someone kept is never replaced without being named for it."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} exists and is not a folder")
+        raise InputError(field="out_dir", value=out_dir, rule="exists and is not a folder")
     if not overwrite and out_dir.is_dir():
         found = [n for n in names if (out_dir / n).exists()]
         if (out_dir / PLOT_DIR).is_dir() and any((out_dir / PLOT_DIR).iterdir()):
             found.append(f"{PLOT_DIR}/")
         if found:
-            raise InputError(f"--out {str(out_dir)!r} already holds a report ({', '.join(found[:4])}"
-                             f"{', ...' if len(found) > 4 else ''}); add --overwrite to replace it, "
-                             "or pick another folder")
+            raise InputError(field="out_dir", value=out_dir, refs=("overwrite",),
+                             rule=f"already holds a report ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}); "
+                                  "add {overwrite} to replace it, or pick another folder")
     try:
         (out_dir / PLOT_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"--out {str(out_dir)!r}: cannot create the folder: {exc.strerror}") from None
+        raise InputError(field="out_dir", value=out_dir, rule=f"cannot create the folder: {exc.strerror}") from None
 
 
 def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path, doc: Document | None = None,
@@ -75,7 +75,7 @@ def write_bundle(obj: StudyReport | Comparison, out_dir: str | Path, doc: Docume
         return _write_bundle(obj, root, doc, overwrite)
     except OSError as exc:
         where = exc.filename or root
-        raise InputError(f"--out {str(root)!r}: cannot write {str(where)!r}: {exc.strerror or exc}") from None
+        raise InputError(field="out_dir", value=root, rule=f"cannot write {str(where)!r}: {exc.strerror or exc}") from None
 
 
 def _write_bundle(obj: StudyReport | Comparison, root: Path, doc: Document | None, overwrite: bool) -> Bundle:

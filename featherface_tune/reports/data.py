@@ -25,7 +25,8 @@ import pandas as pd
 from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
-from featherface_tune.counter.analytic import DCN_CONVENTIONS, check_dcn_macs
+from featherface_tune.counter import conventions
+from featherface_tune.counter.conventions import TRUE, Convention, get_convention, takes_name_pair
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import (
     LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
@@ -61,15 +62,17 @@ def _check_storage_file(url: str) -> None:
     journal = journal_path(url)
     if journal is not None:
         if not journal.is_file():
-            raise InputError(f"storage file {str(journal)!r} does not exist (--storage {url}); "
-                             "run `featherface-tune search` first or pass --storage")
+            raise InputError(field="storage", value=url, refs=("storage",),
+                             rule=f"storage file {str(journal)!r} does not exist; run `featherface-tune search` "
+                                  "first or give another {storage}")
         return
     path = sqlite_path(url)
     if path is None:
         return
     if not path.exists():
-        raise InputError(f"storage file {str(path)!r} does not exist (--storage {url}); "
-                         "run `featherface-tune search` first or pass --storage")
+        raise InputError(field="storage", value=url, refs=("storage",),
+                         rule=f"storage file {str(path)!r} does not exist; run `featherface-tune search` first "
+                              "or give another {storage}")
     if not path.is_file():
         raise InputError(f"storage {str(path)!r} is not a file")
     with path.open("rb") as fh:
@@ -126,8 +129,8 @@ def load_study(url: str, name: str | None = None) -> Any:
         if not names:
             raise InputError(f"storage {where} holds no studies; run `featherface-tune search` first")
         if len(names) > 1:
-            raise InputError(f"storage {where} holds {len(names)} studies; pick one with --study: "
-                             + ", ".join(names))
+            raise InputError(field="study", rule=f"storage {where} holds {len(names)} studies; pick one: "
+                                                 + ", ".join(names))
         name = names[0]
     elif name not in names:
         avail = ", ".join(names) if names else "none"
@@ -180,18 +183,16 @@ def parse_record(name: str, attrs: Mapping[str, Any]) -> StudyRecord:
     if max_macs is not None and as_int(max_macs) is None:
         raise InputError(f"{bad}: max_macs={max_macs!r} must be an integer or null")
     space = rec.get("space") or {}
-    conv = rec.get("dcn_macs", LEGACY_DCN_MACS)
-    if conv not in DCN_CONVENTIONS:
-        raise InputError(f"{bad}: dcn_macs={conv!r} must be one of {', '.join(DCN_CONVENTIONS)}")
+    try:
+        counting = conventions.from_attr(rec, legacy_dcn_macs=LEGACY_DCN_MACS)
+    except ConfigError as exc:
+        raise InputError(f"{bad}: {exc}") from None
     ref = rec.get("reference")
-    convention = rec.get("convention", "numel")
-    if not isinstance(convention, str):
-        raise InputError(f"{bad}: convention={convention!r} must be a convention name")
     return StudyRecord(target=target, tolerance=tol,
                        input_size=(int(size[0]), int(size[1])), objectives=tuple(objs),
                        max_macs=as_int(max_macs), space=dict(space) if isinstance(space, Mapping) else {},
-                       version=version, dcn_macs=conv, reference=dict(ref) if isinstance(ref, Mapping) else None,
-                       convention=convention)
+                       version=version, counting=counting,
+                       reference=dict(ref) if isinstance(ref, Mapping) else None)
 
 
 # ---- trials --------------------------------------------------------------------------------------
@@ -503,16 +504,16 @@ def config_of(row: Mapping[str, Any] | pd.Series, label: str) -> FeatherFaceConf
 
 def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int | None = None,
                  input_size: tuple[int, int] | None = None, dcn_macs: str | None = None) -> StudyReport:
-    """Everything the report shows about one loaded Optuna study. `dcn_macs`: the MAC convention of
-    the breakdown (default: the study's own)."""
+    """Everything the report shows about one loaded Optuna study. `dcn_macs`: the DCN MAC convention
+    of the breakdown (default: the study's own; the study's convention either way)."""
     record = parse_record(study.study_name, study.user_attrs)
-    conv = check_dcn_macs(dcn_macs or record.dcn_macs)
+    counting = record.counting if dcn_macs is None else get_convention(record.convention, dcn_macs)
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        raise InputError(f"study {study.study_name!r} is empty (no trials yet); run "
-                         f"`featherface-tune search --study {study.study_name}` first")
+        raise InputError(field="study", value=study.study_name, refs=("study",),
+                         rule="is empty (no trials yet); run `featherface-tune search` with this {study} first")
     if top < 1:
-        raise InputError(f"--top {top}: must be at least 1")
+        raise InputError(field="top", value=top, rule="must be at least 1")
     sdirs = [d.name.lower() for d in study.directions]
     directions = tuple(direction_of(o, sdirs[i] if i < len(sdirs) else None)
                        for i, o in enumerate(record.objectives))
@@ -532,8 +533,8 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if trial is not None:
         hit = df[df["trial"] == trial]
         if hit.empty:
-            raise InputError(f"--trial {trial}: study {study.study_name!r} has no such trial "
-                             f"(trials 0..{int(df['trial'].max())})")
+            raise InputError(field="trial", value=trial, rule=f"study {study.study_name!r} has no such trial "
+                                                              f"(trials 0..{int(df['trial'].max())})")
         row = hit.iloc[0]
     elif not ranked.empty:
         row = ranked.iloc[0]
@@ -543,14 +544,14 @@ def build_report(study: Any, storage: str, *, top: int = DEFAULT_TOP, trial: int
     if row is not None:
         label = f"trial {int(row['trial'])}"
         cfg = config_of(row, label)
-        result = count(cfg, h, w, dcn_macs=conv, convention=record.convention)
+        result = count(cfg, h, w, convention=counting)
         chosen = Breakdown(label=label, config=cfg, result=result, trial=int(row["trial"]))
         rec_p = row["params"]
         if rec_p is not pd.NA and rec_p is not None and int(rec_p) != result.params:
             warnings.append(f"{label}: recorded {int(rec_p):,} params but the counter now gives "
                             f"{result.params:,} (the counter changed since the search?)")
         rec_m = row["macs"]
-        if ((h, w) == record.input_size and conv == record.dcn_macs and rec_m is not pd.NA and rec_m is not None
+        if ((h, w) == record.input_size and counting == record.counting and rec_m is not pd.NA and rec_m is not None
                 and int(rec_m) != result.macs):
             warnings.append(f"{label}: recorded {int(rec_m):,} MACs but the counter now gives "
                             f"{result.macs:,}")
@@ -583,7 +584,7 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.lower().endswith((".toml", ".json"))
 
 
-def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full") -> CompareEntry:
+def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, counting: Convention = TRUE) -> CompareEntry:
     """A compare argument: an existing file is a config file, anything else a preset name."""
     from featherface_tune.models.presets import resolve_config
 
@@ -591,10 +592,10 @@ def resolve_entry(spec: str, input_size: tuple[int, int] = DEFAULT_INPUT, dcn_ma
     if p.is_file():
         cfg, source = resolve_config(None, p), "file"
     elif _looks_like_path(spec):
-        raise InputError(f"--compare {spec!r}: config file does not exist (and it is not a preset name)")
+        raise InputError(field="compare", value=spec, rule="config file does not exist (and it is not a preset name)")
     else:
         cfg, source = resolve_config(spec), "preset"
-    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, dcn_macs=dcn_macs))
+    return CompareEntry(label=spec, source=source, config=cfg, result=count(cfg, *input_size, convention=counting))
 
 
 @dataclass(frozen=True)
@@ -667,13 +668,13 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@takes_name_pair(at=2)
 def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
-            dcn_macs: str = "full") -> Comparison:
-    """Resolve each spec (preset name or config file) and count it at `input_size` (`dcn_macs` MACs)."""
+            counting: Convention = TRUE) -> Comparison:
+    """Resolve each spec (preset name or config file) and count it at `input_size` in `counting`."""
     if len(specs) < 2:
-        raise InputError("--compare needs at least two configs (preset names or config files)")
-    check_dcn_macs(dcn_macs)
-    entries = [resolve_entry(s, input_size, dcn_macs) for s in specs]
+        raise InputError(field="compare", rule="needs at least two configs (preset names or config files)")
+    entries = [resolve_entry(s, input_size, counting) for s in specs]
     seen: Counter[str] = Counter()
     named = []
     for e in entries:

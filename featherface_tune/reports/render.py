@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import string
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -18,6 +19,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from featherface_tune.counter.conventions import TRUE
 from featherface_tune.escaping import printable
 from featherface_tune.models.config import FIELD_NAMES
 from featherface_tune.tuner.records import window_text
@@ -56,7 +58,7 @@ class Document:
     lines: tuple[str, ...]
     sections: tuple[Section, ...]
     data: Mapping[str, Any] = field(hash=False)
-    primary: str = ""  # the key of the section `--format csv` writes
+    primary: str = ""  # the key of the section the CSV format writes
     warnings: tuple[str, ...] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict, hash=False)  # config fields every trial shares
 
@@ -170,7 +172,7 @@ def study_document(report: StudyReport) -> Document:
         f"study {report.name!r} in {report.storage}",
         budget + (f", MACs <= {r.max_macs:,}" if r.max_macs else "")
         + f"; MACs at {r.input_size[0]}x{r.input_size[1]}"
-        + (f"; counted as {r.convention}" if r.convention != "numel" else ""),
+        + (f"; counted as {r.convention}" if r.counting.name != TRUE.name else ""),
         f"{c['trials']} trials: {c['feasible']} feasible, {c['infeasible']} infeasible, "
         f"{c['failed']} failed, {c['pruned']} pruned" + (f", {c['running']} running" if c["running"] else ""),
     )
@@ -337,8 +339,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(doc: Document, plots: Sequence[tuple[str, str]] = ()) -> str:
-    """The report as Markdown; `plots` are (title, relative path) images to embed."""
+def to_markdown(doc: Document, plots: Sequence[tuple[str, str]] = (), whole: str = "") -> str:
+    """The report as Markdown; `plots` are (title, relative path) images to embed. A section too
+    long for it names where its rows are: `whole` (the command layer's way to get them as CSV,
+    e.g. its format option) or the CSV format (`key.csv` in a bundle)."""
     parts = [f"# {_md_escape(doc.title)}", ""]
     parts += [f"- {_md_escape(line)}" for line in doc.lines]
     for w in doc.warnings:
@@ -348,7 +352,8 @@ def to_markdown(doc: Document, plots: Sequence[tuple[str, str]] = ()) -> str:
             continue
         parts += ["", f"## {_md_escape(s.title)}", ""]
         if s.long:
-            parts.append(f"{len(s.frame)} rows: see `--format csv` (or `{s.key}.csv` in a bundle).")
+            where = f"see `{whole}`" if whole else "see the CSV format"
+            parts.append(f"{len(s.frame)} rows: {where} (or `{s.key}.csv` in a bundle).")
             continue
         parts.append(markdown_table(s.frame))
         if s.note:
@@ -413,37 +418,40 @@ def _json_default(v: Any) -> Any:
 
 # ---- HTML ----------------------------------------------------------------------------------------
 
-CSS = """
-:root { --fg:#1d2330; --muted:#5b6474; --line:#d9dee7; --head:#f3f5f9; --accent:#2f6fdf; --good:#1a7f37; --bad:#c0392b; }
+# the page's colours, named once (substituted into the style sheet: CSS custom properties would
+# spell "--name", which the library keeps for command-line flags)
+PALETTE = {"fg": "#1d2330", "muted": "#5b6474", "line": "#d9dee7", "head": "#f3f5f9", "accent": "#2f6fdf",
+           "good": "#1a7f37", "bad": "#c0392b"}
+CSS = string.Template("""
 * { box-sizing: border-box; }
-body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--fg);
+body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: $fg;
        margin: 0; background: #fff; }
 main { max-width: 1320px; margin: 0 auto; padding: 28px 32px 64px; }
 h1 { font-size: 1.6rem; margin: 0 0 .4rem; }
-h2 { font-size: 1.2rem; margin: 2.2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid var(--line); }
-p.lead { margin: .15rem 0; color: var(--muted); }
-p.note { margin: .4rem 0 0; color: var(--muted); font-size: .88rem; }
+h2 { font-size: 1.2rem; margin: 2.2rem 0 .6rem; padding-bottom: .25rem; border-bottom: 1px solid $line; }
+p.lead { margin: .15rem 0; color: $muted; }
+p.note { margin: .4rem 0 0; color: $muted; font-size: .88rem; }
 .warn { background: #fff6e5; border: 1px solid #f0c36d; padding: .5rem .8rem; border-radius: 6px; margin: .8rem 0; }
 nav { margin: 1rem 0 0; font-size: .9rem; }
-nav a { color: var(--accent); text-decoration: none; margin-right: 1rem; }
+nav a { color: $accent; text-decoration: none; margin-right: 1rem; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .88rem; font-variant-numeric: tabular-nums; margin: .2rem 0; }
-th, td { padding: .32rem .55rem; border-bottom: 1px solid var(--line); white-space: nowrap; text-align: left; }
-th { background: var(--head); font-weight: 600; position: sticky; top: 0; white-space: normal;
+th, td { padding: .32rem .55rem; border-bottom: 1px solid $line; white-space: nowrap; text-align: left; }
+th { background: $head; font-weight: 600; position: sticky; top: 0; white-space: normal;
      vertical-align: bottom; min-width: 3.5rem; }
 td.num, th.num { text-align: right; }
-tr.total td { font-weight: 700; border-top: 2px solid var(--fg); }
+tr.total td { font-weight: 700; border-top: 2px solid $fg; }
 tbody tr:hover { background: #f8fafc; }
-td.neg { color: var(--good); } td.pos { color: var(--bad); }
+td.neg { color: $good; } td.pos { color: $bad; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 22px; }
-figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: #fff; }
+figure { margin: 0; border: 1px solid $line; border-radius: 8px; padding: 10px; background: #fff; }
 figure.wide { grid-column: 1 / -1; }
 figure img { width: 100%; height: auto; display: block; }
-figcaption { font-size: .85rem; color: var(--muted); margin-top: .4rem; }
-figcaption a { color: var(--accent); }
-details summary { cursor: pointer; color: var(--accent); margin: .3rem 0; }
-footer { margin-top: 3rem; color: var(--muted); font-size: .8rem; }
-"""
+figcaption { font-size: .85rem; color: $muted; margin-top: .4rem; }
+figcaption a { color: $accent; }
+details summary { cursor: pointer; color: $accent; margin: .3rem 0; }
+footer { margin-top: 3rem; color: $muted; font-size: .8rem; }
+""").substitute(PALETTE)
 
 
 @dataclass(frozen=True)

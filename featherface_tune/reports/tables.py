@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from featherface_tune.counter.analytic import CountResult
+from featherface_tune.counter.conventions import TRUE
 
 
 def _pct(part: int, whole: int) -> str:
@@ -17,8 +18,9 @@ def _pct(part: int, whole: int) -> str:
 
 def count_table(result: CountResult, title: str = "") -> Table:
     h, w = result.input_size
-    caption = (f"MACs at {h}x{w}, fvcore convention, DCN MACs: {result.dcn_macs}" if result.convention == "numel"
-               else f"{'FLOPs' if result.convention == 'flops' else 'MACs'} at {h}x{w}, {result.convention} convention")
+    counting = result.counting
+    caption = (f"MACs at {h}x{w}, fvcore convention, DCN MACs: {counting.dcn_macs}" if counting.name == TRUE.name
+               else f"{counting.unit} at {h}x{w}, {counting.name} convention")
     t = Table(title=title or None, caption=caption)
     t.add_column("module")
     t.add_column("params", justify="right")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from featherface_tune.counter.analytic import count
+from featherface_tune.counter.conventions import TRUE
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
@@ -41,19 +42,20 @@ def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
     if text is None:
         return ("proxy_ap",) if proxy else ("closest",)
     if not text.strip():
-        raise InputError("objective '': empty; use closest, macs, latency or proxy (or leave it out for the default)")
+        raise InputError(field="objective", value=text,
+                         rule="empty; use closest, macs, latency or proxy (or leave it out for the default)")
     out: list[str] = []
     for part in text.split(","):
         obj = registry.get(part)
         if obj is None:
-            raise InputError(f"--objective {part.strip()!r}: unknown objective; use "
-                             f"{', '.join(registry.names())} (comma-separated for several)")
+            raise InputError(field="objective", value=part.strip(),
+                             rule=f"unknown objective; use {', '.join(registry.names())} (comma-separated for several)")
         name = obj.name
         if name in out:
-            raise InputError(f"objective {text.strip()!r}: {name} is named twice")
+            raise InputError(field="objective", value=text.strip(), rule=f"{name} is named twice")
         out.append(name)
     if "proxy_ap" in out and not proxy:
-        raise InputError("--objective proxy needs --proxy-data DIR")
+        raise InputError(field="objective", value="proxy", rule="needs {proxy_data} DIR", refs=("proxy_data",))
     if proxy and "proxy_ap" not in out:
         out.append("proxy_ap")
     return tuple(out)
@@ -102,15 +104,15 @@ def load_proxy(data_dir: Path, device: str = "auto") -> ProxyFn:
     """Import `proxy_objective` lazily (bound to `device`); a one-line InputError if it or the data
     is missing."""
     if not Path(data_dir).is_dir():
-        raise InputError(f"--proxy-data {str(data_dir)!r} is not a directory")
+        raise InputError(field="proxy_data", value=Path(data_dir), rule="not a directory")
     try:
         from featherface_tune.training.proxy import proxy_objective  # type: ignore[import-not-found]
     except Exception as exc:  # ImportError, or an error while importing its dependencies
         from featherface_tune.extras import missing_extra
 
         if (hint := missing_extra(exc)) is not None:
-            raise InputError(f"--proxy-data {hint}") from None
-        raise InputError(f"--proxy-data needs proxy training (featherface_tune.training.proxy), which "
+            raise InputError(field="proxy_data", rule=hint) from None
+        raise InputError(field="proxy_data", rule="needs proxy training (featherface_tune.training.proxy), which "
                          f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
     if device in (None, "auto"):  # proxy_objective's own default
@@ -149,14 +151,13 @@ class BudgetObjective:
         spec = self.spec
         if self.repairer is None:
             size = (spec.input_size[0], spec.input_size[1])
-            proof = prove(self.space, spec.target, spec.tolerance, input_size=size,
-                          dcn_macs=spec.dcn_macs, max_macs=spec.max_macs, convention=spec.convention)
-            self.repairer = Repairer(self.space, spec.target, spec.tolerance, size,
-                                     spec.dcn_macs, spec.max_macs, proof.exact, proof.hit_structures,
-                                     spec.convention)
+            proof = prove(self.space, spec.target, spec.tolerance, input_size=size, counting=spec.counting,
+                          max_macs=spec.max_macs)
+            self.repairer = Repairer(self.space, spec.target, spec.tolerance, size, spec.counting,
+                                     spec.max_macs, proof.exact, proof.hit_structures)
         self.reference = (knobs_from_config(FeatherFaceConfig(**spec.reference))
                           if spec.reference is not None else None)
-        self.context = registry.Context(spec.input_size, spec.dcn_macs, spec.convention, self.reference,
+        self.context = registry.Context(spec.input_size, spec.counting, self.reference,
                                         self.latency_model)
 
     def _solvable(self, obj: registry.Objective) -> bool:
@@ -216,7 +217,7 @@ class BudgetObjective:
         except ConfigError as exc:
             raise TrialFailed(f"ConfigError: {exc}") from None
         h, w = spec.input_size
-        res = count(cfg, h, w, dcn_macs=spec.dcn_macs, convention=spec.convention)
+        res = count(cfg, h, w, convention=spec.counting)
         if res.params != sol.params or res.macs != sol.macs:
             raise TrialFailed(f"solver predicted {sol.params} params / {sol.macs} MACs but the counter "
                               f"gives {res.params} / {res.macs}")
@@ -327,7 +328,7 @@ def _safe_attr(trial: Any, key: str, value: Any) -> None:
 def summarize(spec: R.StudySpec) -> str:
     extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
     return (f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}; "
-            f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.convention != "numel" else ""))
+            f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.counting.name != TRUE.name else ""))
 
 
 

@@ -39,7 +39,7 @@ Every trial's user attributes (`TRIAL_KEYS`):
     proxy_ap    float, only with proxy training (feasible trials)
     fail_reason str, only on failed trials
     closest     float, only with the `closest` objective: distance of config to the reference
-                (`featherface_tune.tuner.solve.distance`)
+                (`featherface_tune.tuner.space.distance`)
     callables   {name: float}, only with Python callable objectives: their values
     sampled     {knob: value}: what Optuna sampled (knobs of `featherface_tune.tuner.space.KNOBS`;
                 knobs with one value or in the space's `solve` list are absent); `config` is what was
@@ -47,7 +47,7 @@ Every trial's user attributes (`TRIAL_KEYS`):
     solver      {"method": "exact set" | "by structure" | "sampled structure", "candidates": int, "switches": int,
                 "width": float, "distance": float}: how the sample was repaired - the exact configs
                 (or in-window completions) compared, and the distance from the sample to the built
-                config (switch knobs changed, width terms; solve.distance). Optional, for inspection.
+                config (switch knobs changed, width terms; space.distance). Optional, for inspection.
     enqueued    {"why": "optimum" | "witness", "knobs": {knob: value}}: only on trials the search
                 enqueued - a proven optimum of an analytic objective, or the certificate's witness
                 (built as given)
@@ -59,8 +59,10 @@ import copy
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
+from featherface_tune.counter import conventions
+from featherface_tune.counter.conventions import TRUE, Convention, takes_name_pair
 from featherface_tune.tuner import registry
 
 RECORD_VERSION = "1"
@@ -116,9 +118,12 @@ def window_text(target: int, tolerance: int) -> str:
     return f"{target:,} ± {tolerance:,} ({target - tolerance:,}..{target + tolerance:,})"
 
 
+@takes_name_pair()
 @dataclass(frozen=True)
 class StudySpec:
-    """The fixed facts of a study: a frozen copy of the `featherface_tune` study attribute."""
+    """The fixed facts of a study: a frozen copy of the `featherface_tune` study attribute.
+    `counting` (how params and MACs are counted) is stored as its two keys, `convention` and
+    `dcn_macs` (`Convention.to_attr`)."""
 
     target: int
     tolerance: int
@@ -127,11 +132,22 @@ class StudySpec:
     max_macs: int | None
     space: Mapping[str, Any] = field(default_factory=dict)
     version: str = RECORD_VERSION
-    dcn_macs: str = "full"
+    counting: Convention = TRUE
     reference: Mapping[str, Any] | None = None
-    convention: str = "numel"
+
+    if TYPE_CHECKING:  # `takes_name_pair` also takes the old (dcn_macs, convention) strings
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+    @property
+    def dcn_macs(self) -> str:
+        return self.counting.dcn_macs
+
+    @property
+    def convention(self) -> str:
+        return self.counting.name
 
     def to_attr(self) -> dict[str, Any]:
+        stored = self.counting.to_attr()
         return {
             "version": self.version,
             "target": self.target,
@@ -140,9 +156,9 @@ class StudySpec:
             "objectives": list(self.objectives),
             "max_macs": self.max_macs,
             "space": dict(self.space),
-            "dcn_macs": self.dcn_macs,
+            "dcn_macs": stored["dcn_macs"],
             "reference": dict(self.reference) if self.reference is not None else None,
-            "convention": self.convention,
+            "convention": stored["convention"],
         }
 
     @classmethod
@@ -151,9 +167,8 @@ class StudySpec:
                    input_size=(int(data["input_size"][0]), int(data["input_size"][1])),
                    objectives=tuple(data["objectives"]), max_macs=data.get("max_macs"),
                    space=dict(data.get("space") or {}), version=str(data.get("version", RECORD_VERSION)),
-                   dcn_macs=str(data.get("dcn_macs", LEGACY_DCN_MACS)),
-                   reference=dict(data["reference"]) if data.get("reference") else None,
-                   convention=str(data.get("convention", "numel")))
+                   counting=conventions.from_attr(data, legacy_dcn_macs=LEGACY_DCN_MACS),
+                   reference=dict(data["reference"]) if data.get("reference") else None)
 
     def directions(self) -> list[str]:
         return [direction(o) for o in self.objectives]

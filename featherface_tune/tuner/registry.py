@@ -19,22 +19,36 @@ their last bits tie, and ties go to fewer MACs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from featherface_tune.counter.conventions import TRUE, Convention, takes_name_pair
 
 KINDS = ("analytic", "model", "measured")
 DIRECTIONS = ("minimize", "maximize")
 
 
+@takes_name_pair(at=1, name_at=2)
 @dataclass(frozen=True)
 class Context:
-    """What an objective may read to value configs: the study's facts and, for `closest`, the
-    reference's knobs; for model latency, the fitted model (`deploy.latency_table.LatencyModel`)."""
+    """What an objective may read to value configs: the study's facts (`counting`: how params and
+    MACs are counted) and, for `closest`, the reference's knobs; for model latency, the fitted
+    model (`deploy.latency_table.LatencyModel`)."""
 
     input_size: tuple[int, int]
-    dcn_macs: str = "full"
-    convention: str = "numel"
+    counting: Convention = TRUE
     reference: Mapping[str, Any] | None = None  # knobs (`space.knobs_from_config`)
     latency_model: Any = None
+
+    if TYPE_CHECKING:  # `takes_name_pair` also takes the old (dcn_macs, convention) strings
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+    @property
+    def dcn_macs(self) -> str:
+        return self.counting.dcn_macs
+
+    @property
+    def convention(self) -> str:
+        return self.counting.name
 
 
 class Objective:
@@ -129,7 +143,7 @@ def kind(name: str) -> str:
 
 @register
 class Closest(Objective):
-    """Distance of the config to the reference (`solve.distance`): changes FeatherFace least."""
+    """Distance of the config to the reference (`space.distance`): changes FeatherFace least."""
 
     name = "closest"
     kind = "analytic"
@@ -138,15 +152,14 @@ class Closest(Objective):
     decimals = 9
 
     def value(self, cfg: Any, ctx: Context) -> float:
-        from featherface_tune.tuner.solve import distance
-        from featherface_tune.tuner.space import knobs_from_config
+        from featherface_tune.tuner.space import distance, knobs_from_config
 
         if ctx.reference is None:
             raise ValueError("closest needs a reference config")
         return distance(knobs_from_config(cfg), ctx.reference)
 
     def exact_values(self, exact: Any, ctx: Context) -> Any:
-        from featherface_tune.tuner.solve import SWITCH_COST
+        from featherface_tune.tuner.space import SWITCH_COST
 
         if ctx.reference is None:
             raise ValueError("closest needs a reference config")
@@ -171,7 +184,7 @@ class Macs(Objective):
         from featherface_tune.counter.analytic import count
 
         h, w = ctx.input_size
-        return float(count(cfg, h, w, dcn_macs=ctx.dcn_macs, convention=ctx.convention).macs)
+        return float(count(cfg, h, w, convention=ctx.counting).macs)
 
     def exact_values(self, exact: Any, ctx: Context) -> Any:
         return exact.macs.astype("float64")

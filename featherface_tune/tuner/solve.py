@@ -20,9 +20,10 @@ ratio's term at that ratio, and `base` the blocks of the "base" term (backbone, 
 
 The per-term costs come from the same block prices as `featherface_tune.counter.analytic`;
 each solution is re-counted with `count()` by the caller, and tests check the split on random configs.
-MACs follow `dcn_macs` ("full" counts the DCN offset and modulator convs, "dense" leaves them out), and
-params and MACs follow `convention` (`featherface_tune.counter.conventions`: "numel" by default; e.g.
-"thop" counts what thop reports on the official code, so a search lands on the paper's figure).
+Params and MACs are counted in `counting`, a `featherface_tune.counter.conventions.Convention` (the
+true count, `TRUE`, by default; e.g. `get_convention("thop")` counts what thop reports on the official
+code, so a search lands on the paper's figure; `get_convention("numel", "dense")` leaves the DCN offset
+and modulator convs out of MACs).
 """
 
 from __future__ import annotations
@@ -31,20 +32,20 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from featherface_tune.counter.conventions import countable, get_convention
+from featherface_tune.counter.conventions import TRUE, Convention, countable, takes_name_pair
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.arch import (
     NO_SIZE, Sizes, block_price, fields_of, get_block, sizes, term_blocks, term_price, term_reads,
 )
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tuner.records import window_text
-from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, CONTEXT, RATIO_KNOBS, SSH_KNOBS, STR_KNOBS, STRUCTURE_KNOBS, SWITCH_KNOBS, WIDTH_KNOBS, Domain, SearchSpace,
-    applies, config_from_knobs, inactive_value, knobs_from_config, switched_on,
+from featherface_tune.tuner.space import (  # the distance between knob assignments lives with the knobs
+    BUDGET_COLS, BUDGET_KNOBS, CONTEXT, RATIO_COLS, RATIO_KNOBS, SSH_KNOBS, STRUCTURE_KNOBS, SWITCH_COST, Domain,
+    SearchSpace, applies, config_from_knobs, distance_terms, encode, inactive_value, knobs_from_config, switched_on,
 )
 
 MAX_CERTIFY_STRUCTURES = 250_000
@@ -99,29 +100,29 @@ def _valid_ssh(values: tuple[int, ...], shuffle: str, groups: int) -> tuple[int,
 
 @lru_cache(maxsize=16384)
 def _block_table(name: str, knob: str, values: tuple[Any, ...], fixed: tuple[tuple[str, Any], ...], at: Sizes,
-                 level: int | None, dcn_macs: str, convention: str) -> tuple[np.ndarray, np.ndarray]:
+                 level: int | None, counting: Convention) -> tuple[np.ndarray, np.ndarray]:
     """(params, MACs) of one block at each value of `knob` (its instance at `level`, or all), the other
     fields it reads held at `fixed`: cached by exactly what the block reads."""
-    b, conv = get_block(name), get_convention(convention, dcn_macs)
+    b = get_block(name)
     fields = dict(fixed)
     pm = []
     for v in values:
         fields[knob] = v
-        pm.append(conv.total(block_price(b, fields, at, level)) if b.present(fields) else (0, 0))
+        pm.append(counting.total(block_price(b, fields, at, level)) if b.present(fields) else (0, 0))
     return (np.array([p for p, _ in pm], dtype=np.int64).reshape(-1),
             np.array([m for _, m in pm], dtype=np.int64).reshape(-1))
 
 
 @lru_cache(maxsize=16384)
 def _term_table(term: str, knob: str, values: tuple[Any, ...], fixed: tuple[Any, ...], at: Sizes,
-                level: int | None, dcn_macs: str, convention: str) -> tuple[np.ndarray, np.ndarray]:
+                level: int | None, counting: Convention) -> tuple[np.ndarray, np.ndarray]:
     """(params, MACs) of a search term's blocks at each value of `knob`, the other fields the term
     reads held at `fixed` (values in `_held(term, knob)` order): the sum of the blocks' tables."""
     held = dict(zip(_held(term, knob), fixed))
     params, macs = np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=np.int64)
     for b in term_blocks(term):
         p, m = _block_table(b.name, knob, values, tuple((k, held[k]) for k in b.reads if k != knob), at, level,
-                            dcn_macs, convention)
+                            counting)
         params, macs = params + p, macs + m
     return params, macs
 
@@ -157,7 +158,7 @@ def _valid_ratios(values: tuple[int, ...], knob: str, width: float | int) -> tup
 
 
 @lru_cache(maxsize=8192)
-def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int, convention: str = "numel"
+def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int, counting: Convention = TRUE
           ) -> tuple[int, int] | None:
     """(params, MACs) of the "base"-term blocks (backbone, neck) of a structure (None when it breaks
     a rule, or the convention cannot count it)."""
@@ -166,20 +167,19 @@ def _base(bw: float, neck: str, reps: int, n: int, h: int, w: int, convention: s
                    shuffle="none", anchors_per_cell=1, landmarks=False)
     if probe is None:
         return None
-    conv = get_convention(convention)
     try:
-        countable(conv, probe)  # e.g. thop counts only the official backbone width
+        countable(counting, probe)  # e.g. thop counts only the official backbone width
     except ConfigError:
         return None
-    return conv.total(term_price(fields_of(probe), "base", sizes(h, w)))
+    return counting.total(term_price(fields_of(probe), "base", sizes(h, w)))
 
 
 def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
                   domains: Mapping[str, tuple[Any, ...]] | None = None,
-                  params_only: bool = False, dcn_macs: str = "full", convention: str = "numel") -> list[Table]:
+                  params_only: bool = False, counting: Convention = TRUE) -> list[Table]:
     """Tables for the five budget knobs given structure `s` (domains default to the space's);
     values that break a rule in this structure are left out. `params_only`: MACs left at 0;
-    `dcn_macs`, `convention`: how params and MACs are counted (see `count`)."""
+    `counting`: how params and MACs are counted (see `count`)."""
     at = NO_SIZE if params_only else sizes(h, w)
     doms = {k: (tuple(domains[k]) if domains and k in domains else space.domain(k).values)
             for k in BUDGET_KNOBS}
@@ -187,7 +187,7 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
     level = _held_values("level", "ssh_channels")(s)
     for i, k in enumerate(SSH_KNOBS):
         vals = _valid_ssh(doms[k], s["shuffle"], s["shuffle_groups"])
-        p, m = _term_table("level", "ssh_channels", vals, level, at, i, dcn_macs, convention)
+        p, m = _term_table("level", "ssh_channels", vals, level, at, i, counting)
         out.append(Table(k, vals, p, m))
     widths = {"backbone_cbam_reduction": float(s["backbone_width"]), "neck_cbam_reduction": s["neck_channels"]}
     for knob in RATIO_KNOBS:
@@ -196,69 +196,17 @@ def budget_tables(space: SearchSpace, s: Mapping[str, Any], h: int, w: int,
             out.append(Table(knob, (inactive_value(knob, s, Domain(doms[knob])),), zero, zero))
             continue
         vals = _valid_ratios(doms[knob], knob, widths[knob])
-        p, m = _term_table(knob, knob, vals, _held_values(knob, knob)(s), at, None, dcn_macs, convention)
+        p, m = _term_table(knob, knob, vals, _held_values(knob, knob)(s), at, None, counting)
         out.append(Table(knob, vals, p, m))
     return out
 
 
-def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int, convention: str = "numel"
+def base_cost(s: Mapping[str, Any], tables: list[Table], h: int, w: int, counting: Convention = TRUE
               ) -> tuple[int, int] | None:
     """(params, MACs) of everything but the budget terms; None if the structure has no valid config."""
     if any(len(t.values) == 0 for t in tables):
         return None
-    return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w, convention)
-
-
-# ---- the distance between two knob assignments ---------------------------------------------------
-
-# Width knobs change a size; switch knobs change what the network is. A width term is the relative
-# change |a - b| / max(a, b) (0 when equal, always below 1) of a knob that applies in both (a CBAM ratio
-# only where that CBAM is on in both, BiFPN repeats only where both use BiFPN, shuffle groups only
-# where both shuffle); a switch costs SWITCH_COST, more than all nine width terms together can.
-# (WIDTH_KNOBS and SWITCH_KNOBS: the config field table's kinds, `models.config.FIELDS`)
-SWITCH_COST = 10.0
-_BUDGET_COLS = [WIDTH_KNOBS.index(k) for k in BUDGET_KNOBS]
-_RATIO_COLS = [WIDTH_KNOBS.index(k) for k in RATIO_KNOBS]
-
-
-def _code(knob: str, v: Any) -> float:
-    if knob in STR_KNOBS:
-        return float(STR_KNOBS[knob].index(v))
-    return float(v)
-
-
-def encode(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """(width values, switch codes) of knob assignments; NaN where a width knob does not apply or is
-    missing (a missing switch is -1)."""
-    w = np.array([[float(r[k]) if k in r and applies(k, r) else np.nan for k in WIDTH_KNOBS] for r in rows],
-                 dtype=np.float64).reshape(len(rows), len(WIDTH_KNOBS))
-    c = np.array([[_code(k, r[k]) if k in r else -1.0 for k in SWITCH_KNOBS] for r in rows],
-                 dtype=np.float64).reshape(len(rows), len(SWITCH_KNOBS))
-    return w, c
-
-
-def _masks(free: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.array([k not in free for k in WIDTH_KNOBS]), np.array([k not in free for k in SWITCH_KNOBS]))
-
-
-def distance_terms(w: np.ndarray, c: np.ndarray, point: Mapping[str, Any], free: Sequence[str] = ()
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(switches, width sum) of every encoded row to `point`; knobs in `free` (or missing from the
-    point) cost nothing."""
-    (pw,), (pc,) = encode([point])
-    wmask, cmask = _masks(tuple(free) + tuple(k for k in SWITCH_KNOBS if k not in point))
-    with np.errstate(invalid="ignore"):
-        rel = np.abs(w - pw) / np.maximum(w, pw)
-    width = np.where(np.isnan(rel), 0.0, rel)[:, wmask].sum(axis=1)
-    switches = (c[:, cmask] != pc[cmask]).sum(axis=1)
-    return switches, width
-
-
-def distance(a: Mapping[str, Any], b: Mapping[str, Any], free: Sequence[str] = ()) -> float:
-    """The distance between two knob assignments: SWITCH_COST per changed switch + the width terms."""
-    w, c = encode([a])
-    sw, wd = distance_terms(w, c, b, free)
-    return float(sw[0] * SWITCH_COST + wd[0])
+    return _base(float(s["backbone_width"]), s["neck"], s["bifpn_repeats"], s["neck_channels"], h, w, counting)
 
 
 @dataclass(frozen=True)
@@ -336,15 +284,15 @@ class ExactSet:
     budget: np.ndarray
     params: np.ndarray
     macs: np.ndarray
-    dcn_macs: str
+    counting: Convention  # how params and macs are counted
 
     def __post_init__(self) -> None:
         w, c = encode(self.structures)
         on = np.array([[applies(k, s) for k in RATIO_KNOBS] for s in self.structures],
                       dtype=bool).reshape(-1, len(RATIO_KNOBS))[self.sid]  # a ratio applies where its CBAM is on
         w, c = w[self.sid], c[self.sid]
-        w[:, _BUDGET_COLS] = self.budget
-        w[:, _RATIO_COLS] = np.where(on, w[:, _RATIO_COLS], np.nan)
+        w[:, BUDGET_COLS] = self.budget
+        w[:, RATIO_COLS] = np.where(on, w[:, RATIO_COLS], np.nan)
         object.__setattr__(self, "w", w)
         object.__setattr__(self, "c", c)
 
@@ -362,17 +310,17 @@ class ExactSet:
         return ExactSet(self.structures + other.structures,
                         np.concatenate([self.sid, other.sid + len(self.structures)]),
                         np.concatenate([self.budget, other.budget]), np.concatenate([self.params, other.params]),
-                        np.concatenate([self.macs, other.macs]), self.dcn_macs)
+                        np.concatenate([self.macs, other.macs]), self.counting)
 
     def subset(self, keep: np.ndarray) -> "ExactSet":
         return ExactSet(self.structures, self.sid[keep], self.budget[keep], self.params[keep], self.macs[keep],
-                        self.dcn_macs)
+                        self.counting)
 
     def compact(self) -> "ExactSet":
         """The same configs with only the structures they use."""
         used, local = np.unique(self.sid, return_inverse=True)
         return ExactSet(tuple(self.structures[int(i)] for i in used), local.astype(np.int64).reshape(-1),
-                        self.budget, self.params, self.macs, self.dcn_macs)
+                        self.budget, self.params, self.macs, self.counting)
 
     def distances(self, point: Mapping[str, Any], free: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         """(switches, width sum) of every config to `point`."""
@@ -466,10 +414,10 @@ def _expand(left: np.ndarray, right: np.ndarray, order: np.ndarray, a: int = 0, 
     return ri, order[pos]
 
 
-def _find(space: SearchSpace, s: Mapping[str, Any], value: int, convention: str = "numel") -> Witness:
+def _find(space: SearchSpace, s: Mapping[str, Any], value: int, counting: Convention = TRUE) -> Witness:
     """A config of structure `s` with exactly `value` params (known to exist)."""
-    tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
-    base = base_cost(s, tables, 32, 32, convention)
+    tables = budget_tables(space, s, 32, 32, params_only=True, counting=counting)
+    base = base_cost(s, tables, 32, 32, counting)
     assert base is not None
     dist, ix = _nearest_combo(tables, base[0], value)
     assert dist == 0, "witness search: the proof's count has no combination"
@@ -482,12 +430,13 @@ def certify(space: SearchSpace, target: int, tolerance: int,
     return prove(space, target, tolerance, max_exact=0, max_structures=max_structures).certificate
 
 
+@takes_name_pair()
 def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = DEFAULT_INPUT,
-          dcn_macs: str = "full", max_macs: int | None = None, max_exact: int = MAX_EXACT,
-          max_structures: int = MAX_CERTIFY_STRUCTURES, convention: str = "numel") -> Proof:
+          counting: Convention = TRUE, max_macs: int | None = None, max_exact: int = MAX_EXACT,
+          max_structures: int = MAX_CERTIFY_STRUCTURES) -> Proof:
     """Enumerate every structure of the space, count the configs within the window and, when they are
-    at most `max_exact`, list them with their MACs (`dcn_macs` convention, at `input_size`; only those
-    under `max_macs` if set). The sorted sums live one group at a time (bounded by `check_memory`)."""
+    at most `max_exact`, list them with their MACs (params and MACs in `counting`, at `input_size`;
+    only those under `max_macs` if set). The sorted sums live one group at a time (bounded by `check_memory`)."""
     check_memory(space)
     t0 = time.perf_counter()
     lo, hi = target - tolerance, target + tolerance
@@ -502,9 +451,9 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
                                time.perf_counter() - t0, complete=False)
             return Proof(cert, None, ())
         structs.append(s)
-        tables = budget_tables(space, s, 32, 32, params_only=True, convention=convention)
+        tables = budget_tables(space, s, 32, 32, params_only=True, counting=counting)
         applying.update(k for k in CONTEXT if applies(k, s))
-        base = base_cost(s, tables, 32, 32, convention)
+        base = base_cost(s, tables, 32, 32, counting)
         if base is None:
             continue
         tb, tn = tables[3], tables[4]
@@ -561,9 +510,9 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
         if not cands[key]:
             return None
         value, s = pick(cands[key], key=lambda c: c[0])
-        return _find(space, s, value, convention)
+        return _find(space, s, value, counting)
 
-    exact = (_exact_set(space, structs, found, input_size, dcn_macs, lo, hi, convention)
+    exact = (_exact_set(space, structs, found, input_size, counting, lo, hi)
              if collecting and n_cfg else None)
     least_macs = int(exact.macs.min()) if exact is not None and len(exact) else None
     if exact is not None and max_macs is not None:
@@ -579,7 +528,7 @@ def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[
 
 def _exact_set(space: SearchSpace, structs: list[dict[str, Any]],
                found: list[tuple[np.ndarray, np.ndarray, np.ndarray]], input_size: tuple[int, int],
-               dcn_macs: str, lo: int, hi: int, convention: str = "numel") -> ExactSet:
+               counting: Convention, lo: int, hi: int) -> ExactSet:
     """The listed window hits decoded into knob values, with their params and MACs."""
     h, w = input_size
     sid = np.concatenate([f[0] for f in found]) if found else np.zeros(0, dtype=np.int64)
@@ -593,8 +542,8 @@ def _exact_set(space: SearchSpace, structs: list[dict[str, Any]],
     bounds = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1], True]) if sid.size else np.zeros(1, dtype=np.int64)
     for a, b in zip(bounds[:-1], bounds[1:]):
         s = structs[int(sid[a])]
-        tables = budget_tables(space, s, h, w, dcn_macs=dcn_macs, convention=convention)
-        base = base_cost(s, tables, h, w, convention)
+        tables = budget_tables(space, s, h, w, counting=counting)
+        base = base_cost(s, tables, h, w, counting)
         assert base is not None
         t3, t4, t5, tb, tn = tables
         i3, i4, i5 = np.unravel_index(flat[a:b], (len(t3.values), len(t4.values), len(t5.values)))
@@ -606,7 +555,7 @@ def _exact_set(space: SearchSpace, structs: list[dict[str, Any]],
         macs[a:b] = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
     assert ((params >= lo) & (params <= hi)).all(), "exact set: a listed config is outside the window"
     used, local = np.unique(sid, return_inverse=True)  # keep only the structures with a listed config
-    return ExactSet(tuple(structs[int(i)] for i in used), local.astype(np.int64), budget, params, macs, dcn_macs)
+    return ExactSet(tuple(structs[int(i)] for i in used), local.astype(np.int64), budget, params, macs, counting)
 
 
 # ---- repair: a sampled point -> the nearest exact config ----------------------------------------
@@ -625,6 +574,7 @@ _SUMS_CACHE_BYTES = 64 * 2**20
 _CHUNK = 1 << 20  # in-window completions of one structure compared at a time (bounds memory)
 
 
+@takes_name_pair(at=4, name_at=8)
 @dataclass(eq=False)
 class Repairer:
     """Projects a sampled point onto the exact config nearest to it (`distance`; MACs break ties).
@@ -639,16 +589,18 @@ class Repairer:
     target: int
     tolerance: int
     input_size: tuple[int, int] = DEFAULT_INPUT
-    dcn_macs: str = "full"
+    counting: Convention = TRUE
     max_macs: int | None = None
     exact: ExactSet | None = None
     structures: Sequence[Mapping[str, Any]] = ()
-    convention: str = "numel"
+
+    if TYPE_CHECKING:  # `takes_name_pair` also takes the old (dcn_macs, convention) strings
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __post_init__(self) -> None:
         self.free = tuple(self.space.solve)
         self._sw, self._sc = encode(self.structures)
-        self._sw[:, _BUDGET_COLS] = np.nan  # budget knobs: not part of the structure's lower bound
+        self._sw[:, BUDGET_COLS] = np.nan  # budget knobs: not part of the structure's lower bound
         self._sums: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._sums_bytes = 0
 
@@ -692,8 +644,8 @@ class Repairer:
         h, w = self.input_size
         best = None
         for s in self.space.iter_structures(fixed=fixed):
-            tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
-            base = base_cost(s, tables, h, w, self.convention)
+            tables = budget_tables(self.space, s, h, w, counting=self.counting)
+            base = base_cost(s, tables, h, w, self.counting)
             if base is None:
                 continue
             dist, ix = _nearest_combo(tables, base[0], self.target)
@@ -709,8 +661,8 @@ class Repairer:
         """(in-window completions of structure `s`, a chunk of at most about _CHUNK of them as an
         ExactSet) pairs: the structure's whole window, never all at once."""
         h, w = self.input_size
-        tables = budget_tables(self.space, s, h, w, dcn_macs=self.dcn_macs, convention=self.convention)
-        base = base_cost(s, tables, h, w, self.convention)
+        tables = budget_tables(self.space, s, h, w, counting=self.counting)
+        base = base_cost(s, tables, h, w, self.counting)
         if base is None:
             return
         t3, t4, t5, tb, tn = tables
@@ -740,7 +692,7 @@ class Repairer:
             budget = np.stack([np.asarray(t.values, dtype=np.int64)[ix] for t, ix in zip(tables, idx)], axis=1)
             params = base[0] + sum(t.params[ix] for t, ix in zip(tables, idx))
             macs = base[1] + sum(t.macs[ix] for t, ix in zip(tables, idx))
-            yield total_hits, ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.dcn_macs)
+            yield total_hits, ExactSet((s,), np.zeros(ri.size, dtype=np.int64), budget, params, macs, self.counting)
 
     def window(self) -> Iterator[ExactSet]:
         """Every config of the window (under max_macs, if set), in chunks (`_window_chunks`) over the
@@ -829,9 +781,10 @@ def check_reachable(cert: Certificate) -> None:
                           f"architecture, e.g. {cert.rule_example or 'an empty domain'}")
     t, tol = cert.target, cert.tolerance
     if t < cert.smallest.params and t + tol < cert.smallest.params:
-        raise NoConfigInWindow(f"--target {t:,}: smallest config in this space has {cert.smallest.params:,} params")
-    if t - tol > cert.largest.params:  # type: ignore[union-attr]
-        raise NoConfigInWindow(f"--target {t:,}: largest config in this space has {cert.largest.params:,} params")  # type: ignore[union-attr]
+        raise NoConfigInWindow(field="target", value=t, rule=f"smallest config in this space has {cert.smallest.params:,} params")
+    largest = cert.largest.params  # type: ignore[union-attr]
+    if t - tol > largest:
+        raise NoConfigInWindow(field="target", value=t, rule=f"largest config in this space has {largest:,} params")
     if cert.in_window == 0:
         parts = []
         if cert.below is not None:
@@ -841,7 +794,8 @@ def check_reachable(cert: Certificate) -> None:
         need = min(abs(x.params - t) for x in (cert.below, cert.above) if x is not None)
         window = window_text(t, tol)
         raise NoConfigInWindow(
-            f"no config in this space has {window} params; nearest achievable: {' and '.join(parts)} "
-            f"(proof: {cert.evidence()}); widen the space or use --tolerance {need}")
+            field="target", refs=("tolerance",),
+            rule=f"no config in this space has {window} params; nearest achievable: {' and '.join(parts)} "
+                 f"(proof: {cert.evidence()}); widen the space or use {{tolerance}} {need}")
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.config import FIELDS, FeatherFaceConfig, Field, parse_value
 
@@ -335,9 +337,8 @@ def _check_value(knob: str, v: Any, where: str) -> Any:
         FeatherFaceConfig(**fields)
     except ConfigError as exc:
         if exc.field == own:
-            msg = str(exc)
-            raise ConfigError(f"{where}: {msg}" if msg.startswith(f"{knob}=") else f"{where}: {knob}: {msg}",
-                              field=own) from None
+            msg = str(exc) if str(exc).startswith(f"{knob}=") else f"{knob}: {exc}"
+            raise ConfigError(f"{where}: {msg}" if where else msg, field=own) from None
     return float(v) if knob in FLOAT_KNOBS else v  # as the config holds it (1 -> 1.0)
 
 
@@ -425,33 +426,96 @@ def load_space(path: str | Path, base: SearchSpace | None = None) -> SearchSpace
 
 
 def apply_fixes(space: SearchSpace, items: Sequence[str]) -> SearchSpace:
-    """`--fix field=value`: pin a knob (or `ssh_channels` = one width or [p3, p4, p5])."""
+    """`fix` items, `field=value`: pin a knob (or `ssh_channels` = one width or [p3, p4, p5]). An item
+    that breaks a rule is a ConfigError about `fix`, the item its value."""
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--fix {item!r}: expected field=value, e.g. neck_channels=52")
-        key, _, text = item.partition("=")
-        key = key.strip()
-        value = parse_value(text)
-        where = f"--fix {key}"
-        if key == "ssh_channels":
-            if isinstance(value, list):
-                if len(value) != 3:
-                    raise ConfigError(f"{where}: give one width or three (P3, P4, P5), got {value!r}")
-                for k, v in zip(SSH_KNOBS, value):
-                    space = space.with_domain(k, fixed(_check_value(k, v, where)))
-            else:
-                for k in SSH_KNOBS:
-                    space = space.with_domain(k, fixed(_check_value(k, value, where)))
-        elif key in KNOBS:
-            if isinstance(value, list):
-                raise ConfigError(f"{where}: --fix takes one value; use a --space file for a set of values")
-            space = space.with_domain(key, fixed(_check_value(key, value, where)))
+        try:
+            space = _apply_fix(space, item)
+        except ConfigError as exc:
+            if exc.field == "fix":
+                raise
+            raise ConfigError(field="fix", value=item, rule=str(exc)) from None
+    return space
+
+
+def _apply_fix(space: SearchSpace, item: str) -> SearchSpace:
+    if "=" not in item:
+        raise ConfigError(field="fix", value=item, rule="expected field=value, e.g. neck_channels=52")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    value = parse_value(text)
+    if key == "ssh_channels":
+        if isinstance(value, list):
+            if len(value) != 3:
+                raise ConfigError(f"give one width or three (P3, P4, P5), got {value!r}")
+            for k, v in zip(SSH_KNOBS, value):
+                space = space.with_domain(k, fixed(_check_value(k, v, "")))
         else:
-            raise ConfigError(f"{where}: unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
+            for k in SSH_KNOBS:
+                space = space.with_domain(k, fixed(_check_value(k, value, "")))
+    elif key in KNOBS:
+        if isinstance(value, list):
+            raise ConfigError(field="fix", value=item, refs=("space_file",),
+                              rule="takes one value; list a set of values in {space_file}")
+        space = space.with_domain(key, fixed(_check_value(key, value, "")))
+    else:
+        raise ConfigError(f"{key}: unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
     return space
 
 
 def build_space(space_file: str | Path | None = None, fixes: Sequence[str] = ()) -> SearchSpace:
-    """The default space, changed by a space file, then by `--fix` items."""
+    """The default space, changed by a space file, then by `fixes` (`apply_fixes`)."""
     space = load_space(space_file) if space_file is not None else default_space()
     return apply_fixes(space, fixes)
+
+
+# ---- the distance between two knob assignments (the `closest` objective, the repair) ---------------
+
+# Width knobs change a size; switch knobs change what the network is. A width term is the relative
+# change |a - b| / max(a, b) (0 when equal, always below 1) of a knob that applies in both (a CBAM ratio
+# only where that CBAM is on in both, BiFPN repeats only where both use BiFPN, shuffle groups only
+# where both shuffle); a switch costs SWITCH_COST, more than all nine width terms together can.
+# (WIDTH_KNOBS and SWITCH_KNOBS: the config field table's kinds, `models.config.FIELDS`)
+SWITCH_COST = 10.0
+BUDGET_COLS = [WIDTH_KNOBS.index(k) for k in BUDGET_KNOBS]
+RATIO_COLS = [WIDTH_KNOBS.index(k) for k in RATIO_KNOBS]
+
+
+def _code(knob: str, v: Any) -> float:
+    if knob in STR_KNOBS:
+        return float(STR_KNOBS[knob].index(v))
+    return float(v)
+
+
+def encode(rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(width values, switch codes) of knob assignments; NaN where a width knob does not apply or is
+    missing (a missing switch is -1)."""
+    w = np.array([[float(r[k]) if k in r and applies(k, r) else np.nan for k in WIDTH_KNOBS] for r in rows],
+                 dtype=np.float64).reshape(len(rows), len(WIDTH_KNOBS))
+    c = np.array([[_code(k, r[k]) if k in r else -1.0 for k in SWITCH_KNOBS] for r in rows],
+                 dtype=np.float64).reshape(len(rows), len(SWITCH_KNOBS))
+    return w, c
+
+
+def _masks(free: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.array([k not in free for k in WIDTH_KNOBS]), np.array([k not in free for k in SWITCH_KNOBS]))
+
+
+def distance_terms(w: np.ndarray, c: np.ndarray, point: Mapping[str, Any], free: Sequence[str] = ()
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(switches, width sum) of every encoded row to `point`; knobs in `free` (or missing from the
+    point) cost nothing."""
+    (pw,), (pc,) = encode([point])
+    wmask, cmask = _masks(tuple(free) + tuple(k for k in SWITCH_KNOBS if k not in point))
+    with np.errstate(invalid="ignore"):
+        rel = np.abs(w - pw) / np.maximum(w, pw)
+    width = np.where(np.isnan(rel), 0.0, rel)[:, wmask].sum(axis=1)
+    switches = (c[:, cmask] != pc[cmask]).sum(axis=1)
+    return switches, width
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], free: Sequence[str] = ()) -> float:
+    """The distance between two knob assignments: SWITCH_COST per changed switch + the width terms."""
+    w, c = encode([a])
+    sw, wd = distance_terms(w, c, b, free)
+    return float(sw[0] * SWITCH_COST + wd[0])

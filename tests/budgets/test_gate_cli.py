@@ -108,7 +108,15 @@ def test_violation_without_baseline_says_so(project):
     widen(project)
     r = gate()
     assert r.exit_code == 1
-    assert "no recorded baseline" in r.stdout
+    assert "no recorded baseline (run `featherface-tune gate --update`)" in r.stdout
+    # the library states the fact; the command line to run comes from the command layer
+    from featherface_tune.budgets.formats import Hints, to_github
+    from featherface_tune.budgets.gate import run_gate
+
+    report = run_gate(sorted((project / "budgets").glob("*.toml")))
+    plain, hinted = to_github(report), to_github(report, Hints(update="featherface-tune gate --update"))
+    assert "no recorded baseline" in "\n".join(plain) and "featherface-tune" not in "\n".join(plain)
+    assert "no recorded baseline (run `featherface-tune gate --update`)" in "\n".join(hinted)
 
 
 def test_invalid_file_exit_2_beats_violation(project):

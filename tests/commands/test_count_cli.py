@@ -54,12 +54,13 @@ def test_count_config_file(tmp_path):
     (("--preset", "nope"), "unknown preset 'nope'"),
     (("--config", "/nonexistent/x.toml"), "does not exist"),
     (("--input-size", "0", "640"), "height and width must be in 1.."),
-    (("--dcn-macs", "maybe"), "dcn_macs='maybe' must be one of dense, full"),
-    (("--convention", "paper"), "convention 'paper' is unknown; known conventions: numel, fvcore, fvcore-stock, "
+    (("--dcn-macs", "maybe"), "--dcn-macs 'maybe': must be one of dense, full"),
+    (("--convention", "paper"), "--convention 'paper': unknown; known conventions: numel, fvcore, fvcore-stock, "
                                 "thop, torchinfo, ptflops, ptflops-aten, flops"),
     (("--convention", "thop", "--set", "backbone_width=0.5"),
      "convention 'thop' counts the official code's modules, whose MobileNetV1 is fixed at width 0.25"),
-    (("--convention", "thop", "--dcn-macs", "dense"), "dcn_macs='dense' applies to the numel convention only"),
+    (("--convention", "thop", "--dcn-macs", "dense"),
+     "--dcn-macs 'dense': applies to the numel convention only; --convention thop counts the deformable convs"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):
     r = run("count", *args)

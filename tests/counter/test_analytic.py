@@ -48,7 +48,7 @@ def test_macs_grow_with_input_and_bad_sizes_refused():
     assert count(cfg, 320, 320).macs < count(cfg, 640, 640).macs
     with pytest.raises(ConfigError, match="input size 0x640 must be positive"):
         count(cfg, 0, 640)
-    with pytest.raises(ConfigError, match="dcn_macs='both' must be one of dense, full"):
+    with pytest.raises(ConfigError, match="dcn_macs='both': must be one of dense, full"):
         count(cfg, dcn_macs="both")
 
 

@@ -118,14 +118,14 @@ def test_reconciliation_marks_what_a_convention_cannot_count():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: count(OFFICIAL, convention="paper"),
-     "convention 'paper' is unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo"),
+     "convention='paper': unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo"),
     (lambda: count(OFFICIAL.replace(backbone_width=0.5), convention="thop"),
      "convention 'thop' counts the official code's modules, whose MobileNetV1 is fixed at width 0.25: "
      "backbone_width=0.5 cannot be counted"),
     (lambda: count(OFFICIAL, dcn_macs="dense", convention="thop"),
-     "dcn_macs='dense' applies to the numel convention only"),
-    (lambda: get_convention("numel", "both"), "dcn_macs='both' must be one of dense, full"),
-    (lambda: get_convention("THOP"), "convention 'THOP' is unknown"),
+     "dcn_macs='dense': applies to the numel convention only; convention thop counts"),
+    (lambda: get_convention("numel", "both"), "dcn_macs='both': must be one of dense, full"),
+    (lambda: get_convention("THOP"), "convention='THOP': unknown"),
 ])
 def test_bad_conventions_are_one_line_errors(call, message):
     with pytest.raises(ConfigError, match=None) as exc:
@@ -151,3 +151,68 @@ def test_a_convention_travels_as_one_object():
     assert count(OFFICIAL, convention=get_convention("thop")) == count(OFFICIAL, convention="thop")
     assert count(OFFICIAL, dcn_macs="dense").counting == dense
     assert count(OFFICIAL, convention=dense).macs < count(OFFICIAL).macs
+
+
+# ---- a new convention is one entry -------------------------------------------------------------
+
+def test_a_new_convention_is_one_entry(monkeypatch, tmp_path):
+    """Registering one Convention (its rules) is all it takes: the counter counts in it, the solver
+    proves and repairs in it, the search lands on its figure, a study records it by name (and reads
+    it back), a report and a budget file name it; nothing else changes."""
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from featherface_tune import search
+    from featherface_tune.cli import app
+    from featherface_tune.budgets.file import parse_budget
+    from featherface_tune.budgets.gate import evaluate
+    from featherface_tune.counter.conventions import Convention, Rule
+    from featherface_tune.reports.data import parse_record
+    from featherface_tune.reports.tables import count_table
+    from featherface_tune.tuner import records as R
+    from featherface_tune.tuner.objectives import summarize
+    from featherface_tune.tuner.solve import Repairer, prove
+    from featherface_tune.tuner.space import build_space, knobs_from_config
+
+    no_bn = Convention("no-bn", "trainable parameters but the BatchNorms'; BatchNorm MACs 0",
+                       (Rule("BatchNorm", "left out", lambda p: (-p.bn_params, -p.bn_macs)),))
+    monkeypatch.setitem(CONVENTIONS, no_bn.name, no_bn)
+    assert get_convention("no-bn") is no_bn
+    # the counter: every parameter but the BatchNorms' of the built model
+    model = build_model(OFFICIAL)
+    bn = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    r = count(OFFICIAL, 64, 64, convention="no-bn")
+    assert bn > 0 and r.params == sum(p.numel() for p in model.parameters()) - bn and r.convention == "no-bn"
+    assert r.counting is no_bn and r.macs < count(OFFICIAL, 64, 64).macs
+    assert count_table(r).caption == "MACs at 64x64, no-bn convention"
+    figure = {f.name: f for f in reconcile(OFFICIAL, 64, 64)}["no-bn"]  # the reconciliation table lists it
+    assert (figure.params, figure.params_delta) == (r.params, -bn)
+    cli = CliRunner().invoke(app, ["count", "--preset", "featherface-official", "--input-size", "64", "64",
+                                   "--convention", "no-bn", "--json"])
+    assert cli.exit_code == 0 and json.loads(cli.stdout)["params"] == r.params
+    # the solver: a tiny space around the official config, its own no-bn count as the target
+    space = build_space(None, [f"{k}={str(v).lower()}" for k, v in OFFICIAL.to_dict().items()
+                               if k not in ("ssh_channels", "backbone_width")])
+    proof = prove(space, r.params, 0, input_size=(64, 64), counting=no_bn)
+    assert proof.exact is not None and len(proof.exact) >= 1 and proof.exact.counting is no_bn
+    for i in range(len(proof.exact)):
+        c = count(proof.exact.config(i), 64, 64, convention=no_bn)
+        assert (c.params, c.macs) == (r.params, int(proof.exact.macs[i]))
+    assert count(OFFICIAL, 64, 64).params != r.params  # the true count would miss the window
+    sol = Repairer(space, r.params, 0, (64, 64), no_bn, exact=proof.exact).repair(knobs_from_config(OFFICIAL))
+    assert sol is not None and (sol.params, sol.macs, sol.distance) == (r.params, r.macs, 0)
+    # the search lands on the new figure and records the convention by name
+    res = search(r.params, space=space, objective="macs", input_size=(64, 64), convention="no-bn", top=1)
+    assert count(res.best[0].config, 64, 64, convention=no_bn).params == r.params
+    spec = R.StudySpec(r.params, 0, (64, 64), ("macs",), None, space.to_dict(), counting=no_bn)
+    stored = spec.to_attr()
+    assert (stored["convention"], stored["dcn_macs"]) == ("no-bn", "full")
+    assert R.StudySpec.from_attr(stored) == spec and parse_record("s", {R.STUDY_ATTR: stored}).counting is no_bn
+    assert "counted as no-bn" in summarize(spec)
+    # a budget file names it, and the gate counts in it
+    f = tmp_path / "budget.toml"
+    f.write_text(f'convention = "no-bn"\n[model]\npreset = "featherface-official"\n[params]\ntarget = {r.params}\n')
+    budget = parse_budget(f.read_text(), f)
+    assert budget.counting is no_bn and evaluate(budget).ok

@@ -163,3 +163,19 @@ def test_out_must_be_a_folder(tmp_path):
                                  "--out", str(f)])
     assert result.exit_code != 0
     assert "is not a folder" in result.stderr
+
+
+def test_an_earlier_bundle_is_kept_unless_overwrite(tmp_path):
+    """The library names its arguments (out_dir, overwrite); the command spells its flags."""
+    from featherface_tune.errors import InputError
+    from featherface_tune.reports.bundle import write_bundle
+    from featherface_tune.reports.data import compare
+
+    out = tmp_path / "b"
+    args = ["report", "--compare", "featherface-official", "featherface-489k", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2
+    assert f"--out {str(out)!r}: already holds a report (" in again.stderr and "add --overwrite to replace it" in again.stderr
+    with pytest.raises(InputError, match=r"^out_dir='.*': already holds a report \(.*\); add overwrite to replace it"):
+        write_bundle(compare(["featherface-official", "featherface-489k"]), out)

@@ -163,7 +163,8 @@ def _fails(args, *needles):
 
 def test_missing_storage_file(tmp_path):
     url = _url(tmp_path, "nothing.db")
-    _fails(["--storage", url], "does not exist", "nothing.db")
+    _fails(["--storage", url], f"--storage {url!r}: storage file", "nothing.db' does not exist; run `featherface-tune search` "
+           "first or give another --storage")
     assert not (tmp_path / "nothing.db").exists()  # the report must not create it
 
 
@@ -184,7 +185,8 @@ def test_empty_study(tmp_path):
     url = _url(tmp_path)
     study = optuna.create_study(storage=url, study_name="empty")
     study.set_user_attr("featherface_tune", record(489_000, 100, ["macs"]))
-    _fails(["--storage", url], "study 'empty' is empty")
+    _fails(["--storage", url], "--study 'empty': is empty (no trials yet); run `featherface-tune search` with this "
+                               "--study first")
 
 
 def test_storage_with_no_studies(tmp_path):

@@ -16,10 +16,11 @@ from featherface_tune.tuner.objectives import (
     BudgetObjective, Fidelity, TrialFailed, load_proxy, parse_objectives,
 )
 from featherface_tune.counter.analytic import count
+from featherface_tune.counter.conventions import TRUE
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
-from featherface_tune.tuner.solve import Repairer, distance, prove
-from featherface_tune.tuner.space import default_space, knobs_from_config
+from featherface_tune.tuner.solve import Repairer, prove
+from featherface_tune.tuner.space import default_space, distance, knobs_from_config
 
 
 def _space():
@@ -34,7 +35,7 @@ FAR = {**OFFICIAL, "neck_channels": 128, "bifpn_repeats": 4, "ssh_channels_p3": 
 
 
 def _spec(objectives=("macs",), tolerance=0, max_macs=None, size=(640, 640), reference=None):
-    return R.StudySpec(489_000, tolerance, size, tuple(objectives), max_macs, _space().to_dict(), dcn_macs="full",
+    return R.StudySpec(489_000, tolerance, size, tuple(objectives), max_macs, _space().to_dict(), counting=TRUE,
                        reference=reference)
 
 
@@ -173,10 +174,12 @@ def test_parse_objectives():
     assert parse_objectives(None, True) == ("proxy_ap",)
     assert parse_objectives("macs,latency", False) == ("macs", "latency")
     assert parse_objectives("latency", True) == ("latency", "proxy_ap")
-    with pytest.raises(InputError, match="unknown objective"):
+    with pytest.raises(InputError, match="^objective='speed': unknown objective; use closest, macs") as bad:
         parse_objectives("speed", False)
-    with pytest.raises(InputError, match="needs --proxy-data"):
+    assert bad.value.shown_as(lambda f: "--" + f.replace("_", "-")).startswith("--objective 'speed': unknown")
+    with pytest.raises(InputError, match="^objective='proxy': needs proxy_data DIR$") as info:
         parse_objectives("proxy", False)
+    assert info.value.shown_as(lambda f: "--" + f.replace("_", "-")) == "--objective 'proxy': needs --proxy-data DIR"
     with pytest.raises(InputError, match="^metric='hardest': must be one of") as info:
         Fidelity(metric="hardest")
     assert (info.value.field, info.value.value) == ("metric", "hardest")

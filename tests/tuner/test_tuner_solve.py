@@ -9,16 +9,16 @@ from hypothesis import given, settings
 from strategies import configs
 
 from featherface_tune.counter.analytic import count, count_params
+from featherface_tune.counter.conventions import get_convention
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
 from featherface_tune.errors import ConfigError
 from featherface_tune.tuner.solve import (
-    SWITCH_COST, NoConfigInWindow, Repairer, base_cost, budget_tables, certify, check_memory, check_reachable,
-    distance, prove,
+    NoConfigInWindow, Repairer, base_cost, budget_tables, certify, check_memory, check_reachable, prove,
 )
 from featherface_tune.tuner.space import (
-    BUDGET_KNOBS, KNOBS, SSH_KNOBS, Domain, SearchSpace, apply_fixes, config_from_knobs, default_space, fixed,
-    int_range, knobs_from_config,
+    BUDGET_KNOBS, KNOBS, SSH_KNOBS, SWITCH_COST, Domain, SearchSpace, apply_fixes, config_from_knobs, default_space,
+    distance, fixed, int_range, knobs_from_config,
 )
 
 TARGET = 489_000
@@ -38,7 +38,7 @@ def test_additive_split_matches_the_counter(cfg: FeatherFaceConfig):
     sp = _space_around(cfg)
     structure = {n: v for n, v in k.items() if n not in BUDGET_KNOBS}
     for conv in ("full", "dense"):
-        tables = budget_tables(sp, structure, 96, 128, dcn_macs=conv)
+        tables = budget_tables(sp, structure, 96, 128, counting=get_convention("numel", conv))
         base = base_cost(structure, tables, 96, 128)
         assert base is not None
         r = count(cfg, 96, 128, dcn_macs=conv)
@@ -74,7 +74,7 @@ def test_the_exact_set_lists_the_window_with_full_compute_macs():
     for i in range(0, len(ex), 41):
         r = count(ex.config(i), 640, 640, dcn_macs="full")
         assert r.params == TARGET == ex.params[i] and r.macs == ex.macs[i]
-    dense = prove(default_space(), TARGET, 0, dcn_macs="dense").exact
+    dense = prove(default_space(), TARGET, 0, counting=get_convention("numel", "dense")).exact
     assert dense is not None and (dense.macs <= ex.macs).all() and (dense.macs < ex.macs).any()
 
 
@@ -156,6 +156,8 @@ def test_nearest_achievable_for_an_impossible_target():
         check_reachable(cert)
     msg = str(info.value)
     assert f"{a:,}" in msg and f"{b:,}" in msg and "proof: exhaustive count" in msg
+    assert msg.startswith("target: no config") and msg.endswith(f"use tolerance {min(target - a, b - target)}")
+    assert info.value.shown_as(lambda f: "--" + f).endswith(f"use --tolerance {min(target - a, b - target)}")
     assert cert.below.params == a and cert.above.params == b
     assert info.value.exit_code == 1
 
@@ -297,3 +299,22 @@ def test_witness_search_never_materialises_the_whole_grid() -> None:
     for want in (base[0], value, int(grid.mean()) + 1, 489_001):
         d, ix = _nearest_combo(small, base[0], want)
         assert d == int(np.abs(grid - want).min()) == abs(int(grid[ix]) - want)
+
+
+def test_callers_of_the_old_string_pair_get_the_same_convention():
+    """`takes_name_pair`: until tuner/api.py passes a Convention, the old (dcn_macs, convention)
+    strings, by keyword or in their old places, mean the Convention they name (checked once)."""
+    from featherface_tune.tuner import records as R
+    from featherface_tune.tuner.registry import Context
+
+    dense, thop = get_convention("numel", "dense"), get_convention("thop")
+    sp = default_space()
+    assert Repairer(sp, TARGET, 0, (64, 64), "dense", None, None, (), "numel").counting == dense
+    assert Repairer(sp, TARGET, 0, (64, 64), dense).counting == dense
+    assert Context((64, 64), "full", "thop", {"a": 1}).counting == thop
+    assert Context((64, 64), "full", "thop", {"a": 1}).reference == {"a": 1}
+    assert Context((64, 64), thop).convention == "thop"
+    spec = R.StudySpec(1, 0, (64, 64), ("macs",), None, dcn_macs="dense")
+    assert spec.counting == dense and (spec.convention, spec.dcn_macs) == ("numel", "dense")
+    with pytest.raises(ConfigError, match="^dcn_macs='dense': applies to the numel convention only"):
+        Context((64, 64), "dense", "thop")

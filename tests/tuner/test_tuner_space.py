@@ -120,7 +120,7 @@ def test_fix():
 
 def test_values_are_checked_by_the_configs_own_rules():
     # a rule a value breaks on its own: the config's message, with where it came from and the knob
-    with pytest.raises(ConfigError, match=r"^--fix backbone_width: backbone_width=0.3 must be a multiple of 1/32"):
+    with pytest.raises(ConfigError, match=r"^fix='backbone_width=0.3': backbone_width=0.3 must be a multiple of 1/32"):
         apply_fixes(default_space(), ["backbone_width=0.3"])
     with pytest.raises(ConfigError, match=r"ssh_channels_p4: ssh_channels\[1\]=50 must be a multiple of 4"):
         apply_fixes(default_space(), ["ssh_channels=[48,50,52]"])
@@ -148,7 +148,7 @@ def test_the_space_and_the_solver_cover_every_config_field():
     default domain whose values the config accepts, and a width or switch term of the repair's
     distance; knobs_from_config / config_from_knobs round-trip every field."""
     from featherface_tune.models.config import FIELD_NAMES, FIELDS
-    from featherface_tune.tuner.solve import SWITCH_KNOBS, WIDTH_KNOBS
+    from featherface_tune.tuner.space import SWITCH_KNOBS, WIDTH_KNOBS
     from featherface_tune.tuner.space import KNOB_TABLE, parse_domain
 
     assert sorted(f.name for f in FIELDS) == sorted(FIELD_NAMES)
