@@ -200,11 +200,15 @@ def check_config_numbers(values: dict[str, object]) -> None:
 
 def check_input_side(height: object, width: object, name: str = "--input-size") -> tuple[int, int]:
     """An input size (H, W) for the analytic count: positive integers up to MAX_INPUT_SIDE."""
+    def refuse(shown: str, rule: str) -> InputError:
+        if name.startswith("-"):  # a flag the command layer names itself
+            return InputError(f"{name} {shown}: {rule}")
+        return InputError(field=name, value=(height, width), rule=rule)  # a Python argument
+
     for v in (height, width):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise InputError(f"{name} {height!r} {width!r}: height and width must be integers")
+            raise refuse(f"{height!r} {width!r}", "height and width must be integers")
     assert isinstance(height, int) and isinstance(width, int)
     if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
-        raise InputError(f"{name} {shown_int(height)} {shown_int(width)}: height and width must be in "
-                         f"1..{MAX_INPUT_SIDE:,}")
+        raise refuse(f"{shown_int(height)} {shown_int(width)}", f"height and width must be in 1..{MAX_INPUT_SIDE:,}")
     return height, width

@@ -77,12 +77,16 @@ def search_window(value: object, target: int, name: str = "--tolerance") -> int:
     a wider window is no budget (at +/-10 % the default space already holds 410 million configs, and
     the sampled search that follows takes minutes). InputError names `name` ("--tolerance" on the
     command line, "tolerance" in the API) and the rule."""
+    def refuse(rule: str) -> InputError:
+        if name.startswith("-"):  # a flag the command layer names itself
+            return InputError(f"{name} {value!r}: {rule}")
+        return InputError(field=name, value=value, rule=rule)  # a Python argument (the command layer may name its flag)
+
     try:
         tol = Tolerance.parse(value)  # type: ignore[arg-type]  # anything else raises the syntax error
     except ValueError as exc:
-        raise InputError(f"{name} {value!r}: {exc}") from None
+        raise refuse(str(exc)) from None
     allowed = tol.absolute(target)
     if 2 * allowed > target:
-        raise InputError(f"{name} {value!r}: {allowed:,} parameters is more than half the target {target:,}; "
-                         "a window that wide is no budget")
+        raise refuse(f"{allowed:,} parameters is more than half the target {target:,}; a window that wide is no budget")
     return allowed
