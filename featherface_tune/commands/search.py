@@ -81,7 +81,7 @@ def search_cmd(
     from featherface_tune.tuner.storage import default_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
-    fidelity = None
+    fidelity = proxy_fn = None
     if proxy_data is not None:  # proxy training: torch from here on
         from featherface_tune.training.device import resolve_device, set_threads
         from featherface_tune.training.proxy import Fidelity
@@ -89,97 +89,126 @@ def search_cmd(
         fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget,
                                                 metric)
         n_threads = set_threads(threads)
-    proxy_fn = load_proxy(proxy_data, str(resolve_device(device))) if proxy_data is not None else None
+        proxy_fn = load_proxy(proxy_data, str(resolve_device(device)))
     search_space = build_space(space, fix or [])
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    stats: dict[str, Any] = {"feasible": 0, "best": None, "done": 0}
-    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=False)
-    # a solved objective records its proven optima: no search to show, only the recording
-    task = progress.add_task("search" if objective not in (None, "closest", "macs") or proxy_data else "recording",
-                             total=None, info="", start=False, visible=False)
-
-    def on_start(before: int, total: int) -> None:
-        stats["done"] = before
-        if before < total:
-            progress.update(task, total=total, completed=before, visible=True)
-            progress.start_task(task)
-            progress.start()
-
-    def on_trial(st: Any, t: Any) -> None:
-        stats["done"] += 1
-        if t.user_attrs.get(R.FEASIBLE) and t.state.name == "COMPLETE":
-            stats["feasible"] += 1
-            v = t.values[0] if t.values else None
-            if v is not None and (stats["best"] is None or _better(v, stats["best"], st.directions[0].name.lower())):
-                stats["best"] = v
-        name = st.metric_names[0] if st.metric_names else "value"
-        best = "" if stats["best"] is None else f", best {name} {_fmt(name, stats['best'])}"
-        progress.update(task, completed=stats["done"], info=f"exact {stats['feasible']}{best}")
-
-    def note(text: str) -> None:
-        print_wrapped(err, text)
-
+    shown = _TrialProgress("search" if objective not in (None, "closest", "macs") or proxy_data else "recording")
     try:
-        try:
+        with shown:
             res = search(target, space=search_space, objective=objective, trials=trials, tolerance=tol,
                          max_macs=max_macs, input_size=(h, w), dcn_macs=dcn_macs, convention=convention,
                          reference=reference, study=study, storage=storage or default_storage_url(), seed=seed,
                          timeout=timeout, top=top, proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity,
-                         callbacks=[on_trial], note=note, on_start=on_start, pruner=pruner,
-                         latency_threads=n_threads, latency_runtime=runtime, latency_mode=latency_mode,
-                         finalists=finalists, latency_progress=_table_progress(progress))
-        finally:
-            if progress.live.is_started:  # rich prints a blank line when stopping one never started
-                progress.stop()
+                         callbacks=[shown.on_trial], note=lambda text: print_wrapped(err, text),
+                         on_start=shown.on_start, pruner=pruner, latency_threads=n_threads, latency_runtime=runtime,
+                         latency_mode=latency_mode, finalists=finalists, latency_progress=shown.on_table)
     except NoConfigInWindow as exc:
         cert = getattr(exc, "certificate", None)
         if cert is not None:
             _print_unreachable(cert, json_, max_macs if cert.in_window else None)
         raise
+    _show_result(res, top, json_, export)
+    _refuse_no_result(res)
+    _first_hit_note(res)
+    if not json_:
+        for line in explain([r.record for r in res.best[:top]], res.spec, target, tolerance, export, reference):
+            print_wrapped(err, line)
 
-    spec, cert = res.spec, res.certificate
-    records = res.records
+
+class _TrialProgress:
+    """The search's progress display on stderr: a bar of trials (shown once trials run; a solved
+    objective only records its proven optima: "recording") and the latency table's build."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                 console=err, transient=False)
+        self.task = self.progress.add_task(label, total=None, info="", start=False, visible=False)
+        self.table_task: Any = None
+        self.done = self.feasible = 0
+        self.best: float | None = None
+
+    def __enter__(self) -> "_TrialProgress":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.progress.live.is_started:  # rich prints a blank line when stopping one never started
+            self.progress.stop()
+
+    def on_start(self, before: int, total: int) -> None:
+        self.done = before
+        if before < total:
+            self.progress.update(self.task, total=total, completed=before, visible=True)
+            self.progress.start_task(self.task)
+            self.progress.start()
+
+    def on_trial(self, st: Any, t: Any) -> None:
+        self.done += 1
+        if t.user_attrs.get(R.FEASIBLE) and t.state.name == "COMPLETE":
+            self.feasible += 1
+            v = t.values[0] if t.values else None
+            if v is not None and (self.best is None or _better(v, self.best, st.directions[0].name.lower())):
+                self.best = v
+        name = st.metric_names[0] if st.metric_names else "value"
+        best = "" if self.best is None else f", best {name} {_fmt(name, self.best)}"
+        self.progress.update(self.task, completed=self.done, info=f"exact {self.feasible}{best}")
+
+    def on_table(self, what: str, done: int, total: int) -> None:
+        """The latency table build's (what, done, total) callback."""
+        if self.table_task is None:
+            self.table_task = self.progress.add_task("latency table", total=total, info="")
+            self.progress.start()
+        self.progress.update(self.table_task, description=what, completed=done, total=total)
+
+
+def _show_result(res: Any, top: int, json_: bool, export: Path | None) -> None:
+    """The result on stdout (the table, or `SearchResult.to_json`) and the best config exported."""
     ranked = [r.record for r in res.best]
-    result = res.to_json(top)
     solved = res.solved is not None
     if json_:
-        print_json(result)
+        print_json(res.to_json(top))
     elif ranked:
-        _print(_table(ranked[:top], spec, res.name, solved))
+        _print(_table(ranked[:top], res.spec, res.name, solved))
     if not json_ and len(res.pareto) > top:
         err.print(f"the Pareto front has {len(res.pareto)} configs; the table shows the first {top} "
                   f"(--top {len(res.pareto)}, or --json's \"pareto\", lists them all)", highlight=False)
     if export is not None and ranked:
-        _export(export, ranked[0], spec, res.name)
+        _export(export, ranked[0], res.spec, res.name)
         err.print(f"wrote the best config{'' if solved else f' (trial {ranked[0].number})'} to {str(export)!r}",
                   highlight=False)
+
+
+def _first_hit_note(res: Any) -> None:
+    """When a sampled search first hit the window, and how long this call took."""
+    hit = res.first_hit
+    if hit and not hit.get("resumed") and res.solved is None:
+        what = "first exact hit" if res.spec.tolerance == 0 else "first config in the window"
+        err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
+                  f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
+
+
+def _refuse_no_result(res: Any) -> None:
+    """Exit non-zero when the call was interrupted (130, or 143 after SIGTERM) or nothing feasible was
+    found (1, naming the trial nearest the target and the failures)."""
+    from featherface_tune.tuner.ranking import nearest_target
+
     if res.interrupted:  # Optuna has marked the trial in flight FAIL
         code = interrupt_exit_code()  # 143 after SIGTERM, 130 after Ctrl-C
         what = "terminated" if code == 143 else "interrupted"
         raise fail(f"{what} after {len(res.trials)} trials; rerun the same command to resume study {res.name!r}", code)
-    if not ranked:
-        from featherface_tune.tuner.ranking import nearest_target
-
-        failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
-        if failed and len(failed) == len(records):
-            raise fail(f"every trial failed ({len(failed)}), e.g. {failed[-1].fail_reason}", 1)
-        near = nearest_target(records, 1)
-        hint = f"; closest so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
-        known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
-        why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
-        raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
-    hit = res.first_hit
-    if hit and not hit.get("resumed") and not solved:
-        what = "first exact hit" if tol == 0 else "first config in the window"
-        err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
-                  f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
-    if not json_:
-        for line in explain(ranked[:top], spec, target, tolerance, export, reference):
-            print_wrapped(err, line)
-
+    if res.best:
+        return
+    records, cert = res.records, res.certificate
+    failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
+    if failed and len(failed) == len(records):
+        raise fail(f"every trial failed ({len(failed)}), e.g. {failed[-1].fail_reason}", 1)
+    near = nearest_target(records, 1)
+    hint = f"; nearest the target so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
+    known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
+    why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
+    raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
 
 def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Path | None,
             reference: str = DEFAULT_REFERENCE) -> list[str]:
@@ -220,19 +249,6 @@ def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Pat
 def _same_but_ssh(a: Any, b: Any) -> bool:
     return {k: v for k, v in dict(a).items() if k != "ssh_channels"} == {
         k: v for k, v in dict(b).items() if k != "ssh_channels"}
-
-
-def _table_progress(progress: Any) -> Any:
-    """The latency table build's (what, done, total) callback on the search's progress display."""
-    state: dict[str, Any] = {}
-
-    def update(what: str, done: int, total: int) -> None:
-        if "task" not in state:
-            state["task"] = progress.add_task("latency table", total=total, info="")
-            progress.start()
-        progress.update(state["task"], description=what, completed=done, total=total)
-
-    return update
 
 
 def _print(table: Any) -> None:
