@@ -14,6 +14,10 @@ by side. Other objectives (`proxy_ap`, callables, sampled latency, and Pareto fr
 are sampled: Optuna samples every knob, the solver repairs each sample to the nearest exact config
 (`solve.Repairer`), and the certificate's witness (then, in a window, the proven analytic optima) are
 the first trials. `featherface-tune search` is a thin layer over `search`.
+
+`search` composes private steps: `_plan` (the checks, then the space, objectives, reference, proof,
+spec and latency model) and `_run` (the study opened, the solved, streamed or sampled path, the worker
+loop, the result); the study's storages, worker loop and ranking are `storage`, `_loop` and `ranking`.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     "macs", "latency", "proxy_ap", a callable `f(config) -> float` to minimise (to maximise, return
     the negative), or a list of them (a Pareto front). A callable that raises or returns NaN fails its
     trial (the reason is recorded) and the search goes on. `storage`: an Optuna storage URL (see
-    `featherface_tune.tuner.study.open_storage`), None to keep everything in memory. `dcn_macs`: "full"
+    `featherface_tune.tuner.storage.open_storage`), None to keep everything in memory. `dcn_macs`: "full"
     counts the DCN offset and modulator convs in MACs, "dense" leaves them out. `convention`: how
     params and MACs are counted (`featherface_tune.counter.conventions`; "thop" lands on the figure
     thop reports for the official code, the paper's convention). `note` receives the
@@ -79,6 +83,10 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     call (no INFO line per trial) and a failed trial's traceback goes to this module's logger at DEBUG
     (its one-line reason is on the trial); False leaves Optuna's logging as it is. When every trial of
     the call fails, `notes` says so and `best` holds only what the study had before.
+
+    Every argument is checked before any work, by the one function the command uses too
+    (`check_arguments`: InputError naming the argument, its value and the rule). The result's
+    `to_json(top)` is the document `featherface-tune search --json` prints.
     """
     # the checks first (one function, shared with the command): a usage error imports neither Optuna nor torch
     tolerance, size = check_arguments(
