@@ -7,7 +7,7 @@ Errors name the argument (`field`), its value and the rule; the command layer sp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -27,7 +27,7 @@ LATENCY_MODES = ("model", "sampled")
 NAME_LIMIT = 512  # characters of a study name (Optuna's column)
 
 
-class Notes(list):  # type: ignore[type-arg]
+class Notes(list[str]):
     """The one-line diagnostics of a search: kept (`SearchResult.notes`) and passed on to `note`."""
 
     def __init__(self, note: Callable[[str], None] | None):
@@ -134,15 +134,16 @@ def _check_counting(dcn_macs: Any, convention: Any, pruner: Any) -> None:
 def _check_latency(size: tuple[int, int], reference: Any, runtime: Any, threads: Any, mode: Any, finalists: Any) -> None:
     """The latency objective's options, and the model it builds at `size` fitting in memory (estimated
     on the reference config: the configs of the space vary around it)."""
-    from featherface_tune.bounds import check_build_size, check_int
+    from featherface_tune.bounds import MAX_TOP, check_build_size, check_int
     from featherface_tune.deploy.latency import RUNTIMES
+    from featherface_tune.training.device import MAX_THREADS
 
     if runtime is not None and runtime not in RUNTIMES:
         raise InputError(field="latency_runtime", value=runtime, rule=f"use {' or '.join(RUNTIMES)}")
-    check_int(threads, "latency_threads", 1, 4096)
+    check_int(threads, "latency_threads", 1, MAX_THREADS)
     if mode not in LATENCY_MODES:
         raise InputError(field="latency_mode", value=mode, rule=f"use {' or '.join(LATENCY_MODES)}")
-    check_int(finalists, "finalists", 1, 1000)
+    check_int(finalists, "finalists", 1, MAX_TOP, "each finalist is timed")
     try:
         check_build_size(size[0], size[1], "with {objective} latency", reference_config(reference)[0])
     except InputError as exc:
@@ -229,7 +230,7 @@ class Plan:
     repairer: Repairer
     latency_runtime: str | None = None
     latency_model: Any = None
-    fidelity: Fidelity | None = field(default=None)
+    fidelity: Fidelity | None = None
 
     def context(self, *, model: bool = True) -> registry.Context:
         """The registry context of the analytic objectives (the latency model with `model`)."""
