@@ -185,7 +185,7 @@ class Worker:
                             first_hit=self.first_hit or None, interrupted=self.interrupted, notes=list(notes))
 
 
-def objective(plan: Plan, proxy_data: Any, latency_threads: int) -> BudgetObjective:
+def budget_objective(plan: Plan, proxy_data: Any, latency_threads: int) -> BudgetObjective:
     """The Optuna objective of the plan (sample, repair, count, evaluate)."""
     return BudgetObjective(plan.space, plan.spec, plan.proxy, proxy_data, plan.fidelity,
                            latency_threads=latency_threads, latency_runtime=plan.latency_runtime,
@@ -269,7 +269,7 @@ def optima(ex: ExactSet, target: int, names: Sequence[str], ctx: registry.Contex
 
 
 def optima_by_structure(repairer: Repairer, names: Sequence[str], ctx: registry.Context, top: int
-                         ) -> tuple[ExactSet, list[int], int, int]:
+                        ) -> tuple[ExactSet, list[int], int, int]:
     """`optima` over a window too large to list: its configs stream in chunks, structure by
     structure (`Repairer.window`), and only the front and the `top` best so far are kept (the front
     of a union is the front of the parts' fronts). (kept configs, their order, front size, configs
@@ -291,7 +291,7 @@ def optima_by_structure(repairer: Repairer, names: Sequence[str], ctx: registry.
 
 
 def analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | None, size: tuple[int, int],
-                     dcn_macs: str, convention: str) -> list[dict[str, Any]]:
+                    dcn_macs: str, convention: str) -> list[dict[str, Any]]:
     """The proven `macs` optimum and (with a reference) `closest` optimum of the window, as knobs:
     the first trials of a sampled search in a window (empty when the space was too large to prove)."""
     cert = proof.certificate
@@ -307,8 +307,6 @@ def analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | N
             kept, picks, _, _ = optima_by_structure(repairer, (name,), ctx, 1)
             out.append(kept.knobs(picks[0]))
     return out
-
-
 
 
 def time_finalists(plan: Plan, picks: list[int], ctx: registry.Context, k: int, threads: int,
@@ -358,7 +356,7 @@ def time_finalists(plan: Plan, picks: list[int], ctx: registry.Context, k: int, 
 
 
 def enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace, why: str,
-             extras: Sequence[Mapping[str, Any]] | None = None) -> int:
+            extras: Sequence[Mapping[str, Any]] | None = None) -> int:
     """Enqueue the exact configs the study neither holds complete nor has waiting; returns how many
     trials are waiting afterwards (an interrupted run leaves some for the rerun)."""
     from optuna.trial import TrialState
@@ -386,5 +384,3 @@ def enqueue(st: Any, knob_sets: Sequence[Mapping[str, Any]], space: SearchSpace,
         st.enqueue_trial(params, user_attrs={R.ENQUEUED: {"why": why, "knobs": dict(knobs), **extra}})
         waiting += 1
     return waiting
-
-

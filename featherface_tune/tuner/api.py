@@ -95,7 +95,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
         needs_proxy_data={"fidelity": fidelity}, objective=objective, proxy=proxy, reference=reference,
         dcn_macs=dcn_macs, convention=convention, pruner=pruner, latency_runtime=latency_runtime,
         latency_threads=latency_threads, latency_mode=latency_mode, finalists=finalists)
-    from featherface_tune.tuner._run import Worker, objective as budget_objective
+    from featherface_tune.tuner._run import Worker, budget_objective
 
     started, notes = time.perf_counter(), _plan.Notes(note)
     plan = _plan.make_plan(target, tolerance, size, space=space, objective=objective, proxy=proxy,
