@@ -93,9 +93,13 @@ def _check_run(trials: Any, top: Any, timeout: Any, seed: Any) -> None:
 
 
 def _check_names(storage: Any, study: Any) -> None:
+    from featherface_tune.tuner.storage_url import check_storage_url
+
     if storage is not None and (not isinstance(storage, str) or not storage.strip()):
         raise InputError(field="storage", value=storage,
                          rule="give a storage URL (a non-empty string), or leave it out for the default")
+    if storage is not None:  # its form and folder now, before the proof (opening it comes later)
+        check_storage_url(storage)
     if study is not None and (not isinstance(study, str) or not study.strip() or len(study) > NAME_LIMIT):
         raise InputError(field="study", value=study,
                          rule=f"give a name of 1 to {NAME_LIMIT} characters, or leave it out for the default")

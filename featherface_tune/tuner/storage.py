@@ -16,49 +16,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 from optuna.trial import TrialState
 
 from featherface_tune.errors import InputError, first_line
-from featherface_tune.tuner import records as R
+from featherface_tune.tuner.storage_url import (  # noqa: F401 - the URL names, importable from here as before
+    DEFAULT_DB, JOURNAL_SUFFIXES, RDB_SCHEMES, StorageURL, check_storage_url, default_storage_url, journal_path, redact,
+)
 
-DEFAULT_DB = R.DEFAULT_DB
 HEARTBEAT_INTERVAL = 5
 GRACE_PERIOD = 20
 MAX_RETRY = 2
-JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 JOURNAL_LOCK_GRACE = 10  # seconds a journal lock may stand still before a writer takes it over
 LOCK_FILE_ATTR = "_featherface_tune_file"  # the file behind a file storage (journal), for `exclusive`
-RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
 
 def quiet_optuna_warnings() -> None:
     """Optuna's experimental-feature and heartbeat warnings off (the features are used on purpose)."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*heartbeat.*", category=FutureWarning)
-
-
-def redact(url: str) -> str:
-    """The storage URL with any password replaced by '***' (safe for messages and records)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def default_storage_url(cwd: Path | None = None) -> str:
-    return "sqlite:///" + str((cwd or Path.cwd()).resolve() / DEFAULT_DB)
 
 
 @dataclass(frozen=True)
@@ -71,28 +52,12 @@ class StorageInfo:
 def open_storage(url: str | None) -> tuple[Any, StorageInfo]:
     """An Optuna storage for `url` (None: the default SQLite file in the working directory)."""
     quiet_optuna_warnings()
-    url = url.strip() if url is not None else default_storage_url()
-    if not url:
-        raise InputError(field="storage", value="", rule="empty URL")
-    journal = journal_path(url)
-    if journal is not None:
-        return _journal(journal, url)
-    m = re.match(r"^([a-zA-Z][a-zA-Z0-9]*)(\+[a-zA-Z0-9_]+)?://", url)
-    if not m or m.group(1).lower() not in RDB_SCHEMES:
-        raise InputError(field="storage", value=redact(url), rule="not a storage URL; use sqlite:///FILE, "
-                         "postgresql://USER:PASS@HOST/DB, mysql://USER:PASS@HOST/DB or journal:FILE")
-    scheme, written = m.group(1).lower(), m.group(1)
-    if scheme == "postgres":  # SQLAlchemy only knows the long name
-        url = "postgresql" + url[len(written):]
-        scheme = written = "postgresql"
-    if scheme == "sqlite":
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
-        if path is None:
-            raise InputError(field="storage", value=url, rule="an SQLite URL is sqlite:///RELATIVE/FILE or sqlite:////ABS/FILE")
-        if path and path != ":memory:" and not Path(path).resolve().parent.is_dir():
-            raise InputError(field="storage", value=url, rule=f"folder {str(Path(path).resolve().parent)!r} does not exist")
-    if m.group(2) is None:
-        url = _pick_driver(url, written, scheme)
+    parsed = check_storage_url(url if url is not None else default_storage_url())
+    if parsed.journal is not None:
+        return _journal(parsed.journal, parsed.url)
+    url, scheme = parsed.url, parsed.scheme
+    if not parsed.driver_given:
+        url = _pick_driver(url, scheme)
     interval, grace = heartbeat_settings()
     kwargs: dict[str, Any] = {"heartbeat_interval": interval, "grace_period": grace}
     params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
@@ -274,7 +239,7 @@ _DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2"), ("p
             "mariadb": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))}
 
 
-def _pick_driver(url: str, written: str, scheme: str) -> str:
+def _pick_driver(url: str, scheme: str) -> str:
     """`postgresql://` with psycopg2 but not psycopg 3 installed -> `postgresql+psycopg2://`, etc."""
     import importlib.util
 
@@ -284,7 +249,7 @@ def _pick_driver(url: str, written: str, scheme: str) -> str:
         except (ImportError, ValueError):
             found = False
         if found:
-            return f"{scheme}+{name}" + url[len(written):]
+            return f"{scheme}+{name}" + url[len(scheme):]
     return url
 
 
@@ -293,29 +258,9 @@ def _driver_hint(scheme: str) -> str:
             "mariadb": "pymysql"}.get(scheme, "the SQLAlchemy driver for it")
 
 
-def journal_path(url: str) -> Path | None:
-    """The file behind a journal storage URL (`journal:FILE`, `file:FILE`, or a path ending in .log,
-    .journal or .jsonl); None for other storages."""
-    for prefix in ("journal:///", "journal://", "journal:", "file:"):
-        if url.startswith(prefix):
-            rest = url[len(prefix):]
-            if prefix == "journal:///":
-                rest = "/" + rest
-            if not rest:
-                raise InputError(field="storage", value=url, rule="name the journal file, e.g. journal:search.log")
-            return Path(rest)
-    if "://" not in url and Path(url).suffix.lower() in JOURNAL_SUFFIXES:
-        return Path(url)
-    return None
-
-
 def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
     from optuna.storages.journal import JournalFileBackend
 
-    if not path.resolve().parent.is_dir():
-        raise InputError(field="storage", value=url, rule=f"folder {str(path.resolve().parent)!r} does not exist")
-    if path.exists() and path.is_dir():
-        raise InputError(field="storage", value=url, rule=f"{str(path)!r} is a folder, not a journal file")
     from optuna.storages.journal import JournalFileSymlinkLock
 
     # absolute: the lock is a symbolic link to the journal, and a relative target resolves against the

@@ -60,6 +60,8 @@ def test_gate_runs_without_torch():
 @pytest.mark.parametrize("args,message", [
     (("--target", "0"), "error: --target 0"),
     (("--target", "489000", "--seed", "-1"), "error: --seed -1"),
+    (("--target", "489000", "--storage", "foo://bar"), "error: --storage 'foo://bar': not a storage URL"),
+    (("--target", "489000", "--storage", "journal:no/such/dir/s.log"), "error: --storage 'journal:no/such/dir/s.log'"),
     # the latency objective's model must fit in memory: checked before torch is needed
     (("--target", "489000", "--objective", "latency", "--input-size", "10000", "10000"), "error: --input-size: with"),
 ])

@@ -263,6 +263,7 @@ def test_to_json_is_what_the_command_prints(tmp_path: Path, objective: str | Non
     ({"target": 0}, "target=0: must be a positive parameter count"),
     ({"study": ""}, "study='': give a name of 1 to 512 characters"),
     ({"storage": " "}, "storage=' ': give a storage URL"),
+    ({"storage": "sqlite:////no/such/dir/x.db"}, "storage='sqlite:////no/such/dir/x.db': folder '/no/such/dir' does not"),
     ({"fidelity": object()}, "proxy training options need proxy_data"),
     ({"objective": "latency", "input_size": (10_000, 10_000)}, "input_size: with objective latency: 10000x10000"),
     ({"objective": "latency", "latency_mode": "fast"}, "latency_mode='fast': use model or sampled"),
