@@ -1,6 +1,7 @@
 """The Optuna study of a budget search: its name, creating or resuming it, and reading its trials back
-as frozen records. The other jobs live beside it, and are importable from here as before: storages
-(`tuner.storage`), the worker loop (`tuner._loop`) and the ranking of results (`tuner.ranking`)."""
+as frozen records. The other jobs live beside it, and are importable from here as before: storage
+URLs (`tuner.storage_url`, no Optuna) and the storages they open (`tuner.storage`), the worker loop
+(`tuner._loop`) and the ranking of results (`tuner.ranking`)."""
 
 from __future__ import annotations
 
