@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, shown_int
 
 SEED_MAX = 2**32 - 1  # numpy's and Optuna's samplers take seeds in 0..2**32-1
 MAX_PARAMS = 10**12  # parameter targets and tolerances: a trillion is beyond any face detector
@@ -20,13 +20,13 @@ MAX_BUILD_PARAMS = 500_000_000  # 2 GB of float32 weights: a thousand times Feat
 def check_seed(seed: int | None, name: str = "seed") -> None:
     """Seeds feed numpy's and Optuna's generators, which take 0..2**32-1."""
     if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InputError(field=name, value=_shown(seed), rule=f"must be in 0..{SEED_MAX} (2**32-1)")
+        raise InputError(field=name, value=seed, rule=f"must be in 0..{SEED_MAX} (2**32-1)")
 
 
 def check_count(value: int, name: str, limit: int = MAX_PARAMS) -> None:
     """A parameter count given by the user: positive and at most `limit`."""
     if not 1 <= value <= limit:
-        raise InputError(field=name, value=_shown(value), rule=f"must be a positive parameter count, at most {limit:,}")
+        raise InputError(field=name, value=value, rule=f"must be a positive parameter count, at most {limit:,}")
 
 
 def check_finite(value: float, name: str, minimum: float = 0.0) -> None:
@@ -162,15 +162,6 @@ def check_regular_file(path: Path, what: str, max_bytes: int) -> None:
                          "such a file can hold; is it the right file?")
 
 
-def shown_int(value: int) -> str:
-    """An integer for a message: whole when short, else its first digits and its length (str() of an
-    integer of more than 4,300 digits raises ValueError)."""
-    if value.bit_length() <= 64:
-        return str(value)
-    digits = int(value.bit_length() * 0.30103) + 1
-    return f"<{'-' if value < 0 else ''}an integer of about {digits:,} digits>"
-
-
 def check_int(value: object, name: str, minimum: int, maximum: int, what: str = "") -> int:
     """`value` as an int in minimum..maximum, else InputError naming the argument `name` (its Python
     name, e.g. "trials") and the rule; a bool, a float or a string is refused (the API is typed; the
@@ -183,22 +174,7 @@ def check_int(value: object, name: str, minimum: int, maximum: int, what: str = 
     else:
         return value
     # field, value and rule (`trials=0: ...`; the command layer names its flag)
-    raise InputError(field=name, value=_shown(value) if isinstance(value, int) else value, rule=rule)
-
-
-class _Shown(int):
-    """An integer too long to print (`shown_int`), printed as its digits' count in messages."""
-
-    def __str__(self) -> str:
-        return shown_int(int(self))
-
-    __repr__ = __str__
-
-
-def _shown(value: int) -> int:
-    """`value` for an error's value: itself, or a stand-in that prints as `shown_int` does (str() of
-    an integer of more than 4,300 digits raises ValueError)."""
-    return value if isinstance(value, bool) or value.bit_length() <= 64 else _Shown(value)
+    raise InputError(field=name, value=value, rule=rule)
 
 
 def check_config_numbers(values: dict[str, object]) -> None:
@@ -229,6 +205,6 @@ def check_input_side(height: object, width: object, name: str = "input_size") ->
             raise InputError(field=name, value=(height, width), rule="height and width must be integers")
     assert isinstance(height, int) and isinstance(width, int)
     if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
-        raise InputError(field=name, value=(_shown(height), _shown(width)),
+        raise InputError(field=name, value=(height, width),
                          rule=f"height and width must be in 1..{MAX_INPUT_SIDE:,}")
     return height, width

@@ -17,6 +17,15 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 _NO_VALUE: Any = object()
 
 
+def shown_int(value: int) -> str:
+    """An integer for a message: whole when short, else its sign and its length (str() of an
+    integer of more than 4,300 digits raises ValueError)."""
+    if value.bit_length() <= 64:
+        return str(value)
+    digits = int(value.bit_length() * 0.30103) + 1
+    return f"<{'-' if value < 0 else ''}an integer of about {digits:,} digits>"
+
+
 class FeatherFaceError(Exception):
     """Base class: a user-facing failure with a one-line message. `part` may name the input that
     caused it when several are merged (e.g. "preset", "config", "overrides" in `resolve_config`).
@@ -51,9 +60,11 @@ class FeatherFaceError(Exception):
             return f"{lead}: {rule}"
         value, python = self.value, lead == self.field and not lead.startswith("-")  # trials=0 / --trials 0
         if isinstance(value, tuple) and not python:  # a flag taking several values: --input-size 0 5
-            shown = " ".join(str(v) for v in value)
+            shown = " ".join(_shown(v) for v in value)
+        elif isinstance(value, tuple):
+            shown = f"({', '.join(_shown(v) for v in value)})"
         else:
-            shown = repr(str(value)) if isinstance(value, (str, PurePath)) else str(value)
+            shown = _shown(value)
         return f"{lead}{'=' if python else ' '}{shown}: {rule}"
 
     def renamed(self, field: str) -> "FeatherFaceError":
@@ -61,6 +72,15 @@ class FeatherFaceError(Exception):
         if self.rule is None:
             return self
         return type(self)(field=field, value=self.value, rule=self.rule, refs=self.refs)
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: text and paths quoted, integers of any length printable."""
+    if isinstance(value, (str, PurePath)):
+        return repr(str(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return shown_int(value)
+    return str(value)
 
 
 class ConfigError(FeatherFaceError, ValueError):

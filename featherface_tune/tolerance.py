@@ -80,9 +80,9 @@ def search_window(value: object, target: int, name: str = "tolerance") -> int:
     try:
         tol = Tolerance.parse(value)  # type: ignore[arg-type]  # anything else raises the syntax error
     except ValueError as exc:
-        raise InputError(field=name, value=value if isinstance(value, str) else repr(value), rule=str(exc)) from None
+        raise InputError(field=name, value=value, rule=str(exc)) from None
     allowed = tol.absolute(target)
     if 2 * allowed > target:
-        raise InputError(field=name, value=value if isinstance(value, str) else repr(value),
+        raise InputError(field=name, value=value,
                          rule=f"{allowed:,} parameters is more than half the target {target:,}; a window that wide is no budget")
     return allowed

@@ -127,6 +127,10 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", "-s", help="Override a field: field=value (repeatable), e.g. --set ssh_channels=[56,72,72].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 InputSizeOpt = Annotated[Tuple[int, int], typer.Option("--input-size", metavar="H W", help="Input height and width for MACs.")]
+# search and report open the same storage by default (`tuner.storage.default_storage_url`, resolved when run)
+StorageOpt = Annotated[Optional[str], typer.Option("--storage", help=(
+    "Optuna storage: sqlite:///FILE, postgresql://..., mysql://..., journal:FILE (default: ./featherface-tune.db, "
+    "the SQLite file in the working folder)."))]
 
 
 def input_size(values: Tuple[int, int]) -> tuple[int, int]:

@@ -8,11 +8,10 @@ from typing import List, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune.commands._common import err, handle_errors, input_size, warn
+from featherface_tune.commands._common import StorageOpt, err, handle_errors, input_size, warn
 from featherface_tune.commands._tables import print_tables as _print_tables
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import DEFAULT_INPUT
-from featherface_tune.tuner.records import DEFAULT_DB
 
 
 def _write(text: str) -> None:
@@ -43,8 +42,7 @@ def report_cmd(
         help="More configs for --compare (so `--compare A B C` works).")] = None,
     study: Annotated[Optional[str], typer.Option(
         "--study", help="Study name (default: the storage's only study).")] = None,
-    storage: Annotated[str, typer.Option(
-        "--storage", help="Optuna storage URL.")] = "sqlite:///" + DEFAULT_DB,
+    storage: StorageOpt = None,
     compare: Annotated[Optional[List[str]], typer.Option(
         "--compare", metavar="A B ...",
         help="Compare configs module by module instead of reporting a study: preset names or "

@@ -8,9 +8,8 @@ from typing import Any, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from featherface_tune.commands._common import (
-    DeviceOpt, InputSizeOpt, JsonOpt, ThreadsOpt, err, fail, handle_errors, input_size, out, parse_tolerance,
-    print_json,
+from featherface_tune.commands._common import (  # noqa: F401 - parse_tolerance: a public name of this module
+    DeviceOpt, InputSizeOpt, JsonOpt, StorageOpt, ThreadsOpt, err, fail, handle_errors, out, parse_tolerance, print_json,
 )
 from featherface_tune.reports.tables import CONFIG_COLUMNS, config_cells, describe_config, ssh_levels
 from featherface_tune.terminal import print_wrapped
@@ -26,7 +25,7 @@ def search_cmd(
     target: Annotated[int, typer.Option("--target", "-t", help="Parameter target (exact unless --tolerance).")],
     tolerance: Annotated[str, typer.Option("--tolerance", help="Allowed |params - target|: N parameters or N% of the target.")] = "0",
     max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Also require MACs <= N at --input-size.")] = None,
-    size: InputSizeOpt = DEFAULT_INPUT,
+    input_size: InputSizeOpt = DEFAULT_INPUT,
     objective: Annotated[Optional[str], typer.Option("--objective", help="closest, macs, latency, or several comma-separated (a Pareto front); default closest, or proxy AP with --proxy-data.")] = None,
     reference: Annotated[str, typer.Option("--reference", help="Preset name or config file that --objective closest stays near.")] = DEFAULT_REFERENCE,
     dcn_macs: Annotated[str, typer.Option("--dcn-macs", metavar="full|dense", help="MAC convention: full counts the DCN offset and modulator convs, dense leaves them out.")] = "full",
@@ -34,12 +33,12 @@ def search_cmd(
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="Latency objective: onnxruntime (default when the deploy extra is installed) or torch.")] = None,
     latency_mode: Annotated[str, typer.Option("--latency-mode", metavar="model|sampled", help="Latency objective: model (solve under the per-block latency model, then time finalists side by side) or sampled (time every sampled trial).")] = "model",
     finalists: Annotated[int, typer.Option("--finalists", help="Latency model: best predictions timed whole, with the macs optimum and the closest answer.")] = 5,
-    space_file: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
+    space: Annotated[Optional[Path], typer.Option("--space", help="TOML search-space file (knob = value | [values] | {min, max, step}).")] = None,
     fix: Annotated[Optional[List[str]], typer.Option("--fix", help="Pin a knob: field=value (repeatable), e.g. --fix neck=bifpn --fix ssh_channels=[56,72,72].")] = None,
     trials: Annotated[int, typer.Option("--trials", "-n", help="Trials the study should hold when done (shared by all workers; a rerun resumes). Solved objectives (closest, macs) ignore it.")] = DEFAULT_TRIALS,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop this worker after S seconds.")] = None,
-    study_name: Annotated[Optional[str], typer.Option("--study", help="Study name (default: derived from the search, so a rerun resumes).")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage: sqlite:///FILE, postgresql://..., mysql://..., journal:FILE (default: ./featherface-tune.db).")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: derived from the search, so a rerun resumes).")] = None,
+    storage: StorageOpt = None,
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the best config as TOML (accepted by `count --config`).")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows in the table of best configs (and optima recorded for solved objectives).")] = 10,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed (give each worker its own).")] = None,
@@ -49,7 +48,7 @@ def search_cmd(
     proxy_image_size: Annotated[Optional[int], typer.Option("--proxy-image-size", help="Proxy training image size.")] = None,
     proxy_time_budget: Annotated[Optional[float], typer.Option("--proxy-time-budget", help="Seconds of proxy training per trial.")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Proxy AP subset: easy, medium or hard.")] = "hard",
-    pruner_name: Annotated[str, typer.Option("--pruner", help="Proxy searches: median (stop trials below the median AP at an epoch), hyperband (epochs as the resource) or none.")] = "median",
+    pruner: Annotated[str, typer.Option("--pruner", help="Proxy searches: median (stop trials below the median AP at an epoch), hyperband (epochs as the resource) or none.")] = "median",
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     json_: JsonOpt = False,
@@ -58,31 +57,20 @@ def search_cmd(
 
     The whole space is counted exhaustively first: if no config lies within the window, the command says so, names the nearest achievable counts and exits 1. closest and macs are then solved over every exact config (proven optimum); other objectives are sampled, each sample repaired to the nearest exact config. See docs/search.md.
     """
-    from featherface_tune.bounds import MAX_TOP, MAX_TRIALS, check_build_size, check_count, check_int, check_seed
     from featherface_tune.training.device import check_threads
+    from featherface_tune.tuner._plan import check_arguments
 
-    # the arguments first: a usage error imports neither Optuna nor torch
-    check_count(target, "--target")
-    check_seed(seed)
-    check_int(trials, "--trials", 1, MAX_TRIALS)
-    check_int(top, "--top", 1, MAX_TOP, "each of the top optima of a solved search is evaluated as a trial")
-    for flag, text in (("--study", study_name), ("--storage", storage)):
-        if text is not None and not text.strip():
-            raise InputError(f"{flag} '': empty; leave it out for the default")
-    tol = parse_tolerance(tolerance, target)
-    h, w = input_size(size)
+    # the arguments first, by the API's own checks: a usage error imports neither Optuna nor torch
+    n_threads = check_threads(threads)
     if export is not None and not export.resolve().parent.is_dir():
         raise InputError(f"--export {str(export)!r}: folder {str(export.resolve().parent)!r} does not exist")
-    proxy_opts = (proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget)
-    if proxy_data is None and any(v is not None for v in proxy_opts):
-        raise InputError("--proxy-epochs/--proxy-subset/--proxy-image-size/--proxy-time-budget need --proxy-data DIR")
-    latency = objective is not None and "latency" in objective
-    if latency:  # latency runs the built model at --input-size
-        from featherface_tune.models.config import FeatherFaceConfig
-
-        # memory estimated on the reference FeatherFace (configs of the space vary around it)
-        check_build_size(h, w, f"--input-size {h} {w} with --objective latency", FeatherFaceConfig())
-    n_threads = check_threads(threads)
+    proxy_options = {"proxy_epochs": proxy_epochs, "proxy_subset": proxy_subset, "proxy_image_size": proxy_image_size,
+                     "proxy_time_budget": proxy_time_budget}
+    tol, (h, w) = check_arguments(
+        target=target, tolerance=tolerance, max_macs=max_macs, trials=trials, timeout=timeout, top=top, seed=seed,
+        storage=storage, study=study, input_size=input_size, proxy_data=proxy_data, needs_proxy_data=proxy_options,
+        objective=objective, reference=reference, dcn_macs=dcn_macs, convention=convention, pruner=pruner,
+        latency_runtime=runtime, latency_threads=n_threads, latency_mode=latency_mode, finalists=finalists)
 
     import optuna
 
@@ -90,10 +78,10 @@ def search_cmd(
     from featherface_tune.tuner.objectives import load_proxy
     from featherface_tune.tuner.solve import NoConfigInWindow
     from featherface_tune.tuner.space import build_space
-    from featherface_tune.tuner.study import default_storage_url
+    from featherface_tune.tuner.storage import default_storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are recorded as fail_reason
-    fidelity = None
+    fidelity = proxy_fn = None
     if proxy_data is not None:  # proxy training: torch from here on
         from featherface_tune.training.device import resolve_device, set_threads
         from featherface_tune.training.proxy import Fidelity
@@ -101,119 +89,126 @@ def search_cmd(
         fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget,
                                                 metric)
         n_threads = set_threads(threads)
-    proxy_fn = load_proxy(proxy_data, str(resolve_device(device))) if proxy_data is not None else None
-    space = build_space(space_file, fix or [])
+        proxy_fn = load_proxy(proxy_data, str(resolve_device(device)))
+    search_space = build_space(space, fix or [])
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    stats: dict[str, Any] = {"feasible": 0, "best": None, "done": 0}
-    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err, transient=False)
-    # a solved objective records its proven optima: no search to show, only the recording
-    task = progress.add_task("search" if objective not in (None, "closest", "macs") or proxy_data else "recording",
-                             total=None, info="", start=False, visible=False)
-
-    def on_start(before: int, total: int) -> None:
-        stats["done"] = before
-        if before < total:
-            progress.update(task, total=total, completed=before, visible=True)
-            progress.start_task(task)
-            progress.start()
-
-    def on_trial(st: Any, t: Any) -> None:
-        stats["done"] += 1
-        if t.user_attrs.get(R.FEASIBLE) and t.state.name == "COMPLETE":
-            stats["feasible"] += 1
-            v = t.values[0] if t.values else None
-            if v is not None and (stats["best"] is None or _better(v, stats["best"], st.directions[0].name.lower())):
-                stats["best"] = v
-        name = st.metric_names[0] if st.metric_names else "value"
-        best = "" if stats["best"] is None else f", best {name} {_fmt(name, stats['best'])}"
-        progress.update(task, completed=stats["done"], info=f"exact {stats['feasible']}{best}")
-
-    def note(text: str) -> None:
-        print_wrapped(err, text)
-
+    shown = _TrialProgress("search" if objective not in (None, "closest", "macs") or proxy_data else "recording")
     try:
-        try:
-            res = search(target, space=space, objective=objective, trials=trials, tolerance=tol, max_macs=max_macs,
-                         input_size=(h, w), dcn_macs=dcn_macs, convention=convention, reference=reference,
-                         study=study_name,
-                         storage=storage or default_storage_url(), seed=seed, timeout=timeout, top=top,
-                         proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity, callbacks=[on_trial],
-                         note=note, on_start=on_start, pruner=pruner_name, latency_threads=n_threads,
-                         latency_runtime=runtime, latency_mode=latency_mode, finalists=finalists,
-                         latency_progress=_table_progress(progress))
-        finally:
-            if progress.live.is_started:  # rich prints a blank line when stopping one never started
-                progress.stop()
+        with shown:
+            res = search(target, space=search_space, objective=objective, trials=trials, tolerance=tol,
+                         max_macs=max_macs, input_size=(h, w), dcn_macs=dcn_macs, convention=convention,
+                         reference=reference, study=study, storage=storage or default_storage_url(), seed=seed,
+                         timeout=timeout, top=top, proxy=proxy_fn, proxy_data=proxy_data, fidelity=fidelity,
+                         callbacks=[shown.on_trial], note=lambda text: print_wrapped(err, text),
+                         on_start=shown.on_start, pruner=pruner, latency_threads=n_threads, latency_runtime=runtime,
+                         latency_mode=latency_mode, finalists=finalists, latency_progress=shown.on_table)
     except NoConfigInWindow as exc:
         cert = getattr(exc, "certificate", None)
         if cert is not None:
             _print_unreachable(cert, json_, max_macs if cert.in_window else None)
         raise
+    _show_result(res, top, json_, export)
+    _refuse_no_result(res)
+    _first_hit_note(res)
+    if not json_:
+        for line in explain([r.record for r in res.best[:top]], res.spec, target, tolerance, export, reference):
+            print_wrapped(err, line)
 
-    spec, cert = res.spec, res.certificate
-    records = res.records
+
+class _TrialProgress:
+    """The search's progress display on stderr: a bar of trials (shown once trials run; a solved
+    objective only records its proven optima: "recording") and the latency table's build."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                 console=err, transient=False)
+        self.task = self.progress.add_task(label, total=None, info="", start=False, visible=False)
+        self.table_task: Any = None
+        self.done = self.feasible = 0
+        self.best: float | None = None
+
+    def __enter__(self) -> "_TrialProgress":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.progress.live.is_started:  # rich prints a blank line when stopping one never started
+            self.progress.stop()
+
+    def on_start(self, before: int, total: int) -> None:
+        self.done = before
+        if before < total:
+            self.progress.update(self.task, total=total, completed=before, visible=True)
+            self.progress.start_task(self.task)
+            self.progress.start()
+
+    def on_trial(self, st: Any, t: Any) -> None:
+        self.done += 1
+        if t.user_attrs.get(R.FEASIBLE) and t.state.name == "COMPLETE":
+            self.feasible += 1
+            v = t.values[0] if t.values else None
+            if v is not None and (self.best is None or _better(v, self.best, st.directions[0].name.lower())):
+                self.best = v
+        name = st.metric_names[0] if st.metric_names else "value"
+        best = "" if self.best is None else f", best {name} {_fmt(name, self.best)}"
+        self.progress.update(self.task, completed=self.done, info=f"exact {self.feasible}{best}")
+
+    def on_table(self, what: str, done: int, total: int) -> None:
+        """The latency table build's (what, done, total) callback."""
+        if self.table_task is None:
+            self.table_task = self.progress.add_task("latency table", total=total, info="")
+            self.progress.start()
+        self.progress.update(self.table_task, description=what, completed=done, total=total)
+
+
+def _show_result(res: Any, top: int, json_: bool, export: Path | None) -> None:
+    """The result on stdout (the table, or `SearchResult.to_json`) and the best config exported."""
     ranked = [r.record for r in res.best]
-    result = {
-        "study": res.name,
-        "storage": res.storage,
-        "target": target,
-        "tolerance": tol,
-        "max_macs": max_macs,
-        "input_size": [h, w],
-        "dcn_macs": spec.dcn_macs,
-        "convention": spec.convention,
-        "objectives": list(spec.objectives),
-        "reference": dict(spec.reference) if spec.reference is not None else None,
-        "certificate": cert.to_json(),
-        "solved": res.solved,
-        "worker": {"trials": res.trials, "seconds": round(res.seconds, 3),
-                   "first_exact_hit": res.first_hit, "interrupted": res.interrupted},
-        "study_trials": len(records),
-        "feasible_trials": sum(1 for r in records if r.feasible and r.state == "COMPLETE"),
-        "feasible_configs": len(ranked),
-        "best": [_row_json(r) for r in ranked[:top]],
-    }
-    if len(spec.objectives) > 1:
-        result["pareto"] = [_row_json(r.record) for r in res.pareto]
     solved = res.solved is not None
     if json_:
-        print_json(result)
+        print_json(res.to_json(top))
     elif ranked:
-        _print(_table(ranked[:top], spec, res.name, solved))
+        _print(_table(ranked[:top], res.spec, res.name, solved))
     if not json_ and len(res.pareto) > top:
         err.print(f"the Pareto front has {len(res.pareto)} configs; the table shows the first {top} "
                   f"(--top {len(res.pareto)}, or --json's \"pareto\", lists them all)", highlight=False)
     if export is not None and ranked:
-        _export(export, ranked[0], spec, res.name)
+        _export(export, ranked[0], res.spec, res.name)
         err.print(f"wrote the best config{'' if solved else f' (trial {ranked[0].number})'} to {str(export)!r}",
                   highlight=False)
+
+
+def _first_hit_note(res: Any) -> None:
+    """When a sampled search first hit the window, and how long this call took."""
+    hit = res.first_hit
+    if hit and not hit.get("resumed") and res.solved is None:
+        what = "first exact hit" if res.spec.tolerance == 0 else "first config in the window"
+        err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
+                  f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
+
+
+def _refuse_no_result(res: Any) -> None:
+    """Exit non-zero when the call was interrupted (130, or 143 after SIGTERM) or nothing feasible was
+    found (1, naming the trial nearest the target and the failures)."""
+    from featherface_tune.tuner.ranking import nearest_target
+
     if res.interrupted:  # Optuna has marked the trial in flight FAIL
         code = interrupt_exit_code()  # 143 after SIGTERM, 130 after Ctrl-C
         what = "terminated" if code == 143 else "interrupted"
         raise fail(f"{what} after {len(res.trials)} trials; rerun the same command to resume study {res.name!r}", code)
-    if not ranked:
-        from featherface_tune.tuner import study as S
-
-        failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
-        if failed and len(failed) == len(records):
-            raise fail(f"every trial failed ({len(failed)}), e.g. {failed[-1].fail_reason}", 1)
-        near = S.closest(records, 1)
-        hint = f"; closest so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
-        known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
-        why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
-        raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
-    hit = res.first_hit
-    if hit and not hit.get("resumed") and not solved:
-        what = "first exact hit" if tol == 0 else "first config in the window"
-        err.print(f"{what}: trial {hit['trial']} after {hit['seconds']:.1f} s; "
-                  f"{len(res.trials)} trials in {res.seconds:.1f} s", highlight=False)
-    if not json_:
-        for line in explain(ranked[:top], spec, target, tolerance, export, reference):
-            print_wrapped(err, line)
-
+    if res.best:
+        return
+    records, cert = res.records, res.certificate
+    failed = [r for r in records if r.state == "FAIL" and r.fail_reason]
+    if failed and len(failed) == len(records):
+        raise fail(f"every trial failed ({len(failed)}), e.g. {failed[-1].fail_reason}", 1)
+    near = nearest_target(records, 1)
+    hint = f"; nearest the target so far: {near[0].params:,} params ({near[0].delta:+,})" if near else ""
+    known = f" although the space holds {cert.in_window:,} within the window" if cert.complete else ""
+    why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
+    raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
 
 def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Path | None,
             reference: str = DEFAULT_REFERENCE) -> list[str]:
@@ -256,19 +251,6 @@ def _same_but_ssh(a: Any, b: Any) -> bool:
         k: v for k, v in dict(b).items() if k != "ssh_channels"}
 
 
-def _table_progress(progress: Any) -> Any:
-    """The latency table build's (what, done, total) callback on the search's progress display."""
-    state: dict[str, Any] = {}
-
-    def update(what: str, done: int, total: int) -> None:
-        if "task" not in state:
-            state["task"] = progress.add_task("latency table", total=total, info="")
-            progress.start()
-        progress.update(state["task"], description=what, completed=done, total=total)
-
-    return update
-
-
 def _print(table: Any) -> None:
     """A table on stdout, fitted to 100 columns (`featherface_tune.terminal`; --json has every field)."""
     from featherface_tune.terminal import print_table
@@ -283,12 +265,6 @@ def _better(a: float, b: float, direction: str) -> bool:
 def _fmt(name: str, v: float) -> str:
     obj = registry.get(name)
     return obj.show(v) if obj is not None else f"{v:.4f}"
-
-
-def _row_json(r: Any) -> dict[str, Any]:
-    d = r.to_json()
-    d["modules"] = dict(r.modules)
-    return d
 
 
 def _table(rows: list[Any], spec: Any, name: str, solved: bool = False):  # type: ignore[no-untyped-def]

@@ -9,9 +9,12 @@ rule reduces to "by the objective, then distance, then trial".
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from featherface_tune.tuner import records as R
 
 
 def config_key(cfg: Mapping[str, Any]) -> str:
@@ -66,3 +69,43 @@ def rank_order(values: np.ndarray, deltas: Sequence[float], numbers: Sequence[in
     keys.append(~front)
     order = np.lexsort(keys)  # the last key sorts first
     return [int(i) for i in order], front
+
+
+def ranked_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
+    """Feasible complete trials, distinct configs (the earliest of each), best first by the rule above."""
+    return [r for _, r in rank_feasible(records, objectives)]
+
+
+def pareto_front(records: Sequence[R.TrialRecord], objectives: Sequence[str]) -> list[R.TrialRecord]:
+    """The Pareto-front members of `ranked_feasible`, in its order."""
+    return [r for rank, r in rank_feasible(records, objectives) if rank == 0]
+
+
+def rank_feasible(records: Sequence[R.TrialRecord], objectives: Sequence[str],
+                  directions: Sequence[str] | None = None) -> list[tuple[int, R.TrialRecord]]:
+    """(0 on the Pareto front else 1, record) pairs in `ranked_feasible` order: one ranking serves
+    both lists, and the report. `directions` (default: each objective's, `records.direction`) are the
+    study's own when a reader has them."""
+    dirs = list(directions) if directions is not None else [R.direction(o) for o in objectives]
+    signs = [1.0 if d == "minimize" else -1.0 for d in dirs]
+    seen: set[str] = set()
+    pool: list[R.TrialRecord] = []
+    for r in sorted(records, key=lambda r: r.number):
+        if r.state != "COMPLETE" or not r.feasible or r.config is None:
+            continue
+        key = config_key(r.config)
+        if key not in seen:
+            seen.add(key)
+            pool.append(r)
+    values = [[math.inf if (v := r.objective_value(o)) is None else s * v for s, o in zip(signs, objectives)]
+              for r in pool]
+    order, front = rank_order(np.asarray(values, dtype=np.float64).reshape(len(pool), len(objectives)), [r.delta if r.delta is not None else math.inf for r in pool],
+                              [r.number for r in pool])
+    return [(0 if front[i] else 1, pool[i]) for i in order]
+
+
+def nearest_target(records: Sequence[R.TrialRecord], k: int = 5) -> list[R.TrialRecord]:
+    """The `k` complete trials whose params are nearest the target, feasible or not (what a search that
+    found nothing feasible reports; not the `closest` objective, the distance to a reference config)."""
+    done = [r for r in records if r.state == "COMPLETE" and r.delta is not None]
+    return sorted(done, key=lambda r: (abs(r.delta or 0), r.macs or 0, r.number))[:k]

@@ -57,10 +57,18 @@ def test_gate_runs_without_torch():
     assert json.loads(run.stdout)["ok"]
 
 
-def test_a_usage_error_imports_neither_torch_nor_optuna(tmp_path):
-    run = _run(tmp_path, "search", "--target", "0", block=(*TORCH_EXTRA, "optuna"))
-    assert run.returncode == 2
-    assert run.stderr.startswith("error: --target 0") and len(run.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("args,message", [
+    (("--target", "0"), "error: --target 0"),
+    (("--target", "489000", "--seed", "-1"), "error: --seed -1"),
+    (("--target", "489000", "--storage", "foo://bar"), "error: --storage 'foo://bar': not a storage URL"),
+    (("--target", "489000", "--storage", "journal:no/such/dir/s.log"), "error: --storage 'journal:no/such/dir/s.log'"),
+    # the latency objective's model must fit in memory: checked before torch is needed
+    (("--target", "489000", "--objective", "latency", "--input-size", "10000", "10000"), "error: --input-size: with"),
+])
+def test_a_usage_error_imports_neither_torch_nor_optuna(tmp_path, args, message):
+    run = _run(tmp_path, "search", *args, block=(*TORCH_EXTRA, "optuna"))
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(message) and len(run.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args", [("count", "--preset", "featherface-official", "--check"),

@@ -39,7 +39,7 @@ def test_search_api_target_and_percent_tolerance():
     from featherface_tune import search
     from featherface_tune.tuner.api import check_arguments
 
-    with pytest.raises(InputError, match="^target '489000'"):
+    with pytest.raises(InputError, match="^target='489000': must be a positive parameter count"):
         search("489000")  # type: ignore[arg-type]
     args = dict(target=489_000, max_macs=None, trials=5, timeout=None, top=3, seed=None, storage=None,
                 study=None, input_size=(640, 640), proxy_data=None)

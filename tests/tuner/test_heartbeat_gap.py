@@ -76,7 +76,7 @@ def test_worker_survives_its_trial_failed_by_another(tmp_path: Path, monkeypatch
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         return trial.suggest_float("x", 0, 1)
 
-    with caplog.at_level(logging.WARNING, logger="featherface_tune.tuner.study"):
+    with caplog.at_level(logging.WARNING, logger="featherface_tune.tuner._loop"):
         S.run(study, objective, 4, None)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1

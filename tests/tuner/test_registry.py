@@ -115,12 +115,12 @@ def _space_small():
 @pytest.mark.parametrize("objective", ["macs", "closest", "macs,closest"])
 def test_a_window_too_large_to_list_is_still_solved_exactly(monkeypatch, objective) -> None:
     """Solved structure by structure (the window streamed in chunks) = solved over the listed set."""
-    import featherface_tune.tuner.api as api
+    import featherface_tune.tuner._plan as plan
     from featherface_tune import search
 
     listed = search(489_000, space=_space_small(), tolerance=2000, objective=objective, top=5)
-    real = api.prove
-    monkeypatch.setattr(api, "prove", lambda *a, **k: real(*a, **{**k, "max_exact": 10}))
+    real = plan.prove
+    monkeypatch.setattr(plan, "prove", lambda *a, **k: real(*a, **{**k, "max_exact": 10}))
     notes: list[str] = []
     streamed = search(489_000, space=_space_small(), tolerance=2000, objective=objective, top=5,
                       note=notes.append)

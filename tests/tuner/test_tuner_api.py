@@ -222,3 +222,92 @@ def test_a_study_without_a_convention_reads_as_numel():
     spec = R.StudySpec.from_attr({"target": 1, "tolerance": 0, "input_size": [64, 64], "objectives": ["macs"]})
     assert spec.convention == "numel"
     assert R.StudySpec.from_attr({**spec.to_attr(), "convention": "thop"}).convention == "thop"
+
+
+# the official structure with its reduction fixed: a window of a few dozen exact configs, solved at once
+SMALL = ["neck=bifpn", "bifpn_repeats=3", "neck_channels=42", "backbone_cbam=true", "neck_cbam=true",
+         "ssh_deformable=true"]
+
+
+def _timeless(doc):  # type: ignore[no-untyped-def]
+    """The document without its timings (seconds differ from run to run)."""
+    if isinstance(doc, dict):
+        return {k: _timeless(v) for k, v in doc.items() if "seconds" not in k}
+    if isinstance(doc, list):
+        return [_timeless(v) for v in doc]
+    return doc
+
+
+@pytest.mark.parametrize("objective", [None, "macs,closest"])
+def test_to_json_is_what_the_command_prints(tmp_path: Path, objective: str | None):
+    """One document: `search(...).to_json(top)` (in memory) = `search --json` (an SQLite file), but the storage."""
+    from featherface_tune import search
+    from featherface_tune.tuner.space import build_space
+
+    fixes = [a for fix in SMALL for a in ("--fix", fix)]
+    args = ["search", "--target", str(TARGET), "--tolerance", "400", "--top", "3", *fixes, "--json"]
+    res = runner.invoke(app, args + (["--objective", objective] if objective else []), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout)
+    api = search(TARGET, space=build_space(None, SMALL), tolerance=400, top=3, objective=objective).to_json(3)
+    assert list(api) == list(printed)  # the same keys in the same order
+    assert api["storage"] == "memory" and printed["storage"].endswith("(sqlite)")
+    api.pop("storage"), printed.pop("storage")
+    assert _timeless(api) == _timeless(printed)
+    assert ("pareto" in api) == (objective is not None) and len(api["best"]) == 3
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"seed": -1}, "seed=-1: must be an integer in 0..4294967295"),
+    ({"seed": 2**70}, "seed="),
+    ({"target": 0}, "target=0: must be a positive parameter count"),
+    ({"study": ""}, "study='': give a name of 1 to 512 characters"),
+    ({"storage": " "}, "storage=' ': give a storage URL"),
+    ({"storage": "sqlite:////no/such/dir/x.db"}, "storage='sqlite:////no/such/dir/x.db': folder '/no/such/dir' does not"),
+    ({"fidelity": object()}, "proxy training options need proxy_data"),
+    ({"objective": "latency", "input_size": (10_000, 10_000)}, "input_size: with objective latency: 10000x10000"),
+    ({"objective": "latency", "latency_mode": "fast"}, "latency_mode='fast': use model or sampled"),
+    ({"objective": "latency", "finalists": 0}, "finalists=0: must be at least 1"),
+    ({"objective": "latency", "latency_runtime": "tvm"}, "latency_runtime='tvm': use"),
+    ({"objective": "latency", "latency_threads": 0}, "latency_threads=0: must be at least 1"),
+    ({"reference": "no-such-preset"}, "reference='no-such-preset'"),
+    ({"dcn_macs": "half"}, "dcn_macs='half': use"),
+])
+def test_check_arguments_is_the_one_place_search_is_checked(kwargs: dict, message: str):  # type: ignore[type-arg]
+    """The API and the command refuse the same arguments with the same rule (the command names flags)."""
+    from featherface_tune import search
+    from featherface_tune.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        search(**{"target": TARGET, **kwargs})
+    assert message in str(caught.value) and "--" not in str(caught.value)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "-1"], "error: --seed -1: must be an integer in 0..4294967295"),
+    (["--study", ""], "error: --study '': give a name of 1 to 512 characters"),
+    (["--storage", ""], "error: --storage '': give a storage URL"),
+    (["--objective", "latency", "--input-size", "10000", "10000"],
+     "error: --input-size: with --objective latency: 10000x10000"),
+    (["--objective", "latency", "--latency-mode", "fast"], "error: --latency-mode 'fast': use model or sampled"),
+    (["--objective", "latency", "--finalists", "0"], "error: --finalists 0: must be at least 1"),
+    (["--objective", "latency", "--runtime", "tvm"], "error: --runtime 'tvm': use"),
+    (["--proxy-subset", "0.5"], "error: --proxy-subset 0.5: proxy training options need --proxy-data"),
+    (["--input-size", "0", "0"], "error: --input-size (0, 0): height and width must be in 1..65,536"),
+    (["--reference", "no-such-preset"], "error: --reference 'no-such-preset'"),
+])
+def test_the_command_names_the_flags_of_the_api_checks(args: list[str], message: str):
+    res = runner.invoke(app, ["search", "--target", str(TARGET), *args])
+    assert res.exit_code == 2 and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_nearest_target_is_the_trials_nearest_the_parameter_target():
+    from featherface_tune.tuner.ranking import nearest_target
+
+    def rec(n: int, delta: int | None, macs: int, state: str = "COMPLETE") -> R.TrialRecord:
+        return R.TrialRecord(number=n, state=state, config={"neck_channels": n}, params=None if delta is None
+                             else TARGET + delta, macs=macs, delta=delta, feasible=False, values=None)
+
+    recs = [rec(0, 900, 5), rec(1, -300, 9), rec(2, 300, 4), rec(3, 10, 1, "FAIL"), rec(4, None, 1)]
+    assert [r.number for r in nearest_target(recs, 2)] == [2, 1]  # |delta| first, then fewer MACs

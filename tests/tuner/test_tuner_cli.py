@@ -268,3 +268,15 @@ def test_two_objectives_give_a_pareto_front():
     for i in range(len(macs)):  # no member of the front dominates another
         for j in range(len(macs)):
             assert i == j or not (macs[j] <= macs[i] and lat[j] <= lat[i] and (macs[j], lat[j]) != (macs[i], lat[i]))
+
+
+def test_search_and_report_share_the_default_storage():
+    """One --storage option: the same help and no default of its own (both open default_storage_url)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    ctx = typer.Context(group)
+    options = {name: next(p for p in group.get_command(ctx, name).params if p.name == "storage")
+               for name in ("search", "report")}
+    assert options["search"].help == options["report"].help and "./featherface-tune.db" in options["search"].help
+    assert options["search"].default is None and options["report"].default is None
