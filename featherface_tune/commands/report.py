@@ -75,6 +75,7 @@ def report_cmd(
     Examples: `featherface-tune report --study s1 --out report/`;
     `featherface-tune report --compare featherface-official featherface-489k`.
     """
+    from featherface_tune.counter.conventions import get_convention
     from featherface_tune.reports import data, render
 
     fmt = "json" if json_ else format_
@@ -94,7 +95,7 @@ def report_cmd(
             raise InputError("--compare compares configs and does not read a study; drop --study")
         if trial is not None:
             raise InputError("--trial applies to a study report, not to --compare")
-        comparison = data.compare(specs, hw or DEFAULT_INPUT, dcn_macs or "full")
+        comparison = data.compare(specs, hw or DEFAULT_INPUT, get_convention("numel", dcn_macs or "full"))
         obj: data.StudyReport | data.Comparison = comparison
         doc = render.compare_document(comparison)
     else:
@@ -118,4 +119,5 @@ def report_cmd(
     if fmt in (None, "table"):
         _print_tables(render.terminal_tables(doc))
         return
-    _write(render.RENDERERS[fmt](doc))
+    # Markdown names the format option for a section's whole rows (the library does not spell flags)
+    _write(render.to_markdown(doc, whole="--format csv") if fmt == "md" else render.RENDERERS[fmt](doc))

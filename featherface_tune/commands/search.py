@@ -255,7 +255,7 @@ def _print(table: Any) -> None:
     """A table on stdout, fitted to 100 columns (`featherface_tune.terminal`; --json has every field)."""
     from featherface_tune.terminal import print_table
 
-    print_table(out, table, optional=("shuffle", "DCN", "CBAM b/n"))
+    print_table(out, table, optional=("shuffle", "DCN", "CBAM b/n"), elsewhere="--json")
 
 
 def _better(a: float, b: float, direction: str) -> bool:

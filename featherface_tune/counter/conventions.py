@@ -61,7 +61,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping
 
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch import GROUPS, Parts, Priced, priced_groups
@@ -232,45 +232,6 @@ def from_attr(data: Mapping[str, Any], legacy_dcn_macs: str = "full") -> Convent
     """The convention a stored record names by its keys `convention` and `dcn_macs` (`to_attr`);
     a record from before a key existed: "numel" and `legacy_dcn_macs`."""
     return get_convention(str(data.get("convention", TRUE.name)), str(data.get("dcn_macs", legacy_dcn_macs)))
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def takes_name_pair(at: int | None = None, name_at: int | None = None) -> Callable[[Any], Any]:
-    """The one adapter for callers that still pass the pair of strings (`tuner/api.py` until it
-    passes a Convention; remove then): a function or class whose argument `counting` is a Convention
-    may still be called with `dcn_macs=` / `convention=` strings, or, where `counting` is at position
-    `at`, with the `dcn_macs` string there and the convention's name at `name_at` (their old places).
-    Typed `Any` so that type checkers accept the old calls too; an adapted class declares a loose
-    `__init__` for them under TYPE_CHECKING."""
-
-    def adapt(target: _F) -> _F:
-        fn = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
-        shift = 1 if isinstance(target, type) else 0  # `self`
-
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            dcn, name = kwargs.pop("dcn_macs", None), kwargs.pop("convention", None)
-            i = -1 if at is None else at + shift
-            if 0 <= i < len(args) and isinstance(args[i], str):  # the old positional form
-                pos = list(args)
-                if name_at is not None and len(pos) > name_at + shift:
-                    name = pos.pop(name_at + shift)
-                dcn = pos[i]
-                pos[i] = get_convention(TRUE.name if name is None else name, dcn)
-                args = tuple(pos)
-            elif dcn is not None or name is not None:
-                kwargs["counting"] = get_convention(TRUE.name if name is None else name,
-                                                    "full" if dcn is None else dcn)
-            return fn(*args, **kwargs)
-
-        if isinstance(target, type):
-            target.__init__ = call  # type: ignore[misc]
-            return target
-        return call  # type: ignore[return-value]
-
-    return adapt
 
 
 def countable(conv: Convention | str, cfg: FeatherFaceConfig) -> None:

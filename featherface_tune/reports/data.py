@@ -26,7 +26,7 @@ from featherface_tune.counter.analytic import GROUPS, CountResult, count
 from featherface_tune.errors import ConfigError, InputError, first_line
 from featherface_tune.models.config import FIELD_NAMES, FeatherFaceConfig, from_mapping
 from featherface_tune.counter import conventions
-from featherface_tune.counter.conventions import TRUE, Convention, get_convention, takes_name_pair
+from featherface_tune.counter.conventions import TRUE, Convention, get_convention
 from featherface_tune.models.config import DEFAULT_INPUT
 from featherface_tune.tuner.records import (
     LEGACY_DCN_MACS, OBJECTIVES, RECORD_VERSION, STUDY_ATTR as ATTR_KEY, StudySpec, TrialRecord, as_float,
@@ -668,7 +668,6 @@ def compare_frame(entries: Sequence[CompareEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@takes_name_pair(at=2)
 def compare(specs: Sequence[str], input_size: tuple[int, int] = DEFAULT_INPUT,
             counting: Convention = TRUE) -> Comparison:
     """Resolve each spec (preset name or config file) and count it at `input_size` in `counting`."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from featherface_tune.counter.conventions import Convention, get_convention
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.config import FeatherFaceConfig, from_mapping
 from featherface_tune.tuner import records as R
@@ -122,15 +123,10 @@ def _check_proxy(proxy_data: Any, needs_proxy_data: Mapping[str, Any]) -> None:
 
 
 def _check_counting(dcn_macs: Any, convention: Any, pruner: Any) -> None:
-    from featherface_tune.counter.conventions import check_dcn_macs, get_convention
     from featherface_tune.training.spec import check_pruner
 
-    check_dcn_macs(dcn_macs)
+    get_convention(convention, dcn_macs)  # the pair's one check (a ConfigError about the field)
     check_pruner(pruner)
-    try:
-        get_convention(convention, dcn_macs)
-    except ConfigError as exc:
-        raise InputError(field="convention", rule=str(exc)) from None
 
 
 def _check_latency(size: tuple[int, int], reference: Any, runtime: Any, threads: Any, mode: Any, finalists: Any) -> None:
@@ -218,8 +214,7 @@ class Plan:
     target: int
     tolerance: int
     size: tuple[int, int]
-    dcn_macs: str
-    convention: str
+    counting: Convention
     max_macs: int | None
     space: SearchSpace
     names: tuple[str, ...]
@@ -237,12 +232,11 @@ class Plan:
     def context(self, *, model: bool = True) -> registry.Context:
         """The registry context of the analytic objectives (the latency model with `model`)."""
         ref = knobs_from_config(self.ref_cfg) if self.ref_cfg is not None else None
-        return registry.Context(self.size, self.dcn_macs, self.convention, ref,
-                                self.latency_model if model else None)
+        return registry.Context(self.size, self.counting, ref, self.latency_model if model else None)
 
 
 def make_plan(target: int, tolerance: int, size: tuple[int, int], *, space: Any, objective: Any, proxy: Any,
-              proxy_data: Path | None, reference: Any, dcn_macs: str, convention: str, max_macs: int | None,
+              proxy_data: Path | None, reference: Any, counting: Convention, max_macs: int | None,
               latency_runtime: str | None, latency_threads: int, latency_mode: str, fidelity: Fidelity | None,
               tell: Callable[[str], None]) -> Plan:
     """The plan of a checked search: raises NoConfigInWindow (with `.certificate`) when the space
@@ -256,11 +250,11 @@ def make_plan(target: int, tolerance: int, size: tuple[int, int], *, space: Any,
     if "latency" in names:
         latency_runtime = _latency_runtime(latency_runtime, latency_threads, latency_mode, size, tell)
     ref_cfg = reference_in_space(reference, sp, tell) if "closest" in names else None
-    proof = _proof(sp, target, tolerance, size, dcn_macs, max_macs, convention, tell)
-    spec = R.StudySpec(target, tolerance, size, names, max_macs, sp.to_dict(), dcn_macs=dcn_macs,
-                       reference=ref_cfg.to_dict() if ref_cfg is not None else None, convention=convention)
-    repairer = Repairer(sp, target, tolerance, size, dcn_macs, max_macs, proof.exact, proof.hit_structures, convention)
-    return Plan(target, tolerance, size, dcn_macs, convention, max_macs, sp, names, callables, proxy, reference,
+    proof = _proof(sp, target, tolerance, size, counting, max_macs, tell)
+    spec = R.StudySpec(target, tolerance, size, names, max_macs, sp.to_dict(), counting=counting,
+                       reference=ref_cfg.to_dict() if ref_cfg is not None else None)
+    repairer = Repairer(sp, target, tolerance, size, counting, max_macs, proof.exact, proof.hit_structures)
+    return Plan(target, tolerance, size, counting, max_macs, sp, names, callables, proxy, reference,
                 ref_cfg, proof, spec, repairer, latency_runtime, fidelity=fidelity)
 
 
@@ -294,10 +288,10 @@ def _latency_runtime(runtime: str | None, threads: int, mode: str, size: tuple[i
     return runtime
 
 
-def _proof(sp: SearchSpace, target: int, tolerance: int, size: tuple[int, int], dcn_macs: str, max_macs: int | None,
-           convention: str, tell: Callable[[str], None]) -> Proof:
+def _proof(sp: SearchSpace, target: int, tolerance: int, size: tuple[int, int], counting: Convention,
+           max_macs: int | None, tell: Callable[[str], None]) -> Proof:
     """The exhaustive count of the window (`solve.prove`), refusing an empty window, and its note."""
-    proof = prove(sp, target, tolerance, input_size=size, dcn_macs=dcn_macs, max_macs=max_macs, convention=convention)
+    proof = prove(sp, target, tolerance, input_size=size, counting=counting, max_macs=max_macs)
     cert = proof.certificate
     check_values(cert)
     try:

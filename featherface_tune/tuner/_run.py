@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from featherface_tune.counter.conventions import Convention
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner import registry
@@ -93,8 +94,8 @@ class Worker:
             self.tell("the space is too large to prove: sampling instead (no proof of optimality)")
         if not self.resumed_hit:  # a provably feasible start: the witness, then the proven analytic optima
             first = [knobs_from_config(FeatherFaceConfig(**cert.example.config))] if cert.example is not None else []
-            first += analytic_optima(plan.proof, plan.repairer, plan.ref_cfg, plan.size, plan.dcn_macs,
-                                     plan.convention) if plan.tolerance else []
+            first += analytic_optima(plan.proof, plan.repairer, plan.ref_cfg, plan.size,
+                                     plan.counting) if plan.tolerance else []
             enqueue(self.study, first, plan.space, "witness")
         return None
 
@@ -291,7 +292,7 @@ def optima_by_structure(repairer: Repairer, names: Sequence[str], ctx: registry.
 
 
 def analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | None, size: tuple[int, int],
-                    dcn_macs: str, convention: str) -> list[dict[str, Any]]:
+                    counting: Convention) -> list[dict[str, Any]]:
     """The proven `macs` optimum and (with a reference) `closest` optimum of the window, as knobs:
     the first trials of a sampled search in a window (empty when the space was too large to prove)."""
     cert = proof.certificate
@@ -299,7 +300,7 @@ def analytic_optima(proof: Proof, repairer: Repairer, ref: FeatherFaceConfig | N
         return []  # too many to stream before the first trial: the witness alone starts the search
     out = []
     for name in ("macs", "closest") if ref is not None else ("macs",):
-        ctx = registry.Context(size, dcn_macs, convention, knobs_from_config(ref) if ref is not None else None)
+        ctx = registry.Context(size, counting, knobs_from_config(ref) if ref is not None else None)
         if proof.exact is not None:
             (i,), _ = optima(proof.exact, proof.certificate.target, (name,), ctx, 1)
             out.append(proof.exact.knobs(i))
@@ -324,12 +325,12 @@ def time_finalists(plan: Plan, picks: list[int], ctx: registry.Context, k: int, 
     why: dict[int, list[str]] = {}
     for i in picks[:k]:
         why.setdefault(int(i), []).append("predicted fastest")
-    macs_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention)
+    macs_ctx = registry.Context(ctx.input_size, ctx.counting)
     target = proof.certificate.target
     (i_macs,), _ = optima(ex, target, ("macs",), macs_ctx, 1)
     why.setdefault(int(i_macs), []).append("macs optimum")
     ref = reference_in_space(plan.reference, plan.space, tell)
-    close_ctx = registry.Context(ctx.input_size, ctx.dcn_macs, ctx.convention, knobs_from_config(ref))
+    close_ctx = registry.Context(ctx.input_size, ctx.counting, knobs_from_config(ref))
     (i_close,), _ = optima(ex, target, ("closest",), close_ctx, 1)
     why.setdefault(int(i_close), []).append("closest answer")
     idx = list(why)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from featherface_tune.counter.conventions import Convention, get_convention
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tuner import _plan
 from featherface_tune.tuner import records as R
@@ -47,7 +48,7 @@ __all__ = ["search", "check_arguments", "SearchResult", "Row", "Objective", "DEF
 def search(target: int, *, space: SearchSpace | str | Path | None = None,
            objective: Objective | Sequence[Objective] | None = None, trials: int = DEFAULT_TRIALS,
            storage: str | None = None, tolerance: int | str = 0, max_macs: int | None = None,
-           input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full", convention: str = "numel",
+           input_size: tuple[int, int] = DEFAULT_INPUT, dcn_macs: str = "full", convention: str | Convention = "numel",
            reference: str | Path | FeatherFaceConfig = DEFAULT_REFERENCE, study: str | None = None,
            seed: int | None = None, timeout: float | None = None, top: int = 10,
            proxy: ProxyFn | None = None, proxy_data: Path | None = None, fidelity: Fidelity | None = None,
@@ -66,8 +67,8 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
     trial (the reason is recorded) and the search goes on. `storage`: an Optuna storage URL (see
     `featherface_tune.tuner.storage.open_storage`), None to keep everything in memory. `dcn_macs`: "full"
     counts the DCN offset and modulator convs in MACs, "dense" leaves them out. `convention`: how
-    params and MACs are counted (`featherface_tune.counter.conventions`; "thop" lands on the figure
-    thop reports for the official code, the paper's convention). `note` receives the
+    params and MACs are counted (a name or a `Convention` of `featherface_tune.counter.conventions`;
+    "thop" lands on the figure thop reports for the official code, the paper's convention). `note` receives the
     one-line diagnostics (the CLI prints them on stderr); `on_start(done, total)` is called before the
     trials run and `callbacks` after each (Optuna callbacks). `pruner`: median, hyperband (epochs as the
     resource) or none, for a single proxy objective (training.proxy.make_pruner). `latency_threads`:
@@ -99,7 +100,7 @@ def search(target: int, *, space: SearchSpace | str | Path | None = None,
 
     started, notes = time.perf_counter(), _plan.Notes(note)
     plan = _plan.make_plan(target, tolerance, size, space=space, objective=objective, proxy=proxy,
-                           proxy_data=proxy_data, reference=reference, dcn_macs=dcn_macs, convention=convention,
+                           proxy_data=proxy_data, reference=reference, counting=get_convention(convention, dcn_macs),
                            max_macs=max_macs, latency_runtime=latency_runtime, latency_threads=latency_threads,
                            latency_mode=latency_mode, fidelity=fidelity, tell=notes)
     worker = Worker.open(plan, storage, study, seed, pruner, quiet, notes)

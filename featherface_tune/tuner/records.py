@@ -59,10 +59,10 @@ import copy
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from featherface_tune.counter import conventions
-from featherface_tune.counter.conventions import TRUE, Convention, takes_name_pair
+from featherface_tune.counter.conventions import TRUE, Convention
 from featherface_tune.tuner import registry
 
 RECORD_VERSION = "1"
@@ -118,7 +118,6 @@ def window_text(target: int, tolerance: int) -> str:
     return f"{target:,} ± {tolerance:,} ({target - tolerance:,}..{target + tolerance:,})"
 
 
-@takes_name_pair()
 @dataclass(frozen=True)
 class StudySpec:
     """The fixed facts of a study: a frozen copy of the `featherface_tune` study attribute.
@@ -134,9 +133,6 @@ class StudySpec:
     version: str = RECORD_VERSION
     counting: Convention = TRUE
     reference: Mapping[str, Any] | None = None
-
-    if TYPE_CHECKING:  # `takes_name_pair` also takes the old (dcn_macs, convention) strings
-        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     @property
     def dcn_macs(self) -> str:

@@ -19,15 +19,14 @@ their last bits tie, and ties go to fewer MACs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
-from featherface_tune.counter.conventions import TRUE, Convention, takes_name_pair
+from featherface_tune.counter.conventions import TRUE, Convention
 
 KINDS = ("analytic", "model", "measured")
 DIRECTIONS = ("minimize", "maximize")
 
 
-@takes_name_pair(at=1, name_at=2)
 @dataclass(frozen=True)
 class Context:
     """What an objective may read to value configs: the study's facts (`counting`: how params and
@@ -38,9 +37,6 @@ class Context:
     counting: Convention = TRUE
     reference: Mapping[str, Any] | None = None  # knobs (`space.knobs_from_config`)
     latency_model: Any = None
-
-    if TYPE_CHECKING:  # `takes_name_pair` also takes the old (dcn_macs, convention) strings
-        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     @property
     def dcn_macs(self) -> str:

@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from featherface_tune.counter.conventions import TRUE, Convention, countable, takes_name_pair
+from featherface_tune.counter.conventions import TRUE, Convention, countable
 from featherface_tune.errors import ConfigError, InputError
 from featherface_tune.models.arch import (
     NO_SIZE, Sizes, block_price, fields_of, get_block, sizes, term_blocks, term_price, term_reads,
@@ -430,7 +430,6 @@ def certify(space: SearchSpace, target: int, tolerance: int,
     return prove(space, target, tolerance, max_exact=0, max_structures=max_structures).certificate
 
 
-@takes_name_pair()
 def prove(space: SearchSpace, target: int, tolerance: int, *, input_size: tuple[int, int] = DEFAULT_INPUT,
           counting: Convention = TRUE, max_macs: int | None = None, max_exact: int = MAX_EXACT,
           max_structures: int = MAX_CERTIFY_STRUCTURES) -> Proof:
@@ -574,7 +573,6 @@ _SUMS_CACHE_BYTES = 64 * 2**20
 _CHUNK = 1 << 20  # in-window completions of one structure compared at a time (bounds memory)
 
 
-@takes_name_pair(at=4, name_at=8)
 @dataclass(eq=False)
 class Repairer:
     """Projects a sampled point onto the exact config nearest to it (`distance`; MACs break ties).
@@ -593,9 +591,6 @@ class Repairer:
     max_macs: int | None = None
     exact: ExactSet | None = None
     structures: Sequence[Mapping[str, Any]] = ()
-
-    if TYPE_CHECKING:  # `takes_name_pair` also takes the old (dcn_macs, convention) strings
-        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __post_init__(self) -> None:
         self.free = tuple(self.space.solve)

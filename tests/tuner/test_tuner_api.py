@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from featherface_tune.cli import app
 from featherface_tune.counter.analytic import count
+from featherface_tune.counter.conventions import get_convention
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset, preset_names
 from featherface_tune.tuner import records as R
@@ -167,7 +168,7 @@ def test_an_old_dense_study_still_loads(tmp_path: Path):
     assert "legacy study" in res.stderr
     data = json.loads(res.stdout)
     assert data["dcn_macs"] == "dense" and data["best"][0]["macs"] == int(
-        prove(default_space(), TARGET, 0, dcn_macs="dense").exact.macs.min())
+        prove(default_space(), TARGET, 0, counting=get_convention("numel", "dense")).exact.macs.min())
 
 
 def test_a_list_of_objectives_gives_a_pareto_front():
@@ -221,7 +222,7 @@ def test_unknown_convention_is_one_line():
 def test_a_study_without_a_convention_reads_as_numel():
     spec = R.StudySpec.from_attr({"target": 1, "tolerance": 0, "input_size": [64, 64], "objectives": ["macs"]})
     assert spec.convention == "numel"
-    assert R.StudySpec.from_attr({**spec.to_attr(), "convention": "thop"}).convention == "thop"
+    assert R.StudySpec.from_attr({**spec.to_attr(), "convention": "thop", "dcn_macs": "full"}).convention == "thop"
 
 
 # the official structure with its reduction fixed: a window of a few dozen exact configs, solved at once

@@ -299,22 +299,3 @@ def test_witness_search_never_materialises_the_whole_grid() -> None:
     for want in (base[0], value, int(grid.mean()) + 1, 489_001):
         d, ix = _nearest_combo(small, base[0], want)
         assert d == int(np.abs(grid - want).min()) == abs(int(grid[ix]) - want)
-
-
-def test_callers_of_the_old_string_pair_get_the_same_convention():
-    """`takes_name_pair`: until tuner/api.py passes a Convention, the old (dcn_macs, convention)
-    strings, by keyword or in their old places, mean the Convention they name (checked once)."""
-    from featherface_tune.tuner import records as R
-    from featherface_tune.tuner.registry import Context
-
-    dense, thop = get_convention("numel", "dense"), get_convention("thop")
-    sp = default_space()
-    assert Repairer(sp, TARGET, 0, (64, 64), "dense", None, None, (), "numel").counting == dense
-    assert Repairer(sp, TARGET, 0, (64, 64), dense).counting == dense
-    assert Context((64, 64), "full", "thop", {"a": 1}).counting == thop
-    assert Context((64, 64), "full", "thop", {"a": 1}).reference == {"a": 1}
-    assert Context((64, 64), thop).convention == "thop"
-    spec = R.StudySpec(1, 0, (64, 64), ("macs",), None, dcn_macs="dense")
-    assert spec.counting == dense and (spec.convention, spec.dcn_macs) == ("numel", "dense")
-    with pytest.raises(ConfigError, match="^dcn_macs='dense': applies to the numel convention only"):
-        Context((64, 64), "dense", "thop")
