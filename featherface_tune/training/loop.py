@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from featherface_tune.atomic import atomic_write, remove_stale_temporaries
 from featherface_tune.bounds import (
-    MAX_BATCH, MAX_EPOCHS, MAX_WORKERS, check_build_size, check_finite, check_int, check_seed,
+    check_build_size,
 )
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
@@ -45,19 +45,21 @@ from featherface_tune.training.distributed import (
     ShardedBatches, World, any_rank, check_batches, global_batch_norm, join, launched_world, sum_over_ranks, wrap,
 )
 from featherface_tune.training.dataset import (
-    EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
+    EpochSampler, FaceDataset, collate, stratified_subset,
 )
 from featherface_tune.training.loss import MultiBoxLoss
 from featherface_tune.training.match import make_priors
 from featherface_tune.training.recipe import get_recipe
+# the run's description is torch-free (the tuner checks proxy runs without torch); re-exported here
+from featherface_tune.training.spec import (  # noqa: F401
+    DEFAULT_LR as DEFAULT_LR, DEFAULT_WEIGHT_DECAY as DEFAULT_WEIGHT_DECAY, OPTIMIZERS as OPTIMIZERS,
+    TrainOptions as TrainOptions,
+)
 
 CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
 RESUME_KEYS = ("config", "options", "model", "optimizer", "scheduler", "epoch", "batch", "global_step",
                "history", "step_losses", "rng")
 MODEL_FORMAT = "featherface-tune/model"
-OPTIMIZERS = ("adamw", "sgd")
-DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-3}
-DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}  # SGD: RetinaFace's 5e-4 with momentum 0.9
 
 
 class NonFiniteLoss(FeatherFaceError):
@@ -70,90 +72,6 @@ class NonFiniteLoss(FeatherFaceError):
         self.epoch = epoch
         self.step = step
         self.global_step = global_step
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    epochs: int = 10
-    image_size: int = 640
-    batch_size: int = 8
-    subset: float = 1.0
-    time_budget: float | None = None  # seconds of training (after setup); stops cleanly at a step boundary
-    optimizer: str = "adamw"
-    lr: float | None = None  # None: DEFAULT_LR[optimizer]
-    weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine to min_lr_ratio * lr; capped at half the run
-    min_lr_ratio: float = 0.01
-    pretrained: Path | None = None  # MobileNetV1-0.25 ImageNet checkpoint for the backbone
-    out_dir: Path | None = None  # checkpoints; None: none written
-    resume: bool = False
-    seed: int = 0
-    num_workers: int | None = None  # None: 0 on CPU (a worker competes with compute), min(4, cores) on CUDA
-    cache_images: bool = False  # keep decoded images in memory (small data sets, proxy runs)
-    augment: bool = True
-    max_steps: int | None = None  # stop after this many optimizer steps in total (tests, benchmarks)
-    bn_recalibrate: int = 0  # batches of BatchNorm recalibration for model.pt (see recalibrate_bn)
-    progress: bool = True
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (featherface_tune.training.device)
-    amp: str = "auto"  # auto (CUDA only), off, bf16, fp16
-    recipe: str = "short"  # featherface_tune.training.recipe.RECIPES: schedule, decay, image library, matching
-
-    def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    def resolved_weight_decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
-
-    def validate(self) -> None:
-        # errors name the option's field (the command layer shows its flag)
-        check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
-        if self.image_size < 32 or self.image_size % 32:
-            raise InputError(field="image_size", value=self.image_size, rule="must be a positive multiple of 32")
-        check_build_size(self.image_size, self.image_size, f"--image-size {self.image_size}")
-        check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
-        check_subset(self.subset)
-        if self.time_budget is not None and not (self.time_budget > 0):
-            raise InputError(field="time_budget", value=self.time_budget, rule="must be a positive number of seconds")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(field="optimizer", value=self.optimizer, rule=f"must be one of {', '.join(OPTIMIZERS)}")
-        lr = self.resolved_lr()
-        if not (math.isfinite(lr) and lr > 0):
-            raise InputError(field="lr", value=lr, rule="must be a positive number")
-        check_seed(self.seed)
-        check_finite(self.warmup_epochs, "--warmup")
-        if self.warmup_epochs > self.epochs:  # the schedule caps it at half the run: more is a typo
-            raise InputError(f"--warmup {self.warmup_epochs:g}: must be at most --epochs ({self.epochs}); "
-                             "the warm-up takes at most half the run")
-        if self.weight_decay is not None:
-            check_finite(self.weight_decay, "--weight-decay")
-        if self.bn_recalibrate < 0:
-            raise InputError(field="bn_recalibrate", value=self.bn_recalibrate, rule="must be >= 0")
-        if self.num_workers is not None:  # each worker is a process: a few per core at most
-            check_int(self.num_workers, "num_workers", 0, min(MAX_WORKERS, 4 * (os.cpu_count() or 1)),
-                      "data-loader processes: at most 4 per core of this machine")
-        if self.resume and self.out_dir is None:
-            raise InputError("--resume needs --out (the folder holding last.pt)")
-        if self.pretrained is not None and not Path(self.pretrained).is_file():
-            raise InputError(f"--pretrained {str(self.pretrained)!r} does not exist")
-        resolve_amp(self.amp, torch.device("cpu"))  # validates the name; the device is checked in train()
-        get_recipe(self.recipe)
-
-    def resolved_workers(self, device: torch.device) -> int:
-        if self.num_workers is not None:
-            return self.num_workers
-        from featherface_tune.training.device import usable_cores
-
-        return min(4, usable_cores()) if device.type == "cuda" else 0
-
-    def run_key(self) -> dict[str, Any]:
-        """Options that must match for a checkpoint to be resumed (but epochs: --resume --epochs N
-        extends a run)."""
-        return {"recipe": self.recipe, "epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
-                "subset": self.subset, "optimizer": self.optimizer, "lr": self.resolved_lr(),
-                "weight_decay": self.resolved_weight_decay(), "momentum": self.momentum,
-                "warmup_epochs": self.warmup_epochs, "min_lr_ratio": self.min_lr_ratio,
-                "seed": self.seed, "augment": self.augment}
 
 
 class StopReason(str, Enum):

@@ -42,7 +42,7 @@ from featherface_tune.tuner.solve import (
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
 
 if TYPE_CHECKING:  # beside torch: imported only when a proxy trains, so an analytic search needs no torch
-    from featherface_tune.training.proxy import Fidelity
+    from featherface_tune.training.spec import Fidelity
 
 _log = logging.getLogger(__name__)  # failed trials' tracebacks, at DEBUG
 

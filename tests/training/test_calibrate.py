@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from featherface_tune.cli import app
 from featherface_tune.counter.analytic import count
 from featherface_tune.errors import InputError
-from featherface_tune.training import calibrate as C
+from featherface_tune import calibration as C
 from featherface_tune.tuner.space import build_space
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ def test_make_pruner() -> None:
     assert isinstance(hb, optuna.pruners.HyperbandPruner)
     assert hb._min_resource == 1 and hb._max_resource == 9 and hb._reduction_factor == 3
     assert isinstance(make_pruner("none"), optuna.pruners.NopPruner)
-    with pytest.raises(InputError, match="--pruner 'asha'"):
+    with pytest.raises(InputError, match="^pruner='asha': must be one of median, hyperband, none$"):
         make_pruner("asha")
 
 
