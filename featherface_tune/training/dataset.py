@@ -23,7 +23,7 @@ def stratified_subset(records: Sequence[ImageRecord], fraction: float, seed: int
     (the fraction count / total). Each event keeps round(fraction * its count) images, at least one;
     the input order is kept.
     """
-    check_subset(fraction)
+    check_subset(fraction, "fraction")
     if fraction > 1:
         fraction = min(1.0, fraction / max(1, len(records)))
     if fraction == 1.0:

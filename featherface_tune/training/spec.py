@@ -49,7 +49,7 @@ def check_image_size(image_size: int, name: str = "image_size") -> None:
     check_int(image_size, name, 32, MAX_BUILD_SIDE, "the largest input the tool builds and runs a model on in memory")
 
 
-def _whole(value: float) -> float | int:
+def plain_number(value: float) -> float | int:
     """A number for a message as it was likely typed: 9.0 as 9, 0.5 as it is."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
@@ -106,7 +106,7 @@ class TrainOptions:
         check_seed(self.seed, "seed")
         check_finite(self.warmup_epochs, "warmup_epochs")
         if self.warmup_epochs > self.epochs:  # the schedule caps it at half the run: more is a typo
-            raise InputError(field="warmup_epochs", value=_whole(self.warmup_epochs), refs=("epochs",),
+            raise InputError(field="warmup_epochs", value=plain_number(self.warmup_epochs), refs=("epochs",),
                              rule=f"must be at most {{epochs}} ({self.epochs}); the warm-up takes at most half the run")
         if self.weight_decay is not None:
             check_finite(self.weight_decay, "weight_decay")
