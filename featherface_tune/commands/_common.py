@@ -47,7 +47,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # where a library argument's name differs from its command's option (the library names fields, the
 # command layer names flags: `FeatherFaceError.shown_as`)
 FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "num_workers": "workers",
-                 "pruner": "pruner_name", "warmup_epochs": "warmup", "space": "space_file"}
+                 "pruner": "pruner_name", "warmup_epochs": "warmup", "space": "space_file",
+                 "overrides": "set_"}
 
 
 def flag_message(exc: FeatherFaceError) -> str:
