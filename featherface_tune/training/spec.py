@@ -103,7 +103,7 @@ class TrainOptions:
         lr = self.resolved_lr()
         if not (math.isfinite(lr) and lr > 0):
             raise InputError(field="lr", value=lr, rule="must be a positive number")
-        check_seed(self.seed, "seed")
+        check_seed(self.seed)
         check_finite(self.warmup_epochs, "warmup_epochs")
         if self.warmup_epochs > self.epochs:  # the schedule caps it at half the run: more is a typo
             raise InputError(field="warmup_epochs", value=plain_number(self.warmup_epochs), refs=("epochs",),

@@ -347,8 +347,10 @@ def test_resume_extends_a_finished_run(synth, tmp_path):
         ref_opt.step()
         ref.step()
     assert more.history[-1].lr == ref.get_last_lr()[0]
-    with pytest.raises(loop_mod.InputError, match="--epochs 1"):
+    with pytest.raises(loop_mod.InputError, match=r"^epochs=1: the run in .* is past it \(epoch 2, step 0\); "
+                                                  r"extend it with a larger epochs$") as info:
         train(CFG, synth, opts(epochs=1, resume=True, **o))
+    assert info.value.shown_as({"epochs": "--epochs"}.get).startswith("--epochs 1: the run in")
 
 
 @pytest.mark.slow
