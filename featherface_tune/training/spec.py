@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from featherface_tune.bounds import (
-    MAX_BATCH, MAX_BUILD_SIDE, MAX_EPOCHS, MAX_WORKERS, check_finite, check_int, check_seed,
+    MAX_BATCH, MAX_EPOCHS, MAX_WORKERS, check_build_size, check_finite, check_int, check_seed,
 )
 from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import InputError
@@ -43,10 +43,11 @@ def check_subset(value: float, name: str = "subset") -> None:
 
 
 def check_image_size(image_size: int, name: str = "image_size") -> None:
-    """A square training size: a multiple of 32 (the deepest feature map's stride), 32..MAX_BUILD_SIDE."""
+    """A square training size: a multiple of 32 (the deepest feature map's stride), at most the side
+    the tool builds a model on (bounds.MAX_BUILD_SIDE)."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32 or image_size % 32:
         raise InputError(field=name, value=image_size, rule="must be a positive multiple of 32")
-    check_int(image_size, name, 32, MAX_BUILD_SIDE, "the largest input the tool builds and runs a model on in memory")
+    check_build_size(image_size, image_size, name)  # at most MAX_BUILD_SIDE; memory is checked with the model
 
 
 def plain_number(value: float) -> float | int:
