@@ -73,8 +73,6 @@ def train_cmd(
     world = launched_world()  # several processes under torchrun: rank 0 writes and reports
     if world.distributed and out_dir is None:
         raise InputError(f"--out is needed with {world.size} processes (torchrun): one folder they all resume from")
-    if resume and out_dir is None:
-        raise InputError("--resume needs --out (the folder holding last.pt)")
     if overwrite and out_dir is None:
         raise InputError("--overwrite needs --out")
     if epochs is None and resume and out_dir is not None:
