@@ -111,6 +111,13 @@ def set_threads(threads: int | None = None, workers: int = 1) -> int:
     return n
 
 
+def check_amp(mode: str) -> str:
+    """A mixed-precision mode name (AMP_MODES), checked without torch."""
+    if mode not in AMP_MODES:
+        raise InputError(field="amp", value=mode, rule=f"must be one of {', '.join(AMP_MODES)}")
+    return mode
+
+
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `mode` on `device`, or None for full float32.
 
@@ -119,8 +126,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """
     import torch
 
-    if mode not in AMP_MODES:
-        raise InputError(field="amp", value=mode, rule=f"must be one of {', '.join(AMP_MODES)}")
+    check_amp(mode)
     if mode == "off":
         return None
     if mode == "bf16":

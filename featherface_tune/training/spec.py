@@ -90,7 +90,7 @@ class TrainOptions:
 
     def validate(self) -> None:
         """Every check that needs no torch; the device itself (is CUDA there?) is checked by train()."""
-        from featherface_tune.training.device import AMP_MODES
+        from featherface_tune.training.device import check_amp
         from featherface_tune.training.recipe import get_recipe
 
         check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
@@ -120,8 +120,7 @@ class TrainOptions:
             raise InputError(field="resume", rule="needs {out_dir} (the folder holding last.pt)", refs=("out_dir",))
         if self.pretrained is not None and not Path(self.pretrained).is_file():
             raise InputError(field="pretrained", value=Path(self.pretrained), rule="does not exist")
-        if self.amp not in AMP_MODES:
-            raise InputError(field="amp", value=self.amp, rule=f"must be one of {', '.join(AMP_MODES)}")
+        check_amp(self.amp)  # the name; what it means on the device is train()'s to resolve
         get_recipe(self.recipe)
 
     def resolved_workers(self, device: torch.device) -> int:
