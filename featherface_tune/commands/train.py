@@ -16,7 +16,7 @@ from featherface_tune.commands._common import (
 
 # The fixed sets of values typer checks (and --help lists). Spelled out because the CLI must not
 # import the training modules at start-up; tests/commands/test_choices.py holds them equal to
-# training.recipe.RECIPES, training.loop.OPTIMIZERS and training.device.AMP_MODES.
+# training.recipe.RECIPES, training.spec.OPTIMIZERS and training.device.AMP_MODES.
 RecipeName = Literal["official", "short"]
 OptimizerName = Literal["adamw", "sgd"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]
