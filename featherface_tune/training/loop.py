@@ -31,9 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from featherface_tune.atomic import atomic_write, remove_stale_temporaries
-from featherface_tune.bounds import (
-    check_build_size,
-)
+from featherface_tune.bounds import check_build_size
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
 from featherface_tune.inference.detector import model_device
