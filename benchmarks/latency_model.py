@@ -45,7 +45,7 @@ def main() -> None:
 
     from featherface_tune import search
     from featherface_tune.deploy.latency import compare
-    from featherface_tune.training.calibrate import kendall_tau
+    from featherface_tune.rank_correlation import kendall_tau
     from featherface_tune.tuner.solve import prove
     from featherface_tune.tuner.space import default_space
 

@@ -48,7 +48,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # the command layer names flags: `FeatherFaceError.shown_as`); a command's own parameter of the
 # field's name wins
 FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "num_workers": "workers",
-                 "out": "out_path"}
+                 "out": "out_path", "pruner": "pruner_name", "warmup_epochs": "warmup", "space": "space_file",
+                 "overrides": "set_"}
 
 
 def flag_message(exc: FeatherFaceError) -> str:

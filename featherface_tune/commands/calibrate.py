@@ -47,7 +47,7 @@ def calibrate_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from featherface_tune.training import calibrate as C
+    import featherface_tune.calibration as C
     from featherface_tune.training.device import describe, resolve_amp, resolve_device, set_threads
     from featherface_tune.tuner.space import build_space
 

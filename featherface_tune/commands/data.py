@@ -55,6 +55,8 @@ def data_check_cmd(
             out.print(f"note: {note}", highlight=False)
         for problem in result.problems:
             out.print(f"missing: {problem}", highlight=False)
+        if result.backbone is not None and not result.backbone.is_file():
+            out.print("note: --backbone names another backbone file (or none to skip it)", highlight=False)
         if result.ok:
             out.print("ready", highlight=False)
     if not result.ok:

@@ -24,7 +24,7 @@ def _write(text: str) -> None:
 def _report_calibration(folder: Path, fmt: Optional[str]) -> None:
     import json
 
-    from featherface_tune.training.calibrate import load_calibration, tables
+    from featherface_tune.calibration import load_calibration, tables
 
     data = load_calibration(folder)
     if fmt == "json":

@@ -16,7 +16,7 @@ from featherface_tune.commands._common import (
 
 # The fixed sets of values typer checks (and --help lists). Spelled out because the CLI must not
 # import the training modules at start-up; tests/commands/test_choices.py holds them equal to
-# training.recipe.RECIPES, training.loop.OPTIMIZERS and training.device.AMP_MODES.
+# training.recipe.RECIPES, training.spec.OPTIMIZERS and training.device.AMP_MODES.
 RecipeName = Literal["official", "short"]
 OptimizerName = Literal["adamw", "sgd"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]
@@ -73,8 +73,6 @@ def train_cmd(
     world = launched_world()  # several processes under torchrun: rank 0 writes and reports
     if world.distributed and out_dir is None:
         raise InputError(f"--out is needed with {world.size} processes (torchrun): one folder they all resume from")
-    if resume and out_dir is None:
-        raise InputError("--resume needs --out (the folder holding last.pt)")
     if overwrite and out_dir is None:
         raise InputError("--overwrite needs --out")
     if epochs is None and resume and out_dir is not None:

@@ -92,7 +92,7 @@ def _check_backbone(path: Path) -> str | None:
 
     if not path.is_file():
         return (f"{str(path)!r} is absent: put mobilenetV1X0.25_pretrain.tar (RetinaFace/FeatherFace releases) "
-                "there, or name it with --backbone")
+                "there, or name another file")
     try:
         load_backbone_pretrained(build_model(get_preset("retinaface-mnet025")), path)
     except Exception as exc:  # noqa: BLE001 - any load problem is the finding

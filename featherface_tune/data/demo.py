@@ -278,23 +278,25 @@ def _check_free_space(out: Path, images: int) -> None:
                          f"{free / 1e9:,.1f} GB are free under {str(probe)!r}")
 
 
-def write_demo(out: Path, train: int = 64, val: int = 32, seed: int = 0, force: bool = False) -> DemoSummary:
-    """Write the synthetic dataset under ``out`` (see the module docstring)."""
+def write_demo(out_dir: Path, train: int = 64, val: int = 32, seed: int = 0, force: bool = False) -> DemoSummary:
+    """Write the synthetic dataset under ``out_dir`` (see the module docstring)."""
     t0 = time.perf_counter()
-    out = Path(out)
+    out = Path(out_dir)
     from featherface_tune.bounds import check_seed
 
-    if train < 1 or val < 1:
-        raise InputError(f"--train and --val must be at least 1 (got {train} and {val})")
-    if train > MAX_DEMO_IMAGES or val > MAX_DEMO_IMAGES:
-        raise InputError(f"--train {train} / --val {val}: at most {MAX_DEMO_IMAGES:,} synthetic images per split "
-                         "(a demo set; use real WIDERFace for more)")
+    for split, n in (("train", train), ("val", val)):
+        if n < 1:
+            raise InputError(field=split, value=n, rule="must be at least 1")
+        if n > MAX_DEMO_IMAGES:
+            raise InputError(field=split, value=n, rule=f"at most {MAX_DEMO_IMAGES:,} synthetic images per split "
+                                                        "(a demo set; use real WIDERFace for more)")
     check_seed(seed)
     _check_free_space(out, train + val)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a folder")
+        raise InputError(field="out_dir", value=out, rule="exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{out} is not empty; choose a new folder or pass --force to overwrite the demo files in it")
+        raise InputError(field="out_dir", value=out, refs=("force",),
+                         rule="is not empty; choose a new folder or pass {force} to overwrite the demo files in it")
     split_images: Dict[str, List[SyntheticImage]] = {}
     for split, n in (("train", train), ("val", val)):
         images: List[SyntheticImage] = []

@@ -129,7 +129,8 @@ def _check_images(records: List[ImageRecord], skip_missing: bool, source: Path) 
         elif skip_missing:
             skipped.append(rec.path)
         else:
-            raise InputError(f"image not found: {rec.path} (listed in {source}; pass --skip-missing to skip such images)")
+            raise InputError(field="skip_missing",  # the option that would skip it leads the message
+                             rule=f"image not found: {rec.path} (listed in {source}); pass it to skip such images")
     return RecordList(kept, skipped, source)
 
 

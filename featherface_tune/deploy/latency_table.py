@@ -179,7 +179,7 @@ class LatencyTable:
         pred = [v["blocks_ms"] + self.overhead_ms for v in self.validation]
         meas = [v["measured_ms"] for v in self.validation]
         err = [abs(p - m) / m * 100 for p, m in zip(pred, meas)]
-        from featherface_tune.training.calibrate import kendall_tau
+        from featherface_tune.rank_correlation import kendall_tau
 
         tau = kendall_tau(pred, meas)
         return {"configs": len(meas), "median_abs_pct_error": round(float(np.median(err)), 2),

@@ -37,8 +37,9 @@ def _open_onnx(checkpoint: Path, preset: Optional[str], config: Optional[Path],
     from featherface_tune.deploy.runtime import OnnxModel
 
     if preset is not None or config is not None or overrides:
-        raise InputError(f"--checkpoint {str(checkpoint)!r} is an ONNX model: its config is stored in it, so "
-                         "--preset/--config/--set do not apply")
+        raise InputError(field="checkpoint", value=Path(checkpoint), refs=("preset", "config", "overrides"),
+                         rule="is an ONNX model: its config is stored in it, so {preset}/{config}/{overrides} "
+                              "do not apply")
     model = OnnxModel.load(checkpoint, threads)
     return model, model.config, False
 
@@ -50,7 +51,7 @@ def place_model(model: Any, device: str, threads: Optional[int]) -> Any:
 
     if not hasattr(model, "to"):  # featherface_tune.deploy.runtime.OnnxModel
         if device not in ("auto", "cpu"):
-            raise InputError(f"--device {device}: an ONNX model runs on onnxruntime's CPU provider; use cpu")
+            raise InputError(field="device", value=device, rule="an ONNX model runs on onnxruntime's CPU provider; use cpu")
         if threads is not None:
             model.set_threads(threads)
         import torch

@@ -3,7 +3,6 @@ in-memory tensor path (pre-augmented batches) for benchmarks."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Sequence
 
@@ -13,8 +12,8 @@ from torch.utils.data import Dataset, Sampler
 
 from featherface_tune.data.images import read_image_bgr
 from featherface_tune.data.records import ImageRecord
-from featherface_tune.errors import InputError
 from featherface_tune.training.augment import augment, plain, to_targets
+from featherface_tune.training.spec import check_image_size, check_subset
 
 
 def stratified_subset(records: Sequence[ImageRecord], fraction: float, seed: int = 0) -> list[ImageRecord]:
@@ -24,7 +23,7 @@ def stratified_subset(records: Sequence[ImageRecord], fraction: float, seed: int
     (the fraction count / total). Each event keeps round(fraction * its count) images, at least one;
     the input order is kept.
     """
-    check_subset(fraction)
+    check_subset(fraction, "fraction")
     if fraction > 1:
         fraction = min(1.0, fraction / max(1, len(records)))
     if fraction == 1.0:
@@ -40,13 +39,6 @@ def stratified_subset(records: Sequence[ImageRecord], fraction: float, seed: int
         rng = np.random.default_rng([seed, _stable_hash(event)])
         keep.extend(idx[j] for j in rng.permutation(len(idx))[:k])
     return [records[i] for i in sorted(keep)]
-
-
-def check_subset(value: float) -> None:
-    """--subset: a fraction in (0, 1] or a whole image count above 1."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok or (value > 1 and value != int(value)):
-        raise InputError(f"--subset {value}: must be a fraction in (0, 1] or a whole number of images")
 
 
 def _stable_hash(text: str) -> int:
@@ -68,8 +60,7 @@ class FaceDataset(Dataset):
     def __init__(self, records: Sequence[ImageRecord], image_size: int, seed: int = 0,
                  augment: bool = True, cache: bool = False, cache_bytes: int = 2 << 30,
                  image_ops: str = "pillow"):
-        if image_size < 32 or image_size % 32:
-            raise InputError(f"--image-size {image_size}: must be a positive multiple of 32")
+        check_image_size(image_size)
         self.records = list(records)
         self.targets = [to_targets(r.boxes, r.landmarks) for r in self.records]
         self.image_size = image_size

@@ -36,7 +36,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     text = (name or "auto").strip().lower()
     m = _DEVICE_RE.match(text)
     if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
-        raise InputError(f"--device {name!r}: must be auto, cpu, cuda, cuda:N or mps")
+        raise InputError(field="device", value=str(name), rule="must be auto, cpu, cuda, cuda:N or mps")
     kind, index = m.group(1), m.group(2)
     if kind == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -45,16 +45,18 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if kind == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise InputError(f"--device {name}: MPS (Apple GPU) is not available on this machine; use --device cpu")
+            raise InputError(field="device", value=name, refs=("device",),
+                             rule="MPS (Apple GPU) is not available on this machine; use {device} cpu")
         return torch.device("mps")
     if not torch.cuda.is_available():
         build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
-        raise InputError(f"--device {name}: CUDA is not available on this machine ({build}, "
-                         f"torch {torch.__version__}); use --device cpu or auto")
+        raise InputError(field="device", value=name, refs=("device",),
+                         rule=f"CUDA is not available on this machine ({build}, torch {torch.__version__}); "
+                              "use {device} cpu or auto")
     i = int(index) if index is not None else 0
     n = torch.cuda.device_count()
     if i >= n:
-        raise InputError(f"--device {name}: this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+        raise InputError(field="device", value=name, rule=f"this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
     return torch.device("cuda", i)
 
 
@@ -96,7 +98,7 @@ MAX_THREADS = 1024  # beyond any machine this runs on; torch would try to start 
 def check_threads(threads: int | None = None, workers: int = 1) -> int:
     """The threads a `--threads` value asks for (None: default_threads(workers)), checked."""
     if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
-        raise InputError(f"--threads {threads}: must be an integer from 1 to {MAX_THREADS}")
+        raise InputError(field="threads", value=threads, rule=f"must be an integer from 1 to {MAX_THREADS}")
     return threads if threads is not None else default_threads(workers)
 
 
@@ -109,6 +111,13 @@ def set_threads(threads: int | None = None, workers: int = 1) -> int:
     return n
 
 
+def check_amp(mode: str) -> str:
+    """A mixed-precision mode name (AMP_MODES), checked without torch."""
+    if mode not in AMP_MODES:
+        raise InputError(field="amp", value=mode, rule=f"must be one of {', '.join(AMP_MODES)}")
+    return mode
+
+
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `mode` on `device`, or None for full float32.
 
@@ -117,8 +126,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """
     import torch
 
-    if mode not in AMP_MODES:
-        raise InputError(f"--amp {mode!r}: must be one of {', '.join(AMP_MODES)}")
+    check_amp(mode)
     if mode == "off":
         return None
     if mode == "bf16":

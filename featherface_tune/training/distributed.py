@@ -65,12 +65,13 @@ def check_batches(n_images: int, batch_size: int, world: World) -> None:
     if not world.distributed:
         return
     if batch_size < world.size:
-        raise InputError(f"--batch-size {batch_size}: the global batch must give each of the {world.size} "
-                         "processes at least one image")
+        raise InputError(field="batch_size", value=batch_size,
+                         rule=f"the global batch must give each of the {world.size} processes at least one image")
     last = n_images % batch_size
     if 0 < last < world.size:
-        raise InputError(f"the last batch of the epoch holds {last} image(s), fewer than the {world.size} processes; "
-                         "choose another --batch-size or --subset")
+        raise InputError(field="batch_size", value=batch_size, refs=("batch_size", "subset"),
+                         rule=f"the last batch of the epoch holds {last} image(s), fewer than the {world.size} "
+                              "processes; choose another {batch_size} or {subset}")
 
 
 def shard(positions: Sequence[Any], world: World) -> list[Any]:

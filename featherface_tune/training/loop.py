@@ -31,9 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from featherface_tune.atomic import atomic_write, remove_stale_temporaries
-from featherface_tune.bounds import (
-    MAX_BATCH, MAX_EPOCHS, MAX_WORKERS, check_build_size, check_finite, check_int, check_seed,
-)
+from featherface_tune.bounds import check_build_size
 from featherface_tune.data.records import ImageRecord
 from featherface_tune.errors import FeatherFaceError, InputError, first_line
 from featherface_tune.inference.detector import model_device
@@ -45,19 +43,21 @@ from featherface_tune.training.distributed import (
     ShardedBatches, World, any_rank, check_batches, global_batch_norm, join, launched_world, sum_over_ranks, wrap,
 )
 from featherface_tune.training.dataset import (
-    EpochSampler, FaceDataset, check_subset, collate, stratified_subset,
+    EpochSampler, FaceDataset, collate, stratified_subset,
 )
 from featherface_tune.training.loss import MultiBoxLoss
 from featherface_tune.training.match import make_priors
 from featherface_tune.training.recipe import get_recipe
+# the run's description is torch-free (the tuner checks proxy runs without torch); re-exported here
+from featherface_tune.training.spec import (  # noqa: F401
+    DEFAULT_LR as DEFAULT_LR, DEFAULT_WEIGHT_DECAY as DEFAULT_WEIGHT_DECAY, OPTIMIZERS as OPTIMIZERS,
+    TrainOptions as TrainOptions, plain_number,
+)
 
 CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
 RESUME_KEYS = ("config", "options", "model", "optimizer", "scheduler", "epoch", "batch", "global_step",
                "history", "step_losses", "rng")
 MODEL_FORMAT = "featherface-tune/model"
-OPTIMIZERS = ("adamw", "sgd")
-DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-3}
-DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}  # SGD: RetinaFace's 5e-4 with momentum 0.9
 
 
 class NonFiniteLoss(FeatherFaceError):
@@ -70,90 +70,6 @@ class NonFiniteLoss(FeatherFaceError):
         self.epoch = epoch
         self.step = step
         self.global_step = global_step
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    epochs: int = 10
-    image_size: int = 640
-    batch_size: int = 8
-    subset: float = 1.0
-    time_budget: float | None = None  # seconds of training (after setup); stops cleanly at a step boundary
-    optimizer: str = "adamw"
-    lr: float | None = None  # None: DEFAULT_LR[optimizer]
-    weight_decay: float | None = None  # None: DEFAULT_WEIGHT_DECAY[optimizer]
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine to min_lr_ratio * lr; capped at half the run
-    min_lr_ratio: float = 0.01
-    pretrained: Path | None = None  # MobileNetV1-0.25 ImageNet checkpoint for the backbone
-    out_dir: Path | None = None  # checkpoints; None: none written
-    resume: bool = False
-    seed: int = 0
-    num_workers: int | None = None  # None: 0 on CPU (a worker competes with compute), min(4, cores) on CUDA
-    cache_images: bool = False  # keep decoded images in memory (small data sets, proxy runs)
-    augment: bool = True
-    max_steps: int | None = None  # stop after this many optimizer steps in total (tests, benchmarks)
-    bn_recalibrate: int = 0  # batches of BatchNorm recalibration for model.pt (see recalibrate_bn)
-    progress: bool = True
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps (featherface_tune.training.device)
-    amp: str = "auto"  # auto (CUDA only), off, bf16, fp16
-    recipe: str = "short"  # featherface_tune.training.recipe.RECIPES: schedule, decay, image library, matching
-
-    def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    def resolved_weight_decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else DEFAULT_WEIGHT_DECAY[self.optimizer]
-
-    def validate(self) -> None:
-        # errors name the option's field (the command layer shows its flag)
-        check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
-        if self.image_size < 32 or self.image_size % 32:
-            raise InputError(field="image_size", value=self.image_size, rule="must be a positive multiple of 32")
-        check_build_size(self.image_size, self.image_size, f"--image-size {self.image_size}")
-        check_int(self.batch_size, "batch_size", 1, MAX_BATCH)
-        check_subset(self.subset)
-        if self.time_budget is not None and not (self.time_budget > 0):
-            raise InputError(field="time_budget", value=self.time_budget, rule="must be a positive number of seconds")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(field="optimizer", value=self.optimizer, rule=f"must be one of {', '.join(OPTIMIZERS)}")
-        lr = self.resolved_lr()
-        if not (math.isfinite(lr) and lr > 0):
-            raise InputError(field="lr", value=lr, rule="must be a positive number")
-        check_seed(self.seed)
-        check_finite(self.warmup_epochs, "--warmup")
-        if self.warmup_epochs > self.epochs:  # the schedule caps it at half the run: more is a typo
-            raise InputError(f"--warmup {self.warmup_epochs:g}: must be at most --epochs ({self.epochs}); "
-                             "the warm-up takes at most half the run")
-        if self.weight_decay is not None:
-            check_finite(self.weight_decay, "--weight-decay")
-        if self.bn_recalibrate < 0:
-            raise InputError(field="bn_recalibrate", value=self.bn_recalibrate, rule="must be >= 0")
-        if self.num_workers is not None:  # each worker is a process: a few per core at most
-            check_int(self.num_workers, "num_workers", 0, min(MAX_WORKERS, 4 * (os.cpu_count() or 1)),
-                      "data-loader processes: at most 4 per core of this machine")
-        if self.resume and self.out_dir is None:
-            raise InputError("--resume needs --out (the folder holding last.pt)")
-        if self.pretrained is not None and not Path(self.pretrained).is_file():
-            raise InputError(f"--pretrained {str(self.pretrained)!r} does not exist")
-        resolve_amp(self.amp, torch.device("cpu"))  # validates the name; the device is checked in train()
-        get_recipe(self.recipe)
-
-    def resolved_workers(self, device: torch.device) -> int:
-        if self.num_workers is not None:
-            return self.num_workers
-        from featherface_tune.training.device import usable_cores
-
-        return min(4, usable_cores()) if device.type == "cuda" else 0
-
-    def run_key(self) -> dict[str, Any]:
-        """Options that must match for a checkpoint to be resumed (but epochs: --resume --epochs N
-        extends a run)."""
-        return {"recipe": self.recipe, "epochs": self.epochs, "image_size": self.image_size, "batch_size": self.batch_size,
-                "subset": self.subset, "optimizer": self.optimizer, "lr": self.resolved_lr(),
-                "weight_decay": self.resolved_weight_decay(), "momentum": self.momentum,
-                "warmup_epochs": self.warmup_epochs, "min_lr_ratio": self.min_lr_ratio,
-                "seed": self.seed, "augment": self.augment}
 
 
 class StopReason(str, Enum):
@@ -317,23 +233,25 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     started run unless --resume (continue it) or --overwrite (replace it) says what to do with it."""
     out_dir = Path(out_dir)
     if resume and overwrite:
-        raise InputError("--resume and --overwrite contradict each other: continue the run in --out or replace it")
+        raise InputError(field="resume", refs=("overwrite", "out_dir"),
+                         rule="contradicts {overwrite}; continue the run in {out_dir} or replace it")
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} exists and is not a folder")
+        raise InputError(field="out_dir", value=out_dir, rule="exists and is not a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"--out {str(out_dir)!r} cannot be created: {exc.strerror or exc}") from None
+        raise InputError(field="out_dir", value=out_dir, rule=f"cannot be created: {exc.strerror or exc}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(f"--out {str(out_dir)!r} is not writable")
+        raise InputError(field="out_dir", value=out_dir, rule="is not writable")
     for name in ("last.pt", "model.pt"):
         target = out_dir / name
         if target.exists() and not target.is_file():
-            raise InputError(f"--out {str(out_dir)!r}: {name} exists and is not a file")
+            raise InputError(field="out_dir", value=out_dir, rule=f"{name} exists and is not a file")
     held = [n for n in ("model.pt", "last.pt") if (out_dir / n).is_file()]
     if held and not resume and not overwrite:
-        raise InputError(f"--out {str(out_dir)!r} already holds a training run ({', '.join(held)}); "
-                         "pass --resume to continue it or --overwrite to replace it")
+        raise InputError(field="out_dir", value=out_dir, refs=("resume", "overwrite"),
+                         rule=f"already holds a training run ({', '.join(held)}); "
+                              "pass {resume} to continue it or {overwrite} to replace it")
     if overwrite:  # the old run goes now: an early stop must not leave its last.pt for --resume to pick up
         for name in held:
             (out_dir / name).unlink()
@@ -503,16 +421,16 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     join(world, device)
     amp_dtype = resolve_amp(options.amp, device)
     if options.subset > 1 and options.subset > len(records):
-        raise InputError(f"--subset {options.subset:g}: more than the {len(records)} training images")
+        raise InputError(field="subset", value=plain_number(options.subset), rule=f"more than the {len(records)} training images")
     records = stratified_subset(records, options.subset, options.seed)
     if not records:
         raise InputError("no training images")
     # the memory of a training step, estimated before anything is allocated
-    check_build_size(options.image_size, options.image_size, f"--image-size {options.image_size}", cfg,
+    check_build_size(options.image_size, options.image_size, "image_size", cfg,
                      batch=min(options.batch_size, len(records)), training=True)
     if len(records) == 1 and options.image_size == 32:
-        raise InputError("one training image at --image-size 32: BatchNorm needs two values per channel, and "
-                         "the deepest map is 1x1; add images or train larger")
+        raise InputError(field="image_size", value=32, rule="with one training image: BatchNorm needs two values "
+                         "per channel, and the deepest map is 1x1; add images or train larger")
     _seed_all(options.seed)
     model = build_model(cfg)
     if options.pretrained is not None:
@@ -551,31 +469,33 @@ def _resume(run: _Run) -> None:
     restore the model, optimizer, scaler, scheduler, position, history and RNG states from it. Every
     problem is a one-line InputError naming the file."""
     ckpt_path, options = run.ckpt_path, run.options
-    assert ckpt_path is not None  # validate(): --resume needs --out
+    assert ckpt_path is not None  # validate(): resume needs out_dir
     where = repr(str(ckpt_path))
+
+    def refused(rule: str) -> InputError:  # about the resume; the rule may name the overwrite
+        return InputError(field="resume", rule=rule, refs=("overwrite",))
+
     if not ckpt_path.is_file():
-        raise InputError(f"--resume: no checkpoint at {where}")
+        raise refused(f"no checkpoint at {where}")
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a torn or foreign file is an input problem
-        raise InputError(f"--resume: {where} cannot be read: {first_line(exc, 160)}") from None
+        raise refused(f"{where} cannot be read: {first_line(exc, 160)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"--resume: {where} is not a training checkpoint")
+        raise refused(f"{where} is not a training checkpoint")
     missing = [k for k in RESUME_KEYS if k not in state]
     if missing:
-        raise InputError(f"--resume: {where} is incomplete: no {', '.join(missing)}; "
-                         "start again with --overwrite")
+        raise refused(f"{where} is incomplete: no {', '.join(missing)}; start again with {{overwrite}}")
     if not isinstance(state["options"], dict):
-        raise InputError(f"--resume: {where} is damaged: options is not a table")
+        raise refused(f"{where} is damaged: options is not a table")
     if state["config"] != run.cfg.to_dict():
-        raise InputError(f"--resume: {where} was trained with a different config")
+        raise refused(f"{where} was trained with a different config")
     diff = {k: (v, state["options"].get(k, "short" if k == "recipe" else None))
             for k, v in options.run_key().items()
             if k != "epochs" and state["options"].get(k, "short" if k == "recipe" else None) != v}
     if diff:
         k, (now, then) = next(iter(diff.items()))
-        raise InputError(f"--resume: {where} was written with {k}={then!r}, "
-                         f"not {now!r}; resume with the same options")
+        raise refused(f"{where} was written with {k}={then!r}, not {now!r}; resume with the same options")
     try:
         run.model.load_state_dict(state["model"])  # copies into the parameters on `device`
         run.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
@@ -586,15 +506,16 @@ def _resume(run: _Run) -> None:
         step_losses = [float(v) for v in state["step_losses"]]
         _set_rng_state(state["rng"])
     except Exception as exc:  # noqa: BLE001 - any damaged part is an input problem, named in one line
-        raise InputError(f"--resume: {where} is damaged ({type(exc).__name__}: "
-                         f"{first_line(exc, 120)}); start again with --overwrite") from None
+        raise refused(f"{where} is damaged ({type(exc).__name__}: {first_line(exc, 120)}); "
+                      "start again with {overwrite}") from None
     spe = run.steps_per_epoch
     if not (0 <= batch <= spe and global_step >= 0 and epoch >= 0):
-        raise InputError(f"--resume: {where} is damaged: position epoch {epoch}, batch {batch} "
-                         f"is outside the run ({spe} steps an epoch)")
+        raise refused(f"{where} is damaged: position epoch {epoch}, batch {batch} "
+                      f"is outside the run ({spe} steps an epoch)")
     if epoch + (batch > 0) > options.epochs:
-        raise InputError(f"--epochs {options.epochs}: the run in {where} is past it (epoch {epoch}, "
-                         f"step {batch}); extend it with a larger --epochs")
+        raise InputError(field="epochs", value=options.epochs, refs=("epochs",),
+                         rule=f"the run in {where} is past it (epoch {epoch}, step {batch}); "
+                              "extend it with a larger {epochs}")
     fast_forward(run.scheduler, global_step)
     run.epoch, run.batch, run.global_step = epoch, batch, global_step
     run.history, run.step_losses = history, step_losses
@@ -698,7 +619,7 @@ def _run_epoch(run: _Run, bar: _Progress) -> tuple[EpochStats, StopReason | None
             raise NonFiniteLoss(
                 f"non-finite loss ({value}) at epoch {run.epoch + 1}, step {run.batch + 1}/{spe} "
                 f"(global step {run.global_step + 1}): loc={loc:.4g}, conf={conf:.4g}, landm={landm:.4g}; "
-                "try a lower --lr", run.epoch + 1, run.batch + 1, run.global_step + 1)
+                "try a lower learning rate", run.epoch + 1, run.batch + 1, run.global_step + 1)
         run.optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over the processes; the shares' gradients must add up instead
         objective = parts.total * run.world.size if run.world.distributed else parts.total

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,103 +22,12 @@ import numpy as np
 import torch
 
 from featherface_tune.data.records import ImageRecord
-from featherface_tune.data.mat import SETTINGS as METRICS
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.dataset import FaceDataset, stratified_subset
-from featherface_tune.training.loop import StopReason, TrainOptions, TrainResult, recalibrate_bn, train
-
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How much training a proxy run gets: the one description of a proxy training run, used by the
-    search (CLI and API), proxy_objective and calibration. Keys of the `fidelity` dict; all optional.
-
-    Training defaults come from TrainOptions; the fields set here differ on purpose (short runs).
-    Constructing one validates it (InputError naming the option); `train_options()` is the only way
-    a fidelity becomes a training run."""
-
-    epochs: int = 5  # TrainOptions: 10
-    subset: float = TrainOptions.subset  # fraction of train images (or, above 1, an image count), stratified
-    image_size: int = 320  # square training crop size (TrainOptions: 640)
-    time_budget: float | None = TrainOptions.time_budget  # seconds of training; stops cleanly, then evaluated
-    metric: str = "hard"
-    seed: int = TrainOptions.seed
-    batch_size: int = TrainOptions.batch_size
-    optimizer: str = TrainOptions.optimizer
-    lr: float | None = 3e-3  # short runs want a higher peak LR than RetinaFace's 1e-3 (None: DEFAULT_LR)
-    val_subset: float = 1.0  # fraction of val images evaluated (stratified; the GT is cut to match)
-    val_max_side: int | None = None  # shrink val images whose long side exceeds this (None: as is)
-    eval_every: int = 1  # with a trial: evaluate and report every N epochs
-    bn_recalibrate: int = 8  # batches to recompute BatchNorm statistics before each evaluation (0: off)
-    pretrained: str | None = None  # MobileNetV1-0.25 ImageNet checkpoint
-    cache_images: bool = True  # keep decoded train images in memory
-    recipe: str = TrainOptions.recipe  # "short"; "official" trains as FeatherFace's train.py (shortened)
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise InputError(field="metric", value=self.metric, rule=f"must be one of {', '.join(METRICS)}")
-        if not (0 < self.val_subset <= 1):
-            raise InputError(f"fidelity val_subset={self.val_subset}: must be a fraction in (0, 1]")
-        if self.val_max_side is not None and self.val_max_side < 32:
-            raise InputError(f"fidelity val_max_side={self.val_max_side}: must be at least 32")
-        if self.bn_recalibrate < 0:
-            raise InputError(f"fidelity bn_recalibrate={self.bn_recalibrate}: must be >= 0")
-        if self.eval_every < 1:
-            raise InputError(f"fidelity eval_every={self.eval_every}: must be at least 1")
-        self.train_options().validate()
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> "Fidelity":
-        data = dict(data or {})
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise InputError(f"fidelity: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
-        return cls(**data)
-
-    @classmethod
-    def from_search_options(cls, epochs: int | None = None, subset: float | None = None,
-                            image_size: int | None = None, time_budget: float | None = None,
-                            metric: str = "hard") -> "Fidelity":
-        """The search's proxy options (None: the default), checked under their own names (`proxy_epochs`,
-        ...: an error's field; the command layer shows the flag)."""
-        for name, v in (("epochs", epochs), ("image_size", image_size)):
-            if v is not None and v < 1:
-                raise InputError(field=f"proxy_{name}", value=v, rule="must be at least 1")
-        if subset is not None and not (subset > 0):
-            raise InputError(field="proxy_subset", value=subset,
-                             rule="must be positive (a fraction <= 1 or an image count)")
-        if time_budget is not None and not (time_budget > 0):
-            raise InputError(field="proxy_time_budget", value=time_budget, rule="must be positive seconds")
-        given = {"epochs": epochs, "subset": subset, "image_size": image_size, "time_budget": time_budget}
-        try:
-            return cls(metric=metric, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
-        except InputError as exc:  # a training rule about one of them: the same error, about the search's argument
-            if exc.field in given:
-                raise exc.renamed(f"proxy_{exc.field}") from None
-            raise
-
-    def train_options(self, out_dir: Path | None = None, progress: bool = False, device: str = "auto",
-                      amp: str = "auto", resume: bool = False) -> TrainOptions:
-        return TrainOptions(epochs=self.epochs, image_size=self.image_size, batch_size=self.batch_size,
-                            subset=self.subset, time_budget=self.time_budget, optimizer=self.optimizer,
-                            lr=self.lr, seed=self.seed, cache_images=self.cache_images,
-                            pretrained=Path(self.pretrained) if self.pretrained else None,
-                            out_dir=out_dir, progress=progress, device=device, amp=amp, resume=resume,
-                            recipe=self.recipe)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The keys that differ from the defaults, and the metric: the `fidelity` dict the search
-        hands to the proxy (`from_mapping(f.to_dict()) == f`)."""
-        defaults = type(self)()
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name == "metric" or getattr(self, f.name) != getattr(defaults, f.name)}
-
-    def to_json(self) -> dict[str, Any]:
-        """Every key, defaults included."""
-        return asdict(self)
+from featherface_tune.training.loop import StopReason, TrainResult, recalibrate_bn, train
+# the proxy run's description is torch-free (the tuner checks it without torch); re-exported here
+from featherface_tune.training.spec import PRUNERS as PRUNERS, Fidelity as Fidelity, check_pruner
 
 
 # ---- evaluation on val -----------------------------------------------------------------------
@@ -337,9 +246,6 @@ def proxy_objective(cfg: FeatherFaceConfig, data_dir: Path, fidelity: Mapping[st
     train_records, val = _proxy_data(Path(data_dir).resolve(), fid.val_subset, fid.seed, fid.val_max_side)
     return run_proxy(cfg, Path(data_dir), fid, trial, train_records=train_records, val=val,
                      device=device, amp=amp).value
-
-
-from featherface_tune.training.spec import PRUNERS as PRUNERS, check_pruner  # noqa: E402  (torch-free, for the tuner)
 
 
 def make_pruner(name: str, max_epochs: int | None = None) -> Any:

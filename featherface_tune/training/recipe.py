@@ -63,7 +63,7 @@ DEFAULT_RECIPE = "official"  # of the `train` command; TrainOptions (the Python 
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise InputError(f"--recipe {name!r}: must be one of {', '.join(RECIPES)}")
+        raise InputError(field="recipe", value=name, rule=f"must be one of {', '.join(RECIPES)}")
     return RECIPES[name]
 
 
@@ -76,13 +76,14 @@ def resolve_backbone(recipe: Recipe, pretrained: str | None) -> Path | None:
             return None
         path = Path(pretrained)
         if not path.is_file():
-            raise InputError(f"--pretrained {pretrained!r} does not exist")
+            raise InputError(field="pretrained", value=pretrained, rule="does not exist")
         return path
     if not recipe.needs_backbone:
         return None
     if not DEFAULT_BACKBONE.is_file():
         raise InputError(
-            f"--recipe {recipe.name} needs the ImageNet MobileNetV1-0.25 backbone {str(DEFAULT_BACKBONE)!r} "
-            f"(mobilenetV1X0.25_pretrain.tar from the RetinaFace/FeatherFace releases): put it there, "
-            "or pass --pretrained FILE, or --pretrained none to train from scratch")
+            field="recipe", value=recipe.name, refs=("pretrained",),
+            rule=f"needs the ImageNet MobileNetV1-0.25 backbone {str(DEFAULT_BACKBONE)!r} "
+                 "(mobilenetV1X0.25_pretrain.tar from the RetinaFace/FeatherFace releases): put it there, "
+                 "or pass {pretrained} FILE, or {pretrained} none to train from scratch")
     return DEFAULT_BACKBONE

@@ -36,7 +36,7 @@ from featherface_tune.tuner.result import Row, SearchResult
 from featherface_tune.tuner.space import SearchSpace
 
 if TYPE_CHECKING:  # beside torch: imported only when a proxy trains, so an analytic search needs no torch
-    from featherface_tune.training.proxy import Fidelity
+    from featherface_tune.training.spec import Fidelity
 
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE

@@ -27,7 +27,7 @@ from featherface_tune.tuner.solve import Repairer, prove
 from featherface_tune.tuner.space import SearchSpace, config_from_knobs, knobs_from_config
 
 if TYPE_CHECKING:  # the proxy's run spec lives beside torch: imported only when a proxy trains
-    from featherface_tune.training.proxy import Fidelity
+    from featherface_tune.training.spec import Fidelity
 
 OBJECTIVE_ALIASES = registry.aliases()  # the built-ins' names and aliases (the registry holds them all)
 Callable_ = Callable[[FeatherFaceConfig], float]
@@ -266,7 +266,7 @@ class BudgetObjective:
 
     def _fidelity(self) -> Fidelity:
         if self.fidelity is None:
-            from featherface_tune.training.proxy import Fidelity
+            from featherface_tune.training.spec import Fidelity
 
             self.fidelity = Fidelity()
         return self.fidelity
@@ -336,7 +336,7 @@ def __getattr__(name: str) -> Any:
     """`from featherface_tune.tuner.objectives import Fidelity` still works; it imports torch, so only
     on request."""
     if name == "Fidelity":
-        from featherface_tune.training.proxy import Fidelity
+        from featherface_tune.training.spec import Fidelity
 
         return Fidelity
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

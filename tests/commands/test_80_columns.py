@@ -104,7 +104,7 @@ def test_calibrate_tables():
     from rich.console import Console
 
     from featherface_tune.terminal import print_table
-    from featherface_tune.training.calibrate import RunSpec, tables
+    from featherface_tune.calibration import RunSpec, tables
 
     settings = {"reference_epochs": 40, "metric": "hard", "epochs": [1, 2, 5], "seeds": 2}
     fid = {"configs": 8, "kendall_tau": 0.5714, "kendall_tau_ci": [-0.1234, 0.9876], "spearman": 0.7143,

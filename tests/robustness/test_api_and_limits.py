@@ -133,14 +133,14 @@ def test_build_memory_is_estimated_before_allocating():
     json.dumps({"settings": [], "configs": {}}).encode(),
 ], ids=["not-utf8", "deep", "list", "format", "shapes"])
 def test_a_damaged_calibration_folder_is_one_line(cli, tmp_path: Path, plan_bytes: bytes):
-    from featherface_tune.training import calibrate as C
+    from featherface_tune import calibration as C
 
     (tmp_path / C.PLAN_FILE).write_bytes(plan_bytes.replace(b'"settings"', f'"format": "{C.PLAN_FORMAT}", "settings"'.encode()))
     assert_one_line_error(cli("report", tmp_path), 2, "plan.json")
 
 
 def test_damaged_plan_settings_and_runs(cli, tmp_path: Path):
-    from featherface_tune.training import calibrate as C
+    from featherface_tune import calibration as C
 
     good = C.CalibrationSettings(data=str(tmp_path), target=489_000, epochs=(1,), reference_epochs=2)
     configs = [{"neck_channels": 40}, {"neck_channels": 44}]

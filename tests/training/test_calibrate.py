@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from featherface_tune.cli import app
 from featherface_tune.counter.analytic import count
 from featherface_tune.errors import InputError
-from featherface_tune.training import calibrate as C
+from featherface_tune import calibration as C
 from featherface_tune.tuner.space import build_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_pick_configs_exact_and_spread_over_p3() -> None:
     assert p3 == sorted(p3) and len(set(p3)) == 4
     assert p3[0] <= 40 and p3[-1] >= 100  # both ends of 16..128, not the fewest-MACs corner only
     assert C.pick_configs(build_space(), 489_000, 4, seed=3) == cfgs  # seeded
-    with pytest.raises(InputError, match="--configs 1"):
+    with pytest.raises(InputError, match="^configs=1: need at least 2 configs to compare rankings$"):
         C.pick_configs(build_space(), 489_000, 1)
 
 
@@ -122,7 +122,7 @@ def test_analyse_names_the_cheapest_fidelity_clearing_min_tau() -> None:
 
 
 def test_settings_validate() -> None:
-    with pytest.raises(InputError, match="--reference-epochs 2: must exceed"):
+    with pytest.raises(InputError, match=r"^reference_epochs=2: must exceed the proxy epochs \(2\)$"):
         C.CalibrationSettings(data=".", target=1, epochs=(2,), reference_epochs=2).validate()
     with pytest.raises(InputError, match="image_size|image-size"):
         C.CalibrationSettings(data=".", target=1, epochs=(1,), reference_epochs=2, image_size=50).validate()
@@ -200,7 +200,7 @@ def test_calibrate_bad_input_is_one_line(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "--proxy-data" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["calibrate", "--proxy-data", str(tmp_path), "--epochs", "4",
                                  "--reference-epochs", "3"])
-    assert r.exit_code != 0 and "must exceed" in r.output
+    assert r.exit_code != 0 and "--reference-epochs 3: must exceed the proxy --epochs (4)" in r.output
     r = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert r.exit_code != 0 and "no calibration" in r.output
 

@@ -23,9 +23,9 @@ def test_global_batches_are_shared_out_in_contiguous_pieces() -> None:
     assert pieces == [[0, 1, 2], [3, 4], [5, 6]]
     assert shard(batch, World()) == batch
     check_batches(10, 4, World(0, 2))  # last batch of 2: one image each
-    with pytest.raises(InputError, match="last batch"):
+    with pytest.raises(InputError, match="^batch_size=4: the last batch .* choose another batch_size or subset$"):
         check_batches(9, 4, World(0, 2))
-    with pytest.raises(InputError, match="--batch-size 1"):
+    with pytest.raises(InputError, match="^batch_size=1: the global batch"):
         check_batches(8, 1, World(0, 2))
 
 

@@ -155,7 +155,7 @@ def test_stratified_subset(synth):
     assert len(stratified_subset(recs[:3], 0.01)) == 2  # every event keeps at least one image
     assert Counter(r.event for r in stratified_subset(recs, 20, seed=1)) == {"0--Event0": 10, "1--Event1": 10}
     for bad in (0.0, -1, 2.5, float("nan")):
-        with pytest.raises(loop_mod.InputError, match="--subset"):
+        with pytest.raises(loop_mod.InputError, match=r"^fraction=.*: must be a fraction in \(0, 1\] or a whole number of images$"):
             stratified_subset(recs, bad)
 
 
@@ -347,8 +347,10 @@ def test_resume_extends_a_finished_run(synth, tmp_path):
         ref_opt.step()
         ref.step()
     assert more.history[-1].lr == ref.get_last_lr()[0]
-    with pytest.raises(loop_mod.InputError, match="--epochs 1"):
+    with pytest.raises(loop_mod.InputError, match=r"^epochs=1: the run in .* is past it \(epoch 2, step 0\); "
+                                                  r"extend it with a larger epochs$") as info:
         train(CFG, synth, opts(epochs=1, resume=True, **o))
+    assert info.value.shown_as({"epochs": "--epochs"}.get).startswith("--epochs 1: the run in")
 
 
 @pytest.mark.slow

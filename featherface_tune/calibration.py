@@ -13,6 +13,9 @@ fidelity, and compares the rankings:
 With several proxy epoch counts, the cheapest whose tau reaches `min_tau` is named. Every finished
 run is appended to OUT/runs.jsonl at once, and each run trains with resumable checkpoints in
 OUT/runs/<key>/, so a killed calibration continues at the run in flight.
+
+It sits above both halves it joins: the tuner's proof picks the configs, training's proxy trains
+them (imported on use: it needs torch). Neither `tuner` nor `training` imports it.
 """
 
 from __future__ import annotations
@@ -24,72 +27,19 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from featherface_tune.atomic import atomic_write_text
 from featherface_tune.errors import InputError, first_line
-
-if TYPE_CHECKING:  # the proxy imports torch: only on use
-    from featherface_tune.training.proxy import Fidelity
+from featherface_tune.rank_correlation import bootstrap_ci, kendall_tau, seed_kendall_tau, spearman_rho
+from featherface_tune.training.spec import Fidelity
 
 PLAN_FILE = "plan.json"
 RUNS_FILE = "runs.jsonl"
 RESULT_FILE = "calibration.json"
 PLAN_FORMAT = "featherface-tune/calibration"
-
-
-# ---- statistics (pure) -----------------------------------------------------------------------
-
-def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Kendall's tau-b between two score lists (ties handled); NaN when either is constant or n < 2."""
-    from scipy.stats import kendalltau
-
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return math.nan
-    return float(kendalltau(a, b).statistic)
-
-
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation; NaN when either list is constant or n < 2."""
-    from scipy.stats import spearmanr
-
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return math.nan
-    return float(spearmanr(a, b).statistic)
-
-
-def bootstrap_ci(x: Sequence[float], y: Sequence[float], stat: Callable[[Any, Any], float],
-                 n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of stat(x, y), resampling (x_i, y_i) pairs with replacement.
-    Resamples where the statistic is undefined (e.g. all one config) are left out; (nan, nan) when
-    none is defined."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n = a.size
-    if n < 2:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    vals = np.array([stat(a[i], b[i]) for i in idx])
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return (math.nan, math.nan)
-    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return (float(lo), float(hi))
-
-
-def seed_kendall_tau(per_seed: Sequence[Sequence[float]]) -> float:
-    """Mean Kendall tau over all pairs of seeds; per_seed[k][s] is config k's score under seed s.
-    NaN with fewer than two seeds (or when every pair is undefined)."""
-    m = np.asarray(per_seed, dtype=float)
-    if m.ndim != 2 or m.shape[1] < 2:
-        return math.nan
-    taus = [kendall_tau(m[:, i], m[:, j]) for i in range(m.shape[1]) for j in range(i + 1, m.shape[1])]
-    taus = [t for t in taus if math.isfinite(t)]
-    return float(np.mean(taus)) if taus else math.nan
 
 
 # ---- picking configs ---------------------------------------------------------------------------
@@ -104,9 +54,9 @@ def spread_values(values: Sequence[int], k: int) -> list[int]:
     return [vals[i] for i in idx]
 
 
-def pick_configs(space: Any, target: int, k: int, tolerance: int = 0, seed: int = 0,
+def pick_configs(space: Any, target: int, configs: int, tolerance: int = 0, seed: int = 0,
                  input_size: tuple[int, int] = (640, 640)) -> list[Any]:
-    """K distinct configs within `tolerance` of `target`, spread over the P3 SSH width.
+    """K (`configs`) distinct configs within `tolerance` of `target`, spread over the P3 SSH width.
 
     The solver's proof lists every config in the window (`tuner.solve.prove`, its exact set); K P3
     widths are spread evenly over the widths that occur there, and for each one config is drawn
@@ -114,17 +64,20 @@ def pick_configs(space: Any, target: int, k: int, tolerance: int = 0, seed: int 
     corner. Raises InputError when fewer than K configs exist or the window is too large to list."""
     from featherface_tune.counter.analytic import count
 
+    k = configs
     if k < 2:
-        raise InputError(f"--configs {k}: need at least 2 configs to compare rankings")
+        raise InputError(field="configs", value=k, rule="need at least 2 configs to compare rankings")
     rng = random.Random(seed)
     chosen = _pick_from_exact_set(space, target, tolerance, k, rng, input_size)
     if chosen is None:
-        raise InputError(f"the space holds too many configs with {target:,} params (tolerance {tolerance}) "
-                         "to list them; narrow it with --space or a smaller --tolerance")
+        raise InputError(field="tolerance", value=tolerance, refs=("space", "tolerance"),
+                         rule=f"the space holds too many configs with {target:,} params to list them; "
+                              "narrow it with {space} or a smaller {tolerance}")
     chosen = [c for c in chosen if abs(count(c, *input_size).params - target) <= tolerance]
     if len(chosen) < k:
-        raise InputError(f"--configs {k}: only {len(chosen)} configs with {target:,} params "
-                         f"(tolerance {tolerance}) found; lower --configs or widen --space")
+        raise InputError(field="configs", value=k, refs=("configs", "space"),
+                         rule=f"only {len(chosen)} configs with {target:,} params (tolerance {tolerance}) found; "
+                              "lower {configs} or widen {space}")
     return sorted(chosen, key=lambda c: c.ssh_widths[0])
 
 
@@ -192,23 +145,19 @@ class CalibrationSettings:
         from featherface_tune.bounds import MAX_EPOCHS, MAX_SEEDS, check_count, check_int
 
         if not self.epochs or any(e < 1 for e in self.epochs):
-            raise InputError(f"--epochs {list(self.epochs)}: give one or more positive epoch counts")
+            raise InputError(field="epochs", value=list(self.epochs), rule="give one or more positive epoch counts")
         for e in self.epochs:
-            check_int(e, "--epochs", 1, MAX_EPOCHS)
-        check_int(self.reference_epochs, "--reference-epochs", 1, MAX_EPOCHS)
-        check_int(self.seeds, "--seeds", 1, MAX_SEEDS)
-        check_count(self.target, "--target")  # bounded as search --target is
-        check_int(self.tolerance, "--tolerance", 0, self.target)
+            check_int(e, "epochs", 1, MAX_EPOCHS)
+        check_int(self.reference_epochs, "reference_epochs", 1, MAX_EPOCHS)
+        check_int(self.seeds, "seeds", 1, MAX_SEEDS)
+        check_count(self.target, "target")  # bounded as the search's target is
+        check_int(self.tolerance, "tolerance", 0, self.target)
         if self.reference_epochs <= max(self.epochs):
-            raise InputError(f"--reference-epochs {self.reference_epochs}: must exceed the proxy "
-                             f"--epochs ({max(self.epochs)})")
-        if self.seeds < 1:
-            raise InputError(f"--seeds {self.seeds}: must be at least 1")
+            raise InputError(field="reference_epochs", value=self.reference_epochs, refs=("epochs",),
+                             rule=f"must exceed the proxy {{epochs}} ({max(self.epochs)})")
         self.fidelity(self.epochs[0], 0)  # the proxy's own checks (image size, metric, subsets)
 
     def fidelity(self, epochs: int, seed: int) -> Fidelity:
-        from featherface_tune.training.proxy import Fidelity
-
         return Fidelity.from_mapping({
             "epochs": epochs, "seed": seed, "image_size": self.image_size, "metric": self.metric,
             "batch_size": self.batch_size, "subset": self.subset, "val_subset": self.val_subset,
@@ -258,27 +207,36 @@ def _is_run_record(rec: Any) -> bool:
             and isinstance(rec.get("ap", {}), dict))
 
 
-def read_plan(folder: Path, shown: str) -> tuple[dict[str, Any], CalibrationSettings, list[Any]]:
-    """(settings as stored, as read, configs) of FOLDER/plan.json, or InputError naming `shown` and what is wrong:
-    not UTF-8, not JSON, nested too deeply, not a plan, settings beyond the bounds, bad configs."""
+def read_plan(folder: Path, field: str = "folder") -> tuple[dict[str, Any], CalibrationSettings, list[Any]]:
+    """(settings as stored, as read, configs) of FOLDER/plan.json, or InputError about the argument
+    `field` (the folder) saying what is wrong: not UTF-8, not JSON, nested too deeply, not a plan,
+    settings beyond the bounds, bad configs."""
     from featherface_tune.models.config import from_mapping
     from featherface_tune.textfile import parse_json, read_text
 
-    plan = parse_json(read_text(Path(folder) / PLAN_FILE, f"{shown}: {PLAN_FILE}"), f"{shown}: {PLAN_FILE}")
+    folder = Path(folder)
+
+    def damaged(rule: str) -> InputError:
+        return InputError(field=field, value=folder, rule=rule)
+
+    try:
+        plan = parse_json(read_text(folder / PLAN_FILE, PLAN_FILE), PLAN_FILE)
+    except InputError as exc:  # unreadable, not UTF-8, not JSON, too deep: said about plan.json
+        raise damaged(str(exc)) from None
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        raise InputError(f"{shown}: {PLAN_FILE} is not a calibration plan")
+        raise damaged(f"{PLAN_FILE} is not a calibration plan")
     stored, configs = plan.get("settings"), plan.get("configs")
     if not isinstance(stored, dict) or not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
-        raise InputError(f"{shown}: {PLAN_FILE} is damaged (settings must be an object, configs a list of objects)")
+        raise damaged(f"{PLAN_FILE} is damaged (settings must be an object, configs a list of objects)")
     try:
         settings = CalibrationSettings(**{**stored, "epochs": tuple(stored.get("epochs") or ())})
         try:
             settings.validate()  # a hand-edited plan meets the bounds the options do (seeds, epochs, target)
-        except InputError as exc:
-            raise InputError(f"{shown}: {PLAN_FILE} holds settings beyond the bounds: {exc}") from None
-        return stored, settings, [from_mapping(c, source=f"{shown}: {PLAN_FILE} config") for c in configs]
+        except InputError as exc:  # named as the plan's keys are (its Python names)
+            raise damaged(f"{PLAN_FILE} holds settings beyond the bounds: {exc}") from None
+        return stored, settings, [from_mapping(c, source=f"{PLAN_FILE} config") for c in configs]
     except (TypeError, ValueError) as exc:  # unknown or missing settings, unhashable values
-        raise InputError(f"{shown}: {PLAN_FILE} is damaged ({first_line(exc, 160)})") from None
+        raise damaged(f"{PLAN_FILE} is damaged ({first_line(exc, 160)})") from None
 
 
 def _append_run(out_dir: Path, rec: Mapping[str, Any]) -> None:
@@ -299,20 +257,22 @@ def open_plan(out_dir: Path, settings: CalibrationSettings, make_configs: Callab
     out_dir = Path(out_dir)
     path = out_dir / PLAN_FILE
     if path.is_file():
-        old, _, configs = read_plan(out_dir, f"--out {str(out_dir)!r}")
+        old, _, configs = read_plan(out_dir, "out_dir")
         new = settings.to_json()
         for key in new:
             if old.get(key) != new[key]:
-                raise InputError(f"--out {str(out_dir)!r} holds a calibration with {key}={old.get(key)!r}, "
-                                 f"not {new[key]!r}; use another --out or the same options to resume")
+                raise InputError(field="out_dir", value=out_dir, refs=("out_dir",),
+                                 rule=f"holds a calibration with {key}={old.get(key)!r}, not {new[key]!r}; "
+                                      "use another {out_dir} or the same options to resume")
         return configs
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory")
+        raise InputError(field="out_dir", value=out_dir, rule="exists and is not a directory")
     configs = make_configs()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a read-only or full disk
-        raise InputError(f"--out {str(out_dir)!r}: cannot create the folder: {exc.strerror or exc}") from None
+        raise InputError(field="out_dir", value=out_dir,
+                         rule=f"cannot create the folder: {exc.strerror or exc}") from None
     atomic_write_text(path, json.dumps({"format": PLAN_FORMAT, "settings": settings.to_json(),
                                          "configs": [c.to_dict() for c in configs]}, indent=2))
     return configs
@@ -468,7 +428,7 @@ def load_calibration(folder: Path, min_tau: float | None = None) -> dict[str, An
     path = folder / PLAN_FILE
     if not path.is_file():
         raise InputError(f"{str(folder)!r} holds no calibration ({PLAN_FILE} missing)")
-    _, settings, configs = read_plan(folder, repr(str(folder)))
+    _, settings, configs = read_plan(folder)
     runs = read_runs(folder)
     if min_tau is None and (folder / RESULT_FILE).is_file():
         try:
