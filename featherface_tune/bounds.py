@@ -116,6 +116,7 @@ MAX_TOP = 1_000  # --top: optima enqueued (and evaluated) by a solved search, ro
 MAX_EPOCHS = 100_000  # --epochs, --reference-epochs: years of training on this machine
 MAX_SEEDS = 1_000  # calibrate --seeds: runs per config
 MAX_BATCH = 4_096  # --batch-size before the memory estimate (training.loop) is even asked
+MAX_THREADS = 1024  # --threads: beyond any machine this runs on; torch would try to start them all
 MAX_WORKERS = 256  # --workers: data-loader processes; each is a Python process with its own memory
 MAX_PREDICTION_BOXES = 20_000  # boxes in one prediction file: the official protocol (no cap) kept 6,248 on a crowded synthetic image
 MAX_PREDICTION_BYTES = 8 * 2**20  # one prediction file: 20,000 boxes take about 1 MB

@@ -63,7 +63,9 @@ def flag_message(exc: FeatherFaceError) -> str:
     ctx = get_current_context(silent=True)
     if exc.field is None or exc.rule is None or ctx is None:
         return str(exc)
-    flags = {p.name: next((o for o in p.opts if o.startswith("--")), None) for p in ctx.command.params}
+    # an option by its long flag, a positional argument by its metavar (as the usage line shows it)
+    flags = {p.name: (p.metavar or (p.name or "").upper()) if p.param_type_name == "argument"
+             else next((o for o in p.opts if o.startswith("--")), None) for p in ctx.command.params}
 
     def flag_of(field: str) -> str:
         return flags.get(field) or flags.get(FIELD_OPTIONS.get(field, field)) or field

@@ -84,7 +84,7 @@ def search_cmd(
     fidelity = proxy_fn = None
     if proxy_data is not None:  # proxy training: torch from here on
         from featherface_tune.training.device import resolve_device, set_threads
-        from featherface_tune.training.proxy import Fidelity
+        from featherface_tune.training.spec import Fidelity
 
         fidelity = Fidelity.from_search_options(proxy_epochs, proxy_subset, proxy_image_size, proxy_time_budget,
                                                 metric)

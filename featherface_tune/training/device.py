@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ContextManager
 if TYPE_CHECKING:  # torch is imported where a device is used: the thread defaults need none
     import torch
 
+from featherface_tune.bounds import MAX_THREADS
 from featherface_tune.errors import InputError
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -92,7 +93,6 @@ def default_threads(workers: int = 1, environ: dict[str, str] | None = None, loa
     return max(1, min(share, usable_cores() - round(busy)))
 
 
-MAX_THREADS = 1024  # beyond any machine this runs on; torch would try to start them all
 
 
 def check_threads(threads: int | None = None, workers: int = 1) -> int:

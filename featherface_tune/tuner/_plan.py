@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from featherface_tune.counter.conventions import Convention, get_convention
 from featherface_tune.errors import ConfigError, InputError
@@ -20,8 +20,7 @@ from featherface_tune.tuner.objectives import parse_objectives
 from featherface_tune.tuner.solve import NoConfigInWindow, Proof, Repairer, check_reachable, check_values, prove
 from featherface_tune.tuner.space import KNOBS, SearchSpace, applies, default_space, knobs_from_config, load_space
 
-if TYPE_CHECKING:  # beside torch: imported only when a proxy trains
-    from featherface_tune.training.proxy import Fidelity
+from featherface_tune.training.spec import Fidelity  # torch-free
 
 DEFAULT_FINALISTS = 5  # best latency predictions timed whole (plus the macs optimum and the closest answer)
 LATENCY_MODES = ("model", "sampled")
@@ -132,9 +131,8 @@ def _check_counting(dcn_macs: Any, convention: Any, pruner: Any) -> None:
 def _check_latency(size: tuple[int, int], reference: Any, runtime: Any, threads: Any, mode: Any, finalists: Any) -> None:
     """The latency objective's options, and the model it builds at `size` fitting in memory (estimated
     on the reference config: the configs of the space vary around it)."""
-    from featherface_tune.bounds import MAX_TOP, check_build_size, check_int
+    from featherface_tune.bounds import MAX_THREADS, MAX_TOP, check_build_size, check_int
     from featherface_tune.deploy.latency import RUNTIMES
-    from featherface_tune.training.device import MAX_THREADS
 
     if runtime is not None and runtime not in RUNTIMES:
         raise InputError(field="latency_runtime", value=runtime, rule=f"use {' or '.join(RUNTIMES)}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from featherface_tune.counter.conventions import Convention, get_convention
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
@@ -35,8 +35,7 @@ from featherface_tune.tuner.objectives import ProxyFn
 from featherface_tune.tuner.result import Row, SearchResult
 from featherface_tune.tuner.space import SearchSpace
 
-if TYPE_CHECKING:  # beside torch: imported only when a proxy trains, so an analytic search needs no torch
-    from featherface_tune.training.spec import Fidelity
+from featherface_tune.training.spec import Fidelity  # torch-free: an analytic search needs no torch
 
 DEFAULT_TRIALS = R.DEFAULT_TRIALS
 DEFAULT_REFERENCE = R.DEFAULT_REFERENCE

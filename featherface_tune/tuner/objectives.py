@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from featherface_tune.counter.analytic import count
 from featherface_tune.counter.conventions import TRUE
@@ -26,8 +26,7 @@ from featherface_tune.tuner import registry
 from featherface_tune.tuner.solve import Repairer, prove
 from featherface_tune.tuner.space import SearchSpace, config_from_knobs, knobs_from_config
 
-if TYPE_CHECKING:  # the proxy's run spec lives beside torch: imported only when a proxy trains
-    from featherface_tune.training.spec import Fidelity
+from featherface_tune.training.spec import Fidelity  # the proxy's run spec: torch-free
 
 OBJECTIVE_ALIASES = registry.aliases()  # the built-ins' names and aliases (the registry holds them all)
 Callable_ = Callable[[FeatherFaceConfig], float]
@@ -329,14 +328,3 @@ def summarize(spec: R.StudySpec) -> str:
     extra = f", MACs <= {spec.max_macs:,}" if spec.max_macs is not None else ""
     return (f"params = {R.window_text(spec.target, spec.tolerance)}{extra}; objectives: {', '.join(spec.objectives)}; "
             f"MACs {spec.dcn_macs}" + (f"; counted as {spec.convention}" if spec.counting.name != TRUE.name else ""))
-
-
-
-def __getattr__(name: str) -> Any:
-    """`from featherface_tune.tuner.objectives import Fidelity` still works; it imports torch, so only
-    on request."""
-    if name == "Fidelity":
-        from featherface_tune.training.spec import Fidelity
-
-        return Fidelity
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

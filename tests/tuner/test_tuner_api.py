@@ -272,14 +272,15 @@ def test_to_json_is_what_the_command_prints(tmp_path: Path, objective: str | Non
     ({"objective": "latency", "latency_runtime": "tvm"}, "latency_runtime='tvm': use"),
     ({"objective": "latency", "latency_threads": 0}, "latency_threads=0: must be at least 1"),
     ({"reference": "no-such-preset"}, "reference='no-such-preset'"),
-    ({"dcn_macs": "half"}, "dcn_macs='half': use"),
+    ({"dcn_macs": "half"}, "dcn_macs='half': must be one of dense, full"),
+    ({"pruner": "asha"}, "pruner='asha': must be one of median, hyperband, none"),
 ])
 def test_check_arguments_is_the_one_place_search_is_checked(kwargs: dict, message: str):  # type: ignore[type-arg]
     """The API and the command refuse the same arguments with the same rule (the command names flags)."""
     from featherface_tune import search
-    from featherface_tune.errors import InputError
+    from featherface_tune.errors import FeatherFaceError
 
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(FeatherFaceError) as caught:  # InputError; ConfigError for the counting pair
         search(**{"target": TARGET, **kwargs})
     assert message in str(caught.value) and "--" not in str(caught.value)
 
@@ -294,7 +295,7 @@ def test_check_arguments_is_the_one_place_search_is_checked(kwargs: dict, messag
     (["--objective", "latency", "--finalists", "0"], "error: --finalists 0: must be at least 1"),
     (["--objective", "latency", "--runtime", "tvm"], "error: --runtime 'tvm': use"),
     (["--proxy-subset", "0.5"], "error: --proxy-subset 0.5: proxy training options need --proxy-data"),
-    (["--input-size", "0", "0"], "error: --input-size (0, 0): height and width must be in 1..65,536"),
+    (["--input-size", "0", "0"], "error: --input-size 0 0: height and width must be in 1..65,536"),
     (["--reference", "no-such-preset"], "error: --reference 'no-such-preset'"),
 ])
 def test_the_command_names_the_flags_of_the_api_checks(args: list[str], message: str):
