@@ -12,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Mapping, Optional
 
-from featherface_tune.counter.conventions import TRUE, Convention
+from featherface_tune.counter.conventions import TRUE, Convention, CountedIn
 from featherface_tune.errors import InputError
 from featherface_tune.models.config import DEFAULT_INPUT, FeatherFaceConfig
 from featherface_tune.tolerance import Tolerance  # the one parser of a tolerance; re-exported here
@@ -103,7 +103,7 @@ class ModuleCost:
 
 
 @dataclass(frozen=True)
-class Baseline:
+class Baseline(CountedIn):
     """A recorded per-module breakdown (what `gate --update` writes)."""
 
     input_size: tuple[int, int]
@@ -112,17 +112,9 @@ class Baseline:
     params: Optional[int] = None
     macs: Optional[int] = None
 
-    @property
-    def dcn_macs(self) -> str:
-        return self.counting.dcn_macs
-
-    @property
-    def convention(self) -> str:
-        return self.counting.name
-
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(CountedIn):
     path: Path
     name: str
     description: str
@@ -135,14 +127,6 @@ class Budget:
     model_source: str = ""  # e.g. "preset featherface-official + neck_channels=42"
     display: str = ""  # the path as shown to the user (relative to the working directory)
     lines: dict[str, int] = field(default_factory=dict)  # dotted key -> 1-based line in the file
-
-    @property
-    def dcn_macs(self) -> str:
-        return self.counting.dcn_macs
-
-    @property
-    def convention(self) -> str:
-        return self.counting.name
 
     @property
     def shown(self) -> str:

@@ -244,6 +244,21 @@ def countable(conv: Convention | str, cfg: FeatherFaceConfig) -> None:
 
 # ---- the reconciliation table ------------------------------------------------------------------
 
+class CountedIn:
+    """A record that holds `counting` (a Convention) and still answers the two names a stored record
+    and its readers use, `convention` and `dcn_macs` (read-only: `counting` is what travels)."""
+
+    counting: Convention
+
+    @property
+    def dcn_macs(self) -> str:
+        return self.counting.dcn_macs
+
+    @property
+    def convention(self) -> str:
+        return self.counting.name
+
+
 @dataclass(frozen=True)
 class Difference:
     """One rule's effect on a config: totals and the modules it touches (MACs in the unit)."""

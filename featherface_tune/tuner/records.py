@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from featherface_tune.counter import conventions
-from featherface_tune.counter.conventions import TRUE, Convention
+from featherface_tune.counter.conventions import TRUE, Convention, CountedIn
 from featherface_tune.tuner import registry
 
 RECORD_VERSION = "1"
@@ -119,7 +119,7 @@ def window_text(target: int, tolerance: int) -> str:
 
 
 @dataclass(frozen=True)
-class StudySpec:
+class StudySpec(CountedIn):
     """The fixed facts of a study: a frozen copy of the `featherface_tune` study attribute.
     `counting` (how params and MACs are counted) is stored as its two keys, `convention` and
     `dcn_macs` (`Convention.to_attr`)."""
@@ -133,14 +133,6 @@ class StudySpec:
     version: str = RECORD_VERSION
     counting: Convention = TRUE
     reference: Mapping[str, Any] | None = None
-
-    @property
-    def dcn_macs(self) -> str:
-        return self.counting.dcn_macs
-
-    @property
-    def convention(self) -> str:
-        return self.counting.name
 
     def to_attr(self) -> dict[str, Any]:
         stored = self.counting.to_attr()

@@ -21,14 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-from featherface_tune.counter.conventions import TRUE, Convention
+from featherface_tune.counter.conventions import TRUE, Convention, CountedIn
 
 KINDS = ("analytic", "model", "measured")
 DIRECTIONS = ("minimize", "maximize")
 
 
 @dataclass(frozen=True)
-class Context:
+class Context(CountedIn):
     """What an objective may read to value configs: the study's facts (`counting`: how params and
     MACs are counted) and, for `closest`, the reference's knobs; for model latency, the fitted
     model (`deploy.latency_table.LatencyModel`)."""
@@ -37,14 +37,6 @@ class Context:
     counting: Convention = TRUE
     reference: Mapping[str, Any] | None = None  # knobs (`space.knobs_from_config`)
     latency_model: Any = None
-
-    @property
-    def dcn_macs(self) -> str:
-        return self.counting.dcn_macs
-
-    @property
-    def convention(self) -> str:
-        return self.counting.name
 
 
 class Objective:
