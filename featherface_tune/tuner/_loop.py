@@ -90,6 +90,10 @@ def _claim_waiting(study: optuna.Study) -> int | None:
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
+            # marked before the claim: a worker killed between the two leaves a WAITING trial (run by
+            # the next worker), never a RUNNING one nobody can tell is abandoned (`_run_one` marks it
+            # again, in case a rival's mark landed between)
+            _mark_worker(study, t._trial_id)
             if storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 return t._trial_id
         except UpdateFinishedTrialError:
