@@ -207,7 +207,7 @@ def _is_run_record(rec: Any) -> bool:
             and isinstance(rec.get("ap", {}), dict))
 
 
-def read_plan(folder: Path, field: str = "folder") -> tuple[dict[str, Any], CalibrationSettings, list[Any]]:
+def read_plan(folder: Path, field: str | None = None) -> tuple[dict[str, Any], CalibrationSettings, list[Any]]:
     """(settings as stored, as read, configs) of FOLDER/plan.json, or InputError about the argument
     `field` (the folder) saying what is wrong: not UTF-8, not JSON, nested too deeply, not a plan,
     settings beyond the bounds, bad configs."""
@@ -217,6 +217,8 @@ def read_plan(folder: Path, field: str = "folder") -> tuple[dict[str, Any], Cali
     folder = Path(folder)
 
     def damaged(rule: str) -> InputError:
+        if field is None:  # a folder given as itself (report DIR): its path leads the message
+            return InputError(f"{str(folder)!r}: {rule}")
         return InputError(field=field, value=folder, rule=rule)
 
     try:

@@ -165,7 +165,7 @@ def _counting(ctx: _Ctx, keys: Mapping[str, str], table: Mapping[str, Any], defa
         key = keys.get(exc.field or "convention", "convention")
         bare = type(exc)(field=exc.field, rule=exc.rule, refs=exc.refs)  # the rule, refs spelled as file keys
         rule = bare.shown_as(lambda f: keys.get(f, f)).partition(": ")[2]  # after "key: " (a key has no ": ")
-        raise ctx.error(key, f"{rule}, got {exc.value!r}" if exc.field in table else rule) from None
+        raise ctx.error(key, f"{exc.value!r}: {rule}" if exc.field in table else rule) from None
 
 
 def _tolerance(ctx: _Ctx, key: str, v: Any) -> Tolerance:
@@ -230,8 +230,9 @@ def _model(ctx: _Ctx, m: Mapping[str, Any], budget_dir: Path) -> tuple[FeatherFa
 def _baseline(ctx: _Ctx, b: Mapping[str, Any], default_size: tuple[int, int]) -> Baseline:
     _check_keys(ctx, b, BASELINE_KEYS, "baseline")
     size = _input_size(ctx, "baseline.input_size", b["input_size"]) if "input_size" in b else default_size
+    # a numel baseline without dcn_macs was written before "full"; other conventions have their own
     counting = _counting(ctx, {"convention": "baseline.convention", "dcn_macs": "baseline.dcn_macs"}, b,
-                         default_dcn="dense")  # a baseline without dcn_macs was written before "full"
+                         default_dcn="dense" if b.get("convention", TRUE.name) == TRUE.name else "full")
     params = _count(ctx, "baseline.params", b["params"]) if "params" in b else None
     macs = _count(ctx, "baseline.macs", b["macs"]) if "macs" in b else None
     if "modules" not in b:

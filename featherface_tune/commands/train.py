@@ -93,7 +93,12 @@ def train_cmd(
     if not json_ and world.writes:
         err.print(f"training on {describe(dev, n_threads, resolve_amp(amp_mode, dev))}, recipe {chosen.name}",
                   highlight=False)
-    records = read_any(data, "train", skip_missing=skip_missing)
+    from featherface_tune.data.readers import MissingImage
+
+    try:
+        records = read_any(data, "train", skip_missing=skip_missing)
+    except MissingImage as exc:
+        raise InputError(f"{exc}; pass --skip-missing to skip such images") from None
     skipped = getattr(records, "skipped_count", 0)
     if skipped:
         err.print(f"skipped {skipped} images listed but missing on disk", highlight=False)

@@ -49,6 +49,10 @@ from featherface_tune.errors import InputError
 NO_LANDMARKS = np.full(10, -1.0, dtype=np.float32)
 
 
+class MissingImage(InputError):
+    """An image the annotations list is not on disk (a command that can skip such images says how)."""
+
+
 class RecordList(List[ImageRecord]):
     """The records a reader returns: a plain list, plus ``skipped`` (image paths that were missing and
     skipped because ``skip_missing`` was set) and ``source`` (the annotation file)."""
@@ -129,8 +133,7 @@ def _check_images(records: List[ImageRecord], skip_missing: bool, source: Path) 
         elif skip_missing:
             skipped.append(rec.path)
         else:
-            raise InputError(field="skip_missing",  # the option that would skip it leads the message
-                             rule=f"image not found: {rec.path} (listed in {source}); pass it to skip such images")
+            raise MissingImage(f"image not found: {rec.path} (listed in {source})")
     return RecordList(kept, skipped, source)
 
 

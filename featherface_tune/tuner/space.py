@@ -20,6 +20,7 @@ Knobs a file does not name keep the default space's domain.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -434,7 +435,10 @@ def apply_fixes(space: SearchSpace, items: Sequence[str]) -> SearchSpace:
         except ConfigError as exc:
             if exc.field == "fix":
                 raise
-            raise ConfigError(field="fix", value=item, rule=str(exc)) from None
+            # the config's rule without its own `knob=value` lead: the item already shows them
+            key = item.partition("=")[0].strip()
+            rule = re.sub(rf"^{re.escape(key)}(=\S+)?:?\s+", "", str(exc), count=1)
+            raise ConfigError(field="fix", value=item, rule=rule) from None
     return space
 
 
@@ -455,11 +459,11 @@ def _apply_fix(space: SearchSpace, item: str) -> SearchSpace:
                 space = space.with_domain(k, fixed(_check_value(k, value, "")))
     elif key in KNOBS:
         if isinstance(value, list):
-            raise ConfigError(field="fix", value=item, refs=("space_file",),
-                              rule="takes one value; list a set of values in {space_file}")
+            raise ConfigError(field="fix", value=item, refs=("space",),
+                              rule="takes one value; list a set of values in {space}")
         space = space.with_domain(key, fixed(_check_value(key, value, "")))
     else:
-        raise ConfigError(f"{key}: unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
+        raise ConfigError(field="fix", value=item, rule="unknown field; valid fields: ssh_channels, " + ", ".join(KNOBS))
     return space
 
 

@@ -129,16 +129,16 @@ BAD = [
      "baseline.modules.nekc", 5, "unknown module"),
     ('[model]\npreset = "featherface-official"\n[params]\nmax = true\n', "params.max", 4, "integer"),
     ('convention = "paper"\n[model]\npreset = "featherface-official"\n[params]\nmax = 1\n', "convention", 1,
-     "unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo, ptflops, ptflops-aten, flops, got 'paper'"),
+     "'paper': unknown; known conventions: numel, fvcore, fvcore-stock, thop, torchinfo, ptflops, ptflops-aten, flops"),
     ('convention = "thop"\n[model]\npreset = "featherface-official"\nbackbone_width = 0.5\n[params]\nmax = 1\n',
      "convention", 1, "fixed at width 0.25: backbone_width=0.5 cannot be counted"),
     ('convention = "thop"\n[model]\npreset = "featherface-official"\n[params]\nmax = 1\n'
      '[macs]\ninput_size = [64, 64]\nmax = 5\ndcn_macs = "dense"\n', "macs.dcn_macs", 9,
-     "applies to the numel convention only; convention thop counts the deformable convs by its own rule, got 'dense'"),
+     "'dense': applies to the numel convention only; convention thop counts the deformable convs by its own rule"),
     ('[model]\npreset = "featherface-official"\n[params]\nmax = 1\n[baseline]\nconvention = "tf"\n'
      '[baseline.modules.neck]\nparams = 3\n', "baseline.convention", 6, "unknown; known conventions: numel,"),
     ('[model]\npreset = "featherface-official"\n[params]\nmax = 1\n[macs]\ninput_size = [64, 64]\nmax = 5\n'
-     'dcn_macs = ["full"]\n', "macs.dcn_macs", 8, "must be one of dense, full, got ['full']"),
+     'dcn_macs = ["full"]\n', "macs.dcn_macs", 8, "['full']: must be one of dense, full"),
 ]
 
 

@@ -63,3 +63,19 @@ def test_a_proxy_rule_names_the_search_option() -> None:
     with pytest.raises(InputError) as plain:
         Fidelity(image_size=100)
     assert plain.value.field == "image_size" and plain.value.rule == info.value.rule
+
+
+def test_a_missing_image_names_the_option_that_skips_it(tmp_path: Path) -> None:
+    """The reader says which image is missing; `train`, which can skip such images, adds its flag."""
+    from featherface_tune.data.demo import write_demo
+    from featherface_tune.data.readers import read_any
+
+    write_demo(tmp_path / "d", train=4, val=2)
+    gone = read_any(tmp_path / "d", "train")[0].path  # the first image train reads
+    gone.unlink()
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "d"), "--recipe", "short", "--pretrained", "none",
+                                 "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    line = r.stderr.strip().splitlines()[-1]  # after the "training on ..." line
+    assert line.startswith("error: image not found:") and gone.name in line, line
+    assert line.endswith("; pass --skip-missing to skip such images"), line
