@@ -19,6 +19,23 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 os.environ.setdefault("FEATHERFACE_TUNE_LATENCY_SECONDS", "2")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the files with the most `slow` tests first (collection order otherwise).
+
+    `--dist loadfile --no-loadscope-reorder` (.ci/run) hands whole files to the workers in this
+    order, so the long ones start early and the many short ones even out where the workers end.
+    xdist's own order (most tests first) left long files with few tests, such as the ONNX export
+    ones, to the end, where one worker ran them while the other had finished. Every worker sorts
+    the same collection the same way, as xdist requires."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        slow[path] = slow.get(path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::", 1)[0]])  # stable: file and test order kept
+
+
 @pytest.fixture
 def cheap_latency(monkeypatch: pytest.MonkeyPatch) -> None:
     """Latency measurement replaced by a cheap deterministic stand-in (tests/cheap_latency.py), for

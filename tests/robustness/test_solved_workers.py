@@ -23,11 +23,47 @@ TOP = 12  # optima of the solved search
 PG_URL = os.environ.get("FEATHERFACE_TEST_PG_URL")
 
 
-def _search(storage: str, study: str, cwd: Path) -> subprocess.Popen:  # type: ignore[type-arg]
-    cmd = [sys.executable, "-m", "featherface_tune.cli", "search", "--target", "489000", "--top", str(TOP),
-           "--study", study, "--storage", storage, "--json"]
-    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+# the CLI with JOURNAL_LOCK_GRACE set from its first argument; with KILL_AT_MARK set, the worker kills
+# itself (kill -9) once it has claimed its first queued trial, before it records its pid on it
+CLI_WITH_LOCK_GRACE = """
+import os, signal, sys
+import featherface_tune.tuner.study as study
+study.JOURNAL_LOCK_GRACE = int(sys.argv.pop(1))
+if os.environ.get("KILL_AT_MARK"):
+    study._mark_worker = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+from featherface_tune.cli import app
+app(sys.argv[1:], prog_name="featherface-tune")
+"""
+# a known gap, not this test's subject: tuner/study.py claims a queued trial (RUNNING) and records its
+# worker (`_mark_worker`) in two journal writes; a kill between them leaves a RUNNING trial that
+# `abandoned` cannot attribute, so no later worker fails or reruns it
+UNMARKED_GAP = "a worker killed between claiming a queued trial and _mark_worker leaves it RUNNING for ever"
+
+
+def _search(storage: str, study: str, cwd: Path, journal_lock_grace: int | None = None,
+            kill_at_mark: bool = False) -> subprocess.Popen:  # type: ignore[type-arg]
+    """A solved search as a worker process; `journal_lock_grace`: seconds after which it takes over a
+    journal lock a killed worker left (default JOURNAL_LOCK_GRACE)."""
+    cli = ([sys.executable, "-m", "featherface_tune.cli"] if journal_lock_grace is None
+           else [sys.executable, "-c", CLI_WITH_LOCK_GRACE, str(journal_lock_grace)])
+    cmd = cli + ["search", "--target", "489000", "--top", str(TOP), "--study", study, "--storage", storage, "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"KILL_AT_MARK": "1"} if kill_at_mark else {})}
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _unmarked_running(storage: str, study: str, cwd: Path) -> list[int]:
+    """Numbers of the study's RUNNING trials that no worker recorded itself on (the known gap)."""
+    import optuna
+
+    from featherface_tune.tuner.study import WORKER_ATTR, open_storage
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        trials = optuna.load_study(study_name=study, storage=open_storage(storage)[0]).get_trials(deepcopy=False)
+    finally:
+        os.chdir(old)
+    return [t.number for t in trials if t.state.name == "RUNNING" and WORKER_ATTR not in t.system_attrs]
 
 
 def optima_stored(storage: str, study: str, cwd: Path) -> tuple[collections.Counter, collections.Counter]:  # type: ignore[type-arg]
@@ -70,20 +106,61 @@ def test_three_workers_store_each_optimum_once(tmp_path: Path, storage: str):
     assert sorted(n for r in reports for n in r["worker"]["trials"]) == list(range(TOP))  # each run once
 
 
+def _records(journal: Path) -> int:
+    """Records (lines) in a journal so far (0 before it exists)."""
+    try:
+        return journal.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.mark.slow
 def test_journal_with_a_relative_path_survives_kill_9(tmp_path: Path):
     (tmp_path / "sub").mkdir()
     rng = random.Random(23)
     storage, study = "sub/s.log", "killed"
+    journal = tmp_path / storage
     for _ in range(3):
-        p = _search(storage, study, tmp_path)
-        time.sleep(rng.uniform(2.0, 9.0))
+        # at a random point of the writes (a whole search writes about 300 records: the study, 12
+        # enqueued optima, then each trial's), not after a fixed time, which may land after the end
+        kill_at = _records(journal) + rng.randint(1, 80)
+        p = _search(storage, study, tmp_path, journal_lock_grace=1)
+        deadline = time.time() + 120
+        while _records(journal) < kill_at and p.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
+        assert p.poll() is None, f"the search ended before it was killed: {p.communicate()[1][-2000:]}"
         p.send_signal(signal.SIGKILL)
         p.communicate(timeout=60)
-    p = _search(storage, study, tmp_path)
+    # a kill mostly lands while the worker holds the journal lock (it reads the journal before each
+    # write): the next worker takes the lock over after the grace, 1 s here instead of 10
+    p = _search(storage, study, tmp_path, journal_lock_grace=1)
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-2000:]
     states, configs = optima_stored(storage, study, tmp_path)
+    if states["RUNNING"] and len(_unmarked_running(storage, study, tmp_path)) == states["RUNNING"]:
+        pytest.xfail(UNMARKED_GAP)  # a kill landed in the gap (test below); any other leftover fails
+    assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
+    assert len(configs) == TOP and set(configs.values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_before_marking_its_trial_leaves_none_running(tmp_path: Path):
+    """The gap the random kills above hit now and then, hit every time: XFAIL until tuner/study.py
+    closes it, then it passes."""
+    (tmp_path / "sub").mkdir()
+    storage, study = "sub/s.log", "gap"
+    p = _search(storage, study, tmp_path, journal_lock_grace=1, kill_at_mark=True)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL, err[-2000:]
+    states, _ = optima_stored(storage, study, tmp_path)
+    assert states == {"RUNNING": 1, "WAITING": TOP - 1}, states  # killed inside its first claim
+    p = _search(storage, study, tmp_path, journal_lock_grace=1)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+    states, configs = optima_stored(storage, study, tmp_path)
+    if states["RUNNING"] and _unmarked_running(storage, study, tmp_path) == [0]:
+        pytest.xfail(UNMARKED_GAP)
     assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
     assert len(configs) == TOP and set(configs.values()) == {1}
 
@@ -154,7 +231,7 @@ def test_sigterm_leaves_no_trial_running(tmp_path: Path, narrow_space: Path, sto
         deadline = time.time() + 180
         while time.time() < deadline and p.poll() is None and _complete(storage, tmp_path) <= before:
             time.sleep(0.3)
-        time.sleep(rng.uniform(0.0, 2.0))  # then anywhere: in the objective, in sampling, in tell
+        time.sleep(rng.uniform(0.0, 0.5))  # then anywhere: in the objective, in sampling, in tell (trials take tens of ms)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=120)
         assert p.returncode == 143, err[-2000:]
