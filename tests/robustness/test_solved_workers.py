@@ -23,47 +23,35 @@ TOP = 12  # optima of the solved search
 PG_URL = os.environ.get("FEATHERFACE_TEST_PG_URL")
 
 
-# the CLI with JOURNAL_LOCK_GRACE set from its first argument; with KILL_AT_MARK set, the worker kills
-# itself (kill -9) once it has claimed its first queued trial, before it records its pid on it
+# the CLI with JOURNAL_LOCK_GRACE set from its first argument; with KILL_AT_MARK=N, the worker kills
+# itself (kill -9) at its N-th record of its pid on a queued trial: 1 marks the first trial before
+# the claim, 2 again after it (before the trial runs)
 CLI_WITH_LOCK_GRACE = """
 import os, signal, sys
-import featherface_tune.tuner.study as study
-study.JOURNAL_LOCK_GRACE = int(sys.argv.pop(1))
-if os.environ.get("KILL_AT_MARK"):
-    study._mark_worker = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+import featherface_tune.tuner._loop as loop
+import featherface_tune.tuner.storage as storage
+storage.JOURNAL_LOCK_GRACE = int(sys.argv.pop(1))
+kill_at, marks, mark = int(os.environ.get("KILL_AT_MARK", "0")), [], loop._mark_worker
+def counted(*args):
+    marks.append(1)
+    if len(marks) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return mark(*args)
+loop._mark_worker = counted
 from featherface_tune.cli import app
 app(sys.argv[1:], prog_name="featherface-tune")
 """
-# a known gap, not this test's subject: tuner/study.py claims a queued trial (RUNNING) and records its
-# worker (`_mark_worker`) in two journal writes; a kill between them leaves a RUNNING trial that
-# `abandoned` cannot attribute, so no later worker fails or reruns it
-UNMARKED_GAP = "a worker killed between claiming a queued trial and _mark_worker leaves it RUNNING for ever"
 
 
 def _search(storage: str, study: str, cwd: Path, journal_lock_grace: int | None = None,
-            kill_at_mark: bool = False) -> subprocess.Popen:  # type: ignore[type-arg]
+            kill_at_mark: int = 0) -> subprocess.Popen:  # type: ignore[type-arg]
     """A solved search as a worker process; `journal_lock_grace`: seconds after which it takes over a
     journal lock a killed worker left (default JOURNAL_LOCK_GRACE)."""
     cli = ([sys.executable, "-m", "featherface_tune.cli"] if journal_lock_grace is None
            else [sys.executable, "-c", CLI_WITH_LOCK_GRACE, str(journal_lock_grace)])
     cmd = cli + ["search", "--target", "489000", "--top", str(TOP), "--study", study, "--storage", storage, "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"KILL_AT_MARK": "1"} if kill_at_mark else {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT_MARK": str(kill_at_mark)}
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _unmarked_running(storage: str, study: str, cwd: Path) -> list[int]:
-    """Numbers of the study's RUNNING trials that no worker recorded itself on (the known gap)."""
-    import optuna
-
-    from featherface_tune.tuner.study import WORKER_ATTR, open_storage
-
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        trials = optuna.load_study(study_name=study, storage=open_storage(storage)[0]).get_trials(deepcopy=False)
-    finally:
-        os.chdir(old)
-    return [t.number for t in trials if t.state.name == "RUNNING" and WORKER_ATTR not in t.system_attrs]
 
 
 def optima_stored(storage: str, study: str, cwd: Path) -> tuple[collections.Counter, collections.Counter]:  # type: ignore[type-arg]
@@ -138,29 +126,28 @@ def test_journal_with_a_relative_path_survives_kill_9(tmp_path: Path):
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-2000:]
     states, configs = optima_stored(storage, study, tmp_path)
-    if states["RUNNING"] and len(_unmarked_running(storage, study, tmp_path)) == states["RUNNING"]:
-        pytest.xfail(UNMARKED_GAP)  # a kill landed in the gap (test below); any other leftover fails
     assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
     assert len(configs) == TOP and set(configs.values()) == {1}
 
 
 @pytest.mark.slow
-def test_a_worker_killed_before_marking_its_trial_leaves_none_running(tmp_path: Path):
-    """The gap the random kills above hit now and then, hit every time: XFAIL until tuner/study.py
-    closes it, then it passes."""
+@pytest.mark.parametrize("kill_at, left", [(1, {"WAITING": TOP}), (2, {"RUNNING": 1, "WAITING": TOP - 1})],
+                         ids=["before-the-claim", "after-the-claim"])
+def test_a_worker_killed_around_its_claim_leaves_none_running(tmp_path: Path, kill_at: int, left: dict):  # type: ignore[type-arg]
+    """A worker marks a queued trial with its pid before it claims it (RUNNING) and again after: killed
+    between the two writes, it leaves a WAITING trial; killed after the claim, a RUNNING trial whose
+    dead worker the next worker sees (`abandoned`) and reruns. Never a RUNNING trial nobody owns."""
     (tmp_path / "sub").mkdir()
     storage, study = "sub/s.log", "gap"
-    p = _search(storage, study, tmp_path, journal_lock_grace=1, kill_at_mark=True)
+    p = _search(storage, study, tmp_path, journal_lock_grace=1, kill_at_mark=kill_at)
     _, err = p.communicate(timeout=600)
     assert p.returncode == -signal.SIGKILL, err[-2000:]
     states, _ = optima_stored(storage, study, tmp_path)
-    assert states == {"RUNNING": 1, "WAITING": TOP - 1}, states  # killed inside its first claim
+    assert states == left, states  # killed inside its first claim
     p = _search(storage, study, tmp_path, journal_lock_grace=1)
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-2000:]
     states, configs = optima_stored(storage, study, tmp_path)
-    if states["RUNNING"] and _unmarked_running(storage, study, tmp_path) == [0]:
-        pytest.xfail(UNMARKED_GAP)
     assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
     assert len(configs) == TOP and set(configs.values()) == {1}
 
