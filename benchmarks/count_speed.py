@@ -24,7 +24,6 @@ from featherface_tune.models.builder import build_model, count_parameters
 from featherface_tune.models.config import FeatherFaceConfig
 
 
-
 def random_configs(n: int, seed: int) -> list[FeatherFaceConfig]:
     rng = random.Random(seed)
     out = []

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 
 CPU = torch.device("cpu")
 
+
 def step_fn(model, optimizer, criterion, priors, device=CPU, amp=None):  # type: ignore[no-untyped-def]
     """One training step as train() runs it (autocast forward, float32 loss, scaler for fp16);
     returns the loss, which also synchronises a GPU, so wall times are honest."""

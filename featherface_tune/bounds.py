@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 from featherface_tune.errors import InputError, shown_int
 
@@ -17,10 +18,10 @@ MAX_BUILD_PARAMS = 500_000_000  # 2 GB of float32 weights: a thousand times Feat
 # Each check raises InputError(field=name, value=..., rule=...): `name` is the argument's Python
 # name (the command layer shows its flag, `commands._common.flag_message`).
 
-def check_seed(seed: int | None, name: str = "seed") -> None:
-    """Seeds feed numpy's and Optuna's generators, which take 0..2**32-1."""
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InputError(field=name, value=seed, rule=f"must be in 0..{SEED_MAX} (2**32-1)")
+def check_seed(seed: object, name: str = "seed") -> None:
+    """Seeds feed numpy's and Optuna's generators, which take integers in 0..2**32-1 (None: no seed)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+        raise InputError(field=name, value=seed, rule=f"must be an integer in 0..{SEED_MAX} (2**32-1)")
 
 
 def check_count(value: int, name: str, limit: int = MAX_PARAMS) -> None:
@@ -71,12 +72,13 @@ def estimate_run_bytes(cfg: object, height: int, width: int, batch: int = 1, tra
 
 
 def check_build_size(height: int, width: int, what: str, cfg: object = None, batch: int = 1,
-                     training: bool = False, because: str = "") -> None:
+                     training: bool = False, because: str = "", refs: Sequence[str] = ()) -> None:
     """A model built and run on an HxW input must fit in memory: at most MAX_BUILD_SIDE a side and,
     with `cfg`, an estimated peak (`estimate_run_bytes`) within `run_memory_limit()`. `what` is the
     argument's Python name (an identifier such as "input_size" or "image_size": the error carries it
-    as its field, with `because` saying why a model is built, e.g. "with the latency objective"), or a
-    description of where the size comes from (e.g. "input size of the cross-check")."""
+    as its field, with `because` saying why a model is built, e.g. "with {objective} latency", naming
+    the arguments in `refs`), or a description of where the size comes from (e.g. "input size of the
+    cross-check")."""
     rule = ""
     if height > MAX_BUILD_SIDE or width > MAX_BUILD_SIDE:
         rule = (f"{height}x{width} is beyond the {MAX_BUILD_SIDE}x{MAX_BUILD_SIDE} input the tool builds and runs "
@@ -94,7 +96,7 @@ def check_build_size(height: int, width: int, what: str, cfg: object = None, bat
         rule = f"{because}: {rule}"
     if what.isidentifier():
         raise InputError(field=what, value=height if height == width and what != "input_size" else (height, width),
-                         rule=rule)
+                         rule=rule, refs=refs)
     raise InputError(f"{what}: {rule}")
 
 

@@ -51,7 +51,10 @@ class FeatherFaceError(Exception):
         them as Python does (`trials=5`). The message itself when it was not built from a rule."""
         if self.rule is None or self.field is None:
             return str(self)
-        spell = name if callable(name) else (lambda f: name if f == self.field and name else f)
+
+        def spell(f: str) -> str:  # a speller with no spelling for a field leaves its Python name
+            return (name(f) if callable(name) else name if f == self.field else None) or f
+
         lead = spell(self.field)
         rule = self.rule
         for ref in self.refs:  # only the declared names: a path in the rule holding "{x}" stays as it is

@@ -255,4 +255,3 @@ def baseline_record(result: CountResult) -> dict[str, Any]:
         "macs": result.macs,
         "modules": result.to_json()["modules"],
     }
-

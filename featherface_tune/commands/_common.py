@@ -48,7 +48,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # the command layer names flags: `FeatherFaceError.shown_as`); a command's own parameter of the
 # field's name wins
 FIELD_OPTIONS = {"latency_threads": "threads", "latency_runtime": "runtime", "num_workers": "workers",
-                 "out": "out_path", "pruner": "pruner_name", "warmup_epochs": "warmup", "space": "space_file",
+                 "out": "out_path", "warmup_epochs": "warmup", "space": "space_file",
                  "overrides": "set_"}
 
 
@@ -87,11 +87,10 @@ def handle_errors(fn: F) -> F:
             except ImportError as exc:  # an optional install is missing: name it, no traceback
                 from featherface_tune.extras import missing_extra
 
-                hint = missing_extra(exc)
+                hint = missing_extra(exc)  # (`extras.require` raises MissingExtra, a project error, above)
                 if hint is None:
                     raise
-                said = str(exc)  # `extras.require` already names what needs it
-                raise fail(said if said.endswith(hint) else f"{_command_path()} {hint}", 1) from None
+                raise fail(f"{_command_path()} {hint}", 1) from None
             except KeyboardInterrupt as exc:
                 what = "terminated" if isinstance(exc, Terminated) else "interrupted"
                 raise fail(what, interrupt_exit_code(exc)) from None

@@ -210,6 +210,7 @@ def _refuse_no_result(res: Any) -> None:
     why = f"; {len(failed)} trials failed, e.g. {failed[-1].fail_reason}" if failed else ""
     raise fail(f"no feasible config found in {len(records)} trials{known}{hint}{why}; raise --trials", 1)
 
+
 def explain(rows: list[Any], spec: Any, target: int, tolerance: str, export: Path | None,
             reference: str = DEFAULT_REFERENCE) -> list[str]:
     """What a person needs after the table: the winner, its ties and why, what `dist` measures, the

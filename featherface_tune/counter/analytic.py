@@ -17,12 +17,12 @@ from functools import lru_cache
 from typing import Any, Mapping, NamedTuple
 
 from featherface_tune.bounds import MAX_INPUT_SIDE
-from featherface_tune.counter.conventions import DCN_CONVENTIONS, Convention, check_dcn_macs, countable, get_convention
+from featherface_tune.counter.conventions import Convention, countable, get_convention
 from featherface_tune.models.arch import GROUPS, Cost, priced_groups
 from featherface_tune.models.arch import clear_caches as _clear_arch
 from featherface_tune.models.config import FeatherFaceConfig
 
-__all__ = ["DCN_CONVENTIONS", "GROUPS", "CountResult", "check_dcn_macs", "clear_caches", "count", "count_params"]
+__all__ = ["GROUPS", "CountResult", "clear_caches", "count", "count_params"]
 
 
 class CountResult(NamedTuple):

@@ -200,7 +200,10 @@ def get_convention(name: str | Convention, dcn_macs: str = "full") -> Convention
     `dcn_macs="dense"` (numel only) the DCN offset and modulator convs left out. The one place the
     pair a user gives (`convention`, `dcn_macs`) is checked: a ConfigError about the field that
     breaks a rule. A Convention is returned as it is (it already holds its DCN MAC convention)."""
-    if isinstance(name, Convention):
+    if isinstance(name, Convention):  # it holds its DCN MAC convention: a different one named is a contradiction
+        if dcn_macs != "full" and dcn_macs != name.dcn_macs:
+            raise ConfigError(field="dcn_macs", value=dcn_macs, refs=("convention",),
+                              rule=f"contradicts the {{convention}} given, which counts DCN MACs {name.dcn_macs}")
         return name
     conv = CONVENTIONS.get(name) if isinstance(name, str) else None
     if conv is None:
@@ -217,15 +220,6 @@ def get_convention(name: str | Convention, dcn_macs: str = "full") -> Convention
     if dense is None:
         dense = _DENSE[conv] = dataclasses.replace(conv, rules=conv.rules + (DCN_AUX_LEFT_OUT,), dcn_macs="dense")
     return dense
-
-
-def check_dcn_macs(value: str, field: str = "dcn_macs") -> str:
-    """A user's DCN MAC convention on its own (checked by `get_convention`), or its ConfigError
-    about `field`."""
-    try:
-        return get_convention(TRUE.name, value).dcn_macs
-    except ConfigError as exc:
-        raise exc.renamed(field) from None
 
 
 def from_attr(data: Mapping[str, Any], legacy_dcn_macs: str = "full") -> Convention:

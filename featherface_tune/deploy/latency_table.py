@@ -458,7 +458,6 @@ class LatencyModel:
         return self.table.summary()
 
 
-
 # ---- one config: predicted and measured ------------------------------------------------------------
 
 @dataclass(frozen=True)

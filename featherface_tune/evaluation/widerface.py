@@ -94,7 +94,7 @@ def _parse_pred_text(text: str, path: Path) -> np.ndarray:
 
     if count > MAX_PREDICTION_BOXES:  # the evaluation pairs every box with every face: memory grows with it
         raise InputError(f"{path}:2: {count:,} boxes, more than the {MAX_PREDICTION_BOXES:,} a prediction file "
-                         "may hold (predict keeps 750 per image unless told to keep more); predict again keeping fewer")
+                         "may hold; predict again keeping fewer boxes per image (predict's keep option)")
     body = lines[2:]
     tokens = " ".join(body).split()
     if len(tokens) == 5 * count:

@@ -34,7 +34,7 @@ from featherface_tune.tuner.records import (
 )
 from featherface_tune.tuner import registry
 from featherface_tune.tuner.ranking import config_key
-from featherface_tune.tuner.study import default_storage_url, journal_path, redact
+from featherface_tune.tuner.storage_url import default_storage_url, journal_path, redact
 
 DEFAULT_TOP = 10
 # Metrics a trial may record, in display order; "higher is better" only for proxy AP.
@@ -63,16 +63,14 @@ def _check_storage_file(url: str) -> None:
     if journal is not None:
         if not journal.is_file():
             raise InputError(field="storage", value=url, refs=("storage",),
-                             rule=f"storage file {str(journal)!r} does not exist; run `featherface-tune search` "
-                                  "first or give another {storage}")
+                             rule="its file does not exist; run `featherface-tune search` first or give another {storage}")
         return
     path = sqlite_path(url)
     if path is None:
         return
     if not path.exists():
         raise InputError(field="storage", value=url, refs=("storage",),
-                         rule=f"storage file {str(path)!r} does not exist; run `featherface-tune search` first "
-                              "or give another {storage}")
+                         rule="its file does not exist; run `featherface-tune search` first or give another {storage}")
     if not path.is_file():
         raise InputError(f"storage {str(path)!r} is not a file")
     with path.open("rb") as fh:
@@ -101,8 +99,8 @@ def _quiet_optuna() -> Any:
 
 def _existing_storage(url: str) -> Any:
     """The Optuna storage behind a URL, opened the way `featherface-tune search` opens it
-    (`tuner.study.open_storage`), after checking that a file storage exists (a report never creates one)."""
-    from featherface_tune.tuner.study import open_storage as tuner_open_storage
+    (`tuner.storage.open_storage`), after checking that a file storage exists (a report never creates one)."""
+    from featherface_tune.tuner.storage import open_storage as tuner_open_storage
 
     _check_storage_file(url)
     _quiet_optuna()
@@ -281,10 +279,10 @@ def direction_of(objective: str, study_direction: str | None = None) -> str:
 
 def rank_feasible(df: pd.DataFrame, records: Sequence[TrialRecord], objectives: Sequence[str],
                   directions: Sequence[str]) -> pd.DataFrame:
-    """The rows of `df` for the search's own ranking of `records` (`tuner.study.rank_feasible`):
+    """The rows of `df` for the search's own ranking of `records` (`tuner.ranking.rank_feasible`):
     feasible complete trials with distinct configs, best first. Adds the column ``pareto`` (bool;
     False throughout for a single objective)."""
-    from featherface_tune.tuner.study import rank_feasible as rank_records
+    from featherface_tune.tuner.ranking import rank_feasible as rank_records
 
     if df.empty:
         return df.assign(pareto=pd.Series(dtype=bool))

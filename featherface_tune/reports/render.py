@@ -420,8 +420,8 @@ def _json_default(v: Any) -> Any:
 
 # the page's colours, named once (substituted into the style sheet: CSS custom properties would
 # spell "--name", which the library keeps for command-line flags)
-PALETTE = {"fg": "#1d2330", "muted": "#5b6474", "line": "#d9dee7", "head": "#f3f5f9", "accent": "#2f6fdf",
-           "good": "#1a7f37", "bad": "#c0392b"}
+CSS_COLOURS = {"fg": "#1d2330", "muted": "#5b6474", "line": "#d9dee7", "head": "#f3f5f9", "accent": "#2f6fdf",
+               "good": "#1a7f37", "bad": "#c0392b"}
 CSS = string.Template("""
 * { box-sizing: border-box; }
 body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: $fg;
@@ -451,7 +451,7 @@ figcaption { font-size: .85rem; color: $muted; margin-top: .4rem; }
 figcaption a { color: $accent; }
 details summary { cursor: pointer; color: $accent; margin: .3rem 0; }
 footer { margin-top: 3rem; color: $muted; font-size: .8rem; }
-""").substitute(PALETTE)
+""").substitute(CSS_COLOURS)
 
 
 @dataclass(frozen=True)
@@ -476,6 +476,7 @@ def html_table(frame: pd.DataFrame) -> str:
         return '<p class="note">none</p>'
     num = numeric_columns(frame)
     cols = list(frame.columns)
+
     def th(c: str) -> str:  # long field names may break after an underscore
         text = _html(header(c)).replace("_", "_<wbr>")
         return f'<th class="num">{text}</th>' if c in num else f"<th>{text}</th>"

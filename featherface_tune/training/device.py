@@ -93,8 +93,6 @@ def default_threads(workers: int = 1, environ: dict[str, str] | None = None, loa
     return max(1, min(share, usable_cores() - round(busy)))
 
 
-
-
 def check_threads(threads: int | None = None, workers: int = 1) -> int:
     """The threads a `--threads` value asks for (None: default_threads(workers)), checked."""
     if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):

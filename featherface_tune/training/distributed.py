@@ -185,4 +185,3 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:
     ids = [device.index] if device.type == "cuda" else None
     # buffers are identical on every rank (global statistics): no need to broadcast them each step
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-

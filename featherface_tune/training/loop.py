@@ -49,10 +49,7 @@ from featherface_tune.training.loss import MultiBoxLoss
 from featherface_tune.training.match import make_priors
 from featherface_tune.training.recipe import get_recipe
 # the run's description is torch-free (the tuner checks proxy runs without torch); re-exported here
-from featherface_tune.training.spec import (  # noqa: F401
-    DEFAULT_LR as DEFAULT_LR, DEFAULT_WEIGHT_DECAY as DEFAULT_WEIGHT_DECAY, OPTIMIZERS as OPTIMIZERS,
-    TrainOptions as TrainOptions, plain_number,
-)
+from featherface_tune.training.spec import TrainOptions as TrainOptions, plain_number
 
 CHECKPOINT_FORMAT = "featherface-tune/train-checkpoint"
 RESUME_KEYS = ("config", "options", "model", "optimizer", "scheduler", "epoch", "batch", "global_step",

@@ -27,7 +27,7 @@ from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.training.dataset import FaceDataset, stratified_subset
 from featherface_tune.training.loop import StopReason, TrainResult, recalibrate_bn, train
 # the proxy run's description is torch-free (the tuner checks it without torch); re-exported here
-from featherface_tune.training.spec import PRUNERS as PRUNERS, Fidelity as Fidelity, check_pruner
+from featherface_tune.training.spec import Fidelity as Fidelity, check_pruner
 
 
 # ---- evaluation on val -----------------------------------------------------------------------

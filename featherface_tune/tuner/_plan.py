@@ -79,15 +79,14 @@ def _check_budget(target: Any, tolerance: Any, max_macs: Any) -> int:
 
 
 def _check_run(trials: Any, top: Any, timeout: Any, seed: Any) -> None:
-    from featherface_tune.bounds import MAX_TOP, MAX_TRIALS, SEED_MAX, check_int
+    from featherface_tune.bounds import MAX_TOP, MAX_TRIALS, check_int, check_seed
 
     check_int(trials, "trials", 1, MAX_TRIALS)
     check_int(top, "top", 1, MAX_TOP, "each of the top optima of a solved search is evaluated as a trial")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not (math.isfinite(timeout) and timeout > 0)):
         raise InputError(field="timeout", value=timeout, rule="must be a positive, finite number of seconds")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
-        raise InputError(field="seed", value=seed, rule=f"must be an integer in 0..{SEED_MAX} (2**32-1)")
+    check_seed(seed)
 
 
 def _check_names(storage: Any, study: Any) -> None:
@@ -124,7 +123,10 @@ def _check_proxy(proxy_data: Any, needs_proxy_data: Mapping[str, Any]) -> None:
 def _check_counting(dcn_macs: Any, convention: Any, pruner: Any) -> None:
     from featherface_tune.training.spec import check_pruner
 
-    get_convention(convention, dcn_macs)  # the pair's one check (a ConfigError about the field)
+    try:
+        get_convention(convention, dcn_macs)  # the pair's one check
+    except ConfigError as exc:  # an argument of search: InputError, as every other argument's
+        raise InputError(field=exc.field, value=exc.value, rule=exc.rule, refs=exc.refs) from None
     check_pruner(pruner)
 
 
@@ -140,10 +142,8 @@ def _check_latency(size: tuple[int, int], reference: Any, runtime: Any, threads:
     if mode not in LATENCY_MODES:
         raise InputError(field="latency_mode", value=mode, rule=f"use {' or '.join(LATENCY_MODES)}")
     check_int(finalists, "finalists", 1, MAX_TOP, "each finalist is timed")
-    try:
-        check_build_size(size[0], size[1], "with {objective} latency", reference_config(reference)[0])
-    except InputError as exc:
-        raise InputError(field="input_size", rule=str(exc), refs=("objective",)) from None
+    check_build_size(size[0], size[1], "input_size", reference_config(reference)[0], because="with {objective} latency",
+                     refs=("objective",))
 
 
 # ---- the plan ------------------------------------------------------------------------------------
@@ -189,10 +189,11 @@ def reference_config(reference: Any) -> tuple[FeatherFaceConfig, str]:
         return resolve_config(config_file=text), f"reference {text!r}"
     if "/" in text or text.lower().endswith((".toml", ".json")):
         raise InputError(field="reference", value=text, rule="config file does not exist (and it is not a preset name)")
-    try:
-        return get_preset(text), f"reference {text!r}"
-    except ConfigError as exc:
-        raise InputError(field="reference", value=text, rule=str(exc)) from None
+    from featherface_tune.models.presets import preset_names
+
+    if text not in preset_names():
+        raise InputError(field="reference", value=text, rule=f"unknown preset; known presets: {', '.join(preset_names())}")
+    return get_preset(text), f"reference {text!r}"
 
 
 def reference_in_space(reference: Any, space: SearchSpace, tell: Callable[[str], None]) -> FeatherFaceConfig:

@@ -60,7 +60,8 @@ class Worker:
         name = study or S.default_study_name(plan.spec)
         trial_pruner = None
         if plan.proxy is not None and len(plan.names) == 1:
-            from featherface_tune.training.proxy import Fidelity, make_pruner
+            from featherface_tune.training.proxy import make_pruner
+            from featherface_tune.training.spec import Fidelity
 
             plan.fidelity = plan.fidelity or Fidelity()
             trial_pruner = make_pruner(pruner, plan.fidelity.epochs)

@@ -54,7 +54,9 @@ def parse_objectives(text: str | None, proxy: bool) -> tuple[str, ...]:
             raise InputError(field="objective", value=text.strip(), rule=f"{name} is named twice")
         out.append(name)
     if "proxy_ap" in out and not proxy:
-        raise InputError(field="objective", value="proxy", rule="needs {proxy_data} DIR", refs=("proxy_data",))
+        typed = next((p.strip() for p in text.split(",") if registry.get(p.strip()) is registry.get("proxy_ap")),
+                     "proxy_ap")
+        raise InputError(field="objective", value=typed, rule="needs {proxy_data} DIR", refs=("proxy_data",))
     if proxy and "proxy_ap" not in out:
         out.append("proxy_ap")
     return tuple(out)
@@ -107,10 +109,10 @@ def load_proxy(data_dir: Path, device: str = "auto") -> ProxyFn:
     try:
         from featherface_tune.training.proxy import proxy_objective  # type: ignore[import-not-found]
     except Exception as exc:  # ImportError, or an error while importing its dependencies
-        from featherface_tune.extras import missing_extra
+        from featherface_tune.extras import MissingExtra, missing_extra
 
         if (hint := missing_extra(exc)) is not None:
-            raise InputError(field="proxy_data", rule=hint) from None
+            raise MissingExtra(f"proxy training {hint}") from None
         raise InputError(field="proxy_data", rule="needs proxy training (featherface_tune.training.proxy), which "
                          f"cannot be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from None
@@ -265,8 +267,6 @@ class BudgetObjective:
 
     def _fidelity(self) -> Fidelity:
         if self.fidelity is None:
-            from featherface_tune.training.spec import Fidelity
-
             self.fidelity = Fidelity()
         return self.fidelity
 

@@ -789,8 +789,6 @@ def check_reachable(cert: Certificate) -> None:
         need = min(abs(x.params - t) for x in (cert.below, cert.above) if x is not None)
         window = window_text(t, tol)
         raise NoConfigInWindow(
-            field="target", refs=("tolerance",),
+            field="target", value=t, refs=("tolerance",),
             rule=f"no config in this space has {window} params; nearest achievable: {' and '.join(parts)} "
                  f"(proof: {cert.evidence()}); widen the space or use {{tolerance}} {need}")
-
-

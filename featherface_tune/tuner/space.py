@@ -128,6 +128,7 @@ class Domain:
             return {"min": self.values[0], "max": self.values[-1], "step": self.step}
         return list(self.values)
 
+
 def int_range(lo: int, hi: int, step: int = 1) -> Domain:
     return Domain(tuple(range(lo, hi + 1, step)), step)
 

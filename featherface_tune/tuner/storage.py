@@ -338,4 +338,3 @@ def exclusive(study: optuna.Study) -> Iterator[None]:
                 conn.execute(unlock, args)
         return
     yield
-

@@ -13,13 +13,11 @@ import optuna
 
 from featherface_tune.errors import InputError, first_line
 from featherface_tune.tuner import records as R
-from featherface_tune.tuner._loop import (  # noqa: F401 - the study's public names, as before the split
-    MAX_LOST_TRIALS, WORKER_ATTR, abandoned, counted_trials, fail_own_running, interrupt_behind, run, run_queued,
-)
-from featherface_tune.tuner.ranking import nearest_target, pareto_front, rank_feasible, ranked_feasible  # noqa: F401
+# names other modules and tests import from here (the study's public names before the split)
+from featherface_tune.tuner._loop import abandoned, counted_trials, run, run_queued  # noqa: F401
+from featherface_tune.tuner.ranking import pareto_front, rank_feasible, ranked_feasible  # noqa: F401
 from featherface_tune.tuner.storage import (  # noqa: F401
-    DEFAULT_DB, GRACE_PERIOD, HEARTBEAT_INTERVAL, JOURNAL_SUFFIXES, HeartbeatStorage, StorageInfo,
-    TrackedJournalStorage, default_storage_url, exclusive, heartbeat_settings, journal_path, open_storage,
+    HeartbeatStorage, default_storage_url, exclusive, heartbeat_settings, journal_path, open_storage,
     quiet_optuna_warnings, redact,
 )
 
@@ -83,4 +81,3 @@ def trial_records(study: optuna.Study) -> list[R.TrialRecord]:
     except (KeyError, TypeError, ValueError, IndexError):  # not a featherface-tune study: attributes only
         spec = None
     return [R.TrialRecord.from_trial(t, spec) for t in study.get_trials(deepcopy=False)]
-

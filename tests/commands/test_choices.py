@@ -14,7 +14,7 @@ from featherface_tune.commands import train
 
 def test_train_choices_are_the_library_sets() -> None:
     from featherface_tune.training.device import AMP_MODES
-    from featherface_tune.training.loop import OPTIMIZERS
+    from featherface_tune.training.spec import OPTIMIZERS
     from featherface_tune.training.recipe import RECIPES
 
     assert get_args(train.RecipeName) == tuple(RECIPES)

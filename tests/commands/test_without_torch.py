@@ -63,7 +63,7 @@ def test_gate_runs_without_torch():
     (("--target", "489000", "--storage", "foo://bar"), "error: --storage 'foo://bar': not a storage URL"),
     (("--target", "489000", "--storage", "journal:no/such/dir/s.log"), "error: --storage 'journal:no/such/dir/s.log'"),
     # the latency objective's model must fit in memory: checked before torch is needed
-    (("--target", "489000", "--objective", "latency", "--input-size", "10000", "10000"), "error: --input-size: with"),
+    (("--target", "489000", "--objective", "latency", "--input-size", "10000", "10000"), "error: --input-size 10000 10000: with"),
 ])
 def test_a_usage_error_imports_neither_torch_nor_optuna(tmp_path, args, message):
     run = _run(tmp_path, "search", *args, block=(*TORCH_EXTRA, "optuna"))

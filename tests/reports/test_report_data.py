@@ -163,7 +163,7 @@ def _fails(args, *needles):
 
 def test_missing_storage_file(tmp_path):
     url = _url(tmp_path, "nothing.db")
-    _fails(["--storage", url], f"--storage {url!r}: storage file", "nothing.db' does not exist; run `featherface-tune search` "
+    _fails(["--storage", url], f"--storage {url!r}: its file does not exist; run `featherface-tune search` "
            "first or give another --storage")
     assert not (tmp_path / "nothing.db").exists()  # the report must not create it
 

@@ -184,6 +184,7 @@ def test_detect_batch_equals_one_image_at_a_time() -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
     batched = detect_batch(model, images, conf=0.3)
+
     def ordered(d):  # type: ignore[no-untyped-def]
         # random weights give equal scores; the order among equals is not part of the contract
         key = np.lexsort([*np.round(d.boxes, 2).T[::-1], -np.round(d.scores, 4)])

@@ -225,7 +225,6 @@ def test_one_fidelity_for_search_and_proxy():
     assert info.value.shown_as("--proxy-image-size") == "--proxy-image-size 100: must be a positive multiple of 32"
 
 
-
 def test_latency_time_cap_from_the_environment(monkeypatch):
     from featherface_tune.errors import InputError
     from featherface_tune.tuner.objectives import latency_time_cap

@@ -156,7 +156,7 @@ def test_nearest_achievable_for_an_impossible_target():
         check_reachable(cert)
     msg = str(info.value)
     assert f"{a:,}" in msg and f"{b:,}" in msg and "proof: exhaustive count" in msg
-    assert msg.startswith("target: no config") and msg.endswith(f"use tolerance {min(target - a, b - target)}")
+    assert msg.startswith(f"target={target}: no config") and msg.endswith(f"use tolerance {min(target - a, b - target)}")
     assert info.value.shown_as(lambda f: "--" + f).endswith(f"use --tolerance {min(target - a, b - target)}")
     assert cert.below.params == a and cert.above.params == b
     assert info.value.exit_code == 1
