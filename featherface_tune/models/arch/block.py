@@ -70,6 +70,9 @@ class Block:
     term: str = "base"  # one of TERMS
     present: Callable[[Fields], bool] = always
     infer: Callable[[Shapes, Fields], dict[str, Any]] | None = None  # the fields a checkpoint shows
+    # an int field its price is affine in (params, MACs and every Part change by the same amount per
+    # unit of it): `arch.true_groups` keeps the price at 0 and the change per unit, for every value
+    affine_in: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -79,8 +82,10 @@ class Block:
         if len(self.keys) not in (1, len(LEVELS)):
             raise ValueError(f"block {self.name!r}: one key, or one per level ({len(LEVELS)})")
         object.__setattr__(self, "per_level", len(self.keys) == len(LEVELS))  # read per price: a plain attribute
+        object.__setattr__(self, "uncached_price", getattr(self.price, "__wrapped__", self.price))
 
     per_level: bool = dataclasses.field(init=False, repr=False, compare=False)
+    uncached_price: Callable[..., Priced] = dataclasses.field(init=False, repr=False, compare=False)  # `price` unmemoised
 
     def instances(self, fields: Fields) -> tuple[Instance, ...]:
         """Its modules in a model with these fields (whether it is present is `present`'s answer)."""

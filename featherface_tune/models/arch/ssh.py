@@ -58,4 +58,5 @@ def infer_ssh(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:
 BLOCK = Block(
     "ssh", "ssh", "level", "featherface_tune.models.blocks.ssh:SSH", KEYS,
     args=lambda f, i: (f["neck_channels"], ssh_width(f, i), f["ssh_deformable"]),
-    reads=("neck_channels", "ssh_channels", "ssh_deformable"), price=price_ssh, term="level", infer=infer_ssh)
+    reads=("neck_channels", "ssh_channels", "ssh_deformable"), price=price_ssh, term="level", infer=infer_ssh,
+    affine_in="neck_channels")
