@@ -5,7 +5,8 @@ for a config, its module (by import path), its price and how a checkpoint shows 
 this list and nothing else restates the topology:
 
 * `featherface_tune.models.builder` builds each present block's modules and applies them by role;
-* `featherface_tune.counter.analytic` prices every instance (`priced_groups`);
+* `featherface_tune.counter.analytic` prices every instance (`priced_groups`), or sums them per group
+  in the true convention, memoised by the fields each group reads (`true_groups`);
 * `featherface_tune.models.checkpoint` infers a config from a state dict (`infer_fields`);
 * `featherface_tune.tuner.solve` sums the costs by search term (`term_blocks`, `block_price`).
 
@@ -101,7 +102,7 @@ TrueGroups = tuple[tuple[tuple[int, int], ...], int, int]  # (params, MACs) per 
 # a group's memo entry: its params, MACs, DCN offset MACs and DCN sampling MACs (for an `affine_in` group:
 # those at 0, then their change per unit of the field)
 Sums = tuple[int, ...]
-_MEMO_SIZE = 1 << 16  # entries per group and input size before its memo starts over (bounded memory)
+_MEMO_SIZE = 1 << 14  # entries per memo before it starts over (bounded memory)
 
 
 def true_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> TrueGroups:
@@ -155,7 +156,8 @@ def _per_level_memos(seen: dict[Any, Any], rest: Any) -> tuple[dict[Any, Sums], 
     per level, keyed by the level's values of those (hashing `rest` once per config, not per level)."""
     if len(seen) >= _MEMO_SIZE:
         seen.clear()
-    seen[rest] = memos = tuple({} for _ in LEVELS)
+    memos: tuple[dict[Any, Sums], ...] = tuple({} for _ in LEVELS)
+    seen[rest] = memos
     return memos
 
 
@@ -165,20 +167,19 @@ def _at(s: Sums, x: int) -> Sums:
     return tuple(a + x * b for a, b in zip(s[:half], s[half:]))
 
 
-_Tally = tuple[Callable[[Fields], Any], "Callable[[Fields], tuple[Any, ...]] | None", "str | None", dict[Any, Sums],
-               _Fill]
+# a group's memo holds Sums by key, or (a per-level group's) its per-level memos by the other values
+_Tally = tuple[Callable[[Fields], Any], Callable[[Fields], tuple[Any, ...]] | None, str | None, dict[Any, Any], _Fill]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # input sizes: a search counts at one
 def _tallies(h: int, w: int) -> tuple[_Tally, ...]:
     """Per breakdown group (GROUPS order), what `true_groups` reads: a getter of the values of the
-    fields its blocks read (but per-level fields, for a per-level group, and the field its prices are
-    affine in), a function giving each level's values of those per-level fields (None: the group is
-    summed whole), the affine field (None: none), its memo for this input size (keyed by those values,
-    and a per-level group's level and level values), and the function that sums the group's prices into
-    the memo on a miss."""
+    fields its blocks read but the per-level ones (for a per-level group) and the one its prices are
+    affine in; a function giving each level's values of the per-level fields (None: the group is
+    summed whole); the affine field (None: none); its memo at this input size; and the function that
+    sums the group's prices into a memo on a miss."""
     at = sizes(h, w)
-    out = []
+    out: list[_Tally] = []
     for g in GROUPS:
         blocks = tuple(b for b in BLOCKS if b.group == g)
         affine = blocks[0].affine_in if all(b.affine_in == blocks[0].affine_in for b in blocks) else None

@@ -57,7 +57,9 @@ def always(fields: Fields) -> bool:
 @dataclass(frozen=True)
 class Block:
     """One block type of the architecture (see the module doc). Its functions read config fields by
-    name (`reads` lists them), so a solver can price a partial assignment without building a config."""
+    name (`reads` lists them), so a solver can price a partial assignment without building a config,
+    and the counter memoises its prices by their values (a per-level instance reads a per-level field,
+    such as `ssh_channels`, at its own level only)."""
 
     name: str
     group: str  # the breakdown group its cost is reported in (`count(...).modules`)

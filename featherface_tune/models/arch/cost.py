@@ -63,6 +63,12 @@ class Priced(NamedTuple):
 FREE = Priced(ZERO, NO_PARTS)
 
 
+def priced(params: int, macs: int, parts: Parts = NO_PARTS) -> Priced:
+    """`Priced(Cost(params, macs), parts)`, built without the NamedTuples' Python-level constructors:
+    every price returns one, and a search prices thousands of new instances."""
+    return _new(Priced, (_new(Cost, (params, macs)), parts))
+
+
 def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 1) -> int:
     """Output length of a convolution or pooling along one axis."""
     return (n + 2 * pad - k) // stride + 1

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from featherface_tune.models.arch.block import Block, Shapes, need, ssh_width
-from featherface_tune.models.arch.cost import Cost, Parts, Priced
+from featherface_tune.models.arch.cost import Parts, Priced, priced
 
 KEYS = ("ssh1", "ssh2", "ssh3")
 
@@ -36,7 +36,7 @@ def price_ssh(cin: int, cout: int, deformable: bool, hw: int) -> Priced:
     bn = cout // 2 + 4 * q
     per_pos = main + 2 * bn  # weights + BN: every parameter is one MAC per position
     if not deformable:
-        return Priced(Cost(per_pos, per_pos * hw),
+        return priced(per_pos, per_pos * hw,
                       Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, leaky_elems=2 * q * hw, relu_call_elems=cout * hw))
     ins = 2 * cin + 3 * q  # the five convs read cin, cin, q, q, q channels
     offset = dcn_offset_macs(ins, hw)
@@ -44,7 +44,7 @@ def price_ssh(cin: int, cout: int, deformable: bool, hw: int) -> Priced:
     parts = Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, bias_macs=5 * 27 * hw, dcn_params=main, dcn_macs=main * hw,
                   dcn_aux_macs=offset, leaky_elems=2 * q * hw, relu_call_elems=cout * hw,
                   dcn_sampling_macs=dcn_sampling_macs(ins, hw))
-    return Priced(Cost(per_pos + 243 * ins + 5 * 27, per_pos * hw + offset), parts)
+    return priced(per_pos + 243 * ins + 5 * 27, per_pos * hw + offset, parts)
 
 
 def infer_ssh(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:
