@@ -94,6 +94,8 @@ def test_blocks_are_described_once():
     assert {b.group for b in BLOCKS} == set(GROUPS) and {b.term for b in BLOCKS} <= set(TERMS)
     with pytest.raises(ValueError, match="role 'stem'"):
         dataclasses.replace(BLOCKS[0], role="stem")
+    with pytest.raises(ValueError, match="affine_in 'neck_channels' is not one of the fields it reads"):
+        dataclasses.replace(BLOCKS[0], affine_in="neck_channels")
     with pytest.raises(KeyError, match="no block 'csp'"):
         arch.get_block("csp")
 

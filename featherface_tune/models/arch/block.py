@@ -81,6 +81,8 @@ class Block:
             raise ValueError(f"block {self.name!r}: role {self.role!r} is not one of {', '.join(ROLES)}")
         if self.term not in TERMS:
             raise ValueError(f"block {self.name!r}: term {self.term!r} is not one of {', '.join(TERMS)}")
+        if self.affine_in is not None and self.affine_in not in self.reads:
+            raise ValueError(f"block {self.name!r}: affine_in {self.affine_in!r} is not one of the fields it reads")
         if len(self.keys) not in (1, len(LEVELS)):
             raise ValueError(f"block {self.name!r}: one key, or one per level ({len(LEVELS)})")
         object.__setattr__(self, "per_level", len(self.keys) == len(LEVELS))  # read per price: a plain attribute
