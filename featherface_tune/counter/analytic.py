@@ -95,7 +95,7 @@ def _checked(cfg: Any, h: Any, w: Any) -> tuple[FeatherFaceConfig, tuple[int, in
 @lru_cache(maxsize=8192)
 def _count(cfg: FeatherFaceConfig, h: int, w: int, conv: Convention) -> CountResult:
     countable(conv, cfg)
-    if conv.rules == () and conv.scale == 1:  # the true count (the common case): block sums, memoised
+    if conv.rules == () and conv.scale == 1:  # the true count (the common case): memoised group sums
         groups, offset, sampling = true_groups(cfg, h, w)
     else:
         priced = priced_groups(cfg, h, w)

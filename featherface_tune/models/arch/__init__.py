@@ -195,13 +195,20 @@ def _tallies(h: int, w: int) -> tuple[_Tally, ...]:
 def _level_values(names: tuple[str, ...]) -> Callable[[Fields], tuple[Any, ...]]:
     """A function taking fields to each level's values of the per-level fields `names` (such a field
     holds one value for every level, or one per level)."""
-    def one(v: Any) -> tuple[Any, ...]:
-        return v if type(v) is tuple else (v,) * len(LEVELS)
+    n = len(LEVELS)
 
-    if len(names) == 1:
-        name = names[0]
-        return lambda f: one(f[name])
-    return lambda f: tuple(zip(*(one(f[k]) for k in names)))
+    def one(v: Any) -> tuple[Any, ...]:
+        return v if type(v) is tuple else (v,) * n
+
+    if len(names) > 1:
+        return lambda f: tuple(zip(*(one(f[k]) for k in names)))
+    name = names[0]
+
+    def levels(f: Fields) -> tuple[Any, ...]:  # the common case, one call per group and config
+        v = f[name]
+        return v if type(v) is tuple else (v,) * n
+
+    return levels
 
 
 def _filler(blocks: tuple[Block, ...], at: Sizes, affine: str | None) -> _Fill:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-# builds a NamedTuple from the tuple of its fields, without its Python-level __new__ (a third of the
+# builds a NamedTuple from the tuple of its fields, without its Python-level __new__ (about half the
 # time): every new instance a search prices builds several Costs
 _new = tuple.__new__
 

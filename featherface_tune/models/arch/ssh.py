@@ -29,8 +29,8 @@ def price_ssh(cin: int, cout: int, deformable: bool, hw: int) -> Priced:
     biases, and their MACs. Parts: five BatchNorms, two LeakyReLUs (q each), the closing F.relu; with
     DCN, the main convs' weights and MACs, the offset/modulator convs' MACs and biases, and the
     bilinear sampling (outside the cost)."""
-    # written out rather than as five `cost.conv` + `cost.bn` calls: nearly every new config of a search
-    # has a new SSH width, so this runs on most counts (the formulas are those of `cost.conv_bn_cost`)
+    # written out rather than as five `cost.conv` + `cost.bn` calls: a search meets many SSH widths (the
+    # formulas are those of `cost.conv_bn_cost`)
     q = cout // 4
     main = 9 * (cin * (cout // 2) + cin * q + 3 * q * q)
     bn = cout // 2 + 4 * q
