@@ -1,9 +1,9 @@
 """Microseconds per config: analytic counting vs building the model (+ numel) vs fvcore.
 
 Random valid configs (random neck, BiFPN depth, per-level SSH widths, switches), each counted once:
-the first 400 of a process (block caches empty, as when a search starts) and 400 new configs after
-those (block caches warmed by the first 400, as later in a search); also a config counted again (the
-count's own cache) and cold (every cache cleared before each config). Building is timed on the same
+the first 400 of a process (the counter's per-group memos empty, as when a search starts) and 400 new
+configs after those (memos warmed by the first 400, as later in a search); also a config counted again
+(the count's own cache) and cold (every cache cleared before each config). Building is timed on the same
 configs. Medians of per-config times; the goal is >= 1,000x building for a new config in both cases.
 
     python benchmarks/count_speed.py [--configs 400] [--build 40] [--fvcore 5] [--seed 0]

@@ -18,7 +18,7 @@ from typing import Any, Mapping, NamedTuple
 
 from featherface_tune.bounds import MAX_INPUT_SIDE
 from featherface_tune.counter.conventions import Convention, countable, get_convention
-from featherface_tune.models.arch import GROUPS, Cost, priced_groups
+from featherface_tune.models.arch import GROUPS, Cost, priced_groups, true_groups
 from featherface_tune.models.arch import clear_caches as _clear_arch
 from featherface_tune.models.config import FeatherFaceConfig
 
@@ -95,20 +95,12 @@ def _checked(cfg: Any, h: Any, w: Any) -> tuple[FeatherFaceConfig, tuple[int, in
 @lru_cache(maxsize=8192)
 def _count(cfg: FeatherFaceConfig, h: int, w: int, conv: Convention) -> CountResult:
     countable(conv, cfg)
-    priced = priced_groups(cfg, h, w)
-    # one pass over the instances (a search counts thousands of new configs): the true count's group
-    # sums directly, other conventions through their rules
-    offset = sampling = 0
-    sums = []
-    for prices in priced.values():  # GROUPS order
-        gp = gm = 0
-        for (p, m), parts in prices:
-            gp += p
-            gm += m
-            offset += parts.dcn_aux_macs
-            sampling += parts.dcn_sampling_macs
-        sums.append((gp, gm))
-    groups = tuple(sums) if conv.rules == () and conv.scale == 1 else tuple(conv.total(p) for p in priced.values())
+    if conv.rules == () and conv.scale == 1:  # the true count (the common case): memoised group sums
+        groups, offset, sampling = true_groups(cfg, h, w)
+    else:
+        priced = priced_groups(cfg, h, w)
+        groups = tuple(conv.total(p) for p in priced.values())  # GROUPS order
+        _, offset, sampling = true_groups(cfg, h, w)
     params = macs = 0
     for p, m in groups:
         params += p

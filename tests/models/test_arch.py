@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from featherface_tune.counter.analytic import clear_caches, count
@@ -56,12 +57,45 @@ def test_each_instance_costs_what_its_module_holds(cfg):
     assert built == set(arch.key_groups(cfg))
 
 
+@settings(max_examples=60, deadline=None)
+@given(cfgs=st.lists(configs(max_width=48), min_size=1, max_size=4), size=st.sampled_from([(64, 96), (640, 640), (33, 7)]))
+def test_true_groups_sum_the_instance_prices(cfgs, size):
+    """The memoised true sums are the instances' prices summed, for configs counted one after another
+    (a memo entry serves the next config only where it reads the same values), and again from memo."""
+    for cfg in cfgs + cfgs[:1]:
+        priced = arch.priced_groups(cfg, *size)
+        want = (tuple((sum(p.cost.params for p in ps), sum(p.cost.macs for p in ps)) for ps in priced.values()),
+                sum(p.parts.dcn_aux_macs for ps in priced.values() for p in ps),
+                sum(p.parts.dcn_sampling_macs for ps in priced.values() for p in ps))
+        assert arch.true_groups(cfg, *size) == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(cfg=configs(max_width=48), x=st.integers(0, 4096))
+def test_prices_are_affine_in_what_blocks_say(cfg, x):
+    """A block's `affine_in` holds: every instance's price at x is its price at 0 plus x times the
+    change per unit, in every figure (`true_groups` keeps only those two)."""
+    affine = [b for b in BLOCKS if b.affine_in]
+    assert affine  # the claim is made (by the SSH), so it is checked
+    at = arch.sizes(64, 96)
+    for b in affine:
+        f = fields_of(cfg)
+        if not b.present(f):
+            continue
+        p0, p1, px = (arch.block_price(b, {**f, b.affine_in: v}, at) for v in (0, 1, x))
+        for a, c, got in zip(p0, p1, px):
+            flat = lambda p: (*p.cost, *p.parts)  # noqa: E731
+            assert flat(got) == tuple(u + x * (v - u) for u, v in zip(flat(a), flat(c)))
+
+
 def test_blocks_are_described_once():
     with pytest.raises(ValueError, match="described twice"):
         arch._registry(BLOCKS + (BLOCKS[0],))
     assert {b.group for b in BLOCKS} == set(GROUPS) and {b.term for b in BLOCKS} <= set(TERMS)
     with pytest.raises(ValueError, match="role 'stem'"):
         dataclasses.replace(BLOCKS[0], role="stem")
+    with pytest.raises(ValueError, match="affine_in 'neck_channels' is not one of the fields it reads"):
+        dataclasses.replace(BLOCKS[0], affine_in="neck_channels")
     with pytest.raises(KeyError, match="no block 'csp'"):
         arch.get_block("csp")
 

@@ -5,7 +5,8 @@ for a config, its module (by import path), its price and how a checkpoint shows 
 this list and nothing else restates the topology:
 
 * `featherface_tune.models.builder` builds each present block's modules and applies them by role;
-* `featherface_tune.counter.analytic` prices every instance (`priced_groups`);
+* `featherface_tune.counter.analytic` prices every instance (`priced_groups`), or sums them per group
+  in the true convention, memoised by the fields each group reads (`true_groups`);
 * `featherface_tune.models.checkpoint` infers a config from a state dict (`infer_fields`);
 * `featherface_tune.tuner.solve` sums the costs by search term (`term_blocks`, `block_price`).
 
@@ -17,20 +18,22 @@ read that table), and one entry below.
 from __future__ import annotations
 
 from functools import lru_cache
+from operator import itemgetter
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch import backbone, bifpn, cbam, fpn, heads, shuffle, ssh
 from featherface_tune.models.arch.block import LEVELS, ROLES, TERMS, Block, Fields, Instance, Shapes, Sizes
 from featherface_tune.models.arch.cost import Cost, Parts, Priced
+from featherface_tune.models.config import FIELDS
 
 if TYPE_CHECKING:
     from featherface_tune.models.config import FeatherFaceConfig
 
 __all__ = ["BLOCKS", "GROUPS", "LEVELS", "NO_SIZE", "ROLES", "TERMS", "Block", "Cost", "Fields", "Instance", "Parts",
            "Priced", "Sizes", "block_price", "get_block", "fields_of", "infer_fields", "key_groups", "layout",
-           "priced_groups", "sizes", "term_blocks", "term_price", "term_reads"]
+           "priced_groups", "sizes", "term_blocks", "term_price", "term_reads", "true_groups"]
 
 BLOCKS: tuple[Block, ...] = (backbone.BLOCK, cbam.BACKBONE_BLOCK, bifpn.BLOCK, fpn.BLOCK, cbam.NECK_BLOCK,
                              ssh.BLOCK, shuffle.BLOCK, *heads.BLOCKS)
@@ -46,6 +49,7 @@ def _registry(blocks: tuple[Block, ...]) -> dict[str, Block]:
 
 
 _BY_NAME = _registry(BLOCKS)
+_PER_LEVEL_FIELDS = frozenset(f.name for f in FIELDS if f.per_level)  # one value per level, or one for all
 GROUPS: tuple[str, ...] = tuple(dict.fromkeys(b.group for b in BLOCKS))  # breakdown groups, forward order
 
 
@@ -94,6 +98,145 @@ def priced_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> Mapping[str, tupl
     return MappingProxyType({g: tuple(p) for g, p in found.items()})
 
 
+TrueGroups = tuple[tuple[tuple[int, int], ...], int, int]  # (params, MACs) per group; DCN offset, sampling MACs
+# a group's memo entry: its params, MACs, DCN offset MACs and DCN sampling MACs (for an `affine_in` group:
+# those at 0, then their change per unit of the field)
+Sums = tuple[int, ...]
+_MEMO_SIZE = 1 << 14  # entries per memo before it starts over (bounded memory)
+
+
+def true_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> TrueGroups:
+    """`priced_groups` summed in the true convention: per breakdown group (GROUPS order) its
+    (params, MACs), and the DCN offset/modulator and bilinear sampling MACs of the whole config. The
+    same prices, without building per-instance records a plain count does not return: each group's
+    sums are memoised by the values of the fields its blocks read (per level, when its blocks are
+    per-level: the level's own value of a per-level field; but the field its prices are affine in,
+    `Block.affine_in`), so a new config whose groups were met before costs a lookup per group (per
+    level), and a search meets few new group settings per config."""
+    f = fields_of(cfg)
+    out = []
+    offset = sampling = 0
+    for rest_of, levels_of, affine, seen, fill in _tallies(h, w):
+        rest = rest_of(f)
+        if levels_of is None:  # a group summed whole: one lookup
+            s = seen.get(rest) or fill(seen, rest, f, None)
+            if affine is not None:
+                s = _at(s, f[affine])
+            out.append((s[0], s[1]))
+            offset += s[2]
+            sampling += s[3]
+            continue
+        memos = seen.get(rest) or _per_level_memos(seen, rest)
+        keys = levels_of(f)
+        params = macs = 0
+        if affine is None:
+            for level, key in enumerate(keys):
+                s = memos[level].get(key) or fill(memos[level], key, f, level)
+                params += s[0]
+                macs += s[1]
+                offset += s[2]
+                sampling += s[3]
+        else:
+            x = f[affine]
+            for level, key in enumerate(keys):
+                s = memos[level].get(key) or fill(memos[level], key, f, level)
+                params += s[0] + x * s[4]
+                macs += s[1] + x * s[5]
+                offset += s[2] + x * s[6]
+                sampling += s[3] + x * s[7]
+        out.append((params, macs))
+    return tuple(out), offset, sampling
+
+
+_Fill = Callable[[dict[Any, Sums], Any, Fields, "int | None"], Sums]
+
+
+def _per_level_memos(seen: dict[Any, Any], rest: Any) -> tuple[dict[Any, Sums], ...]:
+    """A per-level group's memos for the values `rest` of the fields it reads but per-level ones: one
+    per level, keyed by the level's values of those (hashing `rest` once per config, not per level)."""
+    if len(seen) >= _MEMO_SIZE:
+        seen.clear()
+    memos: tuple[dict[Any, Sums], ...] = tuple({} for _ in LEVELS)
+    seen[rest] = memos
+    return memos
+
+
+def _at(s: Sums, x: int) -> Sums:
+    """An affine group's memo entry (sums at 0, change per unit) at `x` units."""
+    half = len(s) // 2
+    return tuple(a + x * b for a, b in zip(s[:half], s[half:]))
+
+
+# a group's memo holds Sums by key, or (a per-level group's) its per-level memos by the other values
+_Tally = tuple[Callable[[Fields], Any], Callable[[Fields], tuple[Any, ...]] | None, str | None, dict[Any, Any], _Fill]
+
+
+@lru_cache(maxsize=16)  # input sizes: a search counts at one
+def _tallies(h: int, w: int) -> tuple[_Tally, ...]:
+    """Per breakdown group (GROUPS order), what `true_groups` reads: a getter of the values of the
+    fields its blocks read but the per-level ones (for a per-level group) and the one its prices are
+    affine in; a function giving each level's values of the per-level fields (None: the group is
+    summed whole); the affine field (None: none); its memo at this input size; and the function that
+    sums the group's prices into a memo on a miss."""
+    at = sizes(h, w)
+    out: list[_Tally] = []
+    for g in GROUPS:
+        blocks = tuple(b for b in BLOCKS if b.group == g)
+        affine = blocks[0].affine_in if all(b.affine_in == blocks[0].affine_in for b in blocks) else None
+        reads = tuple(dict.fromkeys(k for b in blocks for k in b.reads if k != affine))
+        per_level = tuple(k for k in reads if k in _PER_LEVEL_FIELDS) if all(b.per_level for b in blocks) else ()
+        rest = tuple(k for k in reads if k not in per_level)
+        rest_of: Callable[[Fields], Any] = itemgetter(*rest) if rest else (lambda f: ())
+        out.append((rest_of, _level_values(per_level) if per_level else None, affine, {},
+                    _filler(blocks, at, affine)))
+    return tuple(out)
+
+
+def _level_values(names: tuple[str, ...]) -> Callable[[Fields], tuple[Any, ...]]:
+    """A function taking fields to each level's values of the per-level fields `names` (such a field
+    holds one value for every level, or one per level)."""
+    n = len(LEVELS)
+
+    def one(v: Any) -> tuple[Any, ...]:
+        return v if type(v) is tuple else (v,) * n
+
+    if len(names) > 1:
+        return lambda f: tuple(zip(*(one(f[k]) for k in names)))
+    name = names[0]
+
+    def levels(f: Fields) -> tuple[Any, ...]:  # the common case, one call per group and config
+        v = f[name]
+        return v if type(v) is tuple else (v,) * n
+
+    return levels
+
+
+def _filler(blocks: tuple[Block, ...], at: Sizes, affine: str | None) -> _Fill:
+    """The function that sums a group's prices (at a level, for a per-level group) into its memo
+    under a key; for a group affine in a field, at 0 and the change per unit."""
+    def sums(f: Fields, level: int | None) -> Sums:
+        params = macs = offset = sampling = 0
+        for b in blocks:
+            if b.present(f):
+                for (p, m), parts in block_price(b, f, at, level, cached=False):
+                    params, macs = params + p, macs + m
+                    offset, sampling = offset + parts.dcn_aux_macs, sampling + parts.dcn_sampling_macs
+        return params, macs, offset, sampling
+
+    def fill(seen: dict[Any, Sums], key: Any, f: Fields, level: int | None) -> Sums:
+        if len(seen) >= _MEMO_SIZE:
+            seen.clear()
+        if affine is None:
+            s = sums(f, level)
+        else:
+            s0, s1 = sums({**f, affine: 0}, level), sums({**f, affine: 1}, level)
+            s = s0 + tuple(b - a for a, b in zip(s0, s1))
+        seen[key] = s
+        return s
+
+    return fill
+
+
 def term_blocks(term: str) -> tuple[Block, ...]:
     """The blocks whose cost belongs to search term `term`."""
     return _TERM_BLOCKS[term]
@@ -124,11 +267,12 @@ def term_price(fields: Fields, term: str, at: Sizes) -> list[Priced]:
     return [p for b in _TERM_BLOCKS[term] if b.present(fields) for p in block_price(b, fields, at)]
 
 
-def block_price(b: Block, fields: Fields, at: Sizes, level: int | None = None) -> list[Priced]:
+def block_price(b: Block, fields: Fields, at: Sizes, level: int | None = None, cached: bool = True) -> list[Priced]:
     """The prices of a (present) block's instances for these fields: all of them, or the one at
     `level`. The same instances as `Block.instances`, without building the records: a search prices
-    thousands of new configs."""
-    price, args = b.price, b.args
+    thousands of new configs. `cached=False` bypasses the price's own memo (for a caller that
+    memoises the sums: keeping each price as well would cost more than computing it)."""
+    price, args = (b.price if cached else b.uncached_price), b.args
     if not b.per_level:
         return [price(*args(fields, None), at)]
     hws = at.hws

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
 from featherface_tune.models.arch.block import Block, Shapes, Sizes, need
-from featherface_tune.models.arch.cost import Cost, Parts, Priced, conv_bn_cost, conv_dw_cost, conv_out
+from featherface_tune.models.arch.cost import Parts, Priced, conv_bn_cost, conv_dw_cost, conv_out, priced
 
 
 def mobilenet_plan(width: float) -> tuple[tuple[tuple[int, int, int], ...], ...]:
@@ -48,7 +48,7 @@ def price_backbone(width: float, at: Sizes) -> Priced:
         params, macs = params + p, macs + m
         c = cout if first else cin + cout
         bn, bn_pos = bn + c, bn_pos + c * hw
-    return Priced(Cost(params, macs), Parts(bn_params=2 * bn, bn_macs=2 * bn_pos, leaky_elems=bn_pos))
+    return priced(params, macs, Parts(bn_params=2 * bn, bn_macs=2 * bn_pos, leaky_elems=bn_pos))
 
 
 def infer_backbone(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:

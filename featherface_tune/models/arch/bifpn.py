@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from featherface_tune.errors import InputError
 from featherface_tune.models.arch.block import Block, Shapes, Sizes, need
-from featherface_tune.models.arch.cost import Cost, Parts, Priced
+from featherface_tune.models.arch.cost import Parts, Priced, priced
 from featherface_tune.models.config import backbone_channels
 
 
@@ -34,7 +34,6 @@ def price_bifpn(in_channels: tuple[int, int, int], c: int, repeats: int, at: Siz
     c3, c4, c5 = in_channels
     proj_params = (c3 + 2 * c4 + 2 * c5) * c + 5 * 3 * c
     proj_macs = (c3 + 2) * c * hw3 + 2 * (c4 + 2) * c * hw4 + 2 * (c5 + 2) * c * hw5
-    cost = Cost(cell_params * repeats + proj_params, cell_macs * repeats + proj_macs)
     cell_pos = 2 * hw4 + hw3 + hw5
     proj_pos = hw3 + 2 * hw4 + 2 * hw5
     pools = same_pool_in(*at.levels[0]) + same_pool_in(*at.levels[1])
@@ -42,7 +41,7 @@ def price_bifpn(in_channels: tuple[int, int, int], c: int, repeats: int, at: Siz
                   bias_macs=c * (cell_pos * repeats + proj_pos), upsample_macs=c * (hw4 + hw3) * repeats,
                   fusion_params=10 * repeats, relu_module_elems=10 * repeats,
                   pool_module_in=c * pools * repeats)
-    return Priced(cost, parts)
+    return priced(cell_params * repeats + proj_params, cell_macs * repeats + proj_macs, parts)
 
 
 def infer_bifpn(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:

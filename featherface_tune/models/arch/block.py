@@ -57,7 +57,9 @@ def always(fields: Fields) -> bool:
 @dataclass(frozen=True)
 class Block:
     """One block type of the architecture (see the module doc). Its functions read config fields by
-    name (`reads` lists them), so a solver can price a partial assignment without building a config."""
+    name (`reads` lists them), so a solver can price a partial assignment without building a config,
+    and the counter memoises its prices by their values (a per-level instance reads a per-level field,
+    such as `ssh_channels`, at its own level only)."""
 
     name: str
     group: str  # the breakdown group its cost is reported in (`count(...).modules`)
@@ -70,17 +72,24 @@ class Block:
     term: str = "base"  # one of TERMS
     present: Callable[[Fields], bool] = always
     infer: Callable[[Shapes, Fields], dict[str, Any]] | None = None  # the fields a checkpoint shows
+    # an int field its price is affine in (params, MACs and every Part change by the same amount per
+    # unit of it): `arch.true_groups` keeps the price at 0 and the change per unit, for every value
+    affine_in: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"block {self.name!r}: role {self.role!r} is not one of {', '.join(ROLES)}")
         if self.term not in TERMS:
             raise ValueError(f"block {self.name!r}: term {self.term!r} is not one of {', '.join(TERMS)}")
+        if self.affine_in is not None and self.affine_in not in self.reads:
+            raise ValueError(f"block {self.name!r}: affine_in {self.affine_in!r} is not one of the fields it reads")
         if len(self.keys) not in (1, len(LEVELS)):
             raise ValueError(f"block {self.name!r}: one key, or one per level ({len(LEVELS)})")
         object.__setattr__(self, "per_level", len(self.keys) == len(LEVELS))  # read per price: a plain attribute
+        object.__setattr__(self, "uncached_price", getattr(self.price, "__wrapped__", self.price))
 
     per_level: bool = dataclasses.field(init=False, repr=False, compare=False)
+    uncached_price: Callable[..., Priced] = dataclasses.field(init=False, repr=False, compare=False)  # `price` unmemoised
 
     def instances(self, fields: Fields) -> tuple[Instance, ...]:
         """Its modules in a model with these fields (whether it is present is `present`'s answer)."""

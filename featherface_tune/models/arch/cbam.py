@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch.block import Block, Shapes, need
-from featherface_tune.models.arch.cost import Cost, Parts, Priced
+from featherface_tune.models.arch.cost import Parts, Priced, priced
 from featherface_tune.models.config import backbone_channels
 
 MODULE = "featherface_tune.models.blocks.cbam:CBAM"
@@ -21,8 +21,7 @@ def price_cbam(channels: int, reduction: int, hw: int) -> Priced:
     Parts: the spatial BatchNorm; the MLP's biases and ReLU, run twice; the pooling calls; the residual
     ReLU module the official code applies after it."""
     m = channels // reduction  # written out (as the BiFPN's price): the neck CBAM misses with each new neck width
-    cost = Cost(2 * channels * m + m + channels + 100, 4 * channels * m + 100 * hw)
-    return Priced(cost, Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (m + channels),
+    return priced(2 * channels * m + m + channels + 100, 4 * channels * m + 100 * hw, Parts(bn_params=2, bn_macs=2 * hw, bias_macs=2 * (m + channels),
                               relu_module_elems=2 * m + channels * hw, pool_call_in=2 * channels * hw))
 
 

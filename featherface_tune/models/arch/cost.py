@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# builds a NamedTuple from the tuple of its fields, without its Python-level __new__ (about half the
+# time): every new instance a search prices builds several Costs
+_new = tuple.__new__
+
 
 class Cost(NamedTuple):
     params: int
     macs: int
 
     def __add__(self, other: "Cost") -> "Cost":  # type: ignore[override]
-        return Cost(self.params + other.params, self.macs + other.macs)
+        return _new(Cost, (self[0] + other[0], self[1] + other[1]))
 
 
 ZERO = Cost(0, 0)
@@ -59,6 +63,12 @@ class Priced(NamedTuple):
 FREE = Priced(ZERO, NO_PARTS)
 
 
+def priced(params: int, macs: int, parts: Parts = NO_PARTS) -> Priced:
+    """`Priced(Cost(params, macs), parts)`, built without the NamedTuples' Python-level constructors:
+    every price returns one, and a search prices thousands of new instances."""
+    return _new(Priced, (_new(Cost, (params, macs)), parts))
+
+
 def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 1) -> int:
     """Output length of a convolution or pooling along one axis."""
     return (n + 2 * pad - k) // stride + 1
@@ -67,23 +77,23 @@ def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 1) -> int:
 def conv(cin: int, cout: int, k: int, hw: int, groups: int = 1, bias: bool = False) -> Cost:
     """k x k convolution producing `hw` output positions."""
     w = cout * (cin // groups) * k * k
-    return Cost(w + (cout if bias else 0), w * hw)
+    return _new(Cost, (w + (cout if bias else 0), w * hw))
 
 
 def bn(c: int, hw: int) -> Cost:
     """BatchNorm2d over c channels and hw positions (eval mode, affine)."""
-    return Cost(2 * c, 2 * c * hw)
+    return _new(Cost, (2 * c, 2 * c * hw))
 
 
 def upsample(c: int, hw_out: int) -> Cost:
     """Nearest upsampling: one per output element."""
-    return Cost(0, c * hw_out)
+    return _new(Cost, (0, c * hw_out))
 
 
 def conv_bn_cost(cin: int, cout: int, hw_out: int) -> Cost:
     """3x3 conv without bias + BN: every parameter is one MAC per output position."""
     p = 9 * cin * cout + 2 * cout
-    return Cost(p, p * hw_out)
+    return _new(Cost, (p, p * hw_out))
 
 
 def conv_bn1x1_cost(cin: int, cout: int, hw: int) -> Cost:
@@ -95,4 +105,4 @@ def conv_dw_cost(cin: int, cout: int, hw_out: int) -> Cost:
     """dw 3x3 (9 cin) + BN (2 cin) + pw 1x1 (cin cout) + BN (2 cout), no biases: every parameter is
     one MAC per output position."""
     p = 11 * cin + cin * cout + 2 * cout
-    return Cost(p, p * hw_out)
+    return _new(Cost, (p, p * hw_out))

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from featherface_tune.errors import InputError
 from featherface_tune.models.arch.block import Block, Shapes, Sizes, need
-from featherface_tune.models.arch.cost import Parts, Priced, conv_bn1x1_cost, conv_bn_cost, upsample
+from featherface_tune.models.arch.cost import Parts, Priced, conv_bn1x1_cost, conv_bn_cost, priced, upsample
 from featherface_tune.models.config import backbone_channels
 
 
@@ -22,7 +22,7 @@ def price_fpn(in_channels: tuple[int, int, int], c: int, at: Sizes) -> Priced:
     positions = hw3 + hw4 + hw5 + hw4 + hw3
     parts = Parts(bn_params=10 * c, bn_macs=2 * c * positions, upsample_macs=c * (hw4 + hw3),
                   leaky_elems=c * positions)
-    return Priced(lat + merge + upsample(c, hw4) + upsample(c, hw3), parts)
+    return priced(*(lat + merge + upsample(c, hw4) + upsample(c, hw3)), parts)
 
 
 def infer_fpn(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:

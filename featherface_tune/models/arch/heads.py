@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch.block import Block, Shapes, always, need, ssh_width
-from featherface_tune.models.arch.cost import Parts, Priced, conv
+from featherface_tune.models.arch.cost import Parts, Priced, conv, priced
 
 # model attribute -> values per anchor, in the order forward returns them after the boxes
 HEADS = (("ClassHead", 2), ("BboxHead", 4), ("LandmarkHead", 10))
@@ -18,7 +18,7 @@ HEADS = (("ClassHead", 2), ("BboxHead", 4), ("LandmarkHead", 10))
 def price_head(cin: int, anchors: int, values: int, hw: int) -> Priced:
     """A 1x1 conv with bias to anchors x values outputs; Parts: its bias."""
     outs = anchors * values
-    return Priced(conv(cin, outs, 1, hw, bias=True), Parts(bias_macs=outs * hw))
+    return priced(*conv(cin, outs, 1, hw, bias=True), Parts(bias_macs=outs * hw))
 
 
 def infer_heads(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from featherface_tune.models.arch.block import Block, Shapes, ssh_width
-from featherface_tune.models.arch.cost import FREE, Parts, Priced, bn, conv, conv_bn1x1_cost
+from featherface_tune.models.arch.cost import FREE, Parts, Priced, bn, conv, conv_bn1x1_cost, priced
 
 KEYS = ("ssh1_cs", "ssh2_cs", "ssh3_cs")
 
@@ -21,7 +21,7 @@ def price_shuffle(kind: str, c: int, groups: int, hw: int) -> Priced:
     h = c // 2
     cost = conv_bn1x1_cost(c, h, hw) + conv(h, h, 3, hw, groups=h) + bn(h, hw) + conv_bn1x1_cost(h, c, hw)
     bn_channels = 2 * h + c
-    return Priced(cost, Parts(bn_params=2 * bn_channels, bn_macs=2 * bn_channels * hw, relu_module_elems=c * hw))
+    return priced(*cost, Parts(bn_params=2 * bn_channels, bn_macs=2 * bn_channels * hw, relu_module_elems=c * hw))
 
 
 def infer_shuffle(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from featherface_tune.models.arch.block import Block, Shapes, need, ssh_width
-from featherface_tune.models.arch.cost import Cost, Parts, Priced
+from featherface_tune.models.arch.cost import Parts, Priced, priced
 
 KEYS = ("ssh1", "ssh2", "ssh3")
 
@@ -29,14 +29,14 @@ def price_ssh(cin: int, cout: int, deformable: bool, hw: int) -> Priced:
     biases, and their MACs. Parts: five BatchNorms, two LeakyReLUs (q each), the closing F.relu; with
     DCN, the main convs' weights and MACs, the offset/modulator convs' MACs and biases, and the
     bilinear sampling (outside the cost)."""
-    # written out rather than as five `cost.conv` + `cost.bn` calls: nearly every new config of a search
-    # has a new SSH width, so this runs on most counts (the formulas are those of `cost.conv_bn_cost`)
+    # written out rather than as five `cost.conv` + `cost.bn` calls: a search meets many SSH widths (the
+    # formulas are those of `cost.conv_bn_cost`)
     q = cout // 4
     main = 9 * (cin * (cout // 2) + cin * q + 3 * q * q)
     bn = cout // 2 + 4 * q
     per_pos = main + 2 * bn  # weights + BN: every parameter is one MAC per position
     if not deformable:
-        return Priced(Cost(per_pos, per_pos * hw),
+        return priced(per_pos, per_pos * hw,
                       Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, leaky_elems=2 * q * hw, relu_call_elems=cout * hw))
     ins = 2 * cin + 3 * q  # the five convs read cin, cin, q, q, q channels
     offset = dcn_offset_macs(ins, hw)
@@ -44,7 +44,7 @@ def price_ssh(cin: int, cout: int, deformable: bool, hw: int) -> Priced:
     parts = Parts(bn_params=2 * bn, bn_macs=2 * bn * hw, bias_macs=5 * 27 * hw, dcn_params=main, dcn_macs=main * hw,
                   dcn_aux_macs=offset, leaky_elems=2 * q * hw, relu_call_elems=cout * hw,
                   dcn_sampling_macs=dcn_sampling_macs(ins, hw))
-    return Priced(Cost(per_pos + 243 * ins + 5 * 27, per_pos * hw + offset), parts)
+    return priced(per_pos + 243 * ins + 5 * 27, per_pos * hw + offset, parts)
 
 
 def infer_ssh(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,4 +58,5 @@ def infer_ssh(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:
 BLOCK = Block(
     "ssh", "ssh", "level", "featherface_tune.models.blocks.ssh:SSH", KEYS,
     args=lambda f, i: (f["neck_channels"], ssh_width(f, i), f["ssh_deformable"]),
-    reads=("neck_channels", "ssh_channels", "ssh_deformable"), price=price_ssh, term="level", infer=infer_ssh)
+    reads=("neck_channels", "ssh_channels", "ssh_deformable"), price=price_ssh, term="level", infer=infer_ssh,
+    affine_in="neck_channels")
