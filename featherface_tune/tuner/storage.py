@@ -103,6 +103,38 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+# every write an Optuna storage makes (the heartbeat's included)
+STORAGE_WRITES = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+                  "create_new_trial", "set_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+                  "set_trial_user_attr", "set_trial_system_attr", "record_heartbeat")
+
+
+def _whole_writes(cls: type) -> type:
+    """Ctrl-C and SIGTERM that arrive inside one of the storage's writes are delivered when it ends
+    (`atomic.deferred_interrupts`, main thread only): interrupted half way, a write could leave its
+    connection holding SQLite's write lock, which the interrupt's own cleanup (failing the trial in
+    flight) and the heartbeat thread then wait on, or half a journal record."""
+    import functools
+
+    from featherface_tune.atomic import deferred_interrupts
+
+    for name in STORAGE_WRITES:
+        if not hasattr(cls, name):
+            continue
+        own = cls.__dict__.get(name)  # else Optuna's, looked up when called
+
+        @functools.wraps(getattr(cls, name))
+        def write(self: Any, *args: Any, _own: Any = own, _name: str = name, **kwargs: Any) -> Any:
+            with deferred_interrupts():
+                if _own is not None:
+                    return _own(self, *args, **kwargs)
+                return getattr(super(cls, self), _name)(*args, **kwargs)
+
+        setattr(cls, name, write)
+    return cls
+
+
+@_whole_writes
 class HeartbeatStorage(optuna.storages.RDBStorage):
     """Optuna's RDBStorage with no window in which a RUNNING trial lacks a heartbeat.
 
@@ -275,6 +307,7 @@ def _journal(path: Path, url: str) -> tuple[Any, StorageInfo]:
     return storage, StorageInfo(str(path), "journal", False)
 
 
+@_whole_writes
 class TrackedJournalStorage(optuna.storages.JournalStorage):
     """Optuna's JournalStorage that remembers the trials this process started (`started`, as
     `HeartbeatStorage` does), so an interrupt landing while Optuna samples fails this worker's trial

@@ -84,3 +84,35 @@ def test_sigterm_during_training(tmp_path: Path):
 
     state = torch.load(out_dir / "last.pt", weights_only=True)
     assert state["epoch"] >= 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_sigterm_inside_a_storage_write_waits_for_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str):
+    """A SIGTERM landing inside a storage write is delivered when the write ends: interrupted half way,
+    the SQLite write left its connection holding the database's write lock, and failing the trial in
+    flight then waited on it for ever (a search hung after SIGTERM, found by CI). Deterministic: the
+    signal is raised inside Optuna's own write, before its commit."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+
+    from featherface_tune.errors import Terminated, sigterm_as_interrupt
+    from featherface_tune.tuner.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    storage, _ = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial_id = study.ask()._trial_id
+    inner = RDBStorage.set_trial_user_attr if kind == "sqlite" else JournalStorage.set_trial_user_attr
+
+    def interrupted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        signal.raise_signal(signal.SIGTERM)  # mid-write: the handler runs here, before the commit
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDBStorage if kind == "sqlite" else JournalStorage, "set_trial_user_attr", interrupted)
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        storage.set_trial_user_attr(trial_id, "k", 1)
+    assert storage.get_trial(trial_id).user_attrs["k"] == 1  # the write ended whole, then the signal came
+    monkeypatch.undo()
+    t0 = time.monotonic()
+    storage.set_trial_user_attr(trial_id, "after", 2)  # no lock left behind
+    assert time.monotonic() - t0 < 5 and storage.get_trial(trial_id).user_attrs["after"] == 2
