@@ -206,10 +206,27 @@ def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+def _stop_heartbeats() -> None:
+    """Stop Optuna's heartbeat threads of this process. An interrupt landing inside Optuna's `with
+    get_heartbeat_thread(...)` before the thread's stop left it beating, and as a non-daemon thread
+    it kept the process from exiting after its error line (found by a stress run of SIGTERM)."""
+    import threading
+
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    for thread in threading.enumerate():
+        # the thread's own target and arguments (trial id, storage, stop event), as Optuna started it
+        if getattr(thread, "_target", None) is HeartbeatThread._record_heartbeat:
+            stop = getattr(thread, "_args", ())[-1:]
+            if stop and isinstance(stop[0], threading.Event):
+                stop[0].set()
+
+
 def fail_own_running(study: optuna.Study, reason: str = "interrupted") -> list[int]:
     """Mark FAIL the trials this process started that are still RUNNING (an interrupt outside the
     objective, e.g. while Optuna samples, leaves them so); returns their numbers (RDB and journal
-    storages: `HeartbeatStorage`, `TrackedJournalStorage`)."""
+    storages: `HeartbeatStorage`, `TrackedJournalStorage`), and stops this process's heartbeat threads."""
+    _stop_heartbeats()
     storage = study._storage
     backend = getattr(storage, "_backend", storage)
     failed: list[int] = []

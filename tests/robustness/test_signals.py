@@ -116,3 +116,29 @@ def test_sigterm_inside_a_storage_write_waits_for_the_write(tmp_path: Path, monk
     t0 = time.monotonic()
     storage.set_trial_user_attr(trial_id, "after", 2)  # no lock left behind
     assert time.monotonic() - t0 < 5 and storage.get_trial(trial_id).user_attrs["after"] == 2
+
+
+def test_an_interrupt_stops_the_heartbeat_thread_it_left_beating():
+    """An interrupt landing inside Optuna's `with get_heartbeat_thread(...)` before the thread's stop
+    left it beating: a non-daemon thread, so the process never exited after printing its error (a
+    SIGTERM stress run hung there). Failing the worker's trials on the way out stops it."""
+    import optuna
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    from featherface_tune.tuner._loop import fail_own_running
+
+    class Beats:
+        def get_heartbeat_interval(self) -> int:
+            return 3600
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            pass
+
+    left = HeartbeatThread(0, Beats())  # type: ignore[arg-type]
+    left.start()  # as Optuna's `with` does, whose exit the interrupt skipped
+    try:
+        fail_own_running(optuna.create_study())
+        left._thread.join(timeout=5)  # type: ignore[union-attr]
+        assert not left._thread.is_alive()  # type: ignore[union-attr]
+    finally:
+        left._stop_event.set()  # type: ignore[union-attr]  # a failing test must not hang pytest's exit too
