@@ -42,7 +42,6 @@ class Worker:
     before: int = 0  # counted trials the study held when this call began
     mine: list[int] = field(default_factory=list)
     first_hit: dict[str, Any] = field(default_factory=dict)
-    resumed_hit: bool = False  # the study held a feasible trial before this call
     solved: dict[str, Any] | None = None
     interrupted: bool = False
 
@@ -74,7 +73,6 @@ class Worker:
                     and t.user_attrs.get(R.FEASIBLE)), None)
         if hit is not None:
             worker.first_hit = {"trial": hit.number, "seconds": None, "resumed": True}
-            worker.resumed_hit = True
         return worker
 
     def prepare(self, top: int, trials: int, finalists: int, latency_threads: int) -> int | None:
@@ -93,7 +91,7 @@ class Worker:
                       "structure in reasonable time: sampling instead (no proof of optimality); narrow the window")
         elif analytic:
             self.tell("the space is too large to prove: sampling instead (no proof of optimality)")
-        if not self.resumed_hit:  # a provably feasible start: the witness, then the proven analytic optima
+        if not self.first_hit.get("resumed"):  # a provably feasible start: the witness, then the proven optima
             first = [knobs_from_config(FeatherFaceConfig(**cert.example.config))] if cert.example is not None else []
             first += analytic_optima(plan.proof, plan.repairer, plan.ref_cfg, plan.size,
                                      plan.counting) if plan.tolerance else []
