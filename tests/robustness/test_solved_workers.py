@@ -54,6 +54,17 @@ def _search(storage: str, study: str, cwd: Path, journal_lock_grace: int | None 
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def _resume_to_completion(storage: str, study: str, cwd: Path) -> None:
+    """One clean worker after the killed ones: it exits 0 and the study holds every optimum once,
+    nothing left WAITING or RUNNING (a journal lock a kill left is taken over after 1 s)."""
+    p = _search(storage, study, cwd, journal_lock_grace=1)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+    states, configs = optima_stored(storage, study, cwd)
+    assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
+    assert len(configs) == TOP and set(configs.values()) == {1}
+
+
 def optima_stored(storage: str, study: str, cwd: Path) -> tuple[collections.Counter, collections.Counter]:  # type: ignore[type-arg]
     """(states of every trial, COMPLETE trials per distinct config) of the study."""
     import optuna
@@ -122,12 +133,7 @@ def test_journal_with_a_relative_path_survives_kill_9(tmp_path: Path):
         p.communicate(timeout=60)
     # a kill mostly lands while the worker holds the journal lock (it reads the journal before each
     # write): the next worker takes the lock over after the grace, 1 s here instead of 10
-    p = _search(storage, study, tmp_path, journal_lock_grace=1)
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-2000:]
-    states, configs = optima_stored(storage, study, tmp_path)
-    assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
-    assert len(configs) == TOP and set(configs.values()) == {1}
+    _resume_to_completion(storage, study, tmp_path)
 
 
 @pytest.mark.slow
@@ -144,12 +150,7 @@ def test_a_worker_killed_around_its_claim_leaves_none_running(tmp_path: Path, ki
     assert p.returncode == -signal.SIGKILL, err[-2000:]
     states, _ = optima_stored(storage, study, tmp_path)
     assert states == left, states  # killed inside its first claim
-    p = _search(storage, study, tmp_path, journal_lock_grace=1)
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-2000:]
-    states, configs = optima_stored(storage, study, tmp_path)
-    assert states["COMPLETE"] == TOP and not states["WAITING"] and not states["RUNNING"], states
-    assert len(configs) == TOP and set(configs.values()) == {1}
+    _resume_to_completion(storage, study, tmp_path)
 
 
 def test_sigterm_in_a_checkpoint_write_waits_for_the_write(tmp_path: Path):
