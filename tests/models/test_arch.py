@@ -4,6 +4,7 @@ instance by instance, and a new block type needs no change to the walkers."""
 from __future__ import annotations
 
 import dataclasses
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -20,6 +21,7 @@ from featherface_tune.models.arch.block import ssh_width
 from featherface_tune.models.arch.cost import Parts, conv
 from featherface_tune.models.builder import build_model
 from featherface_tune.models.checkpoint import infer_config
+from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.models.presets import get_preset
 from featherface_tune.tuner.space import config_from_knobs as config_of
 from strategies import configs
@@ -63,11 +65,28 @@ def test_true_groups_sum_the_instance_prices(cfgs, size):
     """The memoised true sums are the instances' prices summed, for configs counted one after another
     (a memo entry serves the next config only where it reads the same values), and again from memo."""
     for cfg in cfgs + cfgs[:1]:
-        priced = arch.priced_groups(cfg, *size)
-        want = (tuple((sum(p.cost.params for p in ps), sum(p.cost.macs for p in ps)) for ps in priced.values()),
-                sum(p.parts.dcn_aux_macs for ps in priced.values() for p in ps),
-                sum(p.parts.dcn_sampling_macs for ps in priced.values() for p in ps))
-        assert arch.true_groups(cfg, *size) == want
+        assert arch.true_groups(cfg, *size) == _priced_sums(cfg, size)
+
+
+def _priced_sums(cfg, size):
+    priced = arch.priced_groups(cfg, *size)
+    return (tuple((sum(p.cost.params for p in ps), sum(p.cost.macs for p in ps)) for ps in priced.values()),
+            sum(p.parts.dcn_aux_macs for ps in priced.values() for p in ps),
+            sum(p.parts.dcn_sampling_macs for ps in priced.values() for p in ps))
+
+
+def test_true_groups_from_polynomials_are_the_prices():
+    """A sweep of new neck and SSH widths and CBAM reductions, counted one after another from empty
+    memos as a search meets them: from a class's second width on, `true_groups` fills its misses from
+    the declared polynomials (`Block.polynomial`), and every figure still equals the summed prices."""
+    clear_caches()
+    for i in range(120):
+        cfg = FeatherFaceConfig(
+            neck=("bifpn", "fpn")[i % 2], bifpn_repeats=1 + i % 3 if i % 2 == 0 else 0, neck_channels=16 + i,
+            neck_cbam=i % 5 != 0, neck_cbam_reduction=(4, 8, 16)[i % 3], ssh_deformable=i % 4 < 2,
+            ssh_channels=(4 * (4 + i % 29), 4 * (4 + (7 * i) % 31), 4 * (4 + (3 * i) % 23)),
+            shuffle=("block", "plain", "none")[i % 3], landmarks=i % 7 != 0)
+        assert arch.true_groups(cfg, 640, 640) == _priced_sums(cfg, (640, 640)), cfg
 
 
 @settings(max_examples=40, deadline=None)
@@ -88,6 +107,37 @@ def test_prices_are_affine_in_what_blocks_say(cfg, x):
             assert flat(got) == tuple(u + x * (v - u) for u, v in zip(flat(a), flat(c)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(cfg=configs(max_width=48), x=st.integers(1, 4096))
+def test_prices_are_polynomial_where_blocks_say(cfg, x):
+    """A block's `polynomial` holds: along the residue class of x modulo the period, every
+    instance's price at x is, in every figure, the value at x of the polynomial of that degree
+    through its prices at the class's first degree + 1 values from one period up (the nodes
+    `true_groups` fills a memo miss from). Restated by Lagrange's form, not the counter's Newton form."""
+    claims = [b for b in BLOCKS if b.polynomial]
+    assert {b.name for b in claims} >= {"bifpn", "fpn", "neck_cbam", "ssh", "shuffle", "ClassHead"}
+    at = arch.sizes(64, 96)
+    flat = lambda p: (*p.cost, *p.parts)  # noqa: E731
+    for b in claims:
+        f = fields_of(cfg)
+        field, degree, period = b.polynomial
+        step = period if isinstance(period, int) else f[period]
+        if not b.present(f) or x < step:
+            continue
+        base = x % step
+        nodes = [base + j * step for j in range(1, degree + 2)]
+        prices = [arch.block_price(b, {**f, field: v}, at) for v in nodes]
+        for i, got in enumerate(arch.block_price(b, {**f, field: x}, at)):
+            want = [Fraction(0)] * len(flat(got))
+            for k, node in enumerate(nodes):
+                weight = Fraction(1)
+                for other in nodes:
+                    if other != node:
+                        weight *= Fraction(x - other, node - other)
+                want = [w + weight * v for w, v in zip(want, flat(prices[k][i]))]
+            assert list(flat(got)) == want, (b.name, x)
+
+
 def test_blocks_are_described_once():
     with pytest.raises(ValueError, match="described twice"):
         arch._registry(BLOCKS + (BLOCKS[0],))
@@ -96,6 +146,12 @@ def test_blocks_are_described_once():
         dataclasses.replace(BLOCKS[0], role="stem")
     with pytest.raises(ValueError, match="affine_in 'neck_channels' is not one of the fields it reads"):
         dataclasses.replace(BLOCKS[0], affine_in="neck_channels")
+    with pytest.raises(ValueError, match="polynomial field 'neck_channels' is not one of the fields it reads"):
+        dataclasses.replace(BLOCKS[0], polynomial=arch.Polynomial("neck_channels", 2))
+    with pytest.raises(ValueError, match="polynomial degree 0 is not an int >= 1"):
+        dataclasses.replace(arch.get_block("ssh"), polynomial=arch.Polynomial("ssh_channels", 0))
+    with pytest.raises(ValueError, match="polynomial period 0 is not an int >= 1 or a field"):
+        dataclasses.replace(arch.get_block("ssh"), polynomial=arch.Polynomial("ssh_channels", 2, 0))
     with pytest.raises(KeyError, match="no block 'csp'"):
         arch.get_block("csp")
 

@@ -12,7 +12,9 @@ this list and nothing else restates the topology:
 
 A new block type is a module in `models/blocks/`, a `Block` in this package, its config fields (a
 dataclass field and one `models.config.FIELDS` entry each: validation, the search space and the solver
-read that table), and one entry below.
+read that table), and one entry below. Optionally, the shape of its price in a width (`affine_in`,
+`polynomial`; tests/models/test_arch.py checks every such claim) lets the counter serve new values of
+that width without pricing them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from featherface_tune.errors import ConfigError
 from featherface_tune.models.arch import backbone, bifpn, cbam, fpn, heads, shuffle, ssh
-from featherface_tune.models.arch.block import LEVELS, ROLES, TERMS, Block, Fields, Instance, Shapes, Sizes
+from featherface_tune.models.arch.block import (LEVELS, ROLES, TERMS, Block, Fields, Instance, Polynomial, Shapes,
+                                                Sizes)
 from featherface_tune.models.arch.cost import Cost, Parts, Priced
 from featherface_tune.models.config import FIELDS
 
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from featherface_tune.models.config import FeatherFaceConfig
 
 __all__ = ["BLOCKS", "GROUPS", "LEVELS", "NO_SIZE", "ROLES", "TERMS", "Block", "Cost", "Fields", "Instance", "Parts",
-           "Priced", "Sizes", "block_price", "get_block", "fields_of", "infer_fields", "key_groups", "layout",
+           "Polynomial", "Priced", "Sizes", "block_price", "get_block", "fields_of", "infer_fields", "key_groups", "layout",
            "priced_groups", "sizes", "term_blocks", "term_price", "term_reads", "true_groups"]
 
 BLOCKS: tuple[Block, ...] = (backbone.BLOCK, cbam.BACKBONE_BLOCK, bifpn.BLOCK, fpn.BLOCK, cbam.NECK_BLOCK,
@@ -112,7 +115,9 @@ def true_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> TrueGroups:
     sums are memoised by the values of the fields its blocks read (per level, when its blocks are
     per-level: the level's own value of a per-level field; but the field its prices are affine in,
     `Block.affine_in`), so a new config whose groups were met before costs a lookup per group (per
-    level), and a search meets few new group settings per config."""
+    level). A miss in a group whose prices are a polynomial in a field (`Block.polynomial`) is
+    filled from that polynomial, kept by the values of the other fields: a search meets a new neck
+    or SSH width on most of its first configs, and few new settings of the rest."""
     f = fields_of(cfg)
     out = []
     offset = sampling = 0
@@ -126,25 +131,21 @@ def true_groups(cfg: "FeatherFaceConfig", h: int, w: int) -> TrueGroups:
             offset += s[2]
             sampling += s[3]
             continue
-        memos = seen.get(rest) or _per_level_memos(seen, rest)
-        keys = levels_of(f)
-        params = macs = 0
+        m0, m1, m2 = seen.get(rest) or _per_level_memos(seen, rest)
+        k0, k1, k2 = levels_of(f)  # the three levels (LEVELS) written out: a third off the hit path
+        s0 = m0.get(k0) or fill(m0, k0, f, 0)
+        s1 = m1.get(k1) or fill(m1, k1, f, 1)
+        s2 = m2.get(k2) or fill(m2, k2, f, 2)
         if affine is None:
-            for level, key in enumerate(keys):
-                s = memos[level].get(key) or fill(memos[level], key, f, level)
-                params += s[0]
-                macs += s[1]
-                offset += s[2]
-                sampling += s[3]
+            out.append((s0[0] + s1[0] + s2[0], s0[1] + s1[1] + s2[1]))
+            offset += s0[2] + s1[2] + s2[2]
+            sampling += s0[3] + s1[3] + s2[3]
         else:
             x = f[affine]
-            for level, key in enumerate(keys):
-                s = memos[level].get(key) or fill(memos[level], key, f, level)
-                params += s[0] + x * s[4]
-                macs += s[1] + x * s[5]
-                offset += s[2] + x * s[6]
-                sampling += s[3] + x * s[7]
-        out.append((params, macs))
+            out.append((s0[0] + s1[0] + s2[0] + x * (s0[4] + s1[4] + s2[4]),
+                        s0[1] + s1[1] + s2[1] + x * (s0[5] + s1[5] + s2[5])))
+            offset += s0[2] + s1[2] + s2[2] + x * (s0[6] + s1[6] + s2[6])
+            sampling += s0[3] + s1[3] + s2[3] + x * (s0[7] + s1[7] + s2[7])
     return tuple(out), offset, sampling
 
 
@@ -188,7 +189,7 @@ def _tallies(h: int, w: int) -> tuple[_Tally, ...]:
         rest = tuple(k for k in reads if k not in per_level)
         rest_of: Callable[[Fields], Any] = itemgetter(*rest) if rest else (lambda f: ())
         out.append((rest_of, _level_values(per_level) if per_level else None, affine, {},
-                    _filler(blocks, at, affine)))
+                    _filler(blocks, at, affine, bool(per_level))))
     return tuple(out)
 
 
@@ -211,30 +212,87 @@ def _level_values(names: tuple[str, ...]) -> Callable[[Fields], tuple[Any, ...]]
     return levels
 
 
-def _filler(blocks: tuple[Block, ...], at: Sizes, affine: str | None) -> _Fill:
-    """The function that sums a group's prices (at a level, for a per-level group) into its memo
-    under a key; for a group affine in a field, at 0 and the change per unit."""
-    def sums(f: Fields, level: int | None) -> Sums:
+def _filler(blocks: tuple[Block, ...], at: Sizes, affine: str | None, per_level: bool) -> _Fill:
+    """The function that computes a group's memo entry on a miss (at a level, for a `per_level`
+    group) and stores it under a key: its summed prices; for a group affine in a field, at 0 and the
+    change per unit. For a group whose blocks declare one `Polynomial`, from that polynomial's forward
+    differences, memoised by the values of the group's other fields and the class of the field."""
+    def sums(f: Fields, level: int | None) -> list[int]:
         params = macs = offset = sampling = 0
         for b in blocks:
             if b.present(f):
                 for (p, m), parts in block_price(b, f, at, level, cached=False):
                     params, macs = params + p, macs + m
                     offset, sampling = offset + parts.dcn_aux_macs, sampling + parts.dcn_sampling_macs
-        return params, macs, offset, sampling
+        return [params, macs, offset, sampling]
 
-    def fill(seen: dict[Any, Sums], key: Any, f: Fields, level: int | None) -> Sums:
+    def entry(f: Fields, level: int | None) -> list[int]:
+        if affine is None:
+            return sums(f, level)
+        s0, s1 = sums({**f, affine: 0}, level), sums({**f, affine: 1}, level)
+        return s0 + [b - a for a, b in zip(s0, s1)]
+
+    def store(seen: dict[Any, Sums], key: Any, s: Sums) -> Sums:
         if len(seen) >= _MEMO_SIZE:
             seen.clear()
-        if affine is None:
-            s = sums(f, level)
-        else:
-            s0, s1 = sums({**f, affine: 0}, level), sums({**f, affine: 1}, level)
-            s = s0 + tuple(b - a for a, b in zip(s0, s1))
         seen[key] = s
         return s
 
-    return fill
+    poly = blocks[0].polynomial
+    if (poly is None or any(b.polynomial != poly for b in blocks) or poly.period in _PER_LEVEL_FIELDS
+            or (poly.field in _PER_LEVEL_FIELDS and not per_level)):  # none, or none this memo can use
+        return lambda seen, key, f, level: store(seen, key, tuple(entry(f, level)))
+    field, degree, period = poly
+    rest = tuple(k for k in dict.fromkeys(k for b in blocks for k in b.reads) if k not in (field, affine))
+    others: Callable[[Fields], Any] = itemgetter(*rest) if rest else (lambda f: ())
+    differences: tuple[dict[Any, list[list[int]]], ...] = tuple({} for _ in LEVELS)  # per level (one: whole)
+
+    def from_polynomial(seen: dict[Any, Sums], key: Any, f: Fields, level: int | None) -> Sums:
+        x = f[field]
+        if type(x) is tuple:  # a per-level field: this level's value
+            x = x[level]  # type: ignore[index]
+        step = period if type(period) is int else f[period]  # type: ignore[index]
+        k, base = divmod(x, step)
+        memo = differences[level or 0]
+        dkey = (others(f), base)
+        rows = memo.get(dkey)
+        if rows is None:  # the class's first value: priced (the polynomial costs degree + 1 entries)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[dkey] = _MET_ONCE
+            s = tuple(entry(f, level))
+        elif rows is _MET_ONCE:  # its second: the entries at base + step, + 2 step, ..., and their differences
+            at_node = dict(f)
+            rows = []
+            for j in range(1, degree + 2):
+                at_node[field] = base + j * step
+                rows.append(entry(at_node, level))
+            for i in range(1, degree + 1):
+                for j in range(degree, i - 1, -1):
+                    rows[j] = [b - a for a, b in zip(rows[j - 1], rows[j])]
+            memo[dkey] = rows
+            s = _newton(rows, k - 1)
+        else:
+            s = _newton(rows, k - 1)
+        return store(seen, key, s)
+
+    return from_polynomial
+
+
+_MET_ONCE: list[list[int]] = []  # a residue class met once: no forward differences kept yet
+
+
+def _newton(rows: list[list[int]], k: int) -> Sums:
+    """Newton's forward formula: the value k steps past the first node of the polynomial whose
+    forward differences there are `rows` (exact in ints: C(k, i) is)."""
+    if len(rows) == 3:  # degree 2, the common case, written out
+        c2 = k * (k - 1) // 2
+        return tuple([a + k * b + c2 * c for a, b, c in zip(*rows)])
+    out, c = rows[0], 1
+    for i in range(1, len(rows)):
+        c = c * (k - i + 1) // i
+        out = [a + c * b for a, b in zip(out, rows[i])]
+    return tuple(out)
 
 
 def term_blocks(term: str) -> tuple[Block, ...]:

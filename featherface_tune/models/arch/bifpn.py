@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from featherface_tune.errors import InputError
-from featherface_tune.models.arch.block import Block, Shapes, Sizes, need
+from featherface_tune.models.arch.block import Block, Polynomial, Shapes, Sizes, need
 from featherface_tune.models.arch.cost import Parts, Priced, priced
 from featherface_tune.models.config import backbone_channels
 
@@ -59,4 +59,5 @@ BLOCK = Block(
     "bifpn", "neck", "neck", "featherface_tune.models.blocks.bifpn:BiFPN", ("bifpn",),
     args=lambda f, _: (backbone_channels(f["backbone_width"]), f["neck_channels"], f["bifpn_repeats"]),
     reads=("neck", "backbone_width", "neck_channels", "bifpn_repeats"), price=price_bifpn,
-    present=lambda f: f["neck"] == "bifpn", infer=infer_bifpn)
+    present=lambda f: f["neck"] == "bifpn", infer=infer_bifpn,
+    polynomial=Polynomial("neck_channels", 2))

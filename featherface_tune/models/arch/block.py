@@ -50,6 +50,30 @@ class Sizes(NamedTuple):
 Fields = Mapping[str, Any]  # config field -> value (a config's, or a solver's partial assignment)
 
 
+class Polynomial(NamedTuple):
+    """A price as a polynomial in one int field: along each residue class of the field modulo
+    `period` (a number, or the int field holding it), params, MACs and every Part are a polynomial of
+    `degree` in the field, for every value the price accepts from one period up (floor divisions by
+    the period, such as the SSH's width // 4 or CBAM's channels // reduction, keep that true). The
+    counter keeps, per class, the forward differences of the prices at the class's first degree + 1
+    values from one period up, and serves every other value of the class from them
+    (`featherface_tune.models.arch.true_groups`)."""
+
+    field: str
+    degree: int
+    period: int | str = 1
+
+    def check(self, block: str, reads: tuple[str, ...]) -> None:
+        """ValueError unless the fields are ones the block reads and the numbers are positive ints."""
+        for name in (self.field, self.period):
+            if isinstance(name, str) and name not in reads:
+                raise ValueError(f"block {block!r}: polynomial field {name!r} is not one of the fields it reads")
+        if type(self.degree) is not int or self.degree < 1:
+            raise ValueError(f"block {block!r}: polynomial degree {self.degree!r} is not an int >= 1")
+        if not isinstance(self.period, str) and (type(self.period) is not int or self.period < 1):
+            raise ValueError(f"block {block!r}: polynomial period {self.period!r} is not an int >= 1 or a field")
+
+
 def always(fields: Fields) -> bool:
     return True
 
@@ -75,6 +99,9 @@ class Block:
     # an int field its price is affine in (params, MACs and every Part change by the same amount per
     # unit of it): `arch.true_groups` keeps the price at 0 and the change per unit, for every value
     affine_in: str | None = None
+    # an int field its price is a polynomial in along each residue class (see `Polynomial`): the
+    # counter fills a memo miss from the polynomial, not from new prices
+    polynomial: "Polynomial | None" = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -83,6 +110,8 @@ class Block:
             raise ValueError(f"block {self.name!r}: term {self.term!r} is not one of {', '.join(TERMS)}")
         if self.affine_in is not None and self.affine_in not in self.reads:
             raise ValueError(f"block {self.name!r}: affine_in {self.affine_in!r} is not one of the fields it reads")
+        if self.polynomial is not None:
+            self.polynomial.check(self.name, self.reads)
         if len(self.keys) not in (1, len(LEVELS)):
             raise ValueError(f"block {self.name!r}: one key, or one per level ({len(LEVELS)})")
         object.__setattr__(self, "per_level", len(self.keys) == len(LEVELS))  # read per price: a plain attribute

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from featherface_tune.errors import ConfigError
-from featherface_tune.models.arch.block import Block, Shapes, need
+from featherface_tune.models.arch.block import Block, Polynomial, Shapes, need
 from featherface_tune.models.arch.cost import Parts, Priced, priced
 from featherface_tune.models.config import backbone_channels
 
@@ -69,4 +69,5 @@ NECK_BLOCK = Block(
     reads=("neck_cbam", "neck_channels", "neck_cbam_reduction"), price=price_cbam,
     term="neck_cbam_reduction", present=lambda f: f["neck_cbam"],
     infer=_inferrer("neck_cbam", "neck_cbam_reduction", NECK_KEYS, "neck CBAM",
-                    lambda f: (f["neck_channels"],) * 3))
+                    lambda f: (f["neck_channels"],) * 3),
+    polynomial=Polynomial("neck_channels", 2, period="neck_cbam_reduction"))

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from featherface_tune.errors import InputError
-from featherface_tune.models.arch.block import Block, Shapes, Sizes, need
+from featherface_tune.models.arch.block import Block, Polynomial, Shapes, Sizes, need
 from featherface_tune.models.arch.cost import Parts, Priced, conv_bn1x1_cost, conv_bn_cost, priced, upsample
 from featherface_tune.models.config import backbone_channels
 
@@ -39,4 +39,5 @@ BLOCK = Block(
     "fpn", "neck", "neck", "featherface_tune.models.blocks.fpn:FPN", ("fpn",),
     args=lambda f, _: (backbone_channels(f["backbone_width"]), f["neck_channels"]),
     reads=("neck", "backbone_width", "neck_channels"), price=price_fpn,
-    present=lambda f: f["neck"] == "fpn", infer=infer_fpn)
+    present=lambda f: f["neck"] == "fpn", infer=infer_fpn,
+    polynomial=Polynomial("neck_channels", 2))

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from featherface_tune.errors import ConfigError
-from featherface_tune.models.arch.block import Block, Shapes, always, need, ssh_width
+from featherface_tune.models.arch.block import Block, Polynomial, Shapes, always, need, ssh_width
 from featherface_tune.models.arch.cost import Parts, Priced, conv, priced
 
 # model attribute -> values per anchor, in the order forward returns them after the boxes
@@ -40,7 +40,8 @@ def _head(name: str, values: int) -> Block:
         reads=("ssh_channels", "anchors_per_cell") + (("landmarks",) if name == "LandmarkHead" else ()),
         price=price_head, term="level",
         present=(lambda f: f["landmarks"]) if name == "LandmarkHead" else always,
-        infer=infer_heads if name == "ClassHead" else None)
+        infer=infer_heads if name == "ClassHead" else None,
+        polynomial=Polynomial("ssh_channels", 1))
 
 
 BLOCKS = tuple(_head(name, values) for name, values in HEADS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Mapping
 
-from featherface_tune.models.arch.block import Block, Shapes, ssh_width
+from featherface_tune.models.arch.block import Block, Polynomial, Shapes, ssh_width
 from featherface_tune.models.arch.cost import FREE, Parts, Priced, bn, conv, conv_bn1x1_cost, priced
 
 KEYS = ("ssh1_cs", "ssh2_cs", "ssh3_cs")
@@ -38,4 +38,5 @@ def infer_shuffle(shapes: Shapes, fields: Mapping[str, Any]) -> dict[str, Any]:
 BLOCK = Block(
     "shuffle", "shuffle", "level", "featherface_tune.models.blocks.shuffle:shuffle_module", KEYS,
     args=lambda f, i: (f["shuffle"], ssh_width(f, i), f["shuffle_groups"]),
-    reads=("shuffle", "ssh_channels", "shuffle_groups"), price=price_shuffle, term="level", infer=infer_shuffle)
+    reads=("shuffle", "ssh_channels", "shuffle_groups"), price=price_shuffle, term="level", infer=infer_shuffle,
+    polynomial=Polynomial("ssh_channels", 2, period=2))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Mapping
 
-from featherface_tune.models.arch.block import Block, Shapes, need, ssh_width
+from featherface_tune.models.arch.block import Block, Polynomial, Shapes, need, ssh_width
 from featherface_tune.models.arch.cost import Parts, Priced, priced
 
 KEYS = ("ssh1", "ssh2", "ssh3")
@@ -59,4 +59,4 @@ BLOCK = Block(
     "ssh", "ssh", "level", "featherface_tune.models.blocks.ssh:SSH", KEYS,
     args=lambda f, i: (f["neck_channels"], ssh_width(f, i), f["ssh_deformable"]),
     reads=("neck_channels", "ssh_channels", "ssh_deformable"), price=price_ssh, term="level", infer=infer_ssh,
-    affine_in="neck_channels")
+    affine_in="neck_channels", polynomial=Polynomial("ssh_channels", 2, period=4))
