@@ -14,6 +14,11 @@ SHARED = REPO.parent / "shared"
 
 # one thread per pytest-xdist worker (CI runs one worker per core), else at most 2
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the commands run in this process (CliRunner) set torch's threads from OMP_NUM_THREADS, else from
+    # the load average, which lags: on an idle machine the first tests' got both cores while the other
+    # worker ran, and this worker's later tests kept them. The processes tests start inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # searches that only need a sampled objective measure latency for at most 2 s a config (the CLIs the
 # tests start inherit it); tests of the measurement itself pass their own cap
 os.environ.setdefault("FEATHERFACE_TUNE_LATENCY_SECONDS", "2")
