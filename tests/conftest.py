@@ -16,7 +16,7 @@ SHARED = REPO.parent / "shared"
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # the commands run in this process (CliRunner) set torch's threads from OMP_NUM_THREADS, else from
-    # the load average, which lags: on an idle machine the first tests' got both cores while the other
+    # the load average, which lags: on an idle machine the first tests got both cores while the other
     # worker ran, and this worker's later tests kept them. The processes tests start inherit it.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 # searches that only need a sampled objective measure latency for at most 2 s a config (the CLIs the
