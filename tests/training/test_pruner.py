@@ -30,7 +30,9 @@ def test_make_pruner() -> None:
 
 @pytest.mark.slow
 def test_hyperband_prunes_proxy_trials_by_epoch(tmp_path: Path) -> None:
-    """Four trials of 3 epochs under Hyperband: every trial reports per epoch, some stop early."""
+    """Four trials of 3 epochs under Hyperband: every trial reports each epoch as a step (the resource
+    Hyperband's brackets count), and a completed one ran all 3. Whether one stops early depends on the
+    values; the stop itself (TrialPruned after the epoch the pruner names) is test_proxy_objective's."""
     data = tmp_path / "demo"
     demo.write_demo(data, train=8, val=4, seed=0)
     cfgs = [get_preset(n) for n in ("retinaface-mnet025", "featherface-official")]
