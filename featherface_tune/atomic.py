@@ -18,38 +18,38 @@ def temporary_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def check_replaceable(path: str | Path, what: str = "") -> None:
+def check_replaceable(path: str | Path, what: str = "", field: str | None = None) -> None:
     """Raise InputError unless `path` is missing or a regular file this user may write: a write must
     never turn a symbolic link, a device (/dev/full), a FIFO or a socket into a regular file, nor
-    rewrite a file made read-only. `what` names the argument (its Python name, e.g. "out": the error
-    carries it as its field) or the file's role ("budget file")."""
+    rewrite a file made read-only. The error carries `field`, the argument that gave the path (e.g.
+    "out"), or names the file's role `what` ("budget file")."""
     p = Path(path)
     try:
         st = os.lstat(p)
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise _refused(p, what, f"cannot inspect: {exc.strerror or exc}") from None
+        raise _refused(p, what, field, f"cannot inspect: {exc.strerror or exc}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise _refused(p, what, f"is a symbolic link (to {os.readlink(p)!r}); name the file it points to "
+        raise _refused(p, what, field, f"is a symbolic link (to {os.readlink(p)!r}); name the file it points to "
                        "or remove the link: it is not replaced by a file")
     if stat.S_ISDIR(st.st_mode):
-        raise _refused(p, what, "is a folder, not a file")
+        raise _refused(p, what, field, "is a folder, not a file")
     if not stat.S_ISREG(st.st_mode):
         kind = ("a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
                 else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
                 else "not a regular file")
-        raise _refused(p, what, f"is {kind}; only a regular file is replaced")
+        raise _refused(p, what, field, f"is {kind}; only a regular file is replaced")
     # no write bit at all counts too: root may write anything, but a file made read-only stays so
     if not st.st_mode & 0o222 or not os.access(p, os.W_OK):
-        raise _refused(p, what, "is read-only; make it writable (chmod u+w) to replace it")
+        raise _refused(p, what, field, "is read-only; make it writable (chmod u+w) to replace it")
 
 
-def _refused(path: Path, what: str, rule: str) -> InputError:
-    """The error about `path`: carrying the argument `what` names as its field (the command layer shows
+def _refused(path: Path, what: str, field: str | None, rule: str) -> InputError:
+    """The error about `path`: carrying the argument that gave it as its field (the command layer shows
     its flag), or naming the file's role."""
-    if what.isidentifier():
-        return InputError(field=what, value=str(path), rule=rule)
+    if field is not None:
+        return InputError(field=field, value=str(path), rule=rule)
     return InputError(f"{what + ' ' if what else ''}{str(path)!r}{':' if rule.startswith('cannot') else ''} {rule}")
 
 
@@ -79,13 +79,14 @@ def deferred_interrupts() -> Iterator[None]:
             signal.raise_signal(signum)  # the handler in force again (raise Terminated, KeyboardInterrupt, ...)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: str = "") -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: str = "",
+                 field: str | None = None) -> None:
     """Call `write` on a temporary file beside `path`, fsync it, then os.replace it onto `path`. A
     failed write leaves neither a temporary nor a changed `path` and raises InputError naming the
-    file (read-only folder, full disk: `what` as in `check_replaceable`). Only a regular file
+    file (read-only folder, full disk: `what` and `field` as in `check_replaceable`). Only a regular file
     is replaced (`check_replaceable`); interrupts wait for the write to end (`deferred_interrupts`)."""
     path = Path(path)
-    check_replaceable(path, what)
+    check_replaceable(path, what, field)
     tmp = temporary_for(path)
     try:
         with deferred_interrupts():
@@ -99,16 +100,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], what: s
         if isinstance(exc, RuntimeError) and "writ" not in str(exc).lower():
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
-        raise _refused(path, what, f"cannot write: {reason}") from None
+        raise _refused(path, what, field, f"cannot write: {reason}") from None
     finally:
         with contextlib.suppress(OSError):
             if tmp.exists():
                 tmp.unlink()
 
 
-def atomic_write_text(path: str | Path, text: str, what: str = "") -> None:
+def atomic_write_text(path: str | Path, text: str, what: str = "", field: str | None = None) -> None:
     """`atomic_write` of UTF-8 text."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), what)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), what, field)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

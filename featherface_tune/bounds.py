@@ -71,14 +71,14 @@ def estimate_run_bytes(cfg: object, height: int, width: int, batch: int = 1, tra
     return int(base + per_pixel * height * width * scale * batch)
 
 
-def check_build_size(height: int, width: int, what: str, cfg: object = None, batch: int = 1,
-                     training: bool = False, because: str = "", refs: Sequence[str] = ()) -> None:
+def check_build_size(height: int, width: int, what: str = "", cfg: object = None, batch: int = 1,
+                     training: bool = False, because: str = "", refs: Sequence[str] = (), field: str | None = None,
+                     value: object = None) -> None:
     """A model built and run on an HxW input must fit in memory: at most MAX_BUILD_SIDE a side and,
-    with `cfg`, an estimated peak (`estimate_run_bytes`) within `run_memory_limit()`. `what` is the
-    argument's Python name (an identifier such as "input_size" or "image_size": the error carries it
-    as its field, with `because` saying why a model is built, e.g. "with {objective} latency", naming
-    the arguments in `refs`), or a description of where the size comes from (e.g. "input size of the
-    cross-check")."""
+    with `cfg`, an estimated peak (`estimate_run_bytes`) within `run_memory_limit()`. The error
+    carries `field`, the argument the size came from, with the `value` given for it (and `because`
+    says why a model is built, e.g. "with {objective} latency", naming the arguments in `refs`);
+    without a field, `what` describes where the size comes from (e.g. "input size of the cross-check")."""
     rule = ""
     if height > MAX_BUILD_SIDE or width > MAX_BUILD_SIDE:
         rule = (f"{height}x{width} is beyond the {MAX_BUILD_SIDE}x{MAX_BUILD_SIDE} input the tool builds and runs "
@@ -94,9 +94,8 @@ def check_build_size(height: int, width: int, what: str, cfg: object = None, bat
         return
     if because:
         rule = f"{because}: {rule}"
-    if what.isidentifier():
-        raise InputError(field=what, value=height if height == width and what != "input_size" else (height, width),
-                         rule=rule, refs=refs)
+    if field is not None:
+        raise InputError(field=field, value=value, rule=rule, refs=refs)
     raise InputError(f"{what}: {rule}")
 
 

@@ -198,7 +198,7 @@ def check_writable(out: Path) -> None:
     out = Path(out)
     if out.is_dir():
         raise InputError(field="out", value=out, rule="is a directory; give a file name such as model.onnx")
-    check_replaceable(out, "out")  # a device, FIFO or symbolic link is never replaced by a file
+    check_replaceable(out, field="out")  # a device, FIFO or symbolic link is never replaced by a file
     parent = out.resolve().parent
     if not parent.is_dir():
         raise InputError(field="out", value=out, rule=f"folder {str(parent)!r} does not exist")
@@ -211,7 +211,7 @@ def _save(proto: Any, out: Path) -> int:
     import onnx
 
     out = Path(out)
-    atomic_write(out, lambda f: onnx.save(proto, f), "out")
+    atomic_write(out, lambda f: onnx.save(proto, f), field="out")
     return out.stat().st_size
 
 

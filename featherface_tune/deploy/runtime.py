@@ -52,9 +52,10 @@ def session_options(threads: int | None = None) -> Any:
     return so
 
 
-def open_session(model: str | bytes | Path, threads: int | None = None, what: str = "model") -> Any:
+def open_session(model: str | bytes | Path, threads: int | None = None, what: str = "model",
+                 field: str | None = None) -> Any:
     """An onnxruntime CPU session, or a one-line InputError when the file is not a loadable model:
-    `what` describes the model, or names the argument that gave its path (e.g. "checkpoint")."""
+    carrying `field`, the argument that gave its path (e.g. "checkpoint"), or naming the model `what`."""
     ort = require("onnxruntime", "running an ONNX model")
     try:
         src = str(model) if isinstance(model, Path) else model
@@ -63,8 +64,8 @@ def open_session(model: str | bytes | Path, threads: int | None = None, what: st
         from featherface_tune.errors import first_line
 
         rule = f"onnxruntime cannot load it: {first_line(exc, 200)}"
-        if what.isidentifier() and isinstance(model, Path):  # an argument naming a file: its field
-            raise InputError(field=what, value=model, rule=rule) from None
+        if field is not None:
+            raise InputError(field=field, value=model, rule=rule) from None
         raise InputError(f"{what}: {rule}") from None
 
 
@@ -84,7 +85,7 @@ class OnnxModel:
         p = Path(path)
         if not p.is_file():
             raise InputError(field="checkpoint", value=p, rule="no such file")
-        sess = open_session(p, threads, what="checkpoint")
+        sess = open_session(p, threads, field="checkpoint")
         meta = dict(sess.get_modelmeta().custom_metadata_map)
 
         if META_WEIGHTS in meta:
@@ -116,7 +117,7 @@ class OnnxModel:
         """Reopen the session with `threads` intra-op threads (nothing to do when it has them)."""
         if threads == self.threads:
             return
-        self.session = open_session(Path(self.path), threads, what="checkpoint")
+        self.session = open_session(Path(self.path), threads, field="checkpoint")
         self.threads = threads
 
     @property

@@ -423,8 +423,8 @@ def _setup(cfg: FeatherFaceConfig, records: Sequence[ImageRecord], options: Trai
     if not records:
         raise InputError("no training images")
     # the memory of a training step, estimated before anything is allocated
-    check_build_size(options.image_size, options.image_size, "image_size", cfg,
-                     batch=min(options.batch_size, len(records)), training=True)
+    check_build_size(options.image_size, options.image_size, cfg=cfg, batch=min(options.batch_size, len(records)),
+                     training=True, field="image_size", value=options.image_size)
     if len(records) == 1 and options.image_size == 32:
         raise InputError(field="image_size", value=32, rule="with one training image: BatchNorm needs two values "
                          "per channel, and the deepest map is 1x1; add images or train larger")

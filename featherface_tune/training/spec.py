@@ -47,7 +47,7 @@ def check_image_size(image_size: int, name: str = "image_size") -> None:
     the tool builds a model on (bounds.MAX_BUILD_SIDE)."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32 or image_size % 32:
         raise InputError(field=name, value=image_size, rule="must be a positive multiple of 32")
-    check_build_size(image_size, image_size, name)  # at most MAX_BUILD_SIDE; memory is checked with the model
+    check_build_size(image_size, image_size, field=name, value=image_size)  # at most MAX_BUILD_SIDE; memory: with the model
 
 
 def plain_number(value: float) -> float | int:

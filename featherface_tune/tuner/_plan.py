@@ -142,8 +142,8 @@ def _check_latency(size: tuple[int, int], reference: Any, runtime: Any, threads:
     if mode not in LATENCY_MODES:
         raise InputError(field="latency_mode", value=mode, rule=f"use {' or '.join(LATENCY_MODES)}")
     check_int(finalists, "finalists", 1, MAX_TOP, "each finalist is timed")
-    check_build_size(size[0], size[1], "input_size", reference_config(reference)[0], because="with {objective} latency",
-                     refs=("objective",))
+    check_build_size(size[0], size[1], cfg=reference_config(reference)[0], because="with {objective} latency",
+                     refs=("objective",), field="input_size", value=(size[0], size[1]))
 
 
 # ---- the plan ------------------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_threads_open_the_session_once(exported, monkeypatch) -> None:  # type: 
     _, path, _ = exported
     opened: list[int | None] = []
     real = runtime.open_session
-    monkeypatch.setattr(runtime, "open_session", lambda m, threads=None, what="model": (opened.append(threads), real(m, threads, what))[1])
+    monkeypatch.setattr(runtime, "open_session", lambda m, threads=None, **kw: (opened.append(threads), real(m, threads, **kw))[1])
     model, _, _ = open_model(path, None, None, None, 2)
     place_model(model, "cpu", 2)
     assert opened == [2] and model.session.get_session_options().intra_op_num_threads == 2

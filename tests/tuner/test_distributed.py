@@ -97,16 +97,18 @@ def test_soak_one_worker_killed_mid_trial(tmp_path: Path):
 
     study_name = f"soak-{uuid.uuid4().hex[:10]}"
     env = {**os.environ, "FEATHERFACE_TUNE_HEARTBEAT": "1,3"}
-    # latency is a sampled objective (one trial per sample, each a few tenths of a second): the survivors
-    # run well past the grace period, so the killed worker's trial is failed and retried while they work
-    soak_trials = 30
-    args = ["search", "--target", "489000", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "320", "320",
-            "--trials", str(soak_trials), "--study", study_name, "--storage", str(PG_URL), "--json"]
+    # latency is a sampled objective (one trial per sample), measured by the cheap stand-in in the survivors
+    # (SLEEP_S a trial): they run well past the grace period, so the killed worker's trial is failed and
+    # retried while they work
+    soak_trials = 40
+    args = ["search", "--target", "489000", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch",
+            "--input-size", "64", "64", "--trials", str(soak_trials), "--study", study_name, "--storage", str(PG_URL),
+            "--json"]
     dying = subprocess.run([sys.executable, "-c", DYING_WORKER, *args, "--seed", "99"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert dying.returncode == -9, dying.stderr[-2000:]
     t_killed = time.time()
-    procs = [subprocess.Popen([sys.executable, "-m", "featherface_tune.cli", *args, "--seed", str(seed)], cwd=tmp_path,
+    procs = [subprocess.Popen([sys.executable, CHEAP_CLI, *args, "--seed", str(seed)], cwd=tmp_path,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for seed in range(WORKERS - 1)]
     reports = []
