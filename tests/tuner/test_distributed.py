@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 WORKERS = 3
-TRIALS = 120
+TRIALS = 45  # 15 a worker: enough that all three start while trials are left
 
 
 def _worker(study: str, seed: int, cwd: Path) -> subprocess.Popen:
