@@ -81,7 +81,7 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path):
             break
     assert stale is not None, "never killed a worker with a trial in flight"
     assert study.trials[stale].state == TrialState.RUNNING  # the killed worker left it behind
-    time.sleep(3)  # past the grace period
+    time.sleep(2.5)  # past the grace period (2 s)
     done = sum(t.state == TrialState.COMPLETE for t in study.trials)
     b = subprocess.run([sys.executable, CHEAP_CLI, *ARGS, "--trials", str(done + 3), "--json"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
