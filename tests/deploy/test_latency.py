@@ -70,7 +70,9 @@ def test_measure_onnxruntime_and_the_search_records_it() -> None:
     assert a[R.LATENCY_RUNTIME] == "onnxruntime" and a[R.LATENCY_THREADS] == 1
 
 
-def test_search_json_best_rows_carry_the_latency_record(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_search_json_best_rows_carry_the_latency_record(tmp_path, monkeypatch, cheap_latency) -> None:  # type: ignore[no-untyped-def]
+    """The JSON rows of a sampled latency search carry each trial's latency record (measured by the cheap
+    stand-in: the search's own measurement is test_measure_onnxruntime_and_the_search_records_it's)."""
     import json
 
     from typer.testing import CliRunner
