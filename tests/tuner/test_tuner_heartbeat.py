@@ -21,8 +21,9 @@ from cheap_latency import CHEAP_CLI
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 # latency is a sampled objective: trials go one at a time, each in flight for a moment (measured by the
-# cheap stand-in: this test is about the storage, not the measurement)
-ARGS = ["search", "--target", "489000", "--tolerance", "5%", "--objective", "latency", "--latency-mode", "sampled",
+# cheap stand-in: this test is about the storage, not the measurement); tolerance 1 %: a window the
+# sampler draws from quickly (at 5 % a worker spent about 2 s before its first trial)
+ARGS = ["search", "--target", "489000", "--tolerance", "1%", "--objective", "latency", "--latency-mode", "sampled",
         "--runtime", "torch", "--input-size", "640", "640", "--fix", "neck=bifpn", "--fix", "bifpn_repeats=3",
         "--fix", "neck_channels=42",
         "--study", "hb", "--seed", "0"]
