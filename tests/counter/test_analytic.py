@@ -53,7 +53,7 @@ def test_macs_grow_with_input_and_bad_sizes_refused():
 
 
 @pytest.mark.slow
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=50, deadline=None)  # instance by instance, numel() is also the price in tests/models/test_arch.py
 @given(cfg=configs())
 def test_params_equal_numel_for_random_configs(cfg):
     model = build_model(cfg)
@@ -64,7 +64,9 @@ def test_params_equal_numel_for_random_configs(cfg):
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None)
+# 6: the analytic MACs also equal torch's FlopCounterMode at fixed odd sizes and widths
+# (tests/counter/test_convention_tools.py: official at 640 and 97x131, 489k, v1-489k, width 0.5, 65x33, odd widths)
+@settings(max_examples=6, deadline=None)
 @given(cfg=configs(max_width=40), h=st.integers(32, 160), w=st.integers(32, 160),
        dcn=st.sampled_from(["dense", "full"]))
 def test_macs_equal_fvcore_at_random_sizes(cfg, h, w, dcn):

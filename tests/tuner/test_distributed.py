@@ -25,7 +25,10 @@ pytestmark = [
 ]
 
 WORKERS = 3
-TRIALS = 120
+TRIALS = 45  # 15 a worker: enough that all three start while trials are left
+# a narrower space (the proof takes milliseconds instead of the default space's second or two in
+# each worker): sharing a study does not depend on the space
+NARROW = ["--fix", "neck=bifpn", "--fix", "bifpn_repeats=3", "--fix", "neck_channels=42"]
 
 
 def _worker(study: str, seed: int, cwd: Path) -> subprocess.Popen:
@@ -33,7 +36,7 @@ def _worker(study: str, seed: int, cwd: Path) -> subprocess.Popen:
     # measured by the cheap stand-in: this test is about sharing the study
     cmd = [sys.executable, CHEAP_CLI, "search", "--target", "489000", "--trials", str(TRIALS),
            "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch", "--input-size", "64", "64",
-           "--study", study, "--storage", str(PG_URL), "--seed", str(seed), "--json"]
+           "--study", study, "--storage", str(PG_URL), "--seed", str(seed), "--json", *NARROW]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -103,7 +106,7 @@ def test_soak_one_worker_killed_mid_trial(tmp_path: Path):
     soak_trials = 40
     args = ["search", "--target", "489000", "--objective", "latency", "--latency-mode", "sampled", "--runtime", "torch",
             "--input-size", "64", "64", "--trials", str(soak_trials), "--study", study_name, "--storage", str(PG_URL),
-            "--json"]
+            "--json", *NARROW]
     dying = subprocess.run([sys.executable, "-c", DYING_WORKER, *args, "--seed", "99"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert dying.returncode == -9, dying.stderr[-2000:]
