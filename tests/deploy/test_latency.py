@@ -56,13 +56,12 @@ def test_measure_onnxruntime_and_the_search_records_it() -> None:
     from featherface_tune.tuner.objectives import BudgetObjective
     from featherface_tune.tuner.space import BUDGET_KNOBS, default_space
 
-    # one export and measurement (each export takes seconds): the search's, which calls `measure`; an FPN
-    # neck without deformable convs, whose export takes a third of a BiFPN/DCN one's (tests/deploy/test_export.py
-    # exports those)
+    # one export and measurement (each export takes seconds): the search's, which calls `measure`. A BiFPN
+    # and DCN config: the only test exporting deformable convs at a fixed input size, as `measure` does
     space = default_space().with_solve(BUDGET_KNOBS)  # as tests/tuner: FixedTrial names every knob
     spec = R.StudySpec(489_000, 0, (64, 64), ("latency",), None, space.to_dict())
-    trial = optuna.trial.FixedTrial({"backbone_cbam": False, "neck": "fpn", "neck_channels": 64, "neck_cbam": False,
-                                     "ssh_deformable": False, "shuffle": "none"})
+    trial = optuna.trial.FixedTrial({"backbone_cbam": True, "neck": "bifpn", "bifpn_repeats": 3, "neck_channels": 42,
+                                     "neck_cbam": True, "ssh_deformable": True, "shuffle": "block"})
     value = BudgetObjective(space, spec, latency_runtime="onnxruntime")(trial)
     a = trial.user_attrs
     assert a[R.FEASIBLE] and value == a[R.LATENCY_MS] > 0
