@@ -43,9 +43,8 @@ def test_sigterm_during_search(tmp_path: Path):
     (tmp_path / "narrow.toml").write_text(NARROW_SPACE, encoding="utf-8")
     db = tmp_path / "s.db"
     # latency is measured per trial (by the cheap stand-in, which sleeps in it): the signal lands inside a trial
-    # (tolerance 1 %: a window the sampler draws from quickly; at 5 % a worker spent about 2 s before its first trial)
     proc = subprocess.Popen([sys.executable, CHEAP_CLI, "search", "--target", "489000",
-                             "--tolerance", "1%", "--space", "narrow.toml", "--objective", "latency", "--latency-mode", "sampled",
+                             "--tolerance", "5%", "--space", "narrow.toml", "--objective", "latency", "--latency-mode", "sampled",
                              "--runtime", "torch",
                              "--input-size", "320", "320", "--trials", "10000", "--study", "t",
                              "--storage", f"sqlite:///{db}"],
