@@ -104,6 +104,16 @@ class Terminated(KeyboardInterrupt):
 _SIGNALLED: set[str] = set()  # "TERM" once SIGTERM arrived inside `sigterm_as_interrupt`
 
 
+def terminate_requested() -> bool:
+    """Whether SIGTERM arrived inside the current `sigterm_as_interrupt` block: its `Terminated` may have
+    been swallowed where Python ignores exceptions (a finalizer or weakref callback the garbage collector
+    ran when the signal was handled), so long loops check this between their steps."""
+    return _INSIDE[0] > 0 and "TERM" in _SIGNALLED
+
+
+_INSIDE = [0]  # `sigterm_as_interrupt` blocks the main thread is in
+
+
 def interrupt_exit_code(exc: BaseException | None = None) -> int:
     """143 after SIGTERM, 130 after Ctrl-C; without `exc`, whether SIGTERM arrived in the current
     `sigterm_as_interrupt` block decides (for callers that only know "interrupted")."""
@@ -129,7 +139,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
     _SIGNALLED.clear()
 
     previous = signal.signal(signal.SIGTERM, _raise)
+    _INSIDE[0] += 1
     try:
         yield
     finally:
+        _INSIDE[0] -= 1
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from featherface_tune.errors import InputError
+from featherface_tune.errors import InputError, Terminated, terminate_requested
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner.objectives import TrialFailed
 from featherface_tune.tuner.storage import quiet_optuna_warnings
@@ -69,6 +69,7 @@ def run_queued(study: optuna.Study, objective: Callable[[Any], Any], n_trials: i
                 return
             frozen = _run_one(study, objective, trial_id)
             done += 1
+            _stop_when_terminated(study, frozen)
             for callback in callbacks:
                 callback(study, frozen)
     except KeyboardInterrupt:
@@ -153,6 +154,13 @@ def _run_one(study: optuna.Study, objective: Callable[[Any], Any], trial_id: int
         return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
+def _stop_when_terminated(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """After each trial: a SIGTERM whose `Terminated` was swallowed (`errors.terminate_requested`) stops
+    the search here. One CI run saw a worker keep sampling for minutes after SIGTERM."""
+    if terminate_requested():
+        raise Terminated()
+
+
 def _optimize_guarded(study: optuna.Study, objective: Callable[[Any], Any],
                       batch: Callable[[], tuple[int, float | None] | None], callbacks: Sequence[Any]) -> None:
     """`study.optimize` in batches (`batch()`: (trials, timeout), or None when done). Ctrl-C and SIGTERM
@@ -165,8 +173,8 @@ def _optimize_guarded(study: optuna.Study, objective: Callable[[Any], Any],
     while (todo := batch()) is not None:
         n, left = todo
         try:
-            study.optimize(objective, n_trials=n, timeout=left, catch=(TrialFailed,), callbacks=list(callbacks),
-                           gc_after_trial=False)
+            study.optimize(objective, n_trials=n, timeout=left, catch=(TrialFailed,),
+                           callbacks=[_stop_when_terminated, *callbacks], gc_after_trial=False)
             return
         except KeyboardInterrupt:
             fail_own_running(study)

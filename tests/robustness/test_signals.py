@@ -142,3 +142,31 @@ def test_an_interrupt_stops_the_heartbeat_thread_it_left_beating():
         assert not left._thread.is_alive()  # type: ignore[union-attr]
     finally:
         left._stop_event.set()  # type: ignore[union-attr]  # a failing test must not hang pytest's exit too
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_a_swallowed_sigterm_still_stops_the_search(tmp_path: Path, storage: str):
+    """SIGTERM handled where Python ignores the exception it raises (a finalizer the garbage collector
+    runs, a weakref callback: here an objective that swallows it) must still end the search, after the
+    trial in flight: one CI run saw a worker keep sampling for minutes after SIGTERM."""
+    from featherface_tune.errors import sigterm_as_interrupt
+    from featherface_tune.tuner.api import search
+
+    calls = []
+
+    def swallowing(cfg):  # type: ignore[no-untyped-def]
+        calls.append(cfg)
+        if len(calls) == 3:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)  # the handler runs here and raises Terminated, which is swallowed
+            except KeyboardInterrupt:
+                pass
+        return float(cfg.neck_channels)
+
+    (tmp_path / "narrow.toml").write_text(NARROW_SPACE, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 's.db'}" if storage == "sqlite" else str(tmp_path / "s.log")
+    with sigterm_as_interrupt():
+        res = search(489000, tolerance="5%", space=tmp_path / "narrow.toml", objective=swallowing, trials=50,
+                     storage=url, study="t", seed=0)
+    assert res.interrupted and len(calls) == 3
