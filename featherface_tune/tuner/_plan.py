@@ -60,9 +60,9 @@ def check_arguments(*, target: Any, tolerance: Any, max_macs: Any, trials: Any, 
     _check_proxy(proxy_data, needs_proxy_data or {})
     _check_counting(dcn_macs, convention, pruner)
     names, _ = objective_names(objective, proxy is not None or proxy_data is not None)
-    if "latency" in names:
+    if "latency" in names:  # it resolves the reference too
         _check_latency(size, reference, latency_runtime, latency_threads, latency_mode, finalists)
-    if "closest" in names:
+    elif "closest" in names:
         reference_config(reference)
     return tolerance, size
 
@@ -219,8 +219,8 @@ class Plan:
     names: tuple[str, ...]
     callables: dict[str, Callable[..., float]]
     proxy: Any
-    reference: Any  # as given (the latency finalists resolve it again)
-    ref_cfg: FeatherFaceConfig | None
+    reference: FeatherFaceConfig | None  # the reference config, resolved once (closest, latency's finalists)
+    ref_cfg: FeatherFaceConfig | None  # the reference of the closest objective (None without it)
     proof: Proof
     spec: R.StudySpec
     repairer: Repairer
@@ -248,12 +248,13 @@ def make_plan(target: int, tolerance: int, size: tuple[int, int], *, space: Any,
     names, callables = objective_names(objective, proxy is not None)
     if "latency" in names:
         latency_runtime = _latency_runtime(latency_runtime, latency_threads, latency_mode, size, tell)
-    ref_cfg = reference_in_space(reference, sp, tell) if "closest" in names else None
+    ref = reference_in_space(reference, sp, tell) if "closest" in names or "latency" in names else None
+    ref_cfg = ref if "closest" in names else None
     proof = _proof(sp, target, tolerance, size, counting, max_macs, tell)
     spec = R.StudySpec(target, tolerance, size, names, max_macs, sp.to_dict(), counting=counting,
                        reference=ref_cfg.to_dict() if ref_cfg is not None else None)
     repairer = Repairer(sp, target, tolerance, size, counting, max_macs, proof.exact, proof.hit_structures)
-    return Plan(target, tolerance, size, counting, max_macs, sp, names, callables, proxy, reference,
+    return Plan(target, tolerance, size, counting, max_macs, sp, names, callables, proxy, ref,
                 ref_cfg, proof, spec, repairer, latency_runtime, fidelity=fidelity)
 
 

@@ -16,7 +16,7 @@ from featherface_tune.models.config import FeatherFaceConfig
 from featherface_tune.tuner import records as R
 from featherface_tune.tuner import registry
 from featherface_tune.tuner import study as S
-from featherface_tune.tuner._plan import Plan, reference_in_space
+from featherface_tune.tuner._plan import Plan
 from featherface_tune.tuner.objectives import BudgetObjective
 from featherface_tune.tuner.result import Row, SearchResult
 from featherface_tune.tuner.solve import MAX_EXACT, ExactSet, NoConfigInWindow, Proof, Repairer
@@ -328,8 +328,8 @@ def time_finalists(plan: Plan, picks: list[int], ctx: registry.Context, k: int, 
     target = proof.certificate.target
     (i_macs,), _ = optima(ex, target, ("macs",), macs_ctx, 1)
     why.setdefault(int(i_macs), []).append("macs optimum")
-    ref = reference_in_space(plan.reference, plan.space, tell)
-    close_ctx = registry.Context(ctx.input_size, ctx.counting, knobs_from_config(ref))
+    assert plan.reference is not None  # resolved by the plan of a latency search
+    close_ctx = registry.Context(ctx.input_size, ctx.counting, knobs_from_config(plan.reference))
     (i_close,), _ = optima(ex, target, ("closest",), close_ctx, 1)
     why.setdefault(int(i_close), []).append("closest answer")
     idx = list(why)
