@@ -102,6 +102,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _SIGNALLED: set[str] = set()  # "TERM" once SIGTERM arrived inside `sigterm_as_interrupt`
+_INSIDE = [0]  # `sigterm_as_interrupt` blocks the main thread is in
 
 
 def terminate_requested() -> bool:
@@ -109,9 +110,6 @@ def terminate_requested() -> bool:
     been swallowed where Python ignores exceptions (a finalizer or weakref callback the garbage collector
     ran when the signal was handled), so long loops check this between their steps."""
     return _INSIDE[0] > 0 and "TERM" in _SIGNALLED
-
-
-_INSIDE = [0]  # `sigterm_as_interrupt` blocks the main thread is in
 
 
 def interrupt_exit_code(exc: BaseException | None = None) -> int:
